@@ -1,0 +1,206 @@
+"""The user's contract: the `hearth.dev/` annotations of a Deployment, parsed and validated.
+
+Keys that change only the scale live on the Deployment's metadata (editing them never restarts a model);
+keys that change the pod live on the pod template (editing them rolls the Deployment out).
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from policies.errors import Collector
+from policies.modelsource import ModelSource, parse_model_uri
+from policies.values import duration_seconds, is_dns_label, is_dns_subdomain, quantity, whole_number
+
+PREFIX = "hearth.dev/"
+ENABLED_LABEL = "hearth.dev/enabled"
+RENDERED = "hearth.dev/rendered"  # written by the webhook on pods, never by users
+Scope = Literal["deployment", "template"]
+DEPLOYMENT_WHERE = "metadata.annotations"
+TEMPLATE_WHERE = "spec.template.metadata.annotations"
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    scope: Scope
+    default: str
+    doc: str
+
+
+KEYS: tuple[Key, ...] = (
+    Key("min-replicas", "deployment", "0", "Fewest replicas; 0 allows scale-to-zero."),
+    Key("max-replicas", "deployment", "1", "Most replicas the scaler may ask for."),
+    Key("target", "deployment", "10", "Queue depth (waiting + in flight) per replica that triggers scale-out."),
+    Key("scale-down-delay", "deployment", "5m", "How long demand must stay lower before one step down or to zero."),
+    Key("cold-start", "deployment", "keepalive", "`keepalive` holds requests while the model starts; `reject` answers 503 at once."),
+    Key("heartbeat-interval", "deployment", "10s", "Interval of SSE comment heartbeats sent to held streaming clients."),
+    Key("activation-timeout", "deployment", "10m", "How long a request is held waiting for a ready pod."),
+    Key("queue-size", "deployment", "100", "Requests held per model while it has no ready pod; beyond it: 429."),
+    Key("model", "template", "(required)", "Model URI: hf://, huggingface://, modelscope://, pvc://claim[/sub], s3://bucket/prefix."),
+    Key("vendors", "template", "(any)", "Accelerator vendors in order of preference, e.g. `nvidia,ascend`."),
+    Key("runtime", "template", "(none)", "Pin one InferenceRuntime by name (instead of `vendors`)."),
+    Key("accelerators", "template", "1", "Accelerators per pod (the runtime's resource, as a limit)."),
+    Key("drain-timeout", "template", "(runtime's)", "Longest wait for open streams to finish when a pod goes away."),
+    Key("extra-args", "template", "(none)", "Extra runtime arguments, shell-quoted, appended to the runtime's."),
+    Key("cache-size", "template", "(unbounded)", "Size limit of the emptyDir that caches hub downloads."),
+    Key("shm-size", "template", "2Gi", "Size of the in-memory /dev/shm."),
+    Key("served-name", "template", "(Deployment name)", "Model name served by the runtime and used by clients."),
+)
+KEYS_BY_NAME = {PREFIX + key.name: key for key in KEYS}
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """What the scaler and gateway read from a Deployment's metadata."""
+
+    min_replicas: int = 0
+    max_replicas: int = 1
+    target: int = 10
+    scale_down_delay: float = 300.0
+    cold_start: Literal["keepalive", "reject"] = "keepalive"
+    heartbeat_interval: float = 10.0
+    activation_timeout: float = 600.0
+    queue_size: int = 100
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """What the webhook reads from a pod template to render the runtime pod."""
+
+    model: ModelSource
+    vendors: tuple[str, ...] = ()
+    runtime: str | None = None
+    accelerators: int = 1
+    drain_timeout: float | None = None
+    extra_args: tuple[str, ...] = ()
+    cache_size: str | None = None
+    shm_size: str = "2Gi"
+    served_name: str | None = None
+
+
+def _where(scope_where: str, key: str) -> str:
+    return f'{scope_where}["{key}"]'
+
+
+def _check_keys(errors: Collector, annotations: Mapping[str, str], scope: Scope, where: str) -> dict[str, str]:
+    """Unknown keys are errors (a typo must not pass silently); a key in the wrong place names its home."""
+    ours: dict[str, str] = {}
+    for full, value in annotations.items():
+        if not full.startswith(PREFIX):
+            continue
+        key = KEYS_BY_NAME.get(full)
+        if full == RENDERED and scope == "template":
+            errors.add(_where(where, full), value, "is written by the webhook on pods", "remove it from the template")
+        elif full == RENDERED:
+            continue
+        elif key is None:
+            names = [k.name for k in KEYS if k.scope == scope]
+            close = difflib.get_close_matches(full.removeprefix(PREFIX), [k.name for k in KEYS], n=1)
+            fix = f"did you mean {PREFIX}{close[0]}? fix the spelling" if close else "fix the spelling or remove it"
+            errors.add(_where(where, full), value, "is not a Hearth key; known here: " + ", ".join(names), fix)
+        elif key.scope != scope:
+            home = DEPLOYMENT_WHERE if key.scope == "deployment" else TEMPLATE_WHERE
+            why = "so that changing it never restarts the model" if key.scope == "deployment" else "because it changes the pod"
+            errors.add(_where(where, full), value, f"belongs on the Deployment's {home}, {why}", f"move it to {home}")
+        else:
+            ours[key.name] = value
+    return ours
+
+
+def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> ScaleSpec:
+    """Parse the Deployment-metadata keys; problems go to `errors`, defaults fill the gaps."""
+    raw = _check_keys(errors, annotations or {}, "deployment", DEPLOYMENT_WHERE)
+    spec = ScaleSpec()
+    at: Callable[[str], str] = lambda name: _where(DEPLOYMENT_WHERE, PREFIX + name)  # noqa: E731
+    values: dict[str, object] = {}
+    if "min-replicas" in raw:
+        values["min_replicas"] = whole_number(errors, at("min-replicas"), raw["min-replicas"], 0, 1000, 0)
+    if "max-replicas" in raw:
+        values["max_replicas"] = whole_number(errors, at("max-replicas"), raw["max-replicas"], 1, 1000, 3)
+    if "target" in raw:
+        values["target"] = whole_number(errors, at("target"), raw["target"], 1, 100_000, 10)
+    if "scale-down-delay" in raw:
+        values["scale_down_delay"] = duration_seconds(errors, at("scale-down-delay"), raw["scale-down-delay"], 0, 7 * 86400, "5m")
+    if "cold-start" in raw:
+        mode = raw["cold-start"].strip()
+        if mode in ("keepalive", "reject"):
+            values["cold_start"] = mode
+        else:
+            errors.add(at("cold-start"), raw["cold-start"], "must be keepalive or reject", 'write "keepalive" (the default) or "reject"')
+    if "heartbeat-interval" in raw:
+        values["heartbeat_interval"] = duration_seconds(errors, at("heartbeat-interval"), raw["heartbeat-interval"], 1, 300, "10s")
+    if "activation-timeout" in raw:
+        values["activation_timeout"] = duration_seconds(errors, at("activation-timeout"), raw["activation-timeout"], 1, 7200, "10m")
+    if "queue-size" in raw:
+        values["queue_size"] = whole_number(errors, at("queue-size"), raw["queue-size"], 0, 100_000, 100)
+    clean = {k: v for k, v in values.items() if v is not None}
+    spec = ScaleSpec(**clean)  # type: ignore[arg-type]
+    if spec.max_replicas < spec.min_replicas:
+        errors.add(
+            at("max-replicas"),
+            str(spec.max_replicas),
+            f"must be at least min-replicas ({spec.min_replicas})",
+            f'raise max-replicas to "{spec.min_replicas}" or more, or lower min-replicas',
+        )
+    return spec
+
+
+def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: str = TEMPLATE_WHERE) -> PodSpec | None:
+    """Parse the pod-template keys; returns None when a required key is missing or broken."""
+    raw = _check_keys(errors, annotations or {}, "template", where)
+    at: Callable[[str], str] = lambda name: _where(where, PREFIX + name)  # noqa: E731
+    model: ModelSource | None = None
+    if "model" not in raw:
+        errors.add(at("model"), None, "every Hearth pod needs a model URI", 'add e.g. hearth.dev/model: "hf://Qwen/Qwen3-8B"')
+    else:
+        model = parse_model_uri(errors, at("model"), raw["model"])
+    values: dict[str, object] = {}
+    if "vendors" in raw:
+        vendors = tuple(v.strip() for v in raw["vendors"].split(",") if v.strip())
+        bad = [v for v in vendors if not is_dns_label(v)]
+        if not vendors or bad or len(set(vendors)) != len(vendors):
+            errors.add(
+                at("vendors"), raw["vendors"], "must be a comma-separated list of distinct vendor names such as nvidia,ascend",
+                'write e.g. "nvidia,ascend"',
+            )
+        else:
+            values["vendors"] = vendors
+    if "runtime" in raw:
+        name = raw["runtime"].strip()
+        if not is_dns_subdomain(name):
+            errors.add(at("runtime"), raw["runtime"], "must be an InferenceRuntime name (lower-case DNS name)", 'write e.g. "vllm-nvidia"')
+        elif "vendors" in raw:
+            errors.add(
+                at("runtime"), raw["runtime"], "pins one runtime, so hearth.dev/vendors cannot be set beside it",
+                "keep hearth.dev/runtime or hearth.dev/vendors, not both",
+            )
+        else:
+            values["runtime"] = name
+    if "accelerators" in raw:
+        values["accelerators"] = whole_number(errors, at("accelerators"), raw["accelerators"], 1, 64, 1)
+    if "drain-timeout" in raw:
+        values["drain_timeout"] = duration_seconds(errors, at("drain-timeout"), raw["drain-timeout"], 0, 3600, "5m")
+    if "extra-args" in raw:
+        try:
+            values["extra_args"] = tuple(shlex.split(raw["extra-args"]))
+        except ValueError as exc:
+            errors.add(at("extra-args"), raw["extra-args"], f"must be shell-quoted arguments ({exc})", "close every quote")
+    if "cache-size" in raw:
+        values["cache_size"] = quantity(errors, at("cache-size"), raw["cache-size"], "100Gi")
+    if "shm-size" in raw:
+        values["shm_size"] = quantity(errors, at("shm-size"), raw["shm-size"], "2Gi")
+    if "served-name" in raw:
+        served = raw["served-name"].strip()
+        if not served or len(served) > 253 or any(c.isspace() or c in "\"'" for c in served):
+            errors.add(at("served-name"), raw["served-name"], "must be a model name without spaces or quotes", 'write e.g. "qwen3-8b"')
+        else:
+            values["served_name"] = served
+    if model is None:
+        return None
+    clean = {k: v for k, v in values.items() if v is not None}
+    return PodSpec(model=model, **clean)  # type: ignore[arg-type]

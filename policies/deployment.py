@@ -1,0 +1,156 @@
+"""The whole contract at once: validate an annotated Deployment, and render one of its pods."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from policies.annotations import ENABLED_LABEL, PREFIX, RENDERED, PodSpec, ScaleSpec, parse_pod, parse_scale
+from policies.errors import Collector, ContractError, Problem
+from policies.render import MODEL_CONTAINER, RenderSettings, render_pod
+from policies.runtime import InferenceRuntime
+from policies.selection import select_runtime
+
+SCALER_MANAGER = "hearth-scaler"
+POD_WHERE = "metadata.annotations"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    scale: ScaleSpec
+    pod: PodSpec
+    warnings: tuple[str, ...]
+
+
+def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRuntime] | None = None) -> Verdict:
+    """Every problem of an annotated Deployment at once (ContractError), or its parsed spec and warnings.
+
+    With `runtimes` given, a Deployment that no current runtime can serve gets a warning, not an error:
+    under GitOps the runtime may be applied a moment later."""
+    errors = Collector()
+    meta = _mapping(obj.get("metadata"))
+    spec = _mapping(obj.get("spec"))
+    template = _mapping(spec.get("template"))
+    template_meta = _mapping(template.get("metadata"))
+    scale = parse_scale(_str_map(meta.get("annotations")), errors)
+    pod = parse_pod(_str_map(template_meta.get("annotations")), errors)
+    containers = _mapping(template.get("spec")).get("containers") or []
+    names = [c.get("name") for c in containers if isinstance(c, Mapping)]
+    if MODEL_CONTAINER not in names:
+        errors.add(
+            "spec.template.spec.containers",
+            ", ".join(str(n) for n in names) or "(none)",
+            f'must include a container named "{MODEL_CONTAINER}" for the runtime to fill in',
+            f"add `- name: {MODEL_CONTAINER}` to the containers",
+        )
+    labels = _str_map(template_meta.get("labels"))
+    if labels.get(ENABLED_LABEL) != "true":
+        errors.add(
+            f'spec.template.metadata.labels["{ENABLED_LABEL}"]',
+            labels.get(ENABLED_LABEL),
+            'must be "true" so that the webhook renders the pods',
+            f'add the label {ENABLED_LABEL}: "true" to the pod template',
+        )
+    errors.raise_if_any()
+    if pod is None:  # parse_pod returns None only after recording a problem
+        raise RuntimeError("pod annotations unparsed without a recorded problem")
+    warnings = list(_replica_warnings(obj, scale))
+    if scale.scale_down_delay < 30:
+        warnings.append(
+            f'{PREFIX}scale-down-delay is {scale.scale_down_delay:g}s: a model restart costs minutes, so a delay '
+            "this short trades accelerator-hours for frequent cold starts"
+        )
+    model = next((c for c in containers if isinstance(c, Mapping) and c.get("name") == MODEL_CONTAINER), {})
+    if model.get("image"):
+        warnings.append(
+            f'container "{MODEL_CONTAINER}" sets image {model.get("image")}, which the InferenceRuntime replaces'
+        )
+    if runtimes is not None:
+        try:
+            select_runtime(pod, runtimes)
+        except ContractError as exc:
+            warnings.append(f"no runtime can serve these pods yet, so they will be refused: {exc.message}")
+    return Verdict(scale=scale, pod=pod, warnings=tuple(warnings))
+
+
+def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
+    """A `replicas:` written by the user fights the scaler (as with an HPA). The apiserver defaults the
+    field, so who set it is read from managedFields, else kubectl's last-applied annotation, else the body."""
+    meta = _mapping(obj.get("metadata"))
+    managed = meta.get("managedFields")
+    set_by_user: bool
+    if isinstance(managed, list) and managed:
+        set_by_user = any(
+            isinstance(entry, Mapping)
+            and entry.get("subresource") != "scale"
+            and entry.get("manager") != SCALER_MANAGER
+            and "f:replicas" in _mapping(_mapping(entry.get("fieldsV1")).get("f:spec"))
+            for entry in managed
+        )
+    else:
+        last = _str_map(meta.get("annotations")).get("kubectl.kubernetes.io/last-applied-configuration")
+        if last is not None:
+            try:
+                applied = json.loads(last)
+            except ValueError:
+                applied = {}
+            set_by_user = "replicas" in _mapping(_mapping(applied).get("spec"))
+        else:
+            set_by_user = "replicas" in _mapping(obj.get("spec"))
+    if not set_by_user:
+        return []
+    return [
+        "spec.replicas is set, but the Hearth scaler owns it (between "
+        f"{scale.min_replicas} and {scale.max_replicas}); remove replicas from the manifest (and, under Argo CD, "
+        "ignore /spec/replicas) so that applies do not fight the scaler"
+    ]
+
+
+def render_for_pod(pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> dict[str, Any]:
+    """Render a pod as the webhook does at CREATE (ContractError when it cannot)."""
+    meta = _mapping(pod.get("metadata"))
+    annotations = _str_map(meta.get("annotations"))
+    if RENDERED in annotations:
+        return dict(pod)
+    errors = Collector()
+    spec = parse_pod(annotations, errors, where=POD_WHERE)
+    errors.raise_if_any()
+    if spec is None:
+        raise RuntimeError("pod annotations unparsed without a recorded problem")
+    served = spec.served_name or deployment_name_of(pod)
+    if served is None:
+        raise ContractError(
+            [
+                Problem(
+                    f'{POD_WHERE}["{PREFIX}served-name"]',
+                    None,
+                    "a pod that no Deployment owns needs an explicit served model name",
+                    f"set {PREFIX}served-name, or create the pod through a Deployment",
+                )
+            ]
+        )
+    runtime = select_runtime(spec, runtimes, where=POD_WHERE)
+    return render_pod(dict(pod), runtime, spec, served, settings)
+
+
+def deployment_name_of(pod: Mapping[str, Any]) -> str | None:
+    """A ReplicaSet of a Deployment is named `<deployment>-<pod-template-hash>`."""
+    meta = _mapping(pod.get("metadata"))
+    template_hash = _str_map(meta.get("labels")).get("pod-template-hash")
+    for owner in meta.get("ownerReferences") or []:
+        if not isinstance(owner, Mapping) or owner.get("kind") != "ReplicaSet":
+            continue
+        name = str(owner.get("name", ""))
+        if template_hash and name.endswith("-" + template_hash):
+            return name[: -len(template_hash) - 1]
+    return None
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str_map(value: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}

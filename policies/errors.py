@@ -1,0 +1,56 @@
+"""The one error type of the pure core: a list of precise problems with the user's input.
+
+Every problem names where it is (`where`), the value found, what is allowed and the fix, so that the
+webhook, `hearth render` and the CLI can all print the same sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    value: str | None
+    allowed: str
+    fix: str
+
+    def __str__(self) -> str:
+        found = "is missing" if self.value is None else f"is {_quote(self.value)}"
+        return f"{self.where} {found}: {self.allowed}; fix: {self.fix}"
+
+
+def _quote(value: str, limit: int = 80) -> str:
+    shown = value if len(value) <= limit else value[: limit - 3] + "..."
+    return '"' + shown.replace('"', '\\"') + '"'
+
+
+class ContractError(ValueError):
+    """Input that breaks the user's contract; carries every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        if not problems:
+            raise ValueError("ContractError needs at least one problem")
+        self.problems = problems
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        return f"{len(self.problems)} problems: " + " | ".join(str(p) for p in self.problems)
+
+
+class Collector:
+    """Gathers problems while a parser walks its input, then raises them all at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, where: str, value: str | None, allowed: str, fix: str) -> None:
+        self.problems.append(Problem(where, value, allowed, fix))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ContractError(list(self.problems))

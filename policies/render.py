@@ -1,0 +1,204 @@
+"""Pod rendering: a user's pod (from an annotated template) becomes a runtime pod.
+
+Pure: dicts in, dicts out. Pod bodies stay plain dicts so that fields Hearth does not know survive.
+Rendering is idempotent: a pod that carries the `hearth.dev/rendered` annotation is returned unchanged,
+and every merge below replaces by name, so even a re-render of a stripped pod adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from policies.annotations import PREFIX, RENDERED, PodSpec
+from policies.errors import ContractError, Problem
+from policies.modelsource import CACHE_DIR, PVC_MOUNT
+from policies.runtime import InferenceRuntime, Probe, fill_template
+
+MODEL_CONTAINER = "model"
+SIDECAR_CONTAINER = "hearth-gateway"
+RUNTIME_LABEL = PREFIX + "runtime"
+VENDOR_LABEL = PREFIX + "vendor"
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    sidecar_image: str = "ghcr.io/hearth-project/hearth:0.1.0"
+    sidecar_port: int = 8090
+    sidecar_cpu: str = "100m"
+    sidecar_memory: str = "128Mi"
+
+
+def render_pod(
+    pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings
+) -> Obj:
+    """Return the runtime pod for `pod`; `pod` itself is never modified."""
+    if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
+        return copy.deepcopy(pod)
+    rt = runtime.spec
+    if rt.container.port == settings.sidecar_port:
+        raise ContractError(
+            [
+                Problem(
+                    f'InferenceRuntime "{runtime.name}" spec.container.port',
+                    str(rt.container.port),
+                    f"collides with the Hearth gateway sidecar's port {settings.sidecar_port}",
+                    "give the runtime another port",
+                )
+            ]
+        )
+    out = copy.deepcopy(pod)
+    meta = out.setdefault("metadata", {})
+    pod_spec = out.setdefault("spec", {})
+    containers: list[Obj] = pod_spec.setdefault("containers", [])
+    model = next((c for c in containers if c.get("name") == MODEL_CONTAINER), None)
+    if model is None:
+        raise ContractError(
+            [
+                Problem(
+                    "spec.template.spec.containers",
+                    ", ".join(str(c.get("name")) for c in containers) or "(none)",
+                    f'must include a container named "{MODEL_CONTAINER}" for the runtime to fill in',
+                    f"add `- name: {MODEL_CONTAINER}` to the containers",
+                )
+            ]
+        )
+    drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
+    _fill_model_container(model, runtime, spec, served_name, settings)
+    _put_by_name(containers, _sidecar(rt.container.port, drain, settings))
+    _add_volumes(pod_spec, runtime, spec)
+    pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), **rt.accelerator.node_selector}
+    tolerations: list[Obj] = pod_spec.setdefault("tolerations", [])
+    for toleration in rt.accelerator.tolerations:
+        wanted = toleration.model_dump(by_alias=True, exclude_none=True)
+        if wanted not in tolerations:
+            tolerations.append(wanted)
+    if not tolerations:
+        del pod_spec["tolerations"]
+    if not pod_spec["nodeSelector"]:
+        del pod_spec["nodeSelector"]
+    pod_spec["terminationGracePeriodSeconds"] = drain + rt.lifecycle.shutdown_seconds
+    labels = meta.setdefault("labels", {})
+    labels[RUNTIME_LABEL] = runtime.name
+    labels[VENDOR_LABEL] = rt.vendor
+    stamp = {
+        "runtime": runtime.name,
+        "stamp": runtime.stamp,
+        "servedName": served_name,
+        "sidecarPort": settings.sidecar_port,
+        "runtimePort": rt.container.port,
+    }
+    meta.setdefault("annotations", {})[RENDERED] = json.dumps(stamp, sort_keys=True, separators=(",", ":"))
+    return out
+
+
+def _fill_model_container(
+    model: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings
+) -> None:
+    rt = runtime.spec
+    port = rt.container.port
+    variables = {
+        "model.path": spec.model.path,
+        "model.name": served_name,
+        "model.uri": spec.model.uri,
+        "port": str(port),
+        "accelerators": str(spec.accelerators),
+    }
+    model["image"] = rt.container.image
+    if rt.container.command is not None:
+        model["command"] = [fill_template(a, variables) for a in rt.container.command]
+    model["args"] = [fill_template(a, variables) for a in rt.container.args] + list(spec.extra_args)
+    runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
+    source_env = [{"name": k, "value": v} for k, v in spec.model.env.items()]
+    model["env"] = _merged(runtime_env + source_env, model.get("env") or [])
+    ports = [p for p in model.get("ports") or [] if p.get("containerPort") != port and p.get("name") != "runtime"]
+    model["ports"] = [{"name": "runtime", "containerPort": port, "protocol": "TCP"}, *ports]
+    resources = model.setdefault("resources", {})
+    for section, values in (rt.container.resources or {}).items():
+        resources.setdefault(section, {})
+        for name, value in values.items():
+            resources[section].setdefault(name, value)
+    count = str(spec.accelerators)
+    resources.setdefault("limits", {})[rt.accelerator.resource] = count
+    resources.setdefault("requests", {})[rt.accelerator.resource] = count
+    probes = rt.probes
+    model["startupProbe"] = _http_probe(probes.path, port, probes.startup)
+    model["readinessProbe"] = _http_probe(probes.path, port, probes.readiness)
+    model["livenessProbe"] = _http_probe(probes.path, port, probes.liveness)
+    # The runtime is stopped only after the sidecar has drained every open stream: the kubelet waits for
+    # this hook, and the sidecar answers it as soon as nothing is in flight (no fixed sleep).
+    model.setdefault("lifecycle", {})["preStop"] = {"httpGet": {"path": "/drain", "port": settings.sidecar_port}}
+    mounts: list[Obj] = model.setdefault("volumeMounts", [])
+    _put_by_name(mounts, {"name": "hearth-shm", "mountPath": "/dev/shm"})
+    if spec.model.needs_cache:
+        _put_by_name(mounts, {"name": "hearth-cache", "mountPath": CACHE_DIR})
+    if spec.model.claim is not None:
+        _put_by_name(mounts, {"name": "hearth-model", "mountPath": PVC_MOUNT, "readOnly": True})
+    for index, host in enumerate(rt.accelerator.host_mounts):
+        _put_by_name(mounts, {"name": f"hearth-host-{index}", "mountPath": host.mount_path or host.path, "readOnly": True})
+
+
+def _sidecar(runtime_port: int, drain: int, settings: RenderSettings) -> Obj:
+    port = settings.sidecar_port
+    return {
+        "name": SIDECAR_CONTAINER,
+        "image": settings.sidecar_image,
+        "command": ["hearth"],
+        "args": [
+            "gateway",
+            "sidecar",
+            f"--port={port}",
+            f"--upstream=http://127.0.0.1:{runtime_port}",
+            f"--drain-timeout={drain}s",
+        ],
+        "ports": [{"name": "hearth-http", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 2, "failureThreshold": 1},
+        "resources": {
+            "requests": {"cpu": settings.sidecar_cpu, "memory": settings.sidecar_memory},
+            "limits": {"memory": settings.sidecar_memory},
+        },
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+    }
+
+
+def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec) -> None:
+    volumes: list[Obj] = pod_spec.setdefault("volumes", [])
+    _put_by_name(volumes, {"name": "hearth-shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
+    if spec.model.needs_cache:
+        cache: Obj = {"sizeLimit": spec.cache_size} if spec.cache_size else {}
+        _put_by_name(volumes, {"name": "hearth-cache", "emptyDir": cache})
+    if spec.model.claim is not None:
+        claim = {"claimName": spec.model.claim, "readOnly": True}
+        _put_by_name(volumes, {"name": "hearth-model", "persistentVolumeClaim": claim})
+    for index, host in enumerate(runtime.spec.accelerator.host_mounts):
+        host_path: Obj = {"path": host.path, "type": host.type} if host.type else {"path": host.path}
+        _put_by_name(volumes, {"name": f"hearth-host-{index}", "hostPath": host_path})
+
+
+def _http_probe(path: str, port: int, probe: Probe) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": probe.period_seconds,
+        "failureThreshold": probe.failure_threshold,
+        "timeoutSeconds": probe.timeout_seconds,
+    }
+
+
+def _put_by_name(items: list[Obj], item: Obj) -> None:
+    """Replace the entry of the same name, or append: the merge that keeps rendering idempotent."""
+    for index, existing in enumerate(items):
+        if existing.get("name") == item["name"]:
+            items[index] = item
+            return
+    items.append(item)
+
+
+def _merged(base: Iterable[Obj], overrides: Iterable[Obj]) -> list[Obj]:
+    merged: dict[str, Obj] = {}
+    for entry in [*base, *overrides]:
+        merged[str(entry.get("name"))] = entry
+    return list(merged.values())

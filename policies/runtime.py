@@ -1,0 +1,195 @@
+"""InferenceRuntime (serving.hearth.dev/v1alpha1): an admin's description of one backend.
+
+The pydantic model is the validator; `manifests/crd-inferenceruntime.yaml` mirrors its rules as a
+structural schema so that kube-apiserver refuses the same objects even when the webhook is down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from policies.errors import ContractError, Problem
+
+GROUP = "serving.hearth.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceRuntime"
+
+# The template language: `{{ name }}` and nothing else: no expressions, no filters, no code.
+TEMPLATE_VARIABLES = ("model.path", "model.name", "model.uri", "port", "accelerators")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_RESOURCE = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+_ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EnvVar(_Strict):
+    name: str = Field(pattern=_ENV_NAME, max_length=253)
+    value: str = ""
+
+
+class Container(_Strict):
+    image: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
+    command: list[str] | None = None
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    port: Port = 8000
+    resources: dict[str, dict[str, str]] | None = None
+
+    @field_validator("args", "command")
+    @classmethod
+    def _known_variables(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            unknown = template_errors(value)
+            if unknown:
+                raise ValueError(unknown)
+        return values
+
+
+class Toleration(_Strict):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+
+class HostMount(_Strict):
+    path: str = Field(pattern=r"^/[^\s]*$", max_length=4096)
+    mount_path: str | None = Field(default=None, alias="mountPath", pattern=r"^/[^\s]*$")
+    type: Literal["", "Directory", "File", "DirectoryOrCreate", "FileOrCreate", "Socket", "CharDevice"] = ""
+
+
+class Accelerator(_Strict):
+    resource: str = Field(pattern=_RESOURCE, max_length=253)
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: list[Toleration] = Field(default_factory=list)
+    host_mounts: list[HostMount] = Field(default_factory=list, alias="hostMounts")
+
+    @field_validator("resource")
+    @classmethod
+    def _extended(cls, value: str) -> str:
+        if "/" not in value:
+            raise ValueError("must be an extended resource with a domain, such as nvidia.com/gpu")
+        return value
+
+
+class Probe(_Strict):
+    period_seconds: int = Field(default=10, ge=1, le=300, alias="periodSeconds")
+    failure_threshold: int = Field(default=3, ge=1, le=10_000, alias="failureThreshold")
+    timeout_seconds: int = Field(default=5, ge=1, le=300, alias="timeoutSeconds")
+
+
+class Probes(_Strict):
+    path: str = Field(default="/health", pattern=r"^/\S*$")
+    # 10 s x 180 = 30 minutes for a large model to download and load before the pod is killed.
+    startup: Probe = Probe(period_seconds=10, failure_threshold=180)
+    readiness: Probe = Probe(period_seconds=5, failure_threshold=3)
+    liveness: Probe = Probe(period_seconds=10, failure_threshold=6)
+
+
+class Lifecycle(_Strict):
+    drain_timeout_seconds: int = Field(default=300, ge=0, le=3600, alias="drainTimeoutSeconds")
+    # Time the runtime gets after draining to shut down before SIGKILL.
+    shutdown_seconds: int = Field(default=30, ge=0, le=600, alias="shutdownSeconds")
+
+
+class Metrics(_Strict):
+    port: Port | None = None
+    path: str = Field(default="/metrics", pattern=r"^/\S*$")
+
+
+class RuntimeSpec(_Strict):
+    vendor: str = Field(pattern=_NAME, max_length=63)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    container: Container
+    accelerator: Accelerator
+    probes: Probes = Probes()
+    lifecycle: Lifecycle = Lifecycle()
+    metrics: Metrics = Metrics()
+
+    @model_validator(mode="after")
+    def _model_is_loaded(self) -> RuntimeSpec:
+        joined = " ".join((self.container.command or []) + self.container.args)
+        if "model.path" not in joined and "model.uri" not in joined:
+            raise ValueError("container.args must pass the model, e.g. --model={{ model.path }}")
+        return self
+
+
+class InferenceRuntime(_Strict):
+    """One runtime as the webhook keeps it: its name, version stamp and validated spec."""
+
+    name: str = Field(pattern=_NAME, max_length=253)
+    spec: RuntimeSpec
+    generation: int | None = None
+    resource_version: str | None = None
+
+    @property
+    def stamp(self) -> str:
+        """Identifies the version of this runtime that a pod was rendered from."""
+        if self.resource_version:
+            return f"rv{self.resource_version}"
+        return f"gen{self.generation}" if self.generation is not None else "file"
+
+
+def template_errors(text: str) -> str | None:
+    """Unknown `{{ var }}` names are refused when the runtime is applied, not when a pod starts."""
+    unknown = [m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1) not in TEMPLATE_VARIABLES]
+    if unknown:
+        return f"unknown template variable {{{{ {unknown[0]} }}}}; known: " + ", ".join(TEMPLATE_VARIABLES)
+    stripped = _PLACEHOLDER.sub("", text)
+    if "{{" in stripped or "}}" in stripped:
+        return "unbalanced '{{' or '}}'; write variables as {{ model.path }}"
+    return None
+
+
+def fill_template(text: str, variables: Mapping[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: variables[m.group(1)], text)
+
+
+def runtime_from_object(obj: Mapping[str, Any]) -> InferenceRuntime:
+    """Validate an InferenceRuntime object (a dict as kubectl or the apiserver holds it)."""
+    where = "InferenceRuntime"
+    if not isinstance(obj, Mapping):
+        raise ContractError([Problem(where, type(obj).__name__, "must be an object", "send a YAML/JSON mapping")])
+    if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
+        got = f"{obj.get('apiVersion')}/{obj.get('kind')}"
+        raise ContractError([Problem(f"{where} apiVersion/kind", got, f"must be {API_VERSION}/{KIND}", "fix apiVersion and kind")])
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        meta = {}
+    name = meta.get("name")
+    where = f'InferenceRuntime "{name}"'
+    generation = meta.get("generation")
+    try:
+        return InferenceRuntime.model_validate(
+            {
+                "name": name,
+                "spec": obj.get("spec"),
+                "generation": generation if isinstance(generation, int) else None,
+                "resource_version": meta.get("resourceVersion"),
+            }
+        )
+    except ValidationError as exc:
+        raise ContractError([_problem(where, err) for err in exc.errors()]) from None
+
+
+def _problem(where: str, err: Any) -> Problem:
+    loc = ".".join(str(part) for part in err["loc"])
+    value = err.get("input")
+    shown = None if err["type"] == "missing" else (value if isinstance(value, str) else repr(value))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    fix = "add it" if err["type"] == "missing" else "correct the value"
+    if err["type"] == "extra_forbidden":
+        fix = "remove the field or fix its spelling"
+    return Problem(f"{where} {loc}", shown, msg, fix)

@@ -1,0 +1,61 @@
+"""Which InferenceRuntime serves a pod: pinned by name, or the best one of the preferred vendors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from policies.annotations import PREFIX, TEMPLATE_WHERE, PodSpec
+from policies.errors import ContractError, Problem
+from policies.runtime import InferenceRuntime
+
+
+def select_runtime(pod: PodSpec, runtimes: Sequence[InferenceRuntime], where: str = TEMPLATE_WHERE) -> InferenceRuntime:
+    """`runtime` pins one by name; `vendors` takes the highest-priority runtime of the first vendor that
+    has any; with neither, every vendor is acceptable. An equal-priority tie is an error, not a coin toss."""
+    available = ", ".join(sorted(f"{r.name} ({r.spec.vendor})" for r in runtimes)) or "none"
+    if pod.runtime is not None:
+        for runtime in runtimes:
+            if runtime.name == pod.runtime:
+                return runtime
+        raise ContractError(
+            [
+                Problem(
+                    f'{where}["{PREFIX}runtime"]',
+                    pod.runtime,
+                    f"names no InferenceRuntime; available: {available}",
+                    "apply that InferenceRuntime (kubectl get inferenceruntimes) or pin an available one",
+                )
+            ]
+        )
+    groups = [[r for r in runtimes if r.spec.vendor == v] for v in pod.vendors] if pod.vendors else [list(runtimes)]
+    for candidates in groups:
+        if candidates:
+            return _best(candidates)
+    wanted = ",".join(pod.vendors) if pod.vendors else "(any)"
+    raise ContractError(
+        [
+            Problem(
+                f'{where}["{PREFIX}vendors"]',
+                wanted,
+                f"no InferenceRuntime of these vendors exists; available: {available}",
+                "apply a runtime for one of them, or list a vendor that has one",
+            )
+        ]
+    )
+
+
+def _best(candidates: list[InferenceRuntime]) -> InferenceRuntime:
+    ranked = sorted(candidates, key=lambda r: (-r.spec.priority, r.name))
+    top = ranked[0]
+    if len(ranked) > 1 and ranked[1].spec.priority == top.spec.priority:
+        raise ContractError(
+            [
+                Problem(
+                    f"InferenceRuntimes {top.name} and {ranked[1].name}",
+                    f"priority {top.spec.priority}",
+                    f"tie for vendor {top.spec.vendor} at the same priority",
+                    "give one of them a higher spec.priority, or pin one with hearth.dev/runtime",
+                )
+            ]
+        )
+    return top

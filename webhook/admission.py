@@ -1,0 +1,157 @@
+"""The admission core: an AdmissionReview dict in, an AdmissionReview dict out. It knows nothing of HTTP.
+
+A body that is not a well-formed AdmissionReview raises `MalformedReview` (the server answers HTTP 400);
+an object that breaks the contract is a well-formed answer with `allowed: false` and a precise message.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jsonpatch
+
+from policies import (
+    ENABLED_LABEL,
+    ContractError,
+    InferenceRuntime,
+    RenderSettings,
+    render_for_pod,
+    runtime_from_object,
+    validate_deployment,
+)
+
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+Review = dict[str, Any]
+Handler = Callable[[Mapping[str, Any], Sequence[InferenceRuntime], RenderSettings], Review]
+
+
+class MalformedReview(ValueError):
+    """The request body is not an AdmissionReview we can answer (HTTP 400, not a denial)."""
+
+
+def parse_review(body: bytes) -> tuple[str, Mapping[str, Any]]:
+    """Return (apiVersion, request) of an AdmissionReview body, or raise MalformedReview."""
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedReview(f"body is not JSON: {exc}") from None
+    if not isinstance(review, dict):
+        raise MalformedReview("body must be a JSON object (an AdmissionReview)")
+    api_version = review.get("apiVersion")
+    if api_version not in API_VERSIONS or review.get("kind") != "AdmissionReview":
+        raise MalformedReview(f"expected kind AdmissionReview of {' or '.join(API_VERSIONS)}")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise MalformedReview("AdmissionReview has no request object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedReview("AdmissionReview request has no uid")
+    if not isinstance(request.get("object"), dict) and request.get("operation") != "DELETE":
+        raise MalformedReview("AdmissionReview request has no object")
+    return str(api_version), request
+
+
+def answer(
+    api_version: str,
+    uid: str,
+    *,
+    allowed: bool,
+    message: str | None = None,
+    code: int = 400,
+    patch: list[dict[str, Any]] | None = None,
+    warnings: Sequence[str] = (),
+) -> Review:
+    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        response["status"] = {"code": code, "message": message or "denied", "reason": "Invalid"}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    if warnings:
+        response["warnings"] = list(warnings)
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
+
+
+def review(body: bytes, handler: Handler, runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:
+    api_version, request = parse_review(body)
+    try:
+        result = handler(request, runtimes, settings)
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+        # A well-formed review of a malformed object (a string where a list belongs): deny, naming it.
+        message = f"hearth: the object is malformed ({type(exc).__name__}: {exc})"
+        result = answer(api_version, str(request["uid"]), allowed=False, message=message)
+    result["apiVersion"] = api_version
+    return result
+
+
+def _is_kind(request: Mapping[str, Any], group: str, kind: str) -> bool:
+    gvk = request.get("kind")
+    return isinstance(gvk, Mapping) and gvk.get("group", "") == group and gvk.get("kind") == kind
+
+
+def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:
+    """Render an opted-in Pod at CREATE; anything else passes untouched."""
+    uid = str(request["uid"])
+    pod = request.get("object")
+    if request.get("operation") != "CREATE" or not _is_kind(request, "", "Pod") or not isinstance(pod, dict):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    if not isinstance(labels, Mapping) or labels.get(ENABLED_LABEL) != "true":
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    original = copy.deepcopy(pod)
+    meta = original.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    try:
+        rendered = render_for_pod(original, runtimes, settings)
+    except ContractError as exc:
+        return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth could not render this pod: {exc.message}")
+    patch = jsonpatch.make_patch(original, rendered).patch
+    return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
+
+
+def check_deployment(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:
+    uid = str(request["uid"])
+    obj = request.get("object")
+    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    if not _is_kind(request, "apps", "Deployment"):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if not isinstance(labels, Mapping) or labels.get(ENABLED_LABEL) != "true":
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    try:
+        verdict = validate_deployment(obj, runtimes)
+    except ContractError as exc:
+        return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth: {exc.message}")
+    return answer(API_VERSIONS[0], uid, allowed=True, warnings=verdict.warnings)
+
+
+def check_runtime(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:
+    uid = str(request["uid"])
+    obj = request.get("object")
+    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    try:
+        runtime = runtime_from_object(obj)
+    except ContractError as exc:
+        return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth: {exc.message}")
+    if runtime.spec.container.port == settings.sidecar_port:
+        message = (
+            f"hearth: InferenceRuntime {runtime.name} spec.container.port is {runtime.spec.container.port}, the port of "
+            "Hearth's gateway sidecar in every pod; fix: choose another port (8000 is vLLM's default)"
+        )
+        return answer(API_VERSIONS[0], uid, allowed=False, message=message)
+    warnings = [
+        f"InferenceRuntime {other.name} has the same vendor ({other.spec.vendor}) and priority "
+        f"({other.spec.priority}): pods that could use either will be refused until one priority changes"
+        for other in runtimes
+        if other.name != runtime.name
+        and other.spec.vendor == runtime.spec.vendor
+        and other.spec.priority == runtime.spec.priority
+    ]
+    return answer(API_VERSIONS[0], uid, allowed=True, warnings=warnings)

@@ -1,0 +1,93 @@
+"""The HTTP adapter: FastAPI routes that read a bounded body, call the admission core and answer JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from policies import RenderSettings
+from webhook.admission import Handler, MalformedReview, check_deployment, check_runtime, mutate_pod, review
+from webhook.metrics import WebhookMetrics
+from webhook.runtimes import RuntimeStore
+
+log = logging.getLogger("hearth.webhook")
+ENDPOINTS: dict[str, Handler] = {
+    "/mutate/pods": mutate_pod,
+    "/validate/deployments": check_deployment,
+    "/validate/inferenceruntimes": check_runtime,
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str) -> Response:
+    body = json.dumps({"error": {"code": status, "message": message}})
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def create_app(
+    store: RuntimeStore, render: RenderSettings, metrics: WebhookMetrics, max_body_bytes: int
+) -> FastAPI:
+    app = FastAPI(title="Hearth admission webhook", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def route(path: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        reviews = {result: metrics.reviews.labels(path, result) for result in
+                   ("allowed", "patched", "denied", "malformed", "too_large")}
+        latency = metrics.latency.labels(path)
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                body = await read_bounded(request, max_body_bytes)
+            except BodyTooLarge:
+                reviews["too_large"].inc()
+                return _error(413, f"AdmissionReview body exceeds {max_body_bytes} bytes")
+            started = time.perf_counter()
+            try:
+                result = review(body, handler, store.snapshot(), render)
+            except MalformedReview as exc:
+                reviews["malformed"].inc()
+                return _error(400, f"malformed AdmissionReview: {exc}")
+            response = result["response"]
+            outcome = "denied" if not response["allowed"] else "patched" if "patch" in response else "allowed"
+            reviews[outcome].inc()
+            latency.observe(time.perf_counter() - started)
+            if outcome == "denied":
+                log.info("%s denied %s: %s", path, response["uid"], response["status"]["message"])
+            return Response(json.dumps(result), media_type="application/json")
+
+        return endpoint
+
+    for path, handler in ENDPOINTS.items():
+        app.add_api_route(path, route(path, handler), methods=["POST"], include_in_schema=False)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response("ok", media_type="text/plain")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        metrics.runtimes.set(len(store.snapshot()))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

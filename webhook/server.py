@@ -1,0 +1,103 @@
+"""Serve the webhook over TLS with uvicorn, reloading a rotated certificate without dropping requests.
+
+uvicorn builds one `ssl.SSLContext`; loading a new chain into that same context changes what new
+handshakes present, while open connections carry on. A half-written pair (new cert, old key) fails to
+load and is retried at the next tick, so the old certificate keeps serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from webhook.app import create_app
+from webhook.metrics import WebhookMetrics
+from webhook.runtimes import RuntimeStore, RuntimeWatch, load_runtimes
+from webhook.settings import WebhookSettings
+
+log = logging.getLogger("hearth.webhook")
+
+
+class CertReloader:
+    def __init__(self, context: ssl.SSLContext, cert: Path, key: Path, metrics: WebhookMetrics) -> None:
+        self._context = context
+        self._cert = cert
+        self._key = key
+        self._metrics = metrics
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[float, float, int, int]:
+        cert, key = self._cert.stat(), self._key.stat()
+        return (cert.st_mtime, key.st_mtime, cert.st_ino, key.st_ino)
+
+    def check(self) -> bool:
+        """Reload when the files changed; True when a new certificate is now served."""
+        try:
+            stamp = self._stamp()
+            if stamp == self._seen:
+                return False
+            self._context.load_cert_chain(str(self._cert), str(self._key))
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("certificate reload failed, keeping the current one: %s", exc)
+            self._metrics.cert_reloads.labels("failed").inc()
+            return False
+        self._seen = stamp
+        self._metrics.cert_reloads.labels("reloaded").inc()
+        log.info("serving certificate reloaded from %s", self._cert)
+        return True
+
+    async def run(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.check()
+
+
+def build_store(settings: WebhookSettings) -> tuple[RuntimeStore, RuntimeWatch | None]:
+    if settings.runtimes_file is not None:
+        return RuntimeStore(load_runtimes(settings.runtimes_file)), None
+    from kubernetes import config
+
+    api_client = config.new_client_from_config(str(settings.kubeconfig) if settings.kubeconfig else None)
+    store = RuntimeStore()
+    return store, RuntimeWatch(store, api_client)
+
+
+def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: WebhookMetrics) -> uvicorn.Config:
+    app = create_app(store, settings.render, metrics, settings.max_body_bytes)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.cert_dir / "tls.crt"),
+        ssl_keyfile=str(settings.cert_dir / "tls.key"),
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=60,  # the apiserver keeps connections to webhooks alive
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
+async def serve(settings: WebhookSettings) -> None:
+    metrics = WebhookMetrics(CollectorRegistry())
+    store, watch = build_store(settings)
+    if watch is not None:
+        watch.start()
+    config = uvicorn_config(settings, store, metrics)
+    config.load()
+    if config.ssl is None:
+        raise RuntimeError("TLS was not configured")
+    reloader = CertReloader(config.ssl, settings.cert_dir / "tls.crt", settings.cert_dir / "tls.key", metrics)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(reloader.run(settings.cert_reload_seconds))
+    log.info("runtimes: %s", ", ".join(r.name for r in store.snapshot()) or "(from the cluster)")
+    try:
+        await server.serve()
+    finally:
+        task.cancel()
+        if watch is not None:
+            watch.stop()
