@@ -156,7 +156,7 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
     at: Callable[[str], str] = lambda name: _where(where, PREFIX + name)  # noqa: E731
     model: ModelSource | None = None
     if "model" not in raw:
-        errors.add(at("model"), None, "every Hearth pod needs a model URI", 'add e.g. hearth.dev/model: "hf://Qwen/Qwen3-8B"')
+        errors.add(at("model"), None, "is missing; every Hearth pod needs a model URI", 'add e.g. hearth.dev/model: "hf://Qwen/Qwen3-8B"')
     else:
         model = parse_model_uri(errors, at("model"), raw["model"])
     values: dict[str, object] = {}

@@ -126,7 +126,7 @@ def render_for_pod(pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime],
                 Problem(
                     f'{POD_WHERE}["{PREFIX}served-name"]',
                     None,
-                    "a pod that no Deployment owns needs an explicit served model name",
+                    "is missing; a pod that no Deployment owns needs an explicit served model name",
                     f"set {PREFIX}served-name, or create the pod through a Deployment",
                 )
             ]

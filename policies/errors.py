@@ -17,8 +17,9 @@ class Problem:
     fix: str
 
     def __str__(self) -> str:
-        found = "is missing" if self.value is None else f"is {_quote(self.value)}"
-        return f"{self.where} {found}: {self.allowed}; fix: {self.fix}"
+        if self.value is None:  # nothing to quote: missing, or a whole object
+            return f"{self.where}: {self.allowed}; fix: {self.fix}"
+        return f"{self.where} is {_quote(self.value)}: {self.allowed}; fix: {self.fix}"
 
 
 def _quote(value: str, limit: int = 80) -> str:

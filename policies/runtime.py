@@ -187,8 +187,10 @@ def runtime_from_object(obj: Mapping[str, Any]) -> InferenceRuntime:
 def _problem(where: str, err: Any) -> Problem:
     loc = ".".join(str(part) for part in err["loc"])
     value = err.get("input")
-    shown = None if err["type"] == "missing" else (value if isinstance(value, str) else repr(value))
+    shown = None if err["type"] == "missing" or isinstance(value, dict | list) else str(value)
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "is missing (required)"
     fix = "add it" if err["type"] == "missing" else "correct the value"
     if err["type"] == "extra_forbidden":
         fix = "remove the field or fix its spelling"

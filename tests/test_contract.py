@@ -1,0 +1,130 @@
+"""The annotation contract: defaults, and a precise error (key, value, allowed, fix) for every mistake."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from policies import Collector, ContractError, parse_pod, parse_scale, validate_deployment
+from tests.support import ROOT, load_case
+
+DEPLOYMENT, RUNTIMES = load_case(ROOT / "tests" / "golden" / "nvidia-hf.yaml")
+
+
+def with_annotations(scale: dict[str, str] | None = None, pod: dict[str, str] | None = None) -> dict[str, Any]:
+    obj = copy.deepcopy(DEPLOYMENT)
+    if scale is not None:
+        obj["metadata"]["annotations"] = scale
+    if pod is not None:
+        obj["spec"]["template"]["metadata"]["annotations"] = pod
+    return obj
+
+
+def problems_of(obj: dict[str, Any]) -> str:
+    with pytest.raises(ContractError) as caught:
+        validate_deployment(obj, RUNTIMES)
+    return caught.value.message
+
+
+def test_defaults() -> None:
+    scale = parse_scale({}, Collector())
+    assert (scale.min_replicas, scale.max_replicas, scale.target, scale.scale_down_delay) == (0, 1, 10, 300.0)
+    assert (scale.cold_start, scale.heartbeat_interval, scale.activation_timeout, scale.queue_size) == (
+        "keepalive", 10.0, 600.0, 100)
+    errors = Collector()
+    pod = parse_pod({"hearth.dev/model": "hf://Qwen/Qwen3-8B"}, errors)
+    assert pod is not None and not errors.problems
+    assert (pod.accelerators, pod.vendors, pod.runtime, pod.shm_size) == (1, (), None, "2Gi")
+
+
+def test_the_example_deployment_is_valid() -> None:
+    verdict = validate_deployment(DEPLOYMENT, RUNTIMES)
+    assert verdict.scale.max_replicas == 2 and verdict.pod.vendors == ("nvidia", "ascend")
+    assert verdict.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("scale", "pod", "expected"),
+    [
+        ({"hearth.dev/max-replicas": "three"}, None, ['"hearth.dev/max-replicas"]', '"three"', "whole number", 'e.g. "3"']),
+        ({"hearth.dev/min-replicas": "-1"}, None, ['min-replicas', '"-1"', "whole number"]),
+        ({"hearth.dev/min-replicas": "3", "hearth.dev/max-replicas": "2"}, None, ["max-replicas", "at least min-replicas (3)"]),
+        ({"hearth.dev/target": "0"}, None, ["target", '"0"', "from 1 to 100000"]),
+        ({"hearth.dev/scale-down-delay": "5 minutes"}, None, ["scale-down-delay", '"5 minutes"', "duration", '"5m"']),
+        ({"hearth.dev/cold-start": "warm"}, None, ["cold-start", '"warm"', "keepalive or reject"]),
+        ({"hearth.dev/max-replica": "3"}, None, ['"hearth.dev/max-replica"]', "not a Hearth key", "did you mean hearth.dev/max-replicas"]),
+        ({"hearth.dev/model": "hf://a/b"}, None, ["metadata.annotations", "belongs on the Deployment's spec.template", "move it"]),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/target": "3"}, ["spec.template.metadata.annotations", "target", "never restarts"]),
+        (None, {}, ['"hearth.dev/model"]', "is missing", "add e.g. hearth.dev/model"]),
+        (None, {"hearth.dev/model": "ftp://x/y"}, ['"ftp://x/y"', "hf://", "modelscope://", "pvc://"]),
+        (None, {"hearth.dev/model": "hf://just-a-name"}, ["ORGANISATION/MODEL"]),
+        (None, {"hearth.dev/model": "pvc://Models/x"}, ["PersistentVolumeClaim name"]),
+        (None, {"hearth.dev/model": "pvc://models/../etc"}, ["plain relative path"]),
+        (None, {"hearth.dev/model": "s3://A_B/x"}, ["bucket name"]),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/accelerators": "1.5"}, ["accelerators", '"1.5"', "whole number"]),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/vendors": "nvidia,,NVIDIA"}, ["vendors", "distinct vendor names"]),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/vendors": "nvidia", "hearth.dev/runtime": "x"}, ["not both"]),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": "--x 'open"}, ["extra-args", "close every quote"]),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/shm-size": "lots"}, ["shm-size", "Kubernetes quantity"]),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/rendered": "{}"}, ["written by the webhook"]),
+    ],
+)
+def test_every_mistake_names_key_value_and_fix(
+    scale: dict[str, str] | None, pod: dict[str, str] | None, expected: list[str]
+) -> None:
+    message = problems_of(with_annotations(scale, pod))
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert "fix:" in message
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    message = problems_of(with_annotations({"hearth.dev/max-replicas": "x", "hearth.dev/target": "y"}, {}))
+    assert message.startswith("3 problems")
+
+
+def test_model_container_and_opt_in_label_are_required() -> None:
+    obj = copy.deepcopy(DEPLOYMENT)
+    obj["spec"]["template"]["spec"]["containers"][0]["name"] = "main"
+    del obj["spec"]["template"]["metadata"]["labels"]["hearth.dev/enabled"]
+    message = problems_of(obj)
+    assert 'named "model"' in message and '"main"' in message
+    assert 'hearth.dev/enabled: "true"' in message
+
+
+def test_durations() -> None:
+    errors = Collector()
+    for text, seconds in [("90s", 90), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("0s", 0)]:
+        spec = parse_scale({"hearth.dev/scale-down-delay": text}, errors)
+        assert spec.scale_down_delay == seconds
+    assert not errors.problems
+
+
+def test_risky_choices_are_warnings() -> None:
+    obj = with_annotations({"hearth.dev/scale-down-delay": "10s"})
+    obj["spec"]["replicas"] = 2
+    obj["spec"]["template"]["spec"]["containers"][0]["image"] = "mine:latest"
+    warnings = validate_deployment(obj, RUNTIMES).warnings
+    assert any("spec.replicas is set" in w for w in warnings)
+    assert any("scale-down-delay is 10s" in w for w in warnings)
+    assert any("mine:latest" in w for w in warnings)
+    assert all(len(w) <= 256 for w in warnings)  # the apiserver may truncate longer warnings
+
+
+def test_replicas_owner_is_read_from_managed_fields() -> None:
+    obj = copy.deepcopy(DEPLOYMENT)
+    obj["spec"]["replicas"] = 1  # defaulted by the apiserver, not written by the user
+    obj["metadata"]["managedFields"] = [
+        {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {}}}},
+        {"manager": "hearth-scaler", "operation": "Update", "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+    ]
+    assert validate_deployment(obj, RUNTIMES).warnings == ()
+    obj["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:replicas"] = {}
+    assert any("spec.replicas" in w for w in validate_deployment(obj, RUNTIMES).warnings)
+
+
+def test_no_runtime_yet_is_a_warning_not_an_error() -> None:
+    verdict = validate_deployment(DEPLOYMENT, [])
+    assert any("no runtime can serve" in w for w in verdict.warnings)
