@@ -45,7 +45,7 @@ def new_key(key_type: KeyType) -> PrivateKey:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def make_ca(common_name: str = "hearth-webhook-ca", key_type: KeyType = "ecdsa", days: int = CA_DAYS) -> Pair:
@@ -63,9 +63,15 @@ def make_ca(common_name: str = "hearth-webhook-ca", key_type: KeyType = "ecdsa",
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -108,6 +114,32 @@ def make_serving(ca: Pair, hosts: list[str], key_type: KeyType = "ecdsa", days: 
         .sign(ca.key, hashes.SHA256())
     )
     return Pair(cert, key)
+
+
+def make_client(ca: Pair, common_name: str, organizations: list[str], days: int = SERVING_DAYS) -> Pair:
+    """A client certificate: the apiserver reads the user from CN and the groups from O."""
+    key = new_key("ecdsa")
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    start = _now() - dt.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attributes))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Pair(cert, key)
+
+
+def write_pair(out: Path, name: str, pair: Pair) -> None:
+    _write(out / f"{name}.key", pair.key_pem(), 0o600)
+    _write(out / f"{name}.crt", pair.cert_pem(), 0o644)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

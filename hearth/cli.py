@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 
 from hearth import __version__
+from hearth.dev_cmd import add_dev, add_gateway
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from hearth.render_cmd import run
     from policies import RenderSettings
 
-    return run(args.file, args.runtimes, RenderSettings(sidecar_image=args.sidecar_image, sidecar_port=args.sidecar_port))
+    return run(
+        args.file, args.runtimes, RenderSettings(sidecar_image=args.sidecar_image, sidecar_port=args.sidecar_port)
+    )
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
@@ -40,17 +43,27 @@ def _cmd_webhook(args: argparse.Namespace) -> int:
     from webhook.settings import WebhookSettings
 
     settings = WebhookSettings(
-        host=args.host, port=args.port, cert_dir=args.cert_dir, runtimes_file=args.runtimes,
-        kubeconfig=args.kubeconfig, max_body_bytes=args.max_body_bytes,
-        sidecar_image=args.sidecar_image, sidecar_port=args.sidecar_port, log_level=args.log_level,
+        host=args.host,
+        port=args.port,
+        cert_dir=args.cert_dir,
+        runtimes_file=args.runtimes,
+        kubeconfig=args.kubeconfig,
+        max_body_bytes=args.max_body_bytes,
+        sidecar_image=args.sidecar_image,
+        sidecar_port=args.sidecar_port,
+        log_level=args.log_level,
+        cert_reload_seconds=args.cert_reload_seconds,
     )
     asyncio.run(serve(settings))
     return 0
 
 
 def _add_sidecar_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sidecar-image", default="ghcr.io/hearth-project/hearth:0.1.0",
-                        help="image of the gateway sidecar added to every model pod")
+    parser.add_argument(
+        "--sidecar-image",
+        default="ghcr.io/hearth-project/hearth:0.1.0",
+        help="image of the gateway sidecar added to every model pod",
+    )
     parser.add_argument("--sidecar-port", type=int, default=8090, help="port of the gateway sidecar (default 8090)")
 
 
@@ -71,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--host", action="append", required=True, help="DNS name or IP address (repeat)")
     certs.add_argument("--key-type", choices=["ecdsa", "rsa"], default="ecdsa", help="ECDSA P-256 or RSA-2048")
     certs.add_argument("--days", type=int, default=365, help="validity of the serving certificate")
-    certs.add_argument("--if-expiring-within", type=float, metavar="DAYS",
-                       help="only rotate when the current certificate expires within DAYS")
+    certs.add_argument(
+        "--if-expiring-within",
+        type=float,
+        metavar="DAYS",
+        help="only rotate when the current certificate expires within DAYS",
+    )
     certs.add_argument("--patch", type=Path, action="append", help="write the caBundle into this manifest file")
     certs.add_argument("--kubeconfig", type=Path, help="also patch the live webhook configurations named hearth")
     certs.set_defaults(func=_cmd_certs)
@@ -83,9 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--port", type=int, default=8443)
     hook.add_argument("--runtimes", type=Path, help="InferenceRuntimes from a file instead of the cluster")
     hook.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: in-cluster or ~/.kube/config)")
-    hook.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    hook.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="larger bodies get 413")
+    hook.add_argument("--cert-reload-seconds", type=float, default=10.0, help="how often to look for a rotated cert")
     _add_sidecar_flags(hook)
     hook.set_defaults(func=_cmd_webhook)
+
+    add_dev(sub)
+    add_gateway(sub)
     return parser
 
 

@@ -26,8 +26,14 @@ def pod_from_deployment(deployment: Mapping[str, Any]) -> dict[str, Any]:
         "generateName": f"{name}-{template_hash}-",
         "labels": labels,
         "ownerReferences": [
-            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-{template_hash}",
-             "uid": "00000000-0000-0000-0000-000000000000", "controller": True, "blockOwnerDeletion": True}
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": f"{name}-{template_hash}",
+                "uid": "00000000-0000-0000-0000-000000000000",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         ],
     }
     if meta.get("namespace"):
@@ -35,7 +41,9 @@ def pod_from_deployment(deployment: Mapping[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": dict(template.get("spec") or {})}
 
 
-def render_documents(deployment_file: Path, runtimes_path: Path, settings: RenderSettings) -> tuple[list[dict[str, Any]], list[str]]:
+def render_documents(
+    deployment_file: Path, runtimes_path: Path, settings: RenderSettings
+) -> tuple[list[dict[str, Any]], list[str]]:
     runtimes = load_runtimes(runtimes_path)
     pods: list[dict[str, Any]] = []
     warnings: list[str] = []

@@ -37,11 +37,23 @@ KEYS: tuple[Key, ...] = (
     Key("max-replicas", "deployment", "1", "Most replicas the scaler may ask for."),
     Key("target", "deployment", "10", "Queue depth (waiting + in flight) per replica that triggers scale-out."),
     Key("scale-down-delay", "deployment", "5m", "How long demand must stay lower before one step down or to zero."),
-    Key("cold-start", "deployment", "keepalive", "`keepalive` holds requests while the model starts; `reject` answers 503 at once."),
-    Key("heartbeat-interval", "deployment", "10s", "Interval of SSE comment heartbeats sent to held streaming clients."),
+    Key(
+        "cold-start",
+        "deployment",
+        "keepalive",
+        "`keepalive` holds requests while the model starts; `reject` answers 503 at once.",
+    ),
+    Key(
+        "heartbeat-interval", "deployment", "10s", "Interval of SSE comment heartbeats sent to held streaming clients."
+    ),
     Key("activation-timeout", "deployment", "10m", "How long a request is held waiting for a ready pod."),
     Key("queue-size", "deployment", "100", "Requests held per model while it has no ready pod; beyond it: 429."),
-    Key("model", "template", "(required)", "Model URI: hf://, huggingface://, modelscope://, pvc://claim[/sub], s3://bucket/prefix."),
+    Key(
+        "model",
+        "template",
+        "(required)",
+        "Model URI: hf://, huggingface://, modelscope://, pvc://claim[/sub], s3://bucket/prefix.",
+    ),
     Key("vendors", "template", "(any)", "Accelerator vendors in order of preference, e.g. `nvidia,ascend`."),
     Key("runtime", "template", "(none)", "Pin one InferenceRuntime by name (instead of `vendors`)."),
     Key("accelerators", "template", "1", "Accelerators per pod (the runtime's resource, as a limit)."),
@@ -105,7 +117,11 @@ def _check_keys(errors: Collector, annotations: Mapping[str, str], scope: Scope,
             errors.add(_where(where, full), value, "is not a Hearth key; known here: " + ", ".join(names), fix)
         elif key.scope != scope:
             home = DEPLOYMENT_WHERE if key.scope == "deployment" else TEMPLATE_WHERE
-            why = "so that changing it never restarts the model" if key.scope == "deployment" else "because it changes the pod"
+            why = (
+                "so that changing it never restarts the model"
+                if key.scope == "deployment"
+                else "because it changes the pod"
+            )
             errors.add(_where(where, full), value, f"belongs on the Deployment's {home}, {why}", f"move it to {home}")
         else:
             ours[key.name] = value
@@ -125,17 +141,28 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
     if "target" in raw:
         values["target"] = whole_number(errors, at("target"), raw["target"], 1, 100_000, 10)
     if "scale-down-delay" in raw:
-        values["scale_down_delay"] = duration_seconds(errors, at("scale-down-delay"), raw["scale-down-delay"], 0, 7 * 86400, "5m")
+        values["scale_down_delay"] = duration_seconds(
+            errors, at("scale-down-delay"), raw["scale-down-delay"], 0, 7 * 86400, "5m"
+        )
     if "cold-start" in raw:
         mode = raw["cold-start"].strip()
         if mode in ("keepalive", "reject"):
             values["cold_start"] = mode
         else:
-            errors.add(at("cold-start"), raw["cold-start"], "must be keepalive or reject", 'write "keepalive" (the default) or "reject"')
+            errors.add(
+                at("cold-start"),
+                raw["cold-start"],
+                "must be keepalive or reject",
+                'write "keepalive" (the default) or "reject"',
+            )
     if "heartbeat-interval" in raw:
-        values["heartbeat_interval"] = duration_seconds(errors, at("heartbeat-interval"), raw["heartbeat-interval"], 1, 300, "10s")
+        values["heartbeat_interval"] = duration_seconds(
+            errors, at("heartbeat-interval"), raw["heartbeat-interval"], 1, 300, "10s"
+        )
     if "activation-timeout" in raw:
-        values["activation_timeout"] = duration_seconds(errors, at("activation-timeout"), raw["activation-timeout"], 1, 7200, "10m")
+        values["activation_timeout"] = duration_seconds(
+            errors, at("activation-timeout"), raw["activation-timeout"], 1, 7200, "10m"
+        )
     if "queue-size" in raw:
         values["queue_size"] = whole_number(errors, at("queue-size"), raw["queue-size"], 0, 100_000, 100)
     clean = {k: v for k, v in values.items() if v is not None}
@@ -156,7 +183,12 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
     at: Callable[[str], str] = lambda name: _where(where, PREFIX + name)  # noqa: E731
     model: ModelSource | None = None
     if "model" not in raw:
-        errors.add(at("model"), None, "is missing; every Hearth pod needs a model URI", 'add e.g. hearth.dev/model: "hf://Qwen/Qwen3-8B"')
+        errors.add(
+            at("model"),
+            None,
+            "is missing; every Hearth pod needs a model URI",
+            'add e.g. hearth.dev/model: "hf://Qwen/Qwen3-8B"',
+        )
     else:
         model = parse_model_uri(errors, at("model"), raw["model"])
     values: dict[str, object] = {}
@@ -165,7 +197,9 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
         bad = [v for v in vendors if not is_dns_label(v)]
         if not vendors or bad or len(set(vendors)) != len(vendors):
             errors.add(
-                at("vendors"), raw["vendors"], "must be a comma-separated list of distinct vendor names such as nvidia,ascend",
+                at("vendors"),
+                raw["vendors"],
+                "must be a comma-separated list of distinct vendor names such as nvidia,ascend",
                 'write e.g. "nvidia,ascend"',
             )
         else:
@@ -173,10 +207,17 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
     if "runtime" in raw:
         name = raw["runtime"].strip()
         if not is_dns_subdomain(name):
-            errors.add(at("runtime"), raw["runtime"], "must be an InferenceRuntime name (lower-case DNS name)", 'write e.g. "vllm-nvidia"')
+            errors.add(
+                at("runtime"),
+                raw["runtime"],
+                "must be an InferenceRuntime name (lower-case DNS name)",
+                'write e.g. "vllm-nvidia"',
+            )
         elif "vendors" in raw:
             errors.add(
-                at("runtime"), raw["runtime"], "pins one runtime, so hearth.dev/vendors cannot be set beside it",
+                at("runtime"),
+                raw["runtime"],
+                "pins one runtime, so hearth.dev/vendors cannot be set beside it",
                 "keep hearth.dev/runtime or hearth.dev/vendors, not both",
             )
         else:
@@ -189,7 +230,9 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
         try:
             values["extra_args"] = tuple(shlex.split(raw["extra-args"]))
         except ValueError as exc:
-            errors.add(at("extra-args"), raw["extra-args"], f"must be shell-quoted arguments ({exc})", "close every quote")
+            errors.add(
+                at("extra-args"), raw["extra-args"], f"must be shell-quoted arguments ({exc})", "close every quote"
+            )
     if "cache-size" in raw:
         values["cache_size"] = quantity(errors, at("cache-size"), raw["cache-size"], "100Gi")
     if "shm-size" in raw:
@@ -197,7 +240,12 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
     if "served-name" in raw:
         served = raw["served-name"].strip()
         if not served or len(served) > 253 or any(c.isspace() or c in "\"'" for c in served):
-            errors.add(at("served-name"), raw["served-name"], "must be a model name without spaces or quotes", 'write e.g. "qwen3-8b"')
+            errors.add(
+                at("served-name"),
+                raw["served-name"],
+                "must be a model name without spaces or quotes",
+                'write e.g. "qwen3-8b"',
+            )
         else:
             values["served_name"] = served
     if model is None:

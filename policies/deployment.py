@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Any
 
 from policies.annotations import ENABLED_LABEL, PREFIX, RENDERED, PodSpec, ScaleSpec, parse_pod, parse_scale
 from policies.errors import Collector, ContractError, Problem
-from policies.render import MODEL_CONTAINER, RenderSettings, render_pod
+from policies.render import MODEL_CONTAINER, PLACEHOLDER_IMAGE, RenderSettings, render_pod
 from policies.runtime import InferenceRuntime
 from policies.selection import select_runtime
 
@@ -59,11 +60,11 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
     warnings = list(_replica_warnings(obj, scale))
     if scale.scale_down_delay < 30:
         warnings.append(
-            f'{PREFIX}scale-down-delay is {scale.scale_down_delay:g}s: a model restart costs minutes, so a delay '
+            f"{PREFIX}scale-down-delay is {scale.scale_down_delay:g}s: a model restart costs minutes, so a delay "
             "this short trades accelerator-hours for frequent cold starts"
         )
     model = next((c for c in containers if isinstance(c, Mapping) and c.get("name") == MODEL_CONTAINER), {})
-    if model.get("image"):
+    if model.get("image") and model.get("image") != PLACEHOLDER_IMAGE:
         warnings.append(
             f'container "{MODEL_CONTAINER}" sets image {model.get("image")}, which the InferenceRuntime replaces'
         )
@@ -77,38 +78,46 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
 
 def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
     """A `replicas:` written by the user fights the scaler (as with an HPA). The apiserver defaults the
-    field, so who set it is read from managedFields, else kubectl's last-applied annotation, else the body."""
+    field before admission (and Update-operation managedFields then claim it), so the user's intent is read
+    from kubectl's last-applied annotation, else from server-side-apply managedFields, else from a value
+    other than the default 1, else (a plain file, as `hearth render` reads) from the field's presence."""
     meta = _mapping(obj.get("metadata"))
-    managed = meta.get("managedFields")
-    set_by_user: bool
-    if isinstance(managed, list) and managed:
-        set_by_user = any(
-            isinstance(entry, Mapping)
-            and entry.get("subresource") != "scale"
-            and entry.get("manager") != SCALER_MANAGER
-            and "f:replicas" in _mapping(_mapping(entry.get("fieldsV1")).get("f:spec"))
-            for entry in managed
-        )
+    spec = _mapping(obj.get("spec"))
+    last = _str_map(meta.get("annotations")).get("kubectl.kubernetes.io/last-applied-configuration")
+    managed = [e for e in meta.get("managedFields") or [] if isinstance(e, Mapping)]
+    applied = [e for e in managed if e.get("operation") == "Apply" and e.get("manager") != SCALER_MANAGER]
+    if last is not None:
+        try:
+            set_by_user = "replicas" in _mapping(_mapping(json.loads(last)).get("spec"))
+        except ValueError:
+            set_by_user = False
+    elif applied:
+        set_by_user = any("f:replicas" in _mapping(_mapping(e.get("fieldsV1")).get("f:spec")) for e in applied)
+    elif managed:
+        set_by_user = spec.get("replicas", 1) != 1 and not any(e.get("manager") == SCALER_MANAGER for e in managed)
     else:
-        last = _str_map(meta.get("annotations")).get("kubectl.kubernetes.io/last-applied-configuration")
-        if last is not None:
-            try:
-                applied = json.loads(last)
-            except ValueError:
-                applied = {}
-            set_by_user = "replicas" in _mapping(_mapping(applied).get("spec"))
-        else:
-            set_by_user = "replicas" in _mapping(obj.get("spec"))
+        set_by_user = "replicas" in spec
     if not set_by_user:
         return []
     return [
-        "spec.replicas is set, but the Hearth scaler owns it (between "
-        f"{scale.min_replicas} and {scale.max_replicas}); remove replicas from the manifest (and, under Argo CD, "
-        "ignore /spec/replicas) so that applies do not fight the scaler"
+        f"spec.replicas is set, but the Hearth scaler owns it ({scale.min_replicas}..{scale.max_replicas}); "
+        "remove it from the manifest (under Argo CD, also ignore /spec/replicas) so applies do not fight the scaler"
     ]
 
 
-def render_for_pod(pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> dict[str, Any]:
+def with_placeholder_image(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """The Deployment with the placeholder image on a model container that names none (else unchanged)."""
+    out = copy.deepcopy(dict(deployment))
+    containers = _mapping(_mapping(_mapping(out.get("spec")).get("template")).get("spec")).get("containers")
+    for container in containers if isinstance(containers, list) else []:
+        if isinstance(container, dict) and container.get("name") == MODEL_CONTAINER and not container.get("image"):
+            container["image"] = PLACEHOLDER_IMAGE
+    return out
+
+
+def render_for_pod(
+    pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+) -> dict[str, Any]:
     """Render a pod as the webhook does at CREATE (ContractError when it cannot)."""
     meta = _mapping(pod.get("metadata"))
     annotations = _str_map(meta.get("annotations"))

@@ -19,6 +19,9 @@ from policies.modelsource import CACHE_DIR, PVC_MOUNT
 from policies.runtime import InferenceRuntime, Probe, fill_template
 
 MODEL_CONTAINER = "model"
+# Deployments must name an image for every container; the user's contract leaves the model container's
+# to the runtime, so the webhook writes this placeholder into the template and replaces it in each pod.
+PLACEHOLDER_IMAGE = "hearth.dev/placeholder:filled-by-runtime"
 SIDECAR_CONTAINER = "hearth-gateway"
 RUNTIME_LABEL = PREFIX + "runtime"
 VENDOR_LABEL = PREFIX + "vendor"
@@ -33,9 +36,7 @@ class RenderSettings:
     sidecar_memory: str = "128Mi"
 
 
-def render_pod(
-    pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings
-) -> Obj:
+def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings) -> Obj:
     """Return the runtime pod for `pod`; `pod` itself is never modified."""
     if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
         return copy.deepcopy(pod)
@@ -133,13 +134,15 @@ def _fill_model_container(
     # this hook, and the sidecar answers it as soon as nothing is in flight (no fixed sleep).
     model.setdefault("lifecycle", {})["preStop"] = {"httpGet": {"path": "/drain", "port": settings.sidecar_port}}
     mounts: list[Obj] = model.setdefault("volumeMounts", [])
-    _put_by_name(mounts, {"name": "hearth-shm", "mountPath": "/dev/shm"})
+    _put_by_name(mounts, {"name": "hearth-shm", "mountPath": "/dev/shm"})  # noqa: S108 - the in-memory shm mount
     if spec.model.needs_cache:
         _put_by_name(mounts, {"name": "hearth-cache", "mountPath": CACHE_DIR})
     if spec.model.claim is not None:
         _put_by_name(mounts, {"name": "hearth-model", "mountPath": PVC_MOUNT, "readOnly": True})
     for index, host in enumerate(rt.accelerator.host_mounts):
-        _put_by_name(mounts, {"name": f"hearth-host-{index}", "mountPath": host.mount_path or host.path, "readOnly": True})
+        _put_by_name(
+            mounts, {"name": f"hearth-host-{index}", "mountPath": host.mount_path or host.path, "readOnly": True}
+        )
 
 
 def _sidecar(runtime_port: int, drain: int, settings: RenderSettings) -> Obj:

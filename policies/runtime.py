@@ -164,7 +164,9 @@ def runtime_from_object(obj: Mapping[str, Any]) -> InferenceRuntime:
         raise ContractError([Problem(where, type(obj).__name__, "must be an object", "send a YAML/JSON mapping")])
     if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
         got = f"{obj.get('apiVersion')}/{obj.get('kind')}"
-        raise ContractError([Problem(f"{where} apiVersion/kind", got, f"must be {API_VERSION}/{KIND}", "fix apiVersion and kind")])
+        raise ContractError(
+            [Problem(f"{where} apiVersion/kind", got, f"must be {API_VERSION}/{KIND}", "fix apiVersion and kind")]
+        )
     meta = obj.get("metadata")
     if not isinstance(meta, Mapping):
         meta = {}

@@ -27,9 +27,7 @@ def whole_number(errors: Collector, where: str, raw: str, low: int, high: int, e
     return value
 
 
-def duration_seconds(
-    errors: Collector, where: str, raw: str, low: float, high: float, example: str
-) -> float | None:
+def duration_seconds(errors: Collector, where: str, raw: str, low: float, high: float, example: str) -> float | None:
     """Go-style durations as Kubernetes users write them: 90s, 5m, 1h30m, 250ms."""
     text = raw.strip()
     match = _DURATION.fullmatch(text)

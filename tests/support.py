@@ -41,8 +41,11 @@ def apiserver_pod(deployment: dict[str, Any]) -> dict[str, Any]:
     meta.setdefault("namespace", "ai")
     meta["managedFields"] = [
         {
-            "apiVersion": "v1", "fieldsType": "FieldsV1", "manager": "kube-controller-manager",
-            "operation": "Update", "time": "2026-11-29T02:00:00Z",
+            "apiVersion": "v1",
+            "fieldsType": "FieldsV1",
+            "manager": "kube-controller-manager",
+            "operation": "Update",
+            "time": "2026-11-29T02:00:00Z",
             "fieldsV1": {"f:metadata": {"f:generateName": {}, "f:labels": {".": {}}}},
         }
     ]

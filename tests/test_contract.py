@@ -32,7 +32,11 @@ def test_defaults() -> None:
     scale = parse_scale({}, Collector())
     assert (scale.min_replicas, scale.max_replicas, scale.target, scale.scale_down_delay) == (0, 1, 10, 300.0)
     assert (scale.cold_start, scale.heartbeat_interval, scale.activation_timeout, scale.queue_size) == (
-        "keepalive", 10.0, 600.0, 100)
+        "keepalive",
+        10.0,
+        600.0,
+        100,
+    )
     errors = Collector()
     pod = parse_pod({"hearth.dev/model": "hf://Qwen/Qwen3-8B"}, errors)
     assert pod is not None and not errors.problems
@@ -48,25 +52,61 @@ def test_the_example_deployment_is_valid() -> None:
 @pytest.mark.parametrize(
     ("scale", "pod", "expected"),
     [
-        ({"hearth.dev/max-replicas": "three"}, None, ['"hearth.dev/max-replicas"]', '"three"', "whole number", 'e.g. "3"']),
-        ({"hearth.dev/min-replicas": "-1"}, None, ['min-replicas', '"-1"', "whole number"]),
-        ({"hearth.dev/min-replicas": "3", "hearth.dev/max-replicas": "2"}, None, ["max-replicas", "at least min-replicas (3)"]),
+        (
+            {"hearth.dev/max-replicas": "three"},
+            None,
+            ['"hearth.dev/max-replicas"]', '"three"', "whole number", 'e.g. "3"'],
+        ),
+        ({"hearth.dev/min-replicas": "-1"}, None, ["min-replicas", '"-1"', "whole number"]),
+        (
+            {"hearth.dev/min-replicas": "3", "hearth.dev/max-replicas": "2"},
+            None,
+            ["max-replicas", "at least min-replicas (3)"],
+        ),
         ({"hearth.dev/target": "0"}, None, ["target", '"0"', "from 1 to 100000"]),
         ({"hearth.dev/scale-down-delay": "5 minutes"}, None, ["scale-down-delay", '"5 minutes"', "duration", '"5m"']),
         ({"hearth.dev/cold-start": "warm"}, None, ["cold-start", '"warm"', "keepalive or reject"]),
-        ({"hearth.dev/max-replica": "3"}, None, ['"hearth.dev/max-replica"]', "not a Hearth key", "did you mean hearth.dev/max-replicas"]),
-        ({"hearth.dev/model": "hf://a/b"}, None, ["metadata.annotations", "belongs on the Deployment's spec.template", "move it"]),
-        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/target": "3"}, ["spec.template.metadata.annotations", "target", "never restarts"]),
+        (
+            {"hearth.dev/max-replica": "3"},
+            None,
+            ['"hearth.dev/max-replica"]', "not a Hearth key", "did you mean hearth.dev/max-replicas"],
+        ),
+        (
+            {"hearth.dev/model": "hf://a/b"},
+            None,
+            ["metadata.annotations", "belongs on the Deployment's spec.template", "move it"],
+        ),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/target": "3"},
+            ["spec.template.metadata.annotations", "target", "never restarts"],
+        ),
         (None, {}, ['"hearth.dev/model"]', "is missing", "add e.g. hearth.dev/model"]),
         (None, {"hearth.dev/model": "ftp://x/y"}, ['"ftp://x/y"', "hf://", "modelscope://", "pvc://"]),
         (None, {"hearth.dev/model": "hf://just-a-name"}, ["ORGANISATION/MODEL"]),
         (None, {"hearth.dev/model": "pvc://Models/x"}, ["PersistentVolumeClaim name"]),
         (None, {"hearth.dev/model": "pvc://models/../etc"}, ["plain relative path"]),
         (None, {"hearth.dev/model": "s3://A_B/x"}, ["bucket name"]),
-        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/accelerators": "1.5"}, ["accelerators", '"1.5"', "whole number"]),
-        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/vendors": "nvidia,,NVIDIA"}, ["vendors", "distinct vendor names"]),
-        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/vendors": "nvidia", "hearth.dev/runtime": "x"}, ["not both"]),
-        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": "--x 'open"}, ["extra-args", "close every quote"]),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/accelerators": "1.5"},
+            ["accelerators", '"1.5"', "whole number"],
+        ),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/vendors": "nvidia,,NVIDIA"},
+            ["vendors", "distinct vendor names"],
+        ),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/vendors": "nvidia", "hearth.dev/runtime": "x"},
+            ["not both"],
+        ),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": "--x 'open"},
+            ["extra-args", "close every quote"],
+        ),
         (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/shm-size": "lots"}, ["shm-size", "Kubernetes quantity"]),
         (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/rendered": "{}"}, ["written by the webhook"]),
     ],
@@ -113,16 +153,32 @@ def test_risky_choices_are_warnings() -> None:
     assert all(len(w) <= 256 for w in warnings)  # the apiserver may truncate longer warnings
 
 
-def test_replicas_owner_is_read_from_managed_fields() -> None:
+def test_replicas_intent_is_read_past_apiserver_defaulting() -> None:
     obj = copy.deepcopy(DEPLOYMENT)
-    obj["spec"]["replicas"] = 1  # defaulted by the apiserver, not written by the user
+    obj["spec"]["replicas"] = 1  # defaulted by the apiserver, and claimed by the Update manager
     obj["metadata"]["managedFields"] = [
-        {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {}}}},
-        {"manager": "hearth-scaler", "operation": "Update", "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kubectl-create", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+    ]
+    assert validate_deployment(obj, RUNTIMES).warnings == ()
+    obj["spec"]["replicas"] = 3  # not the default: someone wrote it
+    assert any("spec.replicas" in w for w in validate_deployment(obj, RUNTIMES).warnings)
+    # Server-side apply: the applied configuration is exactly what the user wrote.
+    obj["metadata"]["managedFields"] = [
+        {"manager": "argocd-controller", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {}}}},
+        {
+            "manager": "hearth-scaler",
+            "operation": "Update",
+            "subresource": "scale",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}},
+        },
     ]
     assert validate_deployment(obj, RUNTIMES).warnings == ()
     obj["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:replicas"] = {}
     assert any("spec.replicas" in w for w in validate_deployment(obj, RUNTIMES).warnings)
+    # Client-side apply: the last-applied annotation says what the manifest holds.
+    del obj["metadata"]["managedFields"]
+    obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = '{"spec": {"selector": {}}}'
+    assert validate_deployment(obj, RUNTIMES).warnings == ()
 
 
 def test_no_runtime_yet_is_a_warning_not_an_error() -> None:

@@ -34,7 +34,15 @@ def rendered_of(case: Path) -> dict:  # type: ignore[type-arg]
 
 def test_the_required_cases_exist() -> None:
     names = {c.stem for c in CASES}
-    required = {"nvidia-hf", "nvidia-modelscope", "ascend-910b", "ascend-310p", "pvc-subpath", "pinned-runtime", "vendor-fallback"}
+    required = {
+        "nvidia-hf",
+        "nvidia-modelscope",
+        "ascend-910b",
+        "ascend-310p",
+        "pvc-subpath",
+        "pinned-runtime",
+        "vendor-fallback",
+    }
     assert required <= names
 
 

@@ -13,13 +13,13 @@ from policies import Collector, ContractError, parse_pod, runtime_from_object, s
 from policies.runtime import fill_template, template_errors
 from tests.support import ROOT, RUNTIMES, sample_runtimes
 
-NVIDIA = yaml.safe_load((RUNTIMES / "vllm-nvidia.yaml").read_text())
+NVIDIA: dict[str, Any] = yaml.safe_load((RUNTIMES / "vllm-nvidia.yaml").read_text())
 CRD = yaml.safe_load((ROOT / "manifests" / "crd-inferenceruntime.yaml").read_text())
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def variant(**changes: Any) -> dict[str, Any]:
-    obj = copy.deepcopy(NVIDIA)
+    obj: dict[str, Any] = copy.deepcopy(NVIDIA)
     for dotted, value in changes.items():
         *parents, leaf = dotted.split("__")
         node = obj
@@ -49,8 +49,17 @@ def test_samples_are_valid() -> None:
     assert names["vllm-ascend-310p"].spec.accelerator.resource == "huawei.com/Ascend310P"
     assert "--enforce-eager" in names["vllm-ascend-310p"].spec.container.args
     mounts = [m.path for m in names["vllm-ascend-910b"].spec.accelerator.host_mounts]
-    assert mounts == ["/usr/local/Ascend/driver", "/usr/local/bin/npu-smi", "/usr/local/dcmi", "/etc/ascend_install.info"]
-    assert names["vllm-nvidia"].spec.probes.startup.failure_threshold * names["vllm-nvidia"].spec.probes.startup.period_seconds >= 1800
+    assert mounts == [
+        "/usr/local/Ascend/driver",
+        "/usr/local/bin/npu-smi",
+        "/usr/local/dcmi",
+        "/etc/ascend_install.info",
+    ]
+    assert (
+        names["vllm-nvidia"].spec.probes.startup.failure_threshold
+        * names["vllm-nvidia"].spec.probes.startup.period_seconds
+        >= 1800
+    )
 
 
 INVALID = {
@@ -108,7 +117,9 @@ def test_selection_prefers_vendor_order_then_priority() -> None:
     assert select_runtime(pod_spec(**{"hearth.dev/vendors": "nvidia,ascend"}), runtimes).name == "vllm-nvidia"
     assert select_runtime(pod_spec(**{"hearth.dev/vendors": "ascend,nvidia"}), runtimes).name == "vllm-ascend-910b"
     without_nvidia = [r for r in runtimes if r.spec.vendor != "nvidia"]
-    assert select_runtime(pod_spec(**{"hearth.dev/vendors": "nvidia,ascend"}), without_nvidia).name == "vllm-ascend-910b"
+    assert (
+        select_runtime(pod_spec(**{"hearth.dev/vendors": "nvidia,ascend"}), without_nvidia).name == "vllm-ascend-910b"
+    )
     assert select_runtime(pod_spec(**{"hearth.dev/runtime": "vllm-ascend-310p"}), runtimes).name == "vllm-ascend-310p"
 
 

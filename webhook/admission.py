@@ -23,6 +23,7 @@ from policies import (
     runtime_from_object,
     validate_deployment,
 )
+from policies.deployment import with_placeholder_image
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 Review = dict[str, Any]
@@ -39,6 +40,8 @@ def parse_review(body: bytes) -> tuple[str, Mapping[str, Any]]:
         review = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedReview(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedReview("body is nested too deeply") from None
     if not isinstance(review, dict):
         raise MalformedReview("body must be a JSON object (an AdmissionReview)")
     api_version = review.get("apiVersion")
@@ -80,7 +83,7 @@ def review(body: bytes, handler: Handler, runtimes: Sequence[InferenceRuntime], 
     api_version, request = parse_review(body)
     try:
         result = handler(request, runtimes, settings)
-    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError, RecursionError) as exc:
         # A well-formed review of a malformed object (a string where a list belongs): deny, naming it.
         message = f"hearth: the object is malformed ({type(exc).__name__}: {exc})"
         result = answer(api_version, str(request["uid"]), allowed=False, message=message)
@@ -114,7 +117,23 @@ def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime],
     return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
 
 
-def check_deployment(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:
+def mutate_deployment(
+    request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+) -> Review:
+    """Give the model container of an opted-in Deployment the placeholder image the apiserver requires."""
+    uid = str(request["uid"])
+    obj = request.get("object")
+    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    if not _is_kind(request, "apps", "Deployment"):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    patch = jsonpatch.make_patch(obj, with_placeholder_image(obj)).patch
+    return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
+
+
+def check_deployment(
+    request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+) -> Review:
     uid = str(request["uid"])
     obj = request.get("object")
     if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
@@ -142,8 +161,8 @@ def check_runtime(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntim
         return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth: {exc.message}")
     if runtime.spec.container.port == settings.sidecar_port:
         message = (
-            f"hearth: InferenceRuntime {runtime.name} spec.container.port is {runtime.spec.container.port}, the port of "
-            "Hearth's gateway sidecar in every pod; fix: choose another port (8000 is vLLM's default)"
+            f"hearth: InferenceRuntime {runtime.name} spec.container.port is {runtime.spec.container.port}, "
+            "the port of Hearth's gateway sidecar in every pod; fix: choose another port (8000 is vLLM's default)"
         )
         return answer(API_VERSIONS[0], uid, allowed=False, message=message)
     warnings = [

@@ -11,13 +11,22 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from policies import RenderSettings
-from webhook.admission import Handler, MalformedReview, check_deployment, check_runtime, mutate_pod, review
+from webhook.admission import (
+    Handler,
+    MalformedReview,
+    check_deployment,
+    check_runtime,
+    mutate_deployment,
+    mutate_pod,
+    review,
+)
 from webhook.metrics import WebhookMetrics
 from webhook.runtimes import RuntimeStore
 
 log = logging.getLogger("hearth.webhook")
 ENDPOINTS: dict[str, Handler] = {
     "/mutate/pods": mutate_pod,
+    "/mutate/deployments": mutate_deployment,
     "/validate/deployments": check_deployment,
     "/validate/inferenceruntimes": check_runtime,
 }
@@ -46,14 +55,14 @@ def _error(status: int, message: str) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def create_app(
-    store: RuntimeStore, render: RenderSettings, metrics: WebhookMetrics, max_body_bytes: int
-) -> FastAPI:
+def create_app(store: RuntimeStore, render: RenderSettings, metrics: WebhookMetrics, max_body_bytes: int) -> FastAPI:
     app = FastAPI(title="Hearth admission webhook", docs_url=None, redoc_url=None, openapi_url=None)
 
     def route(path: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        reviews = {result: metrics.reviews.labels(path, result) for result in
-                   ("allowed", "patched", "denied", "malformed", "too_large")}
+        reviews = {
+            result: metrics.reviews.labels(path, result)
+            for result in ("allowed", "patched", "denied", "malformed", "too_large")
+        }
         latency = metrics.latency.labels(path)
 
         async def endpoint(request: Request) -> Response:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -93,7 +93,7 @@ class RuntimeWatch:
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                listed = api.list_cluster_custom_object(GROUP, self._version, PLURAL)
+                listed = cast(dict[str, Any], api.list_cluster_custom_object(GROUP, self._version, PLURAL))
                 parsed = [r for r in (_parse(item) for item in listed.get("items", [])) if r is not None]
                 self._store.replace(parsed)
                 self._store.synced.set()
@@ -101,8 +101,12 @@ class RuntimeWatch:
                 log.info("runtimes synced: %s", ", ".join(r.name for r in parsed) or "(none)")
                 backoff = 1.0
                 stream = watch.Watch().stream(
-                    api.list_cluster_custom_object, GROUP, self._version, PLURAL,
-                    resource_version=resource_version, timeout_seconds=300,
+                    api.list_cluster_custom_object,
+                    GROUP,
+                    self._version,
+                    PLURAL,
+                    resource_version=resource_version,
+                    timeout_seconds=300,
                 )
                 for event in stream:
                     if self._stop.is_set():
@@ -113,7 +117,7 @@ class RuntimeWatch:
                     log.warning("runtime watch failed (%s); retrying in %.0fs", exc.reason, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
-            except Exception as exc:  # noqa: BLE001 - a watch must survive an apiserver restart
+            except Exception as exc:
                 log.warning("runtime watch interrupted (%s); retrying in %.0fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)

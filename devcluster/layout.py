@@ -1,0 +1,75 @@
+"""Where a dev cluster lives: its state folder, its ports and its loopback addresses.
+
+One cluster per state folder. Ports and the pod address range derive from a base so that the user's
+`hearth dev up` and the end-to-end tests can run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hearth" / "dev"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hearth"
+
+
+@dataclass(frozen=True)
+class Layout:
+    state: Path
+    port_base: int = 16400
+    pod_net: int = 10  # pods get 127.<pod_net>.0.N
+
+    @property
+    def etcd_port(self) -> int:
+        return self.port_base + 1
+
+    @property
+    def etcd_peer_port(self) -> int:
+        return self.port_base + 2
+
+    @property
+    def apiserver_port(self) -> int:
+        return self.port_base + 43
+
+    @property
+    def webhook_port(self) -> int:
+        return self.port_base + 44
+
+    @property
+    def controller_manager_port(self) -> int:
+        return self.port_base + 57
+
+    @property
+    def scheduler_port(self) -> int:
+        return self.port_base + 59
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    @property
+    def pids(self) -> Path:
+        return self.state / "pids.json"
+
+    @property
+    def webhook_tls(self) -> Path:
+        return self.state / "webhook-tls"
+
+    def component_kubeconfig(self, name: str) -> Path:
+        return self.state / f"{name}.kubeconfig"

@@ -1,0 +1,75 @@
+"""The dev cluster's PKI, as envtest makes it: one CA, the apiserver's serving certificate, the
+service-account key pair, and client certificates (admin in system:masters, the controller-manager and
+the scheduler as their well-known users) with a kubeconfig each."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from certs import Pair, load_ca, make_ca, make_client, make_serving, write_pair
+from devcluster.layout import Layout
+
+USERS = {
+    "admin": ("hearth-admin", ["system:masters"]),
+    "controller-manager": ("system:kube-controller-manager", []),
+    "scheduler": ("system:kube-scheduler", []),
+}
+
+
+def ensure_pki(layout: Layout) -> None:
+    pki = layout.pki
+    pki.mkdir(parents=True, exist_ok=True)
+    ca = load_ca(pki)
+    if ca is None:
+        ca = make_ca("hearth-dev-ca")
+        write_pair(pki, "ca", ca)
+    if not (pki / "apiserver.crt").exists():
+        hosts = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "10.0.0.1"]
+        write_pair(pki, "apiserver", make_serving(ca, hosts))
+    if not (pki / "sa.key").exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (pki / "sa.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        (pki / "sa.key").chmod(0o600)
+        (pki / "sa.pub").write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+    for name, (user, groups) in USERS.items():
+        if not (pki / f"{name}.crt").exists():
+            write_pair(pki, name, make_client(ca, user, groups))
+        target = layout.kubeconfig if name == "admin" else layout.component_kubeconfig(name)
+        write_kubeconfig(target, layout.apiserver_port, ca, pki / f"{name}.crt", pki / f"{name}.key", user)
+
+
+def write_kubeconfig(path: Path, port: int, ca: Pair, cert: Path, key: Path, user: str) -> None:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "hearth-dev",
+                "cluster": {"server": f"https://127.0.0.1:{port}", "certificate-authority-data": b64(ca.cert_pem())},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert.read_bytes()), "client-key-data": b64(key.read_bytes())},
+            }
+        ],
+        "contexts": [{"name": "hearth-dev", "context": {"cluster": "hearth-dev", "user": user}}],
+        "current-context": "hearth-dev",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)

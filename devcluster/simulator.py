@@ -1,0 +1,192 @@
+"""A model simulator that speaks vLLM's OpenAI-compatible API, for the dev cluster and the tests.
+
+The preferred simulator, the Go module github.com/llm-d/llm-d-inference-sim, is not served by the Go
+module proxy reachable here (it answers 403 for every version), so Hearth ships this one. It mimics what
+Hearth depends on: `/health` answers 503 while "loading" for a configurable start-up time, completions
+stream as vLLM's SSE chunks ending in `data: [DONE]`, errors are vLLM-shaped JSON, and `/metrics` has
+`vllm:num_requests_running` and `vllm:num_requests_waiting`. Time to first token and inter-token latency
+are configurable; a client that disconnects cancels its request, which is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
+
+
+@dataclass
+class SimSettings:
+    served_names: list[str]
+    startup_seconds: float = 0.0
+    ttft_seconds: float = 0.0
+    itl_seconds: float = 0.0
+    max_num_seqs: int = 256
+    default_max_tokens: int = 16
+    fail_start: bool = False  # never becomes healthy (for start-failure tests)
+    started: float = field(default_factory=time.monotonic)
+
+
+def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(settings: SimSettings) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    registry = CollectorRegistry()
+    running = Gauge("vllm:num_requests_running", "Requests in the batch.", ["model_name"], registry=registry)
+    waiting = Gauge("vllm:num_requests_waiting", "Requests waiting for a slot.", ["model_name"], registry=registry)
+    finished = Counter("hearth_sim_requests", "Requests by outcome.", ["outcome"], registry=registry)
+    slots = asyncio.Semaphore(settings.max_num_seqs)
+    name = settings.served_names[0]
+
+    def ready() -> bool:
+        return not settings.fail_start and time.monotonic() - settings.started >= settings.startup_seconds
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200 if ready() else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        created = int(time.time())
+        data = [
+            {"id": n, "object": "model", "created": created, "owned_by": "vllm", "root": n, "max_model_len": 4096}
+            for n in settings.served_names
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/sim/stats")
+    async def stats() -> Response:
+        values = {
+            s.labels["outcome"]: s.value
+            for m in registry.collect()
+            if m.name == "hearth_sim_requests"
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
+        return JSONResponse({"running": running.labels(name)._value.get(), "outcomes": values})
+
+    async def complete(request: Request, chat: bool) -> Response:
+        if not ready():
+            return _error(503, "model is still loading", "ServiceUnavailableError")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "request body is not valid JSON", "BadRequestError")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object", "BadRequestError")
+        model = body.get("model")
+        if model not in settings.served_names:
+            return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or settings.default_max_tokens
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            return _error(400, "max_tokens must be a positive integer", "BadRequestError", "max_tokens")
+        stream = bool(body.get("stream"))
+        usage_chunk = bool((body.get("stream_options") or {}).get("include_usage"))
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        if stream:
+            gen = _stream(rid, str(model), int(max_tokens), chat, usage_chunk)
+            return StreamingResponse(gen, media_type="text/event-stream")
+        async with _slot():
+            await asyncio.sleep(settings.ttft_seconds + settings.itl_seconds * (max_tokens - 1))
+            finished.labels("completed").inc()
+        text = "".join(WORDS[i % len(WORDS)] for i in range(max_tokens))
+        usage = {"prompt_tokens": 8, "completion_tokens": max_tokens, "total_tokens": 8 + max_tokens}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        kind = "chat.completion" if chat else "text_completion"
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": kind,
+                "created": int(time.time()),
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+            }
+        )
+
+    class _slot:
+        async def __aenter__(self) -> None:
+            waiting.labels(name).inc()
+            try:
+                await slots.acquire()
+            finally:
+                waiting.labels(name).dec()
+            running.labels(name).inc()
+
+        async def __aexit__(self, *exc: object) -> None:
+            running.labels(name).dec()
+            slots.release()
+
+    async def _stream(rid: str, model: str, max_tokens: int, chat: bool, usage_chunk: bool) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        outcome = "cancelled"
+
+        def chunk(piece: str | None, finish: str | None, role: bool = False) -> bytes:
+            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
+            if chat:
+                delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+                if piece is not None:
+                    delta["content"] = piece
+                choice["delta"] = delta
+            else:
+                choice["text"] = piece or ""
+            payload = {"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]}
+            return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+        async with _slot():
+            try:
+                if chat:
+                    yield chunk(None, None, role=True)
+                await asyncio.sleep(settings.ttft_seconds)
+                for i in range(max_tokens):
+                    if i:
+                        await asyncio.sleep(settings.itl_seconds)
+                    last = i == max_tokens - 1
+                    yield chunk(WORDS[i % len(WORDS)], "length" if last else None)
+                if usage_chunk:
+                    usage = {"prompt_tokens": 8, "completion_tokens": max_tokens, "total_tokens": 8 + max_tokens}
+                    payload = {
+                        "id": rid,
+                        "object": kind,
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                    yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                outcome = "completed"
+            finally:
+                finished.labels(outcome).inc()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await complete(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await complete(request, chat=False)
+
+    return app

@@ -1,0 +1,13 @@
+"""OpenAI-shaped errors: what every client of the gateway sees when something goes wrong."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+
+def openai_error(status: int, message: str, kind: str, code: str, retry_after: float | None = None) -> Response:
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+    return Response(body, status_code=status, media_type="application/json", headers=headers)

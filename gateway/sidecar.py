@@ -1,0 +1,171 @@
+"""The sidecar in every model pod: fronts the runtime, counts in-flight work, and drains on termination.
+
+On SIGTERM (or the model container's preStop `GET /drain`) it turns unready, answers new requests 503 with
+Retry-After so the front door goes elsewhere, lets every open stream finish, and exits as soon as none is
+left or the drain timeout passes. No fixed sleep: a pod with nothing in flight goes away at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.errors import openai_error
+from gateway.proxy import open_upstream, relay
+
+log = logging.getLogger("hearth.sidecar")
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    upstream: str
+    host: str = "0.0.0.0"  # noqa: S104 - the pod's address, reached by the front door
+    port: int = 8090
+    drain_timeout: float = 300.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    connect_timeout: float = 5.0
+    idle_stream_timeout: float = 600.0
+
+
+class Drain:
+    """In-flight accounting and the drain state, shared by the routes and the signal handler."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.draining = False
+        self.started_at: float | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+    def begin(self) -> None:
+        if not self.draining:
+            self.draining = True
+            self.started_at = time.monotonic()
+            log.info("draining: %d request(s) in flight", self.in_flight)
+
+    async def wait(self, limit: float) -> bool:
+        """True once nothing is in flight; False when `limit` seconds pass first."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), limit)
+        except TimeoutError:
+            return False
+        return True
+
+
+def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClient) -> Starlette:
+    async def ready(request: Request) -> Response:
+        if drain.draining:
+            return Response("draining", status_code=503)
+        try:
+            health = await client.get(f"{settings.upstream}/health", timeout=1.0)
+        except httpx.HTTPError:
+            return Response("runtime unreachable", status_code=503)
+        return Response(
+            "ok" if health.status_code == 200 else "runtime not ready",
+            status_code=200 if health.status_code == 200 else 503,
+        )
+
+    async def demand(request: Request) -> Response:
+        return JSONResponse({"inFlight": drain.in_flight, "draining": drain.draining})
+
+    async def drain_hook(request: Request) -> Response:
+        drain.begin()
+        done = await drain.wait(settings.drain_timeout)
+        return JSONResponse({"drained": done, "inFlight": drain.in_flight})
+
+    async def forward(request: Request) -> Response:
+        if drain.draining:
+            return openai_error(503, "this replica is shutting down; retry", "service_unavailable", "draining", 1)
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return openai_error(
+                413, f"request body exceeds {settings.max_body_bytes} bytes", "invalid_request_error", "body_too_large"
+            )
+        drain.enter()
+        try:
+            upstream = await open_upstream(client, request, settings.upstream + request.url.path, body)
+        except httpx.HTTPError as exc:
+            drain.leave()
+            return openai_error(
+                502,
+                f"the model runtime did not answer: {type(exc).__name__}",
+                "upstream_error",
+                "upstream_unreachable",
+                1,
+            )
+        except BaseException:
+            drain.leave()
+            raise
+        return relay(upstream, drain.leave)
+
+    routes = [
+        Route("/ready", ready),
+        Route("/demand", demand),
+        Route("/drain", drain_hook, methods=["GET", "POST"]),
+        Route("/{path:path}", forward, methods=["GET", "POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's SIGTERM means 'stop now'; here it means 'drain, then stop'."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, timeout: float) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._timeout = timeout
+        self._watcher: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGINT:
+            super().handle_exit(sig, frame)
+            return
+        self._drain.begin()
+        if self._watcher is None:
+            self._watcher = asyncio.get_event_loop().create_task(self._exit_when_idle())
+
+    async def _exit_when_idle(self) -> None:
+        drained = await self._drain.wait(self._timeout)
+        log.info("drain %s; exiting", "complete" if drained else f"timed out with {self._drain.in_flight} open")
+        await asyncio.sleep(0.05)  # let the last responses (and the preStop answer) flush
+        self.should_exit = True
+
+
+async def serve(settings: SidecarSettings) -> None:
+    drain = Drain()
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout, read=settings.idle_stream_timeout, write=30.0, pool=settings.connect_timeout
+    )
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        app = create_app(settings, drain, client)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        server = _DrainingServer(config, drain, settings.drain_timeout)
+        await server.serve()

@@ -1,0 +1,167 @@
+"""`hearth dev ...` and `hearth gateway sidecar`: the local cluster, its node agent and its simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from hearth.duration import duration
+
+
+def _layout(args: argparse.Namespace) -> object:
+    from devcluster.layout import Layout, default_state_dir
+
+    return Layout(state=args.state_dir or default_state_dir(), port_base=args.port_base, pod_net=args.pod_net)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from devcluster.build import main
+
+    return main()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from devcluster.build import BuildError, ensure_binaries
+    from devcluster.cluster import Cluster
+    from devcluster.layout import Layout, default_cache_dir
+    from devcluster.processes import StartError
+
+    layout = _layout(args)
+    assert isinstance(layout, Layout)
+    try:
+        cluster = Cluster(layout, ensure_binaries(default_cache_dir()))
+        cluster.up()
+    except (BuildError, StartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(f"kubeconfig: {layout.kubeconfig}")
+    print(f'  eval "$(hearth dev env{_state_flag(args)})"   # then: kubectl get nodes,inferenceruntimes')
+    print(f"  hearth dev down{_state_flag(args)}             # stop everything")
+    return 0
+
+
+def _state_flag(args: argparse.Namespace) -> str:
+    return f" --state-dir {args.state_dir}" if args.state_dir else ""
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from devcluster.cluster import Cluster
+    from devcluster.layout import Layout
+
+    layout = _layout(args)
+    assert isinstance(layout, Layout)
+    Cluster(layout).down()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from devcluster.cluster import Cluster
+    from devcluster.layout import Layout
+
+    layout = _layout(args)
+    assert isinstance(layout, Layout)
+    return Cluster(layout).status()
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from devcluster.cluster import Cluster
+    from devcluster.layout import Layout
+
+    layout = _layout(args)
+    assert isinstance(layout, Layout)
+    print(Cluster(layout).env(), end="")
+    return 0
+
+
+def cmd_node_agent(args: argparse.Namespace) -> int:
+    from devcluster.nodeagent import main
+
+    return main(str(args.kubeconfig), args.pod_net, args.log_dir)
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from devcluster.simulator import SimSettings, create_app
+
+    settings = SimSettings(
+        served_names=args.served_model_name,
+        startup_seconds=args.startup_duration,
+        ttft_seconds=args.ttft,
+        itl_seconds=args.itl,
+        max_num_seqs=args.max_num_seqs,
+        fail_start=args.fail_start == "true",
+    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    from gateway.sidecar import SidecarSettings, serve
+
+    settings = SidecarSettings(
+        upstream=args.upstream.rstrip("/"),
+        host=args.host,
+        port=args.port,
+        drain_timeout=args.drain_timeout,
+        max_body_bytes=args.max_body_bytes,
+    )
+    asyncio.run(serve(settings))
+    return 0
+
+
+def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dev = sub.add_parser("dev", help="a real Kubernetes control plane on this machine, with Hearth installed")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+
+    def cluster_flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--state-dir", type=Path, help="where the cluster keeps its state (default ~/.local/state/hearth/dev)"
+        )
+        parser.add_argument("--port-base", type=int, default=16400, help="ports are taken from here up (default 16400)")
+        parser.add_argument("--pod-net", type=int, default=10, help="pods get addresses 127.POD_NET.0.N (default 10)")
+
+    build = dev_sub.add_parser("build", help="build the control plane from Go modules into the cache")
+    build.set_defaults(func=cmd_build)
+    for name, func, text in (
+        ("up", cmd_up, "start the dev cluster (builds it first if needed)"),
+        ("down", cmd_down, "stop the dev cluster; no process is left behind"),
+        ("status", cmd_status, "show what is running"),
+        ("env", cmd_env, "print shell exports (KUBECONFIG=...)"),
+    ):
+        parser = dev_sub.add_parser(name, help=text)
+        cluster_flags(parser)
+        parser.set_defaults(func=func)
+
+    agent = dev_sub.add_parser("node-agent", help="(internal) the simulated nodes' agent")
+    agent.add_argument("--kubeconfig", type=Path, required=True)
+    agent.add_argument("--pod-net", type=int, default=10)
+    agent.add_argument("--log-dir", type=Path, required=True)
+    agent.set_defaults(func=cmd_node_agent)
+
+    sim = dev_sub.add_parser("simulator", help="a model simulator speaking vLLM's OpenAI API")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8000)
+    sim.add_argument("--served-model-name", action="append", required=True)
+    sim.add_argument("--model", help="accepted and ignored, as vLLM's flag")
+    sim.add_argument("--startup-duration", type=duration, default=0.0, help="/health answers 503 this long")
+    sim.add_argument("--ttft", type=duration, default=0.0, help="time to first token")
+    sim.add_argument("--itl", type=duration, default=0.0, help="inter-token latency")
+    sim.add_argument("--max-num-seqs", type=int, default=256, help="requests served at once; the rest wait")
+    sim.add_argument("--fail-start", choices=["true", "false"], default="false", help="never become healthy")
+    sim.set_defaults(func=cmd_simulator)
+
+
+def add_gateway(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    gateway = sub.add_parser("gateway", help="the gateway: sidecar in model pods")
+    gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True)
+    sidecar = gateway_sub.add_parser("sidecar", help="front the runtime in a model pod; count and drain")
+    sidecar.add_argument("--upstream", required=True, help="the runtime, e.g. http://127.0.0.1:8000")
+    sidecar.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    sidecar.add_argument("--port", type=int, default=8090)
+    sidecar.add_argument("--drain-timeout", type=duration, default=300.0, help="longest wait for open streams")
+    sidecar.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    sidecar.set_defaults(func=cmd_sidecar)

@@ -1,0 +1,125 @@
+"""Certificates: what `hearth certs` writes, and a rotation under load that drops no request."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from certs import expires_within, issue, load_ca
+from hearth.cli import main
+from tests.conftest import Webhook
+
+
+def test_ca_and_serving_certificate(tmp_path: Path) -> None:
+    issue(tmp_path, ["hearth-webhook.hearth-system.svc", "127.0.0.1", "::1"])
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["hearth-webhook.hearth-system.svc"]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert cert.issuer == ca.subject
+    cert.verify_directly_issued_by(ca)
+    assert 364 <= (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 366
+    assert (tmp_path / "tls.key").stat().st_mode & 0o777 == 0o600
+    assert not expires_within(tmp_path / "tls.crt", 30) and expires_within(tmp_path / "tls.crt", 400)
+
+
+def test_rsa_and_a_kept_ca(tmp_path: Path) -> None:
+    issue(tmp_path, ["a.example"], key_type="rsa")
+    first = load_ca(tmp_path)
+    issue(tmp_path, ["a.example"], key_type="rsa")
+    second = load_ca(tmp_path)
+    assert first is not None and second is not None and first.cert == second.cert  # caBundle stays valid
+    key = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes()).public_key()
+    assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048
+
+
+def test_cli_writes_the_ca_bundle_into_manifests(tmp_path: Path) -> None:
+    manifest = tmp_path / "webhooks.yaml"
+    manifest.write_text((Path(__file__).parent.parent / "manifests" / "webhooks.yaml").read_text())
+    assert (
+        main(
+            [
+                "certs",
+                "--out",
+                str(tmp_path / "tls"),
+                "--host",
+                "hearth-webhook.hearth-system.svc",
+                "--patch",
+                str(manifest),
+            ]
+        )
+        == 0
+    )
+    bundle = (tmp_path / "tls" / "ca.crt").read_bytes()
+    docs = list(yaml.safe_load_all(manifest.read_text()))
+    hooks = [h for d in docs for h in d["webhooks"]]
+    assert len(hooks) == 4
+    assert all(base64.b64decode(h["clientConfig"]["caBundle"]) == bundle for h in hooks)
+    assert main(["certs", "--out", str(tmp_path / "tls"), "--host", "x", "--if-expiring-within", "30"]) == 0
+    assert (tmp_path / "tls" / "ca.crt").read_bytes() == bundle
+
+
+def served_serial(port: int, context: ssl.SSLContext) -> int:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_rotation_drops_no_request(webhook: Webhook) -> None:
+    port = int(webhook.url.rsplit(":", 1)[1])
+    before = served_serial(port, webhook.tls)
+    failures: list[str] = []
+    done = threading.Event()
+    count = 0
+
+    def hammer() -> None:
+        nonlocal count
+        keepalive = httpx.Client(verify=webhook.tls, timeout=5)
+        while not done.is_set():
+            try:
+                # a new connection (new handshake) each time, and one long-lived keep-alive connection
+                assert httpx.get(f"{webhook.url}/healthz", verify=webhook.tls, timeout=5).status_code == 200
+                assert keepalive.get(f"{webhook.url}/healthz").status_code == 200
+                count += 1
+            except Exception as exc:
+                failures.append(repr(exc))
+        keepalive.close()
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        issue(webhook.cert_dir, ["localhost", "127.0.0.1"])
+        deadline = time.monotonic() + 10
+        while served_serial(port, webhook.tls) == before:
+            if time.monotonic() > deadline:
+                pytest.fail("the rotated certificate was not picked up within 10 s")
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        done.set()
+        thread.join()
+    assert failures == []
+    assert count > 10
+    assert (
+        'hearth_webhook_cert_reloads_total{result="reloaded"} 1.0'
+        in httpx.get(f"{webhook.url}/metrics", verify=webhook.tls).text
+    )

@@ -1,0 +1,47 @@
+"""`hearth render`: the preview users run in CI and GitOps repos, with the webhook's own messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.support import ROOT, RUNTIMES
+
+
+def render(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hearth", "render", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_render_prints_the_pod() -> None:
+    result = render("-f", str(ROOT / "examples" / "qwen3-8b.yaml"), "--runtimes", str(RUNTIMES))
+    assert result.returncode == 0, result.stderr
+    pod = yaml.safe_load(result.stdout)
+    assert pod["kind"] == "Pod" and pod["metadata"]["labels"]["hearth.dev/runtime"] == "vllm-nvidia"
+    assert pod["spec"]["containers"][0]["env"][0] == {"name": "VLLM_USE_MODELSCOPE", "value": "true"}
+
+
+def test_render_fails_with_the_webhook_message(tmp_path: Path) -> None:
+    bad = yaml.safe_load((ROOT / "examples" / "qwen3-8b.yaml").read_text())
+    bad["metadata"]["annotations"]["hearth.dev/target"] = "ten"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    result = render("-f", str(tmp_path / "bad.yaml"), "--runtimes", str(RUNTIMES))
+    assert result.returncode == 1 and result.stdout == ""
+    assert 'metadata.annotations["hearth.dev/target"] is "ten": must be a whole number' in result.stderr
+
+
+def test_render_warns_about_replicas(tmp_path: Path) -> None:
+    risky = yaml.safe_load((ROOT / "examples" / "qwen3-8b.yaml").read_text())
+    risky["spec"]["replicas"] = 2
+    (tmp_path / "risky.yaml").write_text(yaml.safe_dump(risky))
+    result = render("-f", str(tmp_path / "risky.yaml"), "--runtimes", str(RUNTIMES))
+    assert result.returncode == 0 and "Warning: spec.replicas is set" in result.stderr
+
+
+def test_render_reports_a_missing_file() -> None:
+    result = render("-f", "/nonexistent.yaml", "--runtimes", str(RUNTIMES))
+    assert result.returncode == 2 and "No such file" in result.stderr

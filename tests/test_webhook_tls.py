@@ -1,0 +1,199 @@
+"""The webhook as kube-apiserver meets it: a real `hearth webhook` process over TLS, real AdmissionReviews."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+import httpx
+import jsonpatch
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Webhook
+from tests.support import GOLDEN, admission_review, apiserver_pod, load_case
+
+DEPLOYMENT, _ = load_case(GOLDEN / "nvidia-hf.yaml")
+ENDPOINTS = ["/mutate/pods", "/validate/deployments", "/validate/inferenceruntimes"]
+
+
+@pytest.fixture(scope="module")
+def client(webhook: Webhook) -> Any:
+    with httpx.Client(base_url=webhook.url, verify=webhook.tls, timeout=10) as c:
+        yield c
+
+
+def post(client: httpx.Client, path: str, review: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(path, json=review)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert body["apiVersion"] == review["apiVersion"] and body["kind"] == "AdmissionReview"
+    answer: dict[str, Any] = body["response"]
+    assert answer["uid"] == review["request"]["uid"]
+    return answer
+
+
+def test_pod_is_rendered_through_a_patch(client: httpx.Client) -> None:
+    pod = apiserver_pod(DEPLOYMENT)
+    review = admission_review(pod, dry_run=True)
+    answer = post(client, "/mutate/pods", review)
+    assert answer["allowed"] and answer["patchType"] == "JSONPatch"
+    patched = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
+    model = patched["spec"]["containers"][0]
+    assert model["image"].startswith("vllm/vllm-openai") and model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert [c["name"] for c in patched["spec"]["containers"]] == ["model", "hearth-gateway"]
+
+
+def test_unlabelled_pod_and_other_operations_pass_untouched(client: httpx.Client) -> None:
+    pod = apiserver_pod(DEPLOYMENT)
+    del pod["metadata"]["labels"]["hearth.dev/enabled"]
+    answer = post(client, "/mutate/pods", admission_review(pod))
+    assert answer["allowed"] and "patch" not in answer
+    labelled = apiserver_pod(DEPLOYMENT)
+    answer = post(client, "/mutate/pods", admission_review(labelled, operation="UPDATE", old=labelled))
+    assert answer["allowed"] and "patch" not in answer
+
+
+def test_pod_without_runtime_is_denied_with_the_reason(client: httpx.Client) -> None:
+    pod = apiserver_pod(DEPLOYMENT)
+    pod["metadata"]["annotations"]["hearth.dev/vendors"] = "amd"
+    answer = post(client, "/mutate/pods", admission_review(pod))
+    assert answer["allowed"] is False
+    assert "no InferenceRuntime of these vendors exists" in answer["status"]["message"]
+    assert answer["status"]["code"] == 400
+
+
+def deployment_review(obj: dict[str, Any] | None, operation: str = "CREATE") -> dict[str, Any]:
+    return admission_review(obj, group="apps", kind="Deployment", resource="deployments", operation=operation)
+
+
+def test_deployment_validation_denies_and_warns(client: httpx.Client) -> None:
+    bad = copy.deepcopy(DEPLOYMENT)
+    bad["metadata"]["annotations"]["hearth.dev/max-replicas"] = "lots"
+    answer = post(client, "/validate/deployments", deployment_review(bad))
+    assert answer["allowed"] is False and '"lots"' in answer["status"]["message"]
+    risky = copy.deepcopy(DEPLOYMENT)
+    risky["spec"]["replicas"] = 3
+    answer = post(client, "/validate/deployments", deployment_review(risky))
+    assert answer["allowed"] is True and any("spec.replicas" in w for w in answer["warnings"])
+    answer = post(client, "/validate/deployments", deployment_review(None, operation="DELETE"))
+    assert answer["allowed"] is True
+
+
+def test_runtime_validation(client: httpx.Client) -> None:
+    import yaml
+
+    from tests.support import RUNTIMES
+
+    runtime = yaml.safe_load((RUNTIMES / "vllm-nvidia.yaml").read_text())
+    review = admission_review(
+        runtime, group="serving.hearth.dev", version="v1alpha1", kind="InferenceRuntime", resource="inferenceruntimes"
+    )
+    assert post(client, "/validate/inferenceruntimes", review)["allowed"] is True
+    runtime["spec"]["container"]["args"].append("--x={{ secret }}")
+    answer = post(client, "/validate/inferenceruntimes", review | {"request": review["request"] | {"object": runtime}})
+    assert answer["allowed"] is False and "unknown template variable {{ secret }}" in answer["status"]["message"]
+    twin = yaml.safe_load((RUNTIMES / "vllm-nvidia.yaml").read_text())
+    twin["metadata"]["name"] = "vllm-nvidia-2"
+    answer = post(client, "/validate/inferenceruntimes", review | {"request": review["request"] | {"object": twin}})
+    assert answer["allowed"] is True and "vllm-nvidia has the same vendor" in answer["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "JSON object"),
+        (b'{"apiVersion": "v1", "kind": "Pod"}', "expected kind AdmissionReview"),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "no request"),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"object": {}}}', "no uid"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_malformed_bodies_are_400_with_a_message(client: httpx.Client, body: bytes, fragment: str) -> None:
+    for path in ENDPOINTS:
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400
+        assert fragment in response.json()["error"]["message"]
+
+
+def test_oversized_body_is_refused(client: httpx.Client) -> None:
+    response = client.post("/mutate/pods", content=b"x" * 2_000_000)
+    assert response.status_code == 413
+    # Also when the client does not declare a length (chunked upload).
+    response = client.post("/mutate/pods", content=iter([b"x" * 65536] * 40))
+    assert response.status_code == 413
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_count_the_answers(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    assert 'hearth_webhook_reviews_total{endpoint="/mutate/pods",result="patched"}' in text
+    assert 'result="malformed"' in text and "hearth_webhook_runtimes 3.0" in text
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=30,
+)
+
+
+def hostile_objects() -> st.SearchStrategy[Any]:
+    """Pods, Deployments and runtimes with parts replaced by junk of the wrong type."""
+    pod = apiserver_pod(DEPLOYMENT)
+    paths = [
+        ("metadata",),
+        ("metadata", "annotations"),
+        ("metadata", "labels"),
+        ("spec",),
+        ("spec", "containers"),
+        ("metadata", "ownerReferences"),
+        ("metadata", "annotations", "hearth.dev/model"),
+    ]
+
+    def corrupt(path: tuple[str, ...], junk: Any) -> dict[str, Any]:
+        obj = copy.deepcopy(pod)
+        node = obj
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = junk
+        return obj
+
+    return st.builds(corrupt, st.sampled_from(paths), json_values) | json_values
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(ENDPOINTS),
+    obj=hostile_objects(),
+    op=st.sampled_from(["CREATE", "UPDATE", "DELETE", None, 7]),
+    kind=st.sampled_from(["Pod", "Deployment", "InferenceRuntime", 3]),
+)
+def test_hostile_reviews_get_a_well_formed_answer(
+    client: httpx.Client, path: str, obj: Any, op: Any, kind: Any
+) -> None:
+    review = admission_review(None)
+    review["request"].update(
+        object=obj, operation=op, kind={"group": "apps" if kind == "Deployment" else "", "kind": kind}
+    )
+    response = client.post(path, json=review)
+    assert response.status_code in (200, 400), response.text
+    body = response.json()
+    if response.status_code == 200:
+        assert body["response"]["uid"] == review["request"]["uid"]
+        assert isinstance(body["response"]["allowed"], bool)
+    else:
+        assert body["error"]["message"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(ENDPOINTS), body=st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode())
+)
+def test_random_bodies_never_crash(client: httpx.Client, path: str, body: bytes) -> None:
+    response = client.post(path, content=body)
+    assert response.status_code == 400 and response.json()["error"]["message"]
