@@ -94,6 +94,12 @@ def create_app(store: RuntimeStore, render: RenderSettings, metrics: WebhookMetr
     async def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
+    @app.get("/debug/runtimes", include_in_schema=False)
+    async def runtimes() -> Response:
+        known = [{"name": r.name, "vendor": r.spec.vendor, "priority": r.spec.priority, "stamp": r.stamp}
+                 for r in store.snapshot()]
+        return Response(json.dumps(known), media_type="application/json")
+
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         metrics.runtimes.set(len(store.snapshot()))

@@ -1,0 +1,61 @@
+"""The end-to-end tier: a real control plane (built from Go modules, cached), started once per session in
+a private state folder on its own ports, so it never touches a developer's `hearth dev up` cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from devcluster.build import ensure_binaries
+from devcluster.cluster import Cluster
+from devcluster.layout import Layout, default_cache_dir
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # No skip when Go or the build is missing: ensure_binaries raises and the tier fails loudly.
+    binaries = ensure_binaries(default_cache_dir())
+    layout = Layout(state=tmp_path_factory.mktemp("devcluster"), port_base=26400, pod_net=20)
+    dev = Cluster(layout, binaries)
+    dev.up()
+    try:
+        yield dev
+    finally:
+        dev.down()
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, every: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return data
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = "e2e-" + request.node.name.replace("_", "-").lower()[:40].rstrip("-")
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def write(tmp: Path, name: str, text: str) -> Path:
+    path = tmp / name
+    path.write_text(text)
+    return path
