@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Any
 
 from policies.annotations import ENABLED_LABEL, PREFIX, RENDERED, PodSpec, ScaleSpec, parse_pod, parse_scale
 from policies.errors import Collector, ContractError, Problem
+from policies.patch import json_copy
 from policies.render import MODEL_CONTAINER, PLACEHOLDER_IMAGE, RenderSettings, render_pod
 from policies.runtime import InferenceRuntime
 from policies.selection import select_runtime
@@ -107,7 +107,7 @@ def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
 
 def with_placeholder_image(deployment: Mapping[str, Any]) -> dict[str, Any]:
     """The Deployment with the placeholder image on a model container that names none (else unchanged)."""
-    out = copy.deepcopy(dict(deployment))
+    out = json_copy(dict(deployment))
     containers = _mapping(_mapping(_mapping(out.get("spec")).get("template")).get("spec")).get("containers")
     for container in containers if isinstance(containers, list) else []:
         if isinstance(container, dict) and container.get("name") == MODEL_CONTAINER and not container.get("image"):

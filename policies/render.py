@@ -7,7 +7,6 @@ and every merge below replaces by name, so even a re-render of a stripped pod ad
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from policies.annotations import PREFIX, RENDERED, PodSpec
 from policies.errors import ContractError, Problem
 from policies.modelsource import CACHE_DIR, PVC_MOUNT
+from policies.patch import json_copy
 from policies.runtime import InferenceRuntime, Probe, fill_template
 
 MODEL_CONTAINER = "model"
@@ -39,7 +39,7 @@ class RenderSettings:
 def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings) -> Obj:
     """Return the runtime pod for `pod`; `pod` itself is never modified."""
     if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
-        return copy.deepcopy(pod)
+        return json_copy(pod)
     rt = runtime.spec
     if rt.container.port == settings.sidecar_port:
         raise ContractError(
@@ -52,7 +52,7 @@ def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: 
                 )
             ]
         )
-    out = copy.deepcopy(pod)
+    out = json_copy(pod)
     meta = out.setdefault("metadata", {})
     pod_spec = out.setdefault("spec", {})
     containers: list[Obj] = pod_spec.setdefault("containers", [])

@@ -7,12 +7,10 @@ an object that breaks the contract is a well-formed answer with `allowed: false`
 from __future__ import annotations
 
 import base64
-import copy
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jsonpatch
+import orjson
 
 from policies import (
     ENABLED_LABEL,
@@ -24,6 +22,7 @@ from policies import (
     validate_deployment,
 )
 from policies.deployment import with_placeholder_image
+from policies.patch import diff
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 Review = dict[str, Any]
@@ -37,11 +36,11 @@ class MalformedReview(ValueError):
 def parse_review(body: bytes) -> tuple[str, Mapping[str, Any]]:
     """Return (apiVersion, request) of an AdmissionReview body, or raise MalformedReview."""
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise MalformedReview("body is nested too deeply") from None
         raise MalformedReview(f"body is not JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedReview("body is nested too deeply") from None
     if not isinstance(review, dict):
         raise MalformedReview("body must be a JSON object (an AdmissionReview)")
     api_version = review.get("apiVersion")
@@ -73,7 +72,7 @@ def answer(
         response["status"] = {"code": code, "message": message or "denied", "reason": "Invalid"}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     if warnings:
         response["warnings"] = list(warnings)
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
@@ -105,15 +104,14 @@ def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime],
     labels = (pod.get("metadata") or {}).get("labels") or {}
     if not isinstance(labels, Mapping) or labels.get(ENABLED_LABEL) != "true":
         return answer(API_VERSIONS[0], uid, allowed=True)
-    original = copy.deepcopy(pod)
-    meta = original.get("metadata")
-    if isinstance(meta, dict):
+    meta = pod.get("metadata")
+    if isinstance(meta, dict):  # the request is ours (parsed from this body): no copy needed
         meta.pop("managedFields", None)
     try:
-        rendered = render_for_pod(original, runtimes, settings)
+        rendered = render_for_pod(pod, runtimes, settings)
     except ContractError as exc:
         return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth could not render this pod: {exc.message}")
-    patch = jsonpatch.make_patch(original, rendered).patch
+    patch = diff(pod, rendered)
     return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
 
 
@@ -127,7 +125,7 @@ def mutate_deployment(
         return answer(API_VERSIONS[0], uid, allowed=True)
     if not _is_kind(request, "apps", "Deployment"):
         return answer(API_VERSIONS[0], uid, allowed=True)
-    patch = jsonpatch.make_patch(obj, with_placeholder_image(obj)).patch
+    patch = diff(obj, with_placeholder_image(obj))
     return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
 
 

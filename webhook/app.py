@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -83,7 +84,7 @@ def create_app(store: RuntimeStore, render: RenderSettings, metrics: WebhookMetr
             latency.observe(time.perf_counter() - started)
             if outcome == "denied":
                 log.info("%s denied %s: %s", path, response["uid"], response["status"]["message"])
-            return Response(json.dumps(result), media_type="application/json")
+            return Response(orjson.dumps(result), media_type="application/json")
 
         return endpoint
 
@@ -96,8 +97,10 @@ def create_app(store: RuntimeStore, render: RenderSettings, metrics: WebhookMetr
 
     @app.get("/debug/runtimes", include_in_schema=False)
     async def runtimes() -> Response:
-        known = [{"name": r.name, "vendor": r.spec.vendor, "priority": r.spec.priority, "stamp": r.stamp}
-                 for r in store.snapshot()]
+        known = [
+            {"name": r.name, "vendor": r.spec.vendor, "priority": r.spec.priority, "stamp": r.stamp}
+            for r in store.snapshot()
+        ]
         return Response(json.dumps(known), media_type="application/json")
 
     @app.get("/metrics", include_in_schema=False)

@@ -37,8 +37,11 @@ def apply(cluster: Cluster, obj: dict[str, Any], *flags: str, check: bool = True
 
 def ready_pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, Any]] | None:
     pods = get_json(cluster, "pods", "-n", namespace, "-l", f"app={app}")["items"]
-    ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                    for c in p.get("status", {}).get("conditions", []))]
+    ready = [
+        p
+        for p in pods
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
+    ]
     return ready or None
 
 
@@ -89,7 +92,9 @@ def test_without_nvidia_runtimes_the_same_deployment_lands_on_ascend(cluster: Cl
         model = pod["spec"]["containers"][0]
         assert model["image"] == "quay.io/ascend/vllm-ascend:v0.13.0"
         assert model["resources"]["limits"]["huawei.com/Ascend910"] == "1"
-        assert {v["hostPath"]["path"] for v in pod["spec"]["volumes"] if "hostPath" in v} >= {"/usr/local/Ascend/driver"}
+        assert {v["hostPath"]["path"] for v in pod["spec"]["volumes"] if "hostPath" in v} >= {
+            "/usr/local/Ascend/driver"
+        }
     finally:
         cluster.kubectl("apply", "-f", str(MANIFESTS / "runtimes"), "-f", str(DEV_RUNTIMES))
 
@@ -100,7 +105,7 @@ def _webhook_runtimes(cluster: Cluster) -> str:
 
     context = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
     url = f"https://127.0.0.1:{cluster.layout.webhook_port}/debug/runtimes"
-    with urllib.request.urlopen(url, context=context, timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(url, context=context, timeout=5) as response:
         return str(response.read().decode())
 
 
@@ -132,10 +137,18 @@ def test_with_the_webhook_down_only_hearth_workloads_are_refused(cluster: Cluste
     os.kill(pids["webhook"], signal.SIGTERM)
     wait_for("the webhook to stop", lambda: not processes.alive(pids["webhook"]))
     try:
-        plain = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "plain", "namespace": namespace},
-                 "spec": {"selector": {"matchLabels": {"app": "plain"}},
-                          "template": {"metadata": {"labels": {"app": "plain"}},
-                                       "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}
+        plain = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "plain", "namespace": namespace},
+            "spec": {
+                "selector": {"matchLabels": {"app": "plain"}},
+                "template": {
+                    "metadata": {"labels": {"app": "plain"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+                },
+            },
+        }
         apply(cluster, plain)
         wait_for("the plain pod to be Ready", lambda: ready_pods(cluster, namespace, "plain"), timeout=90)
         opted_in = deployment(namespace)
@@ -152,5 +165,8 @@ def test_with_the_webhook_down_only_hearth_workloads_are_refused(cluster: Cluste
         restarted: dict[str, int] = {}
         cluster.start_webhook(restarted)
         processes.save_pids(cluster.layout.pids, {**pids, **restarted})
-    wait_for("the held-back pod to be created once the webhook is back", lambda: ready_pods(cluster, namespace, "qwen3-8b"),
-             timeout=120)
+    wait_for(
+        "the held-back pod to be created once the webhook is back",
+        lambda: ready_pods(cluster, namespace, "qwen3-8b"),
+        timeout=120,
+    )

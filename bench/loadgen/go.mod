@@ -1,0 +1,3 @@
+module hearth.dev/bench/loadgen
+
+go 1.26
