@@ -11,13 +11,16 @@ from hypothesis import strategies as st
 
 from policies.patch import diff, json_copy
 
-scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, allow_infinity=False) | st.text(
-    alphabet="ab/~", max_size=3
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet="ab/~", max_size=3)
 )
+keys = st.text(alphabet="ab/~", max_size=3)
 documents = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet="ab/~", max_size=3), inner, max_size=4),
-    max_leaves=25,
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4), max_leaves=25
 )
 
 
