@@ -15,6 +15,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -90,7 +91,7 @@ def main() -> None:
             verify,
             tmp / "echo.log",
         )
-        rows = []
+        rows: list[dict[str, Any]] = []
         try:
             for concurrency in (1, 16, 64):
                 floor = run_load(binary, "https://127.0.0.1:18602/echo", body, ca, concurrency, args.seconds, echo.pid)

@@ -107,7 +107,7 @@ def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
 
 def with_placeholder_image(deployment: Mapping[str, Any]) -> dict[str, Any]:
     """The Deployment with the placeholder image on a model container that names none (else unchanged)."""
-    out = json_copy(dict(deployment))
+    out: dict[str, Any] = json_copy(dict(deployment))
     containers = _mapping(_mapping(_mapping(out.get("spec")).get("template")).get("spec")).get("containers")
     for container in containers if isinstance(containers, list) else []:
         if isinstance(container, dict) and container.get("name") == MODEL_CONTAINER and not container.get("image"):

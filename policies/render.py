@@ -39,7 +39,8 @@ class RenderSettings:
 def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings) -> Obj:
     """Return the runtime pod for `pod`; `pod` itself is never modified."""
     if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
-        return json_copy(pod)
+        same: Obj = json_copy(pod)
+        return same
     rt = runtime.spec
     if rt.container.port == settings.sidecar_port:
         raise ContractError(
@@ -52,7 +53,7 @@ def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: 
                 )
             ]
         )
-    out = json_copy(pod)
+    out: Obj = json_copy(pod)
     meta = out.setdefault("metadata", {})
     pod_spec = out.setdefault("spec", {})
     containers: list[Obj] = pod_spec.setdefault("containers", [])

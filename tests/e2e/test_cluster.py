@@ -22,7 +22,7 @@ EXAMPLE = yaml.safe_load((Path(__file__).parents[2] / "examples" / "qwen3-8b.yam
 
 
 def deployment(namespace: str, name: str = "qwen3-8b", **pod_annotations: str) -> dict[str, Any]:
-    obj = copy.deepcopy(EXAMPLE)
+    obj: dict[str, Any] = copy.deepcopy(EXAMPLE)
     obj["metadata"].update(name=name, namespace=namespace)
     obj["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
     obj["spec"]["selector"]["matchLabels"]["app"] = name
