@@ -19,7 +19,7 @@ controlplane: setup  ## build (once, cached outside the repo) the Kubernetes con
 	$(BIN)/hearth dev build
 
 demo: controlplane  ## the local demo on a real control plane
-	$(BIN)/hearth dev up
+	$(BIN)/hearth dev demo
 
 lint: setup
 	$(BIN)/ruff check .

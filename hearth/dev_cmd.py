@@ -43,6 +43,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    if cmd_up(args) != 0:
+        return 1
+    from devcluster.cluster import Cluster
+    from devcluster.demo import run
+    from devcluster.layout import Layout
+
+    layout = _layout(args)
+    assert isinstance(layout, Layout)
+    print()
+    return run(Cluster(layout))
+
+
 def _state_flag(args: argparse.Namespace) -> str:
     return f" --state-dir {args.state_dir}" if args.state_dir else ""
 
@@ -131,6 +144,7 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ("down", cmd_down, "stop the dev cluster; no process is left behind"),
         ("status", cmd_status, "show what is running"),
         ("env", cmd_env, "print shell exports (KUBECONFIG=...)"),
+        ("demo", cmd_demo, "start the dev cluster and walk through Hearth on it"),
     ):
         parser = dev_sub.add_parser(name, help=text)
         cluster_flags(parser)
