@@ -51,11 +51,19 @@ def run(cluster: Cluster, manifest: Path = EXAMPLE) -> int:
     stamp = json.loads(pod["metadata"]["annotations"]["hearth.dev/rendered"])
     model = pod["spec"]["containers"][0]
     limits = ", ".join(f"{k}={v}" for k, v in model["resources"]["limits"].items())
-    timeline.say(f"pod {pod['metadata']['name']} rendered from runtime {stamp['runtime']} ({model['image']}, {limits}),")
-    timeline.say(f"  scheduled on {pod['spec']['nodeName']}, Ready at {pod['status']['podIP']} (model + hearth-gateway sidecar)")
+    timeline.say(
+        f"pod {pod['metadata']['name']} rendered from runtime {stamp['runtime']} ({model['image']}, {limits}),"
+    )
+    timeline.say(
+        f"  scheduled on {pod['spec']['nodeName']}, Ready at {pod['status']['podIP']} (model + hearth-gateway sidecar)"
+    )
     url = f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/v1/chat/completions"
-    request = {"model": stamp["servedName"], "stream": True, "max_tokens": 12,
-               "messages": [{"role": "user", "content": "Why scale to zero?"}]}
+    request = {
+        "model": stamp["servedName"],
+        "stream": True,
+        "max_tokens": 12,
+        "messages": [{"role": "user", "content": "Why scale to zero?"}],
+    }
     began = time.monotonic()
     first: float | None = None
     words: list[str] = []
@@ -67,12 +75,13 @@ def run(cluster: Cluster, manifest: Path = EXAMPLE) -> int:
             if delta:
                 first = first or time.monotonic() - began
                 words.append(delta)
-    timeline.say(f"streamed through the sidecar: \"{''.join(words)}\" (first token after {1000 * (first or 0):.0f} ms)")
+    timeline.say(f'streamed through the sidecar: "{"".join(words)}" (first token after {1000 * (first or 0):.0f} ms)')
     print()
     print("Try it yourself:")
     print(f"  export KUBECONFIG={cluster.layout.kubeconfig}")
     print("  kubectl get deploy,pods -n ai -o wide; kubectl get inferenceruntimes")
     print(f"  curl -N {url} -H 'content-type: application/json' \\")
-    print(f"       -d '{{\"model\": \"{stamp['servedName']}\", \"stream\": true, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'")
+    body = json.dumps({"model": stamp["servedName"], "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    print(f"       -d '{body}'")
     print("  hearth dev down   # stop everything")
     return 0

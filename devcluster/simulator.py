@@ -56,6 +56,8 @@ def create_app(settings: SimSettings) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
+        if settings.fail_start:  # vLLM answers 500 once its engine is dead
+            return Response("engine failed to start", status_code=500)
         return Response(status_code=200 if ready() else 503)
 
     @app.get("/metrics")

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+
+from gateway.streaming import PromptStreamingResponse
 
 HOP_BY_HOP = frozenset(
     {
@@ -35,7 +36,7 @@ async def open_upstream(client: httpx.AsyncClient, request: Request, url: str, b
     return await client.send(upstream, stream=True)
 
 
-def relay(response: httpx.Response, on_close: Callable[[], None]) -> StreamingResponse:
+def relay(response: httpx.Response, on_close: Callable[[], None]) -> PromptStreamingResponse:
     """Stream `response` to the client; `on_close` runs once, however the stream ends."""
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -46,4 +47,6 @@ def relay(response: httpx.Response, on_close: Callable[[], None]) -> StreamingRe
             await response.aclose()
             on_close()
 
-    return StreamingResponse(chunks(), status_code=response.status_code, headers=forward_headers(response.headers))
+    return PromptStreamingResponse(
+        chunks(), status_code=response.status_code, headers=forward_headers(response.headers)
+    )

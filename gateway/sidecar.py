@@ -95,7 +95,9 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
 
     async def forward(request: Request) -> Response:
         if drain.draining:
-            return openai_error(503, "this replica is shutting down; retry", "service_unavailable", "draining", 1)
+            refused = openai_error(503, "this replica is shutting down; retry", "service_unavailable", "draining", 1)
+            refused.headers["X-Hearth-Draining"] = "1"  # the front door retries on another pod
+            return refused
         body = await request.body()
         if len(body) > settings.max_body_bytes:
             return openai_error(

@@ -126,6 +126,51 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_front_door(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+    from gateway.settings import FrontDoorSettings
+    from policies import ScaleSpec
+
+    upstreams: dict[str, list[str]] = {}
+    for item in args.upstream or []:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            print(
+                f"error: --upstream takes NAME=URL (e.g. qwen3-8b=http://127.0.0.1:8000), not {item!r}", file=sys.stderr
+            )
+            return 2
+        upstreams.setdefault(name, []).append(url.rstrip("/"))
+    if not upstreams and args.kubeconfig is None and not args.in_cluster:
+        print("error: give --upstream NAME=URL, --kubeconfig PATH or --in-cluster", file=sys.stderr)
+        return 2
+    defaults = ScaleSpec(
+        cold_start=args.cold_start,
+        heartbeat_interval=args.heartbeat_interval,
+        activation_timeout=args.activation_timeout,
+        queue_size=args.queue_size,
+    )
+    settings = FrontDoorSettings(
+        host=args.host,
+        port=args.port,
+        upstreams=upstreams,
+        kubeconfig=args.kubeconfig,
+        in_cluster=args.in_cluster,
+        namespaces=tuple(args.namespace or ()),
+        defaults=defaults,
+        max_held_total=args.max_held,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        connect_timeout=args.connect_timeout,
+        idle_stream_timeout=args.idle_stream_timeout,
+        retries=args.retries,
+        scaler_url=args.scaler_url.rstrip("/") if args.scaler_url else None,
+        log_level=args.log_level,
+    )
+    asyncio.run(serve(settings))
+    return 0
+
+
 def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dev = sub.add_parser("dev", help="a real Kubernetes control plane on this machine, with Hearth installed")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
@@ -170,7 +215,7 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def add_gateway(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    gateway = sub.add_parser("gateway", help="the gateway: sidecar in model pods")
+    gateway = sub.add_parser("gateway", help="the gateway: front door, and sidecar in model pods")
     gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True)
     sidecar = gateway_sub.add_parser("sidecar", help="front the runtime in a model pod; count and drain")
     sidecar.add_argument("--upstream", required=True, help="the runtime, e.g. http://127.0.0.1:8000")
@@ -179,3 +224,36 @@ def add_gateway(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     sidecar.add_argument("--drain-timeout", type=duration, default=300.0, help="longest wait for open streams")
     sidecar.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     sidecar.set_defaults(func=cmd_sidecar)
+
+    door = gateway_sub.add_parser("front-door", help="the OpenAI-compatible front door: route, hold, heartbeat")
+    door.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    door.add_argument("--port", type=int, default=8080)
+    door.add_argument(
+        "--upstream",
+        action="append",
+        metavar="NAME=URL",
+        help="a fixed backend outside a cluster, held until its /health answers 200 (repeat; a NAME may repeat)",
+    )
+    door.add_argument("--kubeconfig", type=Path, help="watch opted-in Deployments and pods with this kubeconfig")
+    door.add_argument("--in-cluster", action="store_true", help="watch with the pod's service account")
+    door.add_argument("--namespace", action="append", help="only these namespaces (repeat; default: all)")
+    door.add_argument("--scaler-url", help="where to push activations at once, e.g. http://hearth-scaler:8081")
+    door.add_argument(
+        "--cold-start",
+        choices=["keepalive", "reject"],
+        default="keepalive",
+        help="for --upstream models (Deployments use hearth.dev/cold-start)",
+    )
+    door.add_argument("--heartbeat-interval", type=duration, default=10.0, help="SSE comment heartbeat (10s)")
+    door.add_argument("--activation-timeout", type=duration, default=600.0, help="longest hold (10m)")
+    door.add_argument("--queue-size", type=int, default=100, help="held requests per model (100)")
+    door.add_argument("--max-held", type=int, default=10_000, help="held requests in total (10000)")
+    door.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="larger bodies get 413 (8 MiB)")
+    door.add_argument("--body-timeout", type=duration, default=30.0, help="longest body upload (30s); then 408")
+    door.add_argument("--header-timeout", type=duration, default=10.0, help="longest request-head read (10s)")
+    door.add_argument("--connect-timeout", type=duration, default=5.0, help="connecting to a pod (5s)")
+    door.add_argument(
+        "--idle-stream-timeout", type=duration, default=600.0, help="longest silence from a pod mid-answer (10m)"
+    )
+    door.add_argument("--retries", type=int, default=3, help="other pods tried when one fails before any byte")
+    door.set_defaults(func=cmd_front_door)

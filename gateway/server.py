@@ -1,0 +1,129 @@
+"""Serving the front door: uvicorn with a header read timeout, one shared httpx client, discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.discovery import KubeDiscovery, StaticUpstreams
+from gateway.frontdoor import Activator, FrontDoor, create_app
+from gateway.metrics import GatewayMetrics
+from gateway.settings import FrontDoorSettings
+from gateway.table import ModelTable
+
+log = logging.getLogger("hearth.frontdoor")
+
+
+def header_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
+    """uvicorn has no limit on how long a client may take to send its request head (slowloris); this
+    protocol closes a connection whose head is not complete `seconds` after it began."""
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _expire(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                log.info("closing a connection whose request head took over %.0fs", seconds)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+def http_client(settings: FrontDoorSettings) -> httpx.AsyncClient:
+    # No read timeout of 5 s: streams and cold-start holds are long. A read that stalls longer than the
+    # idle-stream timeout ends the stream with an error event.
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout, read=settings.idle_stream_timeout, write=30.0, pool=settings.connect_timeout
+    )
+    limits = httpx.Limits(max_connections=4096, max_keepalive_connections=512, keepalive_expiry=30)
+    return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+
+async def serve(settings: FrontDoorSettings) -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    table = ModelTable()
+    async with http_client(settings) as client:
+        door = FrontDoor(settings, table, client, metrics, Activator(client, settings.scaler_url))
+        background: list[asyncio.Task[Any]] = []
+        discovery: KubeDiscovery | None = None
+        if settings.upstreams:
+            static = StaticUpstreams(table, settings.upstreams, settings.defaults, client, settings.health_interval)
+            background.append(asyncio.create_task(static.run()))
+        if settings.kubeconfig is not None or settings.in_cluster:
+            from kubernetes import config
+
+            if settings.in_cluster:
+                from kubernetes import client as kube
+
+                config.load_incluster_config()
+                api_client = kube.ApiClient()
+            else:
+                api_client = config.new_client_from_config(str(settings.kubeconfig))
+            discovery = KubeDiscovery(
+                table, api_client, settings.namespaces, asyncio.get_running_loop(), metrics.forget
+            )
+            discovery.start()
+
+        async def healthz(request: Request) -> Response:
+            if discovery is not None and not discovery.synced.is_set():
+                return Response("discovering models", status_code=503)
+            return Response("ok")
+
+        async def prometheus(request: Request) -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        app = create_app(door, [Route("/healthz", healthz), Route("/metrics", prometheus)])
+        server_config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            http=header_timeout_protocol(settings.header_timeout),
+            timeout_keep_alive=75,
+            timeout_graceful_shutdown=10,
+            backlog=4096,
+        )
+        try:
+            await uvicorn.Server(server_config).serve()
+        finally:
+            for task in background:
+                task.cancel()
+            if discovery is not None:
+                discovery.stop.set()
