@@ -33,7 +33,7 @@ class SimSettings:
     itl_seconds: float = 0.0
     max_num_seqs: int = 256
     default_max_tokens: int = 16
-    fail_start: bool = False  # never becomes healthy (for start-failure tests)
+    fail_start: bool = False  # loads for startup_seconds, then reports a dead engine (start-failure tests)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -56,7 +56,8 @@ def create_app(settings: SimSettings) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        if settings.fail_start:  # vLLM answers 500 once its engine is dead
+        loading = time.monotonic() - settings.started < settings.startup_seconds
+        if settings.fail_start and not loading:  # vLLM answers 500 once its engine is dead
             return Response("engine failed to start", status_code=500)
         return Response(status_code=200 if ready() else 503)
 

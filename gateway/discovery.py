@@ -28,8 +28,14 @@ PHASE_LABEL = "hearth.dev/phase"
 class StaticUpstreams:
     """Fixed backends by name; one name may list several URLs (several replicas of one model)."""
 
-    def __init__(self, table: ModelTable, upstreams: Mapping[str, list[str]], defaults: ScaleSpec,
-                 client: httpx.AsyncClient, interval: float) -> None:
+    def __init__(
+        self,
+        table: ModelTable,
+        upstreams: Mapping[str, list[str]],
+        defaults: ScaleSpec,
+        client: httpx.AsyncClient,
+        interval: float,
+    ) -> None:
         self.table = table
         self.upstreams = {name: list(urls) for name, urls in upstreams.items()}
         self.client = client
@@ -51,8 +57,11 @@ class StaticUpstreams:
     async def _check(self, name: str, urls: list[str]) -> None:
         key = f"local/{name}"
         statuses = await asyncio.gather(*(self._status(url) for url in urls))
-        ready = {url: f"{name}-{index}" for index, (url, status) in enumerate(zip(urls, statuses, strict=True))
-                 if status == 200}
+        ready = {
+            url: f"{name}-{index}"
+            for index, (url, status) in enumerate(zip(urls, statuses, strict=True))
+            if status == 200
+        }
         if set(ready) != set(self.table.models[key].backends):
             self.table.set_backends(key, ready)
             log.info("upstream %s: %d of %d ready", name, len(ready), len(urls))

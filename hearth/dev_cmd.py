@@ -210,7 +210,12 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sim.add_argument("--ttft", type=duration, default=0.0, help="time to first token")
     sim.add_argument("--itl", type=duration, default=0.0, help="inter-token latency")
     sim.add_argument("--max-num-seqs", type=int, default=256, help="requests served at once; the rest wait")
-    sim.add_argument("--fail-start", choices=["true", "false"], default="false", help="never become healthy")
+    sim.add_argument(
+        "--fail-start",
+        choices=["true", "false"],
+        default="false",
+        help="after the start-up time, report a dead engine (/health 500) instead of ready",
+    )
     sim.set_defaults(func=cmd_simulator)
 
 

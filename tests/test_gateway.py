@@ -1,0 +1,275 @@
+"""The gateway with real servers: simulator, sidecar and front door as processes, the real OpenAI SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.gateway_support import Proc, Processes, processes
+
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    with processes(tmp_path) as started:
+        yield started
+
+
+def sdk(door: Proc) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{door.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def demand(door: Proc) -> dict[str, int]:
+    models: dict[str, dict[str, int]] = httpx.get(f"{door.url}/demand").json()["models"]
+    return models["local/qwen"]
+
+
+def wait_for(what: str, check: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
+    sim = procs.simulator(startup="2s", itl="10ms")
+    door = procs.front_door([("qwen", sim)])
+    started = time.monotonic()
+    chunks = list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=8))
+    assert time.monotonic() - started >= 1.5  # it really was held
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hearth keeps idle GPUs at zero and wakes"  # every token, nothing else (no heartbeat)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1}
+
+
+def test_raw_stream_shows_heartbeat_comments_during_the_hold(procs: Processes) -> None:
+    sim = procs.simulator(startup="2s")
+    door = procs.front_door([("qwen", sim)])
+    request = {"model": "qwen", "messages": CHAT, "stream": True, "max_tokens": 2}
+    with httpx.stream("POST", f"{door.url}/v1/chat/completions", json=request, timeout=30) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    comments = [line for line in lines if line.startswith(":")]
+    data = [line for line in lines if line.startswith("data: ")]
+    assert len(comments) >= 3  # the first at once, then one every 0.5 s
+    assert lines.index(comments[-1]) < lines.index(data[0])  # heartbeats come before the tokens
+    assert data[-1] == "data: [DONE]"
+
+
+def test_sdk_sync_and_async_streaming_and_not(procs: Processes) -> None:
+    sim = procs.simulator(startup="1s")
+    door = procs.front_door([("qwen", sim)])
+    client = sdk(door)
+    reply = client.chat.completions.create(model="qwen", messages=CHAT, max_tokens=4)  # held, not streaming
+    assert reply.choices[0].message.content == "Hearth keeps idle GPUs"
+    text = client.completions.create(model="qwen", prompt="hi", max_tokens=3).choices[0].text
+    assert text == "Hearth keeps idle"
+
+    async def run() -> tuple[str, str]:
+        async_client = openai.AsyncOpenAI(base_url=f"{door.url}/v1", api_key="unused", max_retries=0)
+        stream = await async_client.chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=3)
+        streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        whole = await async_client.chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+        await async_client.close()
+        return streamed, whole.choices[0].message.content or ""
+
+    assert asyncio.run(run()) == ("Hearth keeps idle", "Hearth keeps")
+    models = [m.id for m in client.models.list()]
+    assert models == ["qwen"]
+
+
+def test_start_failure_reaches_the_sdk_as_an_api_error(procs: Processes) -> None:
+    sim = procs.simulator(fail_start=True)
+    door = procs.front_door([("qwen", sim)])
+    wait_for("the failure to be seen", lambda: httpx.get(f"{door.url}/metrics").status_code == 200)
+    time.sleep(1.0)  # a health check round has seen the 500
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+    assert caught.value.status_code == 503 and "failed to start" in caught.value.message
+    assert caught.value.response.headers["retry-after"] == "30"
+
+
+def test_start_failure_during_a_held_stream_is_an_sse_error(procs: Processes) -> None:
+    sim = procs.simulator(startup="1s", fail_start=True)  # loads for 1 s, then its engine is dead
+    door = procs.front_door([("qwen", sim)])
+    with pytest.raises(openai.APIError) as caught:
+        list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=2))
+    assert "model local/qwen failed to start: its /health answered 500" in caught.value.message
+    assert not isinstance(caught.value, openai.APIStatusError)  # raised from the SSE error event, after a 200
+    assert demand(door)["held"] == 0
+
+
+def test_hold_timeout_reaches_the_sdk(procs: Processes) -> None:
+    sim = procs.simulator(startup="60s")
+    door = procs.front_door([("qwen", sim)], "--activation-timeout=1500ms")
+    with pytest.raises(openai.APIError) as caught:
+        list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=2))
+    assert "did not become ready within 1.5s" in caught.value.message
+    with pytest.raises(openai.APIStatusError) as status:
+        sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+    assert status.value.status_code == 504 and status.value.response.headers["retry-after"]
+    assert demand(door)["held"] == 0
+
+
+def test_full_queue_answers_429_and_disturbs_nothing(procs: Processes) -> None:
+    sim = procs.simulator(startup="2s")
+    door = procs.front_door([("qwen", sim)], "--queue-size=2")
+    results: list[str] = []
+
+    def held() -> None:
+        reply = sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+        results.append(reply.choices[0].message.content or "")
+
+    threads = [threading.Thread(target=held) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for("two held requests", lambda: demand(door)["held"] == 2)
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+    assert caught.value.response.headers["retry-after"] == "5"
+    assert "too many requests are waiting" in caught.value.message
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == ["Hearth keeps", "Hearth keeps"]
+
+
+def test_drain_finishes_open_streams_and_moves_new_work(procs: Processes) -> None:
+    sim_a, sim_b = procs.simulator(itl="100ms"), procs.simulator(itl="10ms")
+    side_a, side_b = procs.sidecar(sim_a), procs.sidecar(sim_b)
+    door = procs.front_door([("qwen", side_a), ("qwen", side_b)])
+    wait_for("both pods ready", lambda: demand(door)["readyPods"] == 2)
+    texts: list[str] = []
+    ended: list[float] = []
+
+    def stream_on_a() -> None:
+        request = {"model": "qwen", "messages": CHAT, "stream": True, "max_tokens": 20}
+        with httpx.stream("POST", f"{side_a.url}/v1/chat/completions", json=request, timeout=30) as response:
+            body = "".join(response.iter_text())
+        texts.append(body)
+        ended.append(time.monotonic())
+
+    threads = [threading.Thread(target=stream_on_a) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for("two streams open on pod A", lambda: httpx.get(f"{side_a.url}/demand").json()["inFlight"] == 2)
+    side_a.proc.send_signal(signal.SIGTERM)
+    wait_for("pod A to turn unready", lambda: httpx.get(f"{side_a.url}/ready").status_code == 503)
+    # New work goes elsewhere: pod A answers 503 + draining, the front door retries on pod B.
+    reply = sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+    assert reply.choices[0].message.content == "Hearth keeps"
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(texts) == 2 and all(t.count("data: ") == 22 and t.rstrip().endswith("data: [DONE]") for t in texts)
+    side_a.proc.wait(timeout=10)
+    exited = time.monotonic()
+    assert exited - max(ended) < 1.0, f"sidecar exited {exited - max(ended):.2f}s after the last stream"
+
+
+def test_sidecar_without_open_streams_exits_at_once(procs: Processes) -> None:
+    side = procs.sidecar(procs.simulator())
+    started = time.monotonic()
+    side.proc.send_signal(signal.SIGTERM)
+    side.proc.wait(timeout=5)
+    assert time.monotonic() - started < 1.0
+
+
+def _sim_outcomes(sim: Proc) -> dict[str, float]:
+    outcomes: dict[str, float] = httpx.get(f"{sim.url}/sim/stats").json()["outcomes"]
+    return outcomes
+
+
+def test_client_that_vanishes_while_held_leaves_the_queue(procs: Processes) -> None:
+    sim = procs.simulator(startup="60s")
+    door = procs.front_door([("qwen", sim)])
+    for stream in (True, False):
+        request = {"model": "qwen", "messages": CHAT, "stream": stream, "max_tokens": 2}
+        body = json.dumps(request).encode()
+        with socket.create_connection(("127.0.0.1", int(door.url.rsplit(":", 1)[1]))) as raw:
+            raw.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            wait_for("the request to be held", lambda: demand(door)["held"] == 1)
+        gone = time.monotonic()
+        wait_for("the hold to be dropped", lambda: demand(door)["held"] == 0, timeout=2)
+        assert time.monotonic() - gone < 1.0
+    assert (
+        'hearth_gateway_rejections_total{model="local/qwen",reason="client_gone"} 2.0'
+        in httpx.get(f"{door.url}/metrics").text
+    )
+
+
+def test_client_that_vanishes_mid_stream_cancels_the_upstream(procs: Processes) -> None:
+    sim = procs.simulator(itl="100ms")
+    side = procs.sidecar(sim)
+    door = procs.front_door([("qwen", side)])
+    wait_for("the pod", lambda: demand(door)["readyPods"] == 1)
+    request = {"model": "qwen", "messages": CHAT, "stream": True, "max_tokens": 100}
+    with httpx.stream("POST", f"{door.url}/v1/chat/completions", json=request, timeout=30) as response:
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+    wait_for("the simulator to see the request cancelled", lambda: _sim_outcomes(sim).get("cancelled") == 1.0, 3)
+    wait_for("counters back to zero", lambda: demand(door)["inFlight"] == 0, 2)
+    assert httpx.get(f"{side.url}/demand").json()["inFlight"] == 0
+
+
+def test_backend_errors_pass_through_with_their_status(procs: Processes) -> None:
+    sim = procs.simulator()
+    door = procs.front_door([("qwen", sim)])
+    wait_for("the pod", lambda: demand(door)["readyPods"] == 1)
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=-1)
+    assert "max_tokens must be a positive integer" in caught.value.message
+
+
+def test_backend_error_after_a_committed_stream_is_an_error_event(procs: Processes) -> None:
+    sim = procs.simulator(startup="1s")
+    door = procs.front_door([("qwen", sim)])
+    with pytest.raises(openai.APIError) as caught:  # held (200 sent), then the runtime refuses the request
+        list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=-1))
+    assert "max_tokens must be a positive integer" in caught.value.message
+
+
+def test_hostile_inputs_get_clear_errors_and_leak_nothing(procs: Processes) -> None:
+    sim = procs.simulator()
+    door = procs.front_door([("qwen", sim)], "--max-body-bytes=100000", "--body-timeout=1s", "--header-timeout=1s")
+    wait_for("the pod", lambda: demand(door)["readyPods"] == 1)
+    post = f"{door.url}/v1/chat/completions"
+    cases = [
+        (httpx.post(post, content=b"{not json"), 400, "not valid JSON"),
+        (httpx.post(post, json=["model"]), 400, "string `model`"),
+        (httpx.post(post, json={"model": "nope", "messages": CHAT}), 404, "does not exist; known: local/qwen"),
+        (httpx.post(post, content=b"x" * 200_000), 413, "exceeds 100000 bytes"),
+    ]
+    for response, status, fragment in cases:
+        assert response.status_code == status
+        assert fragment in response.json()["error"]["message"]
+    port = int(door.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as slow_body:  # declares a body, never sends it
+        slow_body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{")
+        slow_body.settimeout(5)
+        assert b"408" in slow_body.recv(4096).split(b"\r\n")[0]
+    with socket.create_connection(("127.0.0.1", port)) as slow_head:  # never finishes its headers
+        slow_head.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        slow_head.settimeout(5)
+        started = time.monotonic()
+        assert slow_head.recv(4096) == b""  # closed by the server
+        assert time.monotonic() - started < 3
+    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1}
+    text = httpx.get(f"{door.url}/metrics").text
+    assert 'code="5' not in text
