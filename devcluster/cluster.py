@@ -30,7 +30,7 @@ from devcluster.pki import ensure_pki
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
-ORDER = ("node-agent", "webhook", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+ORDER = ("node-agent", "gateway", "webhook", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 
 class Cluster:
@@ -199,6 +199,7 @@ class Cluster:
         self.install_crds()
         self.start_webhook(pids)
         self.install_hearth()
+        self.start_gateway(pids)
         self._start(
             "node-agent",
             [
@@ -240,18 +241,42 @@ class Cluster:
             pids,
         )
 
+    def start_gateway(self, pids: dict[str, int]) -> None:
+        port = self.layout.gateway_port
+        self._start(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "hearth",
+                "gateway",
+                "front-door",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--kubeconfig={self.layout.kubeconfig}",
+                "--heartbeat-interval=2s",
+            ],
+            lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+            30,
+            pids,
+        )
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.layout.gateway_port}/v1"
+
     def hearth_manifests(self) -> list[dict[str, Any]]:
-        """The kustomization users apply, with the webhook address patched to the local process (and the
-        in-cluster webhook Deployment, Service and ServiceAccount left out: it runs as a local process)."""
+        """The kustomization users apply, with the webhook address patched to the local process, and
+        Hearth's own Deployments and Services left out: the webhook, gateway and scaler run as local
+        processes (the node agent runs model pods, not Hearth's)."""
         rendered = self.kubectl("kustomize", str(MANIFESTS)).stdout
         ca = base64.b64encode((self.layout.webhook_tls / "ca.crt").read_bytes()).decode()
         docs = []
         for doc in yaml.safe_load_all(rendered):
             if not doc:
                 continue
-            name = doc.get("metadata", {}).get("name")
-            if doc["kind"] in ("Deployment", "Service", "ServiceAccount") and name == "hearth-webhook":
-                continue
+            if doc["kind"] in ("Deployment", "Service") and doc["metadata"].get("namespace") == "hearth-system":
+                continue  # Hearth's own components run as local processes here
             for hook in doc.get("webhooks") or []:
                 path = hook["clientConfig"]["service"].get("path", "/")
                 hook["clientConfig"] = {"url": f"https://127.0.0.1:{self.layout.webhook_port}{path}", "caBundle": ca}
@@ -318,7 +343,11 @@ class Cluster:
         return 0 if healthy and len(running) == len(recorded) else 1
 
     def env(self) -> str:
-        return f"export KUBECONFIG={self.layout.kubeconfig}\n"
+        return (
+            f"export KUBECONFIG={self.layout.kubeconfig}\n"
+            f"export OPENAI_BASE_URL={self.openai_base_url}\n"
+            "export OPENAI_API_KEY=hearth-dev  # the SDK wants one; the dev gateway does not check it\n"
+        )
 
 
 def _http_ok(url: str) -> bool:

@@ -43,6 +43,7 @@ class Drain:
 
     def __init__(self) -> None:
         self.in_flight = 0
+        self.served = 0
         self.draining = False
         self.started_at: float | None = None
         self.idle = asyncio.Event()
@@ -54,6 +55,7 @@ class Drain:
 
     def leave(self) -> None:
         self.in_flight -= 1
+        self.served += 1
         if self.in_flight == 0:
             self.idle.set()
 
@@ -86,7 +88,7 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
         )
 
     async def demand(request: Request) -> Response:
-        return JSONResponse({"inFlight": drain.in_flight, "draining": drain.draining})
+        return JSONResponse({"inFlight": drain.in_flight, "draining": drain.draining, "served": drain.served})
 
     async def drain_hook(request: Request) -> Response:
         drain.begin()

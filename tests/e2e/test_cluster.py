@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -27,7 +28,10 @@ def deployment(namespace: str, name: str = "qwen3-8b", **pod_annotations: str) -
     obj["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
     obj["spec"]["selector"]["matchLabels"]["app"] = name
     obj["spec"]["template"]["metadata"]["labels"]["app"] = name
-    obj["spec"]["template"]["metadata"]["annotations"].update(pod_annotations)
+    annotations = obj["spec"]["template"]["metadata"]["annotations"]
+    if "hearth.dev/runtime" in pod_annotations:
+        del annotations["hearth.dev/vendors"]  # a pinned runtime replaces the vendor list
+    annotations.update(pod_annotations)
     return obj
 
 
@@ -170,3 +174,22 @@ def test_with_the_webhook_down_only_hearth_workloads_are_refused(cluster: Cluste
         lambda: ready_pods(cluster, namespace, "qwen3-8b"),
         timeout=120,
     )
+
+
+def test_request_goes_through_front_door_and_sidecar_to_the_pod(cluster: Cluster, namespace: str) -> None:
+    import openai
+
+    apply(cluster, deployment(namespace, name="chat", **{"hearth.dev/runtime": "sim-nvidia"}))
+    pod = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "chat"), timeout=90)[0]
+    client = openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=0, timeout=30)
+    chunks = list(
+        client.chat.completions.create(
+            model=f"{namespace}/chat", stream=True, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hearth keeps idle GPUs at"
+    assert chunks[0].model == "chat"  # the runtime serves the Deployment's name
+    stamp = json.loads(pod["metadata"]["annotations"]["hearth.dev/rendered"])
+    sidecar = httpx.get(f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/demand").json()
+    assert sidecar["served"] == 1 and sidecar["inFlight"] == 0  # it went through the pod's sidecar
+    assert "chat" in {m.id for m in client.models.list()}
