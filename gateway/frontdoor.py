@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +27,7 @@ from gateway.proxy import forward_headers
 from gateway.settings import FrontDoorSettings
 from gateway.streaming import PromptStreamingResponse
 from gateway.table import AmbiguousModel, Backend, ModelState, ModelTable, UnknownModel
+from gateway.upstream import UpstreamError, UpstreamResponse, Upstreams
 
 log = logging.getLogger("hearth.frontdoor")
 DRAINING_HEADER = "x-hearth-draining"
@@ -43,7 +45,7 @@ class Held(Exception):
 @dataclass
 class Upstream:
     backend: Backend
-    response: httpx.Response
+    response: UpstreamResponse
 
 
 def sse_error(message: str, kind: str, code: str) -> bytes:
@@ -106,13 +108,13 @@ class FrontDoor:
         self,
         settings: FrontDoorSettings,
         table: ModelTable,
-        client: httpx.AsyncClient,
+        upstreams: Upstreams,
         metrics: GatewayMetrics,
         activator: Activator,
     ) -> None:
         self.settings = settings
         self.table = table
-        self.client = client
+        self.upstreams = upstreams
         self.metrics = metrics
         self.activator = activator
 
@@ -127,11 +129,9 @@ class FrontDoor:
             tried.add(backend.url)
             backend.in_flight += 1
             try:
-                upstream = self.client.build_request(
-                    "POST", backend.url + path, content=body, headers=forward_headers(request.headers)
-                )
-                response = await self.client.send(upstream, stream=True)
-            except httpx.HTTPError as exc:
+                headers = forward_headers(request.headers.items())
+                response = await self.upstreams.open("POST", backend.url + path, body, headers)
+            except UpstreamError as exc:
                 backend.in_flight -= 1
                 log.info("backend %s of %s failed before any byte (%s); trying another", backend.name, state.key, exc)
                 continue
@@ -199,8 +199,8 @@ class FrontDoor:
                 "body_too_large",
             )
         try:
-            payload = json.loads(body)
-        except ValueError:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
             return openai_error(400, "request body is not valid JSON", "invalid_request_error", "invalid_json")
         if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
             return openai_error(
@@ -228,10 +228,13 @@ class FrontDoor:
             )
         if payload["model"] != state.served_name:
             payload["model"] = state.served_name
-            body = json.dumps(payload).encode()
+            body = orjson.dumps(payload)
         stream = bool(payload.get("stream"))
         try:
-            upstream = await unless_disconnected(request, self._try_backends(state, body, request, path))
+            # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
+            # is the wait raced against the client leaving (which costs two tasks per request).
+            attempt = self._try_backends(state, body, request, path)
+            upstream = await attempt if stream else await unless_disconnected(request, attempt)
             if upstream is not None:
                 self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
                 return self._relay(state, upstream, arrived, stream=stream)
@@ -344,7 +347,7 @@ class FrontDoor:
                         self.metrics.first_byte.labels(state.key).observe(time.monotonic() - arrived)
                         first = False
                     yield chunk
-            except httpx.HTTPError as exc:
+            except UpstreamError as exc:
                 yield sse_error(
                     f"the model's stream broke off: {type(exc).__name__}", "upstream_error", "stream_broken"
                 )
@@ -367,7 +370,7 @@ class FrontDoor:
                         self.metrics.first_byte.labels(state.key).observe(time.monotonic() - arrived)
                         first = False
                     yield chunk
-            except httpx.HTTPError as exc:
+            except UpstreamError as exc:
                 if stream:
                     yield sse_error(
                         f"the model's stream broke off: {type(exc).__name__}", "upstream_error", "stream_broken"
@@ -377,7 +380,7 @@ class FrontDoor:
                 self._end_flight(state, upstream.backend)
 
         return PromptStreamingResponse(
-            chunks(), status_code=response.status_code, headers=forward_headers(response.headers)
+            chunks(), status_code=response.status_code, headers=forward_headers(response.headers.items())
         )
 
     def _start_flight(self, state: ModelState) -> None:

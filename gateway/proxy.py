@@ -1,14 +1,11 @@
-"""Relaying one HTTP request to an upstream and streaming its answer back, cancelling the upstream
-request when the client goes away."""
+"""Relaying one HTTP answer back to the client, cancelling the upstream request when the client goes away."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-
-import httpx
-from starlette.requests import Request
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from gateway.streaming import PromptStreamingResponse
+from gateway.upstream import UpstreamResponse
 
 HOP_BY_HOP = frozenset(
     {
@@ -26,17 +23,11 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def forward_headers(headers: httpx.Headers | dict[str, str] | object) -> dict[str, str]:
-    items = headers.items() if hasattr(headers, "items") else []
-    return {k: v for k, v in items if k.lower() not in HOP_BY_HOP}
+def forward_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {k: v for k, v in headers if k.lower() not in HOP_BY_HOP}
 
 
-async def open_upstream(client: httpx.AsyncClient, request: Request, url: str, body: bytes) -> httpx.Response:
-    upstream = client.build_request(request.method, url, content=body, headers=forward_headers(request.headers))
-    return await client.send(upstream, stream=True)
-
-
-def relay(response: httpx.Response, on_close: Callable[[], None]) -> PromptStreamingResponse:
+def relay(response: UpstreamResponse, on_close: Callable[[], None]) -> PromptStreamingResponse:
     """Stream `response` to the client; `on_close` runs once, however the stream ends."""
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -48,5 +39,5 @@ def relay(response: httpx.Response, on_close: Callable[[], None]) -> PromptStrea
             on_close()
 
     return PromptStreamingResponse(
-        chunks(), status_code=response.status_code, headers=forward_headers(response.headers)
+        chunks(), status_code=response.status_code, headers=forward_headers(response.headers.items())
     )

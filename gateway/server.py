@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from gateway.frontdoor import Activator, FrontDoor, create_app
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FrontDoorSettings
 from gateway.table import ModelTable
+from gateway.upstream import Upstreams, UpstreamTimeouts
 
 log = logging.getLogger("hearth.frontdoor")
 
@@ -65,21 +67,20 @@ def header_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
 
 
 def http_client(settings: FrontDoorSettings) -> httpx.AsyncClient:
-    # No read timeout of 5 s: streams and cold-start holds are long. A read that stalls longer than the
-    # idle-stream timeout ends the stream with an error event.
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout, read=settings.idle_stream_timeout, write=30.0, pool=settings.connect_timeout
-    )
-    limits = httpx.Limits(max_connections=4096, max_keepalive_connections=512, keepalive_expiry=30)
-    return httpx.AsyncClient(timeout=timeout, limits=limits)
+    """For the low-rate calls: health checks of fixed upstreams and activation pushes to the scaler.
+    (Relayed requests go through `Upstreams`, whose reads wait up to the idle-stream timeout.)"""
+    timeout = httpx.Timeout(connect=settings.connect_timeout, read=10.0, write=10.0, pool=settings.connect_timeout)
+    return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=64))
 
 
 async def serve(settings: FrontDoorSettings) -> None:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     table = ModelTable()
-    async with http_client(settings) as client:
-        door = FrontDoor(settings, table, client, metrics, Activator(client, settings.scaler_url))
+    async with http_client(settings) as client, contextlib.AsyncExitStack() as stack:
+        timeouts = UpstreamTimeouts(connect=settings.connect_timeout, idle=settings.idle_stream_timeout)
+        upstreams = await stack.enter_async_context(Upstreams(timeouts))
+        door = FrontDoor(settings, table, upstreams, metrics, Activator(client, settings.scaler_url))
         background: list[asyncio.Task[Any]] = []
         discovery: KubeDiscovery | None = None
         if settings.upstreams:

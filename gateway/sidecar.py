@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import openai_error
-from gateway.proxy import open_upstream, relay
+from gateway.proxy import forward_headers, relay
+from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
 
 log = logging.getLogger("hearth.sidecar")
 
@@ -74,7 +75,7 @@ class Drain:
         return True
 
 
-def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClient) -> Starlette:
+def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClient, upstreams: Upstreams) -> Starlette:
     async def ready(request: Request) -> Response:
         if drain.draining:
             return Response("draining", status_code=503)
@@ -107,8 +108,9 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             )
         drain.enter()
         try:
-            upstream = await open_upstream(client, request, settings.upstream + request.url.path, body)
-        except httpx.HTTPError as exc:
+            url = settings.upstream + request.url.path
+            upstream = await upstreams.open(request.method, url, body, forward_headers(request.headers.items()))
+        except UpstreamError as exc:
             drain.leave()
             return openai_error(
                 502,
@@ -157,12 +159,9 @@ class _DrainingServer(uvicorn.Server):
 
 async def serve(settings: SidecarSettings) -> None:
     drain = Drain()
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout, read=settings.idle_stream_timeout, write=30.0, pool=settings.connect_timeout
-    )
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        app = create_app(settings, drain, client)
+    timeouts = UpstreamTimeouts(connect=settings.connect_timeout, idle=settings.idle_stream_timeout)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as client, Upstreams(timeouts) as upstreams:
+        app = create_app(settings, drain, client, upstreams)
         config = uvicorn.Config(
             app,
             host=settings.host,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
 from hearth import __version__
 from hearth.dev_cmd import add_dev, add_gateway
+from hearth.loop import run as run_loop
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def _cmd_webhook(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         cert_reload_seconds=args.cert_reload_seconds,
     )
-    asyncio.run(serve(settings))
+    run_loop(serve(settings))
     return 0
 
 

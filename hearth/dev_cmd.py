@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 from hearth.duration import duration
+from hearth.loop import run as run_loop
 
 
 def _layout(args: argparse.Namespace) -> object:
@@ -122,7 +122,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         max_body_bytes=args.max_body_bytes,
     )
-    asyncio.run(serve(settings))
+    run_loop(serve(settings))
     return 0
 
 
@@ -167,7 +167,7 @@ def cmd_front_door(args: argparse.Namespace) -> int:
         scaler_url=args.scaler_url.rstrip("/") if args.scaler_url else None,
         log_level=args.log_level,
     )
-    asyncio.run(serve(settings))
+    run_loop(serve(settings))
     return 0
 
 

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,7 +15,9 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -25,14 +28,23 @@ func main() {
 	concurrency := flag.Int("c", 16, "concurrent keep-alive connections")
 	duration := flag.Duration("d", 5*time.Second, "how long to send")
 	warmup := flag.Duration("warmup", time.Second, "sent first and not counted")
+	stream := flag.Bool("stream", false, "read SSE streams: count tokens and time to first token")
+	hold := flag.Int("hold", 0, "open this many streams, report when all got their 200, keep them for -d")
 	flag.Parse()
+	raiseFileLimit()
+	if *stream || *hold > 0 {
+		streaming(*url, *bodyFile, *concurrency, *duration, *warmup, *hold)
+		return
+	}
 
 	body, err := os.ReadFile(*bodyFile)
 	check(err)
 	pool := x509.NewCertPool()
-	pem, err := os.ReadFile(*caFile)
-	check(err)
-	pool.AppendCertsFromPEM(pem)
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		check(err)
+		pool.AppendCertsFromPEM(pem)
+	}
 	transport := &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool},
 		MaxIdleConnsPerHost: *concurrency,
@@ -107,4 +119,113 @@ func check(err error) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+func raiseFileLimit() {
+	var limit syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit) == nil {
+		limit.Cur = limit.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit)
+	}
+}
+
+// streaming posts streaming completions: each worker reads the SSE answer line by line, timing the first
+// content chunk and counting chunks (tokens) until [DONE]. With -hold N it opens N streams at once, reports
+// when every one has its 200 (the held clients of a cold start), and keeps them open for -d.
+func streaming(url, bodyFile string, concurrency int, duration, warmup time.Duration, hold int) {
+	body, err := os.ReadFile(bodyFile)
+	check(err)
+	workers := concurrency
+	if hold > 0 {
+		workers = hold
+	}
+	transport := &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers, DisableCompression: true}
+	client := &http.Client{Transport: transport}
+	var mu sync.Mutex
+	var ttfts []time.Duration
+	tokens, streams, errors := 0, 0, 0
+	start := time.Now()
+	measureFrom := start.Add(warmup)
+	stop := measureFrom.Add(duration)
+	var opened sync.WaitGroup
+	opened.Add(workers)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			once := sync.Once{}
+			markOpened := func() { once.Do(opened.Done) }
+			defer markOpened()
+			for {
+				began := time.Now()
+				if hold == 0 && began.After(stop) {
+					return
+				}
+				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+				if err != nil || resp.StatusCode != 200 {
+					if resp != nil {
+						resp.Body.Close()
+					}
+					mu.Lock()
+					errors++
+					mu.Unlock()
+					if hold > 0 {
+						return
+					}
+					continue
+				}
+				if hold > 0 {
+					markOpened()
+					time.Sleep(time.Until(start.Add(duration)))
+					resp.Body.Close()
+					return
+				}
+				reader := bufio.NewReader(resp.Body)
+				var first time.Duration
+				count := 0
+				for {
+					line, err := reader.ReadString('\n')
+					if strings.HasPrefix(line, "data: ") && !strings.HasPrefix(line, "data: [DONE]") {
+						if count == 0 {
+							first = time.Since(began)
+						}
+						count++
+					}
+					if err != nil {
+						break
+					}
+				}
+				resp.Body.Close()
+				if began.Before(measureFrom) {
+					continue
+				}
+				mu.Lock()
+				ttfts = append(ttfts, first)
+				tokens += count
+				streams++
+				mu.Unlock()
+			}
+		}()
+	}
+	if hold > 0 {
+		opened.Wait()
+		fmt.Printf("{\"opened\": %d, \"errors\": %d, \"seconds\": %.3f}\n", hold-errors, errors, time.Since(start).Seconds())
+		os.Stdout.Sync()
+		wg.Wait()
+		return
+	}
+	wg.Wait()
+	sort.Slice(ttfts, func(a, b int) bool { return ttfts[a] < ttfts[b] })
+	pct := func(p float64) float64 {
+		if len(ttfts) == 0 {
+			return 0
+		}
+		return float64(ttfts[int(p*float64(len(ttfts)-1))].Microseconds()) / 1000
+	}
+	out := map[string]any{
+		"concurrency": concurrency, "streams": streams, "tokens": tokens, "errors": errors,
+		"tokens_per_s": float64(tokens) / duration.Seconds(), "ttft_p50_ms": pct(0.5), "ttft_p99_ms": pct(0.99),
+	}
+	check(json.NewEncoder(os.Stdout).Encode(out))
 }

@@ -1,0 +1,283 @@
+"""The gateway, side by side in one run on the same simulator: direct; through the front door; through
+front door + sidecar; through LiteLLM's proxy (the Python peer users would pick).
+
+    .venv/bin/python bench/gateway.py [--seconds 5] [--held 10000] [--no-litellm]
+
+Reports added time to first token (p50/p99, at concurrency 1), relayed tokens per second at 1, 64 and
+256 concurrent streams with zero simulated latency (the relay ceiling), CPU-ms per 1,000 tokens relayed,
+and memory per held streaming client with --held clients held at once. LiteLLM is installed on first use
+into its own virtualenv in the user's cache (it pins many packages of its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import cpu_seconds, loadgen
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench"
+REQUEST = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 100}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, name: str, argv: list[str], base: str, health_path: str, timeout: float = 60
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        health = base + health_path
+        log = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(health, timeout=1).status_code == 200:
+                    return proc, base
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+            if proc.poll() is not None:
+                break
+        raise SystemExit(f"{name} did not start:\n{(self.tmp / f'{name}.log').read_text()[-2000:]}")
+
+    def hearth(self, name: str, args: list[str], health_path: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        argv = [sys.executable, "-m", "hearth", "--log-level=warning", *[a.replace("PORT", str(port)) for a in args]]
+        return self.start(name, argv, f"http://127.0.0.1:{port}", health_path)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def litellm(stack: Stack, sim_url: str) -> tuple[subprocess.Popen[bytes], str] | None:
+    venv = CACHE / "litellm-venv"
+    if not (venv / "bin" / "litellm").exists():
+        print("installing LiteLLM's proxy into", venv, "(first run only)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    config = stack.tmp / "litellm.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "qwen",
+                        "litellm_params": {"model": "hosted_vllm/qwen", "api_base": f"{sim_url}/v1", "api_key": "none"},
+                    }
+                ],
+                "litellm_settings": {"telemetry": False},
+            }
+        )
+    )
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+    log = (stack.tmp / "litellm.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(venv / "bin" / "litellm"),
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--num_workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    stack.procs.append(proc)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}"
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            break
+    print("LiteLLM did not start; leaving it out:\n" + (stack.tmp / "litellm.log").read_text()[-1500:])
+    return None
+
+
+def stream_load(
+    binary: Path, url: str, body: Path, concurrency: int, seconds: float, pids: list[int]
+) -> dict[str, Any]:
+    before = sum(cpu_seconds(p) for p in pids)
+    out = subprocess.run(
+        [
+            str(binary),
+            "-stream",
+            f"-url={url}/v1/chat/completions",
+            f"-body={body}",
+            f"-c={concurrency}",
+            f"-d={seconds}s",
+            "-warmup=1s",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    spent = sum(cpu_seconds(p) for p in pids) - before
+    result["cpu_ms_per_1k_tokens"] = 1e6 * spent / result["tokens"] if result["tokens"] else 0.0
+    return result
+
+
+def held_memory(stack: Stack, binary: Path, body: Path, held: int) -> dict[str, float]:
+    sim, sim_url = stack.hearth(
+        "sim-loading",
+        ["dev", "simulator", "--port=PORT", "--served-model-name=qwen", "--startup-duration=3600s"],
+        "/v1/models",
+    )
+    door, door_url = stack.hearth(
+        "door-held",
+        [
+            "gateway",
+            "front-door",
+            "--host=127.0.0.1",
+            "--port=PORT",
+            f"--upstream=qwen={sim_url}",
+            f"--queue-size={held}",
+            f"--max-held={held}",
+        ],
+        "/healthz",
+    )
+    time.sleep(1)
+    baseline = rss_mib(door.pid)
+    proc = subprocess.Popen(
+        [str(binary), f"-hold={held}", f"-url={door_url}/v1/chat/completions", f"-body={body}", "-d=60s"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    opened = json.loads(proc.stdout.readline())
+    demand = httpx.get(f"{door_url}/demand").json()["models"]["local/qwen"]["held"]
+    time.sleep(2)
+    loaded = rss_mib(door.pid)
+    proc.kill()
+    proc.wait()
+    return {
+        "held": float(demand),
+        "opened": float(opened["opened"]),
+        "errors": float(opened["errors"]),
+        "baseline_mib": baseline,
+        "loaded_mib": loaded,
+        "kib_per_client": 1024 * (loaded - baseline) / max(1, demand),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--held", type=int, default=10_000)
+    parser.add_argument("--no-litellm", action="store_true")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers below
+    binary = loadgen()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        body = tmp / "request.json"
+        body.write_bytes(json.dumps(REQUEST).encode())
+        stack = Stack(tmp)
+        try:
+            sim, sim_url = stack.hearth(
+                "sim",
+                ["dev", "simulator", "--port=PORT", "--served-model-name=qwen", "--max-num-seqs=4096"],
+                "/v1/models",
+            )
+            side, side_url = stack.hearth(
+                "sidecar", ["gateway", "sidecar", "--host=127.0.0.1", "--port=PORT", f"--upstream={sim_url}"], "/ready"
+            )
+            door, door_url = stack.hearth(
+                "door",
+                ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={sim_url}"],
+                "/healthz",
+            )
+            door2, door2_url = stack.hearth(
+                "door2",
+                ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={side_url}"],
+                "/healthz",
+            )
+            paths: dict[str, tuple[str, list[int]]] = {
+                "direct": (sim_url, []),
+                "front door": (door_url, [door.pid]),
+                "front door + sidecar": (door2_url, [door2.pid, side.pid]),
+            }
+            if not args.no_litellm:
+                found = litellm(stack, sim_url)
+                if found is not None:
+                    paths["LiteLLM proxy"] = (found[1], [found[0].pid])
+            time.sleep(1.5)  # the front doors' health checks have seen their upstreams
+            results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in paths}
+            for concurrency in (1, 64, 256):
+                for name, (url, pids) in paths.items():
+                    results[name][concurrency] = stream_load(binary, url, body, concurrency, args.seconds, pids)
+                    print(f"  {name:<22} c={concurrency:<4} {results[name][concurrency]}", flush=True)
+            stack.stop()
+            stack = Stack(tmp)
+            held = held_memory(stack, binary, body, args.held)
+        finally:
+            stack.stop()
+    direct = results["direct"][1]["ttft_p50_ms"]
+    print(
+        "\n| path | TTFT p50 ms | TTFT p99 ms | added p50 ms | tok/s c=1 | tok/s c=64 | tok/s c=256 | CPU-ms/1k tok (c=64) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, rows in results.items():
+        one = rows[1]
+        print(
+            f"| {name} | {one['ttft_p50_ms']:.2f} | {one['ttft_p99_ms']:.2f} | {one['ttft_p50_ms'] - direct:+.2f} | "
+            f"{one['tokens_per_s']:.0f} | {rows[64]['tokens_per_s']:.0f} | {rows[256]['tokens_per_s']:.0f} | "
+            f"{rows[64]['cpu_ms_per_1k_tokens']:.1f} |"
+        )
+    print(
+        f"\nHeld streaming clients: {held['held']:.0f} held ({held['errors']:.0f} errors); front door RSS "
+        f"{held['baseline_mib']:.0f} MiB idle -> {held['loaded_mib']:.0f} MiB held "
+        f"({held['kib_per_client']:.1f} KiB per held client)"
+    )
+    print(json.dumps({"results": results, "held": held}))
+
+
+if __name__ == "__main__":
+    main()
