@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_seconds, loadgen
 
+MASTER_KEY = "sk-hearth-bench-only"  # LiteLLM refuses to start without one; the others ignore it
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench"
 REQUEST = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 100}
 
@@ -103,6 +104,7 @@ def litellm(stack: Stack, sim_url: str) -> tuple[subprocess.Popen[bytes], str] |
                     }
                 ],
                 "litellm_settings": {"telemetry": False},
+                "general_settings": {"master_key": MASTER_KEY},
             }
         )
     )
@@ -147,7 +149,8 @@ def stream_load(
         [
             str(binary),
             "-stream",
-            f"-url={url}/v1/chat/completions",
+            f"-body={body}",
+            f"-auth=Bearer {MASTER_KEY}",
             f"-body={body}",
             f"-c={concurrency}",
             f"-d={seconds}s",
@@ -164,7 +167,7 @@ def stream_load(
 
 
 def held_memory(stack: Stack, binary: Path, body: Path, held: int) -> dict[str, float]:
-    sim, sim_url = stack.hearth(
+    _, sim_url = stack.hearth(
         "sim-loading",
         ["dev", "simulator", "--port=PORT", "--served-model-name=qwen", "--startup-duration=3600s"],
         "/v1/models",
@@ -212,7 +215,7 @@ def main() -> None:
     parser.add_argument("--held", type=int, default=10_000)
     parser.add_argument("--no-litellm", action="store_true")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers below
     binary = loadgen()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -221,7 +224,7 @@ def main() -> None:
         body.write_bytes(json.dumps(REQUEST).encode())
         stack = Stack(tmp)
         try:
-            sim, sim_url = stack.hearth(
+            _, sim_url = stack.hearth(
                 "sim",
                 ["dev", "simulator", "--port=PORT", "--served-model-name=qwen", "--max-num-seqs=4096"],
                 "/v1/models",

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from gateway.table import ModelTable
+from hearth.kube import Informer
 from policies import ENABLED_LABEL, RENDERED, Collector, ScaleSpec, deployment_name_of, parse_scale
 
 log = logging.getLogger("hearth.discovery")
@@ -119,61 +120,6 @@ def backend_of(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
         f"http://{status['podIP']}:{stamp['sidecarPort']}",
         meta["name"],
     )
-
-
-class Informer:
-    """List, then watch, one kind of object in a thread; `on_change(objects)` gets the full current set."""
-
-    def __init__(
-        self,
-        list_fn: Callable[..., Any],
-        on_change: Callable[[dict[str, dict[str, Any]]], None],
-        label_selector: str,
-        stop: threading.Event,
-        **list_kwargs: Any,
-    ) -> None:
-        self.list_fn = list_fn
-        self.on_change = on_change
-        self.selector = label_selector
-        self.stop = stop
-        self.kwargs = list_kwargs
-        self.objects: dict[str, dict[str, Any]] = {}
-
-    def run(self) -> None:
-        from kubernetes import watch
-
-        while not self.stop.is_set():
-            try:
-                raw = self.list_fn(label_selector=self.selector, _preload_content=False, **self.kwargs)
-                listed = json.loads(raw.data)
-                self.objects = {_key(o): o for o in listed.get("items", [])}
-                self.on_change(dict(self.objects))
-                stream = watch.Watch().stream(
-                    self.list_fn,
-                    label_selector=self.selector,
-                    resource_version=listed["metadata"]["resourceVersion"],
-                    timeout_seconds=240,
-                    **self.kwargs,
-                )
-                for event in stream:
-                    if self.stop.is_set():
-                        return
-                    obj = event.get("raw_object")
-                    if event["type"] == "ERROR" or not isinstance(obj, dict):
-                        break  # e.g. 410 Gone: list again
-                    if event["type"] == "DELETED":
-                        self.objects.pop(_key(obj), None)
-                    else:
-                        self.objects[_key(obj)] = obj
-                    self.on_change(dict(self.objects))
-            except Exception as exc:
-                log.warning("watch interrupted (%s); listing again", exc)
-                self.stop.wait(1.0)
-
-
-def _key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 class KubeDiscovery:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hearth import __version__
-from hearth.dev_cmd import add_dev, add_gateway
+from hearth.dev_cmd import add_dev, add_gateway, add_scaler
 from hearth.loop import run as run_loop
 
 
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dev(sub)
     add_gateway(sub)
+    add_scaler(sub)
     return parser
 
 

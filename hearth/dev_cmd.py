@@ -262,3 +262,53 @@ def add_gateway(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     door.add_argument("--retries", type=int, default=3, help="other pods tried when one fails before any byte")
     door.set_defaults(func=cmd_front_door)
+
+
+def cmd_scaler(args: argparse.Namespace) -> int:
+    from scaler.leader import LeaseSettings
+    from scaler.server import ScalerSettings, serve
+
+    if args.kubeconfig is None and not args.in_cluster:
+        print("error: give --kubeconfig PATH or --in-cluster", file=sys.stderr)
+        return 2
+    try:
+        lease = LeaseSettings(
+            name=args.lease_name,
+            namespace=args.lease_namespace,
+            duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = ScalerSettings(
+        host=args.host,
+        port=args.port,
+        kubeconfig=args.kubeconfig,
+        in_cluster=args.in_cluster,
+        gateway_urls=tuple(u.rstrip("/") for u in args.gateway_url or ()),
+        tick=args.tick,
+        identity=args.identity or ScalerSettings().identity,
+        lease=lease,
+        log_level=args.log_level,
+    )
+    run_loop(serve(settings))
+    return 0
+
+
+def add_scaler(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    scaler = sub.add_parser("scaler", help="the leader-elected loop that scales Hearth Deployments 0 -> 1 -> N -> 0")
+    scaler.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    scaler.add_argument("--port", type=int, default=8081)
+    scaler.add_argument("--kubeconfig", type=Path, help="kubeconfig (or --in-cluster)")
+    scaler.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    scaler.add_argument("--gateway-url", action="append", help="a front door whose /demand to read (repeat)")
+    scaler.add_argument("--tick", type=duration, default=1.0, help="seconds between passes (1s)")
+    scaler.add_argument("--identity", help="this replica's name in the Lease (default: host name)")
+    scaler.add_argument("--lease-name", default="hearth-scaler")
+    scaler.add_argument("--lease-namespace", default="hearth-system")
+    scaler.add_argument("--lease-duration", type=duration, default=15.0, help="(15s)")
+    scaler.add_argument("--renew-deadline", type=duration, default=10.0, help="a leader stops acting after (10s)")
+    scaler.add_argument("--retry-period", type=duration, default=2.0, help="standby retry interval (2s)")
+    scaler.set_defaults(func=cmd_scaler)

@@ -19,6 +19,8 @@ from policies.values import duration_seconds, is_dns_label, is_dns_subdomain, qu
 PREFIX = "hearth.dev/"
 ENABLED_LABEL = "hearth.dev/enabled"
 RENDERED = "hearth.dev/rendered"  # written by the webhook on pods, never by users
+STATUS = "hearth.dev/status"  # written by the scaler on Deployments (demand, desired replicas, reason)
+PHASE_LABEL = "hearth.dev/phase"  # written by the scaler: ScaledToZero, Activating, Ready, Scaling, Degraded
 Scope = Literal["deployment", "template"]
 DEPLOYMENT_WHERE = "metadata.annotations"
 TEMPLATE_WHERE = "spec.template.metadata.annotations"
@@ -108,8 +110,8 @@ def _check_keys(errors: Collector, annotations: Mapping[str, str], scope: Scope,
         key = KEYS_BY_NAME.get(full)
         if full == RENDERED and scope == "template":
             errors.add(_where(where, full), value, "is written by the webhook on pods", "remove it from the template")
-        elif full == RENDERED:
-            continue
+        elif full == RENDERED or (full == STATUS and scope == "deployment"):
+            continue  # Hearth's own bookkeeping
         elif key is None:
             names = [k.name for k in KEYS if k.scope == scope]
             close = difflib.get_close_matches(full.removeprefix(PREFIX), [k.name for k in KEYS], n=1)

@@ -30,10 +30,11 @@ func main() {
 	warmup := flag.Duration("warmup", time.Second, "sent first and not counted")
 	stream := flag.Bool("stream", false, "read SSE streams: count tokens and time to first token")
 	hold := flag.Int("hold", 0, "open this many streams, report when all got their 200, keep them for -d")
+	auth := flag.String("auth", "", "Authorization header value, e.g. 'Bearer sk-...'")
 	flag.Parse()
 	raiseFileLimit()
 	if *stream || *hold > 0 {
-		streaming(*url, *bodyFile, *concurrency, *duration, *warmup, *hold)
+		streaming(*url, *bodyFile, *auth, *concurrency, *duration, *warmup, *hold)
 		return
 	}
 
@@ -132,7 +133,7 @@ func raiseFileLimit() {
 // streaming posts streaming completions: each worker reads the SSE answer line by line, timing the first
 // content chunk and counting chunks (tokens) until [DONE]. With -hold N it opens N streams at once, reports
 // when every one has its 200 (the held clients of a cold start), and keeps them open for -d.
-func streaming(url, bodyFile string, concurrency int, duration, warmup time.Duration, hold int) {
+func streaming(url, bodyFile, auth string, concurrency int, duration, warmup time.Duration, hold int) {
 	body, err := os.ReadFile(bodyFile)
 	check(err)
 	workers := concurrency
@@ -162,7 +163,13 @@ func streaming(url, bodyFile string, concurrency int, duration, warmup time.Dura
 				if hold == 0 && began.After(stop) {
 					return
 				}
-				resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+				req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+				check(err)
+				req.Header.Set("Content-Type", "application/json")
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+				}
+				resp, err := client.Do(req)
 				if err != nil || resp.StatusCode != 200 {
 					if resp != nil {
 						resp.Body.Close()

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the scaler, on a registry passed in."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ScalerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.leader = Gauge("hearth_scaler_leader", "1 while this replica holds the lease and acts.", registry=registry)
+        self.demand = Gauge(
+            "hearth_scaler_demand", "Held + in-flight requests seen last tick.", ["model"], registry=registry
+        )
+        self.desired = Gauge("hearth_scaler_desired_replicas", "Replicas last decided.", ["model"], registry=registry)
+        self.decisions = Counter(
+            "hearth_scaler_scale_writes",
+            "Replica changes written, by direction.",
+            ["model", "direction"],
+            registry=registry,
+        )
+        self.failures = Counter("hearth_scaler_errors", "Failed calls, by what failed.", ["what"], registry=registry)
+        self.tick = Histogram(
+            "hearth_scaler_tick_seconds",
+            "Time of one scaling pass.",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.activation = Histogram(
+            "hearth_scaler_activation_seconds",
+            "From an activation push to the scale write.",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+        )
+
+    def forget(self, model: str) -> None:
+        for metric in (self.demand, self.desired):
+            try:
+                metric.remove(model)
+            except KeyError:
+                pass

@@ -1,0 +1,130 @@
+"""`hearth scaler`: the leader-elected loop and its small HTTP face (/activate, /status, /healthz, /metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from scaler.kube import KubeWriter
+from scaler.leader import LeaderElector, LeaseApi, LeaseSettings
+from scaler.loop import ClusterView, DemandCollector, Scaler
+from scaler.metrics import ScalerMetrics
+
+log = logging.getLogger("hearth.scaler")
+
+
+@dataclass(frozen=True)
+class ScalerSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - front doors push activations from other pods
+    port: int = 8081
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    gateway_urls: tuple[str, ...] = ()
+    tick: float = 1.0
+    identity: str = field(default_factory=socket.gethostname)
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+    log_level: str = "info"
+
+
+def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
+    async def activate(request: Request) -> Response:
+        pushed_at = scaler.clock()
+        try:
+            body = await request.json()
+            key = str(body["model"])
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'send {"model": "namespace/name"}'}, status_code=400)
+        if not scaler.elector.leading():
+            return JSONResponse(
+                {"error": "not the leader; the leader's next tick will see the demand"}, status_code=409
+            )
+        if key not in scaler.view.deployments:
+            return JSONResponse({"error": f"no opted-in Deployment {key}"}, status_code=404)
+        asyncio.ensure_future(scaler.tick(only=key, pushed_at=pushed_at))
+        return JSONResponse({"accepted": key}, status_code=202)
+
+    async def status(request: Request) -> Response:
+        models = {
+            key: {"phase": m.phase, "demand": m.demand, "runtime": m.runtime}
+            for key, m in sorted(scaler.models.items())
+        }
+        return JSONResponse({"identity": scaler.elector.identity, "leader": scaler.elector.leading(), "models": models})
+
+    async def healthz(request: Request) -> Response:
+        return Response("ok" if scaler.view.synced.is_set() else "syncing", status_code=200)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/activate", activate, methods=["POST"]),
+            Route("/status", status),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+        ]
+    )
+
+
+def _api_client(settings: ScalerSettings) -> Any:
+    from kubernetes import client, config
+
+    if settings.in_cluster:
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(str(settings.kubeconfig) if settings.kubeconfig else None)
+
+
+async def serve(settings: ScalerSettings) -> None:
+    registry = CollectorRegistry()
+    metrics = ScalerMetrics(registry)
+    api_client = _api_client(settings)
+    view = ClusterView(api_client)
+    view.start()
+    elector = LeaderElector(LeaseApi(api_client), settings.identity, settings.lease)
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
+        scaler = Scaler(
+            view,
+            DemandCollector(client, list(settings.gateway_urls)),
+            KubeWriter(api_client, settings.identity),
+            elector,
+            metrics,
+        )
+
+        async def ticks() -> None:
+            while True:
+                started = time.monotonic()
+                try:
+                    await scaler.tick()
+                except Exception as exc:
+                    metrics.failures.labels("tick").inc()
+                    log.warning("tick failed: %s", exc)
+                await asyncio.sleep(max(0.05, settings.tick - (time.monotonic() - started)))
+
+        tasks = [asyncio.create_task(elector.run()), asyncio.create_task(ticks())]
+        config = uvicorn.Config(
+            create_app(scaler, registry),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            for task in tasks:
+                task.cancel()
+            view.stop.set()

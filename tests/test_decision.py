@@ -1,0 +1,109 @@
+"""The scaling decision, table-driven and over recorded demand traces."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from policies import ScaleSpec
+from scaler.decision import Memory, Observation, decide, wanted
+
+SPEC = ScaleSpec(min_replicas=0, max_replicas=3, target=10, scale_down_delay=60)
+
+
+def run_trace(spec: ScaleSpec, trace: Sequence[tuple[float, Observation]], start: int = 0) -> list[int]:
+    replicas, memory, seen = start, Memory(), []
+    for now, observation in trace:
+        decision = decide(spec, replicas, observation, now, memory)
+        replicas, memory = decision.replicas, decision.memory
+        seen.append(replicas)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("demand", "expected"),
+    [(0, 0), (1, 1), (10, 1), (11, 2), (30, 3), (1000, 3)],
+)
+def test_wanted_is_ceil_of_demand_over_target_within_bounds(demand: int, expected: int) -> None:
+    assert wanted(SPEC, demand) == expected
+
+
+def test_first_demand_activates_at_once() -> None:
+    decision = decide(SPEC, 0, Observation(demand=1), now=0, memory=Memory())
+    assert decision.replicas == 1 and "activating" in decision.reason
+
+
+def test_a_burst_is_met_in_one_tick() -> None:
+    assert decide(SPEC, 1, Observation(demand=35), now=0, memory=Memory()).replicas == 3
+    assert decide(SPEC, 0, Observation(demand=25), now=0, memory=Memory()).replicas == 3
+
+
+def test_down_waits_for_the_delay_and_steps_one_at_a_time() -> None:
+    trace = [(t, Observation(demand=0)) for t in range(0, 200, 5)]
+    replicas = run_trace(SPEC, trace, start=3)
+    assert replicas[:12] == [3] * 12  # t=0..55: waiting out the delay
+    assert replicas[12] == 2  # t=60: one step
+    assert replicas[24] == 1 and replicas[23] == 2  # t=120: the next step, a full delay later
+    assert replicas[36] == 0 and replicas[35] == 1  # t=180: idle, to zero
+
+
+def test_zero_only_when_min_is_zero() -> None:
+    spec = ScaleSpec(min_replicas=1, max_replicas=3, target=10, scale_down_delay=10)
+    assert run_trace(spec, [(t, Observation(demand=0)) for t in range(0, 100, 5)], start=2)[-1] == 1
+
+
+def test_never_below_pods_with_open_streams() -> None:
+    trace = [(t, Observation(demand=3, busy_pods=3)) for t in range(0, 300, 5)]
+    assert set(run_trace(SPEC, trace, start=3)) == {3}
+
+
+def test_stale_data_never_leads_down() -> None:
+    trace = [(t, Observation(demand=0, fresh=False)) for t in range(0, 300, 5)]
+    assert set(run_trace(SPEC, trace, start=2)) == {2}
+    up = decide(SPEC, 1, Observation(demand=30, fresh=False), now=0, memory=Memory())
+    assert up.replicas == 3  # undercounted demand may still lead up
+
+
+def test_below_min_and_above_max_are_corrected() -> None:
+    spec = ScaleSpec(min_replicas=2, max_replicas=4, target=10, scale_down_delay=60)
+    assert decide(spec, 0, Observation(demand=0), 0, Memory()).replicas == 2
+    assert decide(spec, 9, Observation(demand=0), 0, Memory()).replicas == 4
+
+
+def test_no_flapping_on_noisy_demand() -> None:
+    """A recorded-style trace: a busy hour whose demand wobbles around the target, then silence."""
+    rng = random.Random(7)
+    busy = [(float(t), Observation(demand=rng.choice([7, 9, 11, 12, 14, 8, 10]))) for t in range(0, 3600, 2)]
+    quiet = [(float(t), Observation(demand=0)) for t in range(3600, 4200, 2)]
+    replicas = run_trace(SPEC, busy + quiet)
+    changes = sum(1 for a, b in zip(replicas, replicas[1:], strict=False) if a != b)
+    assert replicas[0] in (1, 2) and max(replicas[:1800]) == 2
+    assert changes <= 4, f"{changes} changes: the replica count flapped"
+    assert replicas[-1] == 0
+
+
+def test_a_recorded_day_scales_0_to_n_to_0() -> None:
+    """Table of (time, demand) -> replicas, as the scaler would see it every 2 s."""
+    table = [
+        (0, 0, 0),
+        (2, 1, 1),
+        (4, 4, 1),
+        (6, 26, 3),
+        (8, 40, 3),
+        (10, 12, 3),
+        (70, 12, 2),  # demand asked for 2 since t=10: one step down after 60 s
+        (72, 30, 3),  # a new burst: up at once
+        (74, 0, 3),
+        (133, 0, 3),
+        (134, 0, 2),
+        (194, 0, 1),
+        (254, 0, 0),
+        (300, 0, 0),
+    ]
+    replicas, memory = 0, Memory()
+    for now, demand, expected in table:
+        decision = decide(SPEC, replicas, Observation(demand=demand), float(now), memory)
+        replicas, memory = decision.replicas, decision.memory
+        assert replicas == expected, f"t={now} demand={demand}: {replicas} ({decision.reason}), want {expected}"
