@@ -263,9 +263,17 @@ def main() -> None:
         finally:
             stack.stop()
     direct = results["direct"][1]["ttft_p50_ms"]
-    print(
-        "\n| path | TTFT p50 ms | TTFT p99 ms | added p50 ms | tok/s c=1 | tok/s c=64 | tok/s c=256 | CPU-ms/1k tok (c=64) |"
-    )
+    header = [
+        "path",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "added p50 ms",
+        "tok/s c=1",
+        "tok/s c=64",
+        "tok/s c=256",
+        "CPU-ms/1k tok (c=64)",
+    ]
+    print("\n| " + " | ".join(header) + " |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         one = rows[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -35,7 +37,5 @@ class ScalerMetrics:
 
     def forget(self, model: str) -> None:
         for metric in (self.demand, self.desired):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(model)
-            except KeyError:
-                pass

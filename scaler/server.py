@@ -40,6 +40,8 @@ class ScalerSettings:
 
 
 def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
+    pending: set[asyncio.Task[None]] = set()
+
     async def activate(request: Request) -> Response:
         pushed_at = scaler.clock()
         try:
@@ -53,7 +55,9 @@ def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
             )
         if key not in scaler.view.deployments:
             return JSONResponse({"error": f"no opted-in Deployment {key}"}, status_code=404)
-        asyncio.ensure_future(scaler.tick(only=key, pushed_at=pushed_at))
+        task = asyncio.ensure_future(scaler.tick(only=key, pushed_at=pushed_at))
+        pending.add(task)  # keep a reference until done (the loop holds only a weak one)
+        task.add_done_callback(pending.discard)
         return JSONResponse({"accepted": key}, status_code=202)
 
     async def status(request: Request) -> Response:
