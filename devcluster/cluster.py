@@ -30,7 +30,16 @@ from devcluster.pki import ensure_pki
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
-ORDER = ("node-agent", "gateway", "webhook", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+ORDER = (
+    "node-agent",
+    "gateway",
+    "scaler",
+    "webhook",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
 
 
 class Cluster:
@@ -199,6 +208,7 @@ class Cluster:
         self.install_crds()
         self.start_webhook(pids)
         self.install_hearth()
+        self.start_scaler(pids)
         self.start_gateway(pids)
         self._start(
             "node-agent",
@@ -255,6 +265,32 @@ class Cluster:
                 f"--port={port}",
                 f"--kubeconfig={self.layout.kubeconfig}",
                 "--heartbeat-interval=2s",
+                f"--scaler-url=http://127.0.0.1:{self.layout.scaler_port}",
+            ],
+            lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+            30,
+            pids,
+        )
+
+    def start_scaler(self, pids: dict[str, int], name: str = "scaler", port: int | None = None) -> None:
+        """A scaler replica; a second one (another name and port) stands by for the lease."""
+        port = port or self.layout.scaler_port
+        self._start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "hearth",
+                "scaler",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--kubeconfig={self.layout.kubeconfig}",
+                f"--gateway-url=http://127.0.0.1:{self.layout.gateway_port}",
+                f"--identity={name}",
+                "--tick=1s",
+                "--lease-duration=6s",
+                "--renew-deadline=4s",
+                "--retry-period=1s",
             ],
             lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
             30,

@@ -393,8 +393,9 @@ class NodeAgent:
             return
         runner.terminate(grace)
         try:
+            # The body, when there is one, replaces the query parameters: the grace period goes in it.
             self.core.delete_namespaced_pod(
-                runner.name, runner.namespace, grace_period_seconds=0, body={"preconditions": {"uid": runner.uid}}
+                runner.name, runner.namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": runner.uid}}
             )
         except Exception as exc:
             log.debug("final delete of %s: %s", runner.name, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -289,7 +290,7 @@ def cmd_scaler(args: argparse.Namespace) -> int:
         in_cluster=args.in_cluster,
         gateway_urls=tuple(u.rstrip("/") for u in args.gateway_url or ()),
         tick=args.tick,
-        identity=args.identity or ScalerSettings().identity,
+        identity=args.identity or os.environ.get("POD_NAME") or ScalerSettings().identity,
         lease=lease,
         log_level=args.log_level,
     )

@@ -76,11 +76,11 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
     return Verdict(scale=scale, pod=pod, warnings=tuple(warnings))
 
 
-def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
-    """A `replicas:` written by the user fights the scaler (as with an HPA). The apiserver defaults the
-    field before admission (and Update-operation managedFields then claim it), so the user's intent is read
-    from kubectl's last-applied annotation, else from server-side-apply managedFields, else from a value
-    other than the default 1, else (a plain file, as `hearth render` reads) from the field's presence."""
+def replicas_set_by_user(obj: Mapping[str, Any]) -> bool:
+    """Whether the user's manifest holds `replicas:`. The apiserver defaults the field before admission (and
+    Update-operation managedFields then claim it), so the intent is read from kubectl's last-applied
+    annotation, else from server-side-apply managedFields, else from a value other than the default 1,
+    else (a plain file, as `hearth render` reads it) from the field's presence."""
     meta = _mapping(obj.get("metadata"))
     spec = _mapping(obj.get("spec"))
     last = _str_map(meta.get("annotations")).get("kubectl.kubernetes.io/last-applied-configuration")
@@ -88,16 +88,19 @@ def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
     applied = [e for e in managed if e.get("operation") == "Apply" and e.get("manager") != SCALER_MANAGER]
     if last is not None:
         try:
-            set_by_user = "replicas" in _mapping(_mapping(json.loads(last)).get("spec"))
+            return "replicas" in _mapping(_mapping(json.loads(last)).get("spec"))
         except ValueError:
-            set_by_user = False
-    elif applied:
-        set_by_user = any("f:replicas" in _mapping(_mapping(e.get("fieldsV1")).get("f:spec")) for e in applied)
-    elif managed:
-        set_by_user = spec.get("replicas", 1) != 1 and not any(e.get("manager") == SCALER_MANAGER for e in managed)
-    else:
-        set_by_user = "replicas" in spec
-    if not set_by_user:
+            return False
+    if applied:
+        return any("f:replicas" in _mapping(_mapping(e.get("fieldsV1")).get("f:spec")) for e in applied)
+    if managed:
+        return bool(spec.get("replicas", 1) != 1) and not any(e.get("manager") == SCALER_MANAGER for e in managed)
+    return "replicas" in spec
+
+
+def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
+    """A `replicas:` written by the user fights the scaler (as with an HPA)."""
+    if not replicas_set_by_user(obj):
         return []
     return [
         f"spec.replicas is set, but the Hearth scaler owns it ({scale.min_replicas}..{scale.max_replicas}); "
@@ -105,9 +108,16 @@ def _replica_warnings(obj: Mapping[str, Any], scale: ScaleSpec) -> list[str]:
     ]
 
 
-def with_placeholder_image(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    """The Deployment with the placeholder image on a model container that names none (else unchanged)."""
+def with_scaler_defaults(deployment: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+    """What the mutating webhook gives an opted-in Deployment: the placeholder image on a model container
+    that names none (the apiserver requires one), and, at creation, `replicas: min-replicas` when the
+    manifest leaves replicas to the scaler, so that a scale-to-zero model does not start once for nothing."""
     out: dict[str, Any] = json_copy(dict(deployment))
+    if creating and not replicas_set_by_user(out) and isinstance(out.get("spec"), dict):
+        errors = Collector()
+        scale = parse_scale(_str_map(_mapping(out.get("metadata")).get("annotations")), errors)
+        if not errors.problems:  # an invalid Deployment is refused by validation: leave it as it is
+            out["spec"]["replicas"] = scale.min_replicas
     containers = _mapping(_mapping(_mapping(out.get("spec")).get("template")).get("spec")).get("containers")
     for container in containers if isinstance(containers, list) else []:
         if isinstance(container, dict) and container.get("name") == MODEL_CONTAINER and not container.get("image"):

@@ -184,3 +184,18 @@ def test_replicas_intent_is_read_past_apiserver_defaulting() -> None:
 def test_no_runtime_yet_is_a_warning_not_an_error() -> None:
     verdict = validate_deployment(DEPLOYMENT, [])
     assert any("no runtime can serve" in w for w in verdict.warnings)
+
+
+def test_creation_starts_at_min_replicas_unless_the_manifest_sets_replicas() -> None:
+    from policies.deployment import with_scaler_defaults
+
+    created = copy.deepcopy(DEPLOYMENT)
+    created["spec"]["replicas"] = 1  # the apiserver's default
+    created["metadata"]["managedFields"] = [{"manager": "kubectl-create", "operation": "Update",
+                                             "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    out = with_scaler_defaults(created, creating=True)
+    assert out["spec"]["replicas"] == 0  # min-replicas
+    assert out["spec"]["template"]["spec"]["containers"][0]["image"] == "hearth.dev/placeholder:filled-by-runtime"
+    assert with_scaler_defaults(created, creating=False)["spec"]["replicas"] == 1  # updates keep the scaler's
+    created["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = '{"spec": {"replicas": 1}}'
+    assert with_scaler_defaults(created, creating=True)["spec"]["replicas"] == 1  # written by the user: kept

@@ -21,7 +21,7 @@ from policies import (
     runtime_from_object,
     validate_deployment,
 )
-from policies.deployment import with_placeholder_image
+from policies.deployment import with_scaler_defaults
 from policies.patch import diff
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
@@ -118,14 +118,14 @@ def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime],
 def mutate_deployment(
     request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
 ) -> Review:
-    """Give the model container of an opted-in Deployment the placeholder image the apiserver requires."""
+    """Placeholder image and initial replicas for an opted-in Deployment (see with_scaler_defaults)."""
     uid = str(request["uid"])
     obj = request.get("object")
     if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
         return answer(API_VERSIONS[0], uid, allowed=True)
     if not _is_kind(request, "apps", "Deployment"):
         return answer(API_VERSIONS[0], uid, allowed=True)
-    patch = diff(obj, with_placeholder_image(obj))
+    patch = diff(obj, with_scaler_defaults(obj, creating=request.get("operation") == "CREATE"))
     return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
 
 
