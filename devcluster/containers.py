@@ -17,12 +17,15 @@ DEFAULT_STARTUP = "2s"
 
 
 def _flag(args: list[str], name: str) -> str | None:
+    """The value of a flag; the last one wins, as with vLLM's own parser (so hearth.dev/extra-args can
+    override a runtime's default)."""
+    found = None
     for index, arg in enumerate(args):
         if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-        if arg == name and index + 1 < len(args):
-            return args[index + 1]
-    return None
+            found = arg.split("=", 1)[1]
+        elif arg == name and index + 1 < len(args):
+            found = args[index + 1]
+    return found
 
 
 def command_for(container: dict[str, Any], pod_ip: str) -> list[str]:

@@ -58,6 +58,19 @@ def _cmd_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hearth.status_cmd import fetch, table
+
+    namespace = None if args.all_namespaces else args.namespace
+    deployments = fetch(str(args.kubeconfig) if args.kubeconfig else None, namespace)
+    if not deployments:
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        print(f"No Hearth Deployments (label hearth.dev/enabled=true) in {where}.")
+        return 0
+    print(table(deployments, with_namespace=namespace is None))
+    return 0
+
+
 def _add_sidecar_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sidecar-image",
@@ -104,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--cert-reload-seconds", type=float, default=10.0, help="how often to look for a rotated cert")
     _add_sidecar_flags(hook)
     hook.set_defaults(func=_cmd_webhook)
+
+    status = sub.add_parser("status", help="NAME PHASE RUNTIME REPLICAS DEMAND AGE of Hearth Deployments")
+    status.add_argument("-n", "--namespace", default="default")
+    status.add_argument("-A", "--all-namespaces", action="store_true")
+    status.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
+    status.set_defaults(func=_cmd_status)
 
     add_dev(sub)
     add_gateway(sub)

@@ -191,8 +191,9 @@ def test_creation_starts_at_min_replicas_unless_the_manifest_sets_replicas() -> 
 
     created = copy.deepcopy(DEPLOYMENT)
     created["spec"]["replicas"] = 1  # the apiserver's default
-    created["metadata"]["managedFields"] = [{"manager": "kubectl-create", "operation": "Update",
-                                             "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    created["metadata"]["managedFields"] = [
+        {"manager": "kubectl-create", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    ]
     out = with_scaler_defaults(created, creating=True)
     assert out["spec"]["replicas"] == 0  # min-replicas
     assert out["spec"]["template"]["spec"]["containers"][0]["image"] == "hearth.dev/placeholder:filled-by-runtime"

@@ -1,0 +1,276 @@
+"""0 -> 1 -> N -> 0 on the real control plane: the scaler, the gateway, the webhook and the node agent."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from devcluster import processes
+from devcluster.cluster import Cluster
+from tests.e2e.conftest import get_json, wait_for
+
+pytestmark = pytest.mark.e2e
+MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
+
+
+def model_deployment(
+    namespace: str,
+    name: str,
+    *,
+    max_replicas: int = 3,
+    target: int = 2,
+    delay: str = "3s",
+    startup: str = "1s",
+    itl: str = "20ms",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"hearth.dev/enabled": "true"},
+            "annotations": {
+                "hearth.dev/min-replicas": "0",
+                "hearth.dev/max-replicas": str(max_replicas),
+                "hearth.dev/target": str(target),
+                "hearth.dev/scale-down-delay": delay,
+                "hearth.dev/heartbeat-interval": "1s",
+            },
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": name, "hearth.dev/enabled": "true"},
+                    "annotations": {
+                        "hearth.dev/model": "hf://Qwen/Qwen3-8B",
+                        "hearth.dev/runtime": "sim-nvidia",
+                        "hearth.dev/extra-args": f"--startup-duration={startup} --itl={itl}",
+                    },
+                },
+                "spec": {"containers": [{"name": "model"}]},
+            },
+        },
+    }
+
+
+def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+def replicas(cluster: Cluster, namespace: str, name: str) -> int:
+    return int(get_json(cluster, "deploy", name, "-n", namespace)["spec"].get("replicas") or 0)
+
+
+def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    labels = get_json(cluster, "deploy", name, "-n", namespace)["metadata"].get("labels") or {}
+    return labels.get("hearth.dev/phase")
+
+
+def client(cluster: Cluster) -> openai.OpenAI:
+    return openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=0, timeout=120)
+
+
+class PhaseRecorder:
+    """Polls the phase label in the background and keeps the sequence of distinct values seen."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(cluster, namespace, name), daemon=True)
+
+    def _run(self, cluster: Cluster, namespace: str, name: str) -> None:
+        while not self._stop.wait(0.1):
+            self._record(phase(cluster, namespace, name))
+
+    def _record(self, current: str | None) -> None:
+        if current and (not self.seen or self.seen[-1] != current):
+            self.seen.append(current)
+
+    def __enter__(self) -> PhaseRecorder:
+        self._record(phase(*self._thread._args))  # type: ignore[attr-defined]  # the phase before anything
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def stream_text(cluster: Cluster, model: str, tokens: int) -> str:
+    chunks = client(cluster).chat.completions.create(model=model, messages=MESSAGES, stream=True, max_tokens=tokens)
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
+
+
+def expected(tokens: int) -> str:
+    return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
+
+
+def test_idle_model_stays_at_zero(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, model_deployment(namespace, "idle"))
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "idle") == "ScaledToZero", timeout=30)
+    time.sleep(5)
+    assert replicas(cluster, namespace, "idle") == 0
+    assert get_json(cluster, "pods", "-n", namespace, "-l", "app=idle")["items"] == []
+    status = subprocess.run(
+        [*_hearth(), "status", "-n", namespace, f"--kubeconfig={cluster.layout.kubeconfig}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert status.splitlines()[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "AGE"]
+    assert status.splitlines()[1].split()[:5] == ["idle", "ScaledToZero", "sim-nvidia", "0/0", "0"]
+
+
+def _hearth() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "hearth"]
+
+
+def test_zero_to_one_streams_through_a_cold_start(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, model_deployment(namespace, "cold", startup="2s"))
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "cold") == "ScaledToZero", timeout=30)
+    with PhaseRecorder(cluster, namespace, "cold") as phases:
+        text = stream_text(cluster, f"{namespace}/cold", 8)
+        wait_for("phase Ready", lambda: phase(cluster, namespace, "cold") == "Ready", timeout=30)
+    assert text == expected(8)
+    assert replicas(cluster, namespace, "cold") == 1
+    order = [p for p in phases.seen if p in ("ScaledToZero", "Activating", "Ready")]
+    assert order[:3] == ["ScaledToZero", "Activating", "Ready"], phases.seen
+    events = get_json(cluster, "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "Activated" and e["involvedObject"]["name"] == "cold" for e in events)
+
+
+def test_load_above_target_scales_out_and_idle_goes_back_to_zero(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, model_deployment(namespace, "burst", max_replicas=3, target=2, delay="3s"))
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "burst") == "ScaledToZero", timeout=30)
+    seen_replicas: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.3):
+            seen_replicas.append(replicas(cluster, namespace, "burst"))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # 8 streams of ~4 s: demand 8 over target 2
+        texts = list(pool.map(lambda _: stream_text(cluster, f"{namespace}/burst", 200), range(8)))
+    stop.set()
+    watcher.join()
+    assert texts == [expected(200)] * 8
+    assert max(seen_replicas) == 3  # within max-replicas
+    wait_for("scale back to zero", lambda: replicas(cluster, namespace, "burst") == 0, timeout=60)
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "burst") == "ScaledToZero", timeout=30)
+
+
+def test_an_open_stream_survives_its_pod_being_scaled_away(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, model_deployment(namespace, "drain", max_replicas=1, delay="60s"))
+    assert stream_text(cluster, f"{namespace}/drain", 2) == expected(2)  # activate; now at 1 replica
+    result: list[str] = []
+    streaming = threading.Thread(target=lambda: result.append(stream_text(cluster, f"{namespace}/drain", 150)))
+    streaming.start()  # ~3 s of tokens
+    time.sleep(1.0)
+    pod = get_json(cluster, "pods", "-n", namespace, "-l", "app=drain")["items"][0]["metadata"]["name"]
+    cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")  # as a scale-down would
+    streaming.join(timeout=60)
+    assert result == [expected(150)]
+
+
+def test_no_request_is_lost_across_three_cycles(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, model_deployment(namespace, "cycles", max_replicas=3, target=2, delay="2s"))
+    sent = completed = 0
+    for cycle in range(3):
+        wait_for(f"cycle {cycle}: zero replicas", lambda: replicas(cluster, namespace, "cycles") == 0, timeout=90)
+
+        def one(index: int) -> bool:
+            if index % 2:
+                reply = client(cluster).chat.completions.create(
+                    model=f"{namespace}/cycles", messages=MESSAGES, max_tokens=20
+                )
+                return reply.choices[0].message.content == expected(20)
+            return stream_text(cluster, f"{namespace}/cycles", 40) == expected(40)
+
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            outcomes = list(pool.map(one, range(10)))
+        sent += len(outcomes)
+        completed += sum(outcomes)
+    assert (sent, completed) == (30, 30)
+
+
+def test_rbac_is_least_privilege(cluster: Cluster) -> None:
+    def can(who: str, *what: str) -> bool:
+        result = cluster.kubectl("auth", "can-i", *what, f"--as=system:serviceaccount:hearth-system:{who}", check=False)
+        return result.stdout.strip() == "yes"
+
+    assert can("hearth-scaler", "update", "deployments", "--subresource=scale", "-n", "ai")
+    assert can("hearth-scaler", "patch", "deployments", "-n", "ai")
+    assert can("hearth-scaler", "create", "events", "-n", "ai")
+    assert can("hearth-scaler", "update", "leases", "-n", "hearth-system")
+    assert not can("hearth-scaler", "update", "leases", "-n", "kube-system")
+    assert not can("hearth-scaler", "get", "secrets", "-n", "ai")
+    assert not can("hearth-scaler", "delete", "deployments", "-n", "ai")
+    assert not can("hearth-scaler", "create", "pods", "-n", "ai")
+    assert can("hearth-gateway", "watch", "pods", "-n", "ai")
+    assert not can("hearth-gateway", "patch", "deployments", "-n", "ai")
+    assert not can("hearth-gateway", "get", "secrets", "-n", "ai")
+    assert can("hearth-webhook", "watch", "inferenceruntimes")
+    assert not can("hearth-webhook", "list", "pods", "-n", "ai")
+    assert not can("hearth-webhook", "*", "*", "--all-namespaces")
+
+
+@pytest.fixture
+def standby(cluster: Cluster) -> Iterator[int]:
+    pids = processes.load_pids(cluster.layout.pids)
+    extra: dict[str, int] = {}
+    cluster.start_scaler(extra, name="scaler-standby", port=cluster.layout.port_base + 82)
+    processes.save_pids(cluster.layout.pids, {**pids, **extra})
+    yield extra["scaler-standby"]
+
+
+def test_leader_failover_under_load(cluster: Cluster, namespace: str, standby: int) -> None:
+    apply(cluster, model_deployment(namespace, "failover", max_replicas=3, target=2, delay="2s"))
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "failover") == "ScaledToZero", timeout=30)
+    leader_pid = processes.load_pids(cluster.layout.pids)["scaler"]
+    status = httpx.get(f"http://127.0.0.1:{cluster.layout.scaler_port}/status").json()
+    assert status["leader"] is True
+    assert httpx.get(f"http://127.0.0.1:{cluster.layout.port_base + 82}/status").json()["leader"] is False
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(stream_text, cluster, f"{namespace}/failover", 150) for _ in range(6)]
+        time.sleep(2)
+        os.kill(leader_pid, signal.SIGKILL)  # the leader dies mid-load
+        killed_at = time.monotonic()
+        texts = [f.result(timeout=120) for f in futures]
+    assert texts == [expected(150)] * 6
+    wait_for(
+        "the standby to lead",
+        lambda: httpx.get(f"http://127.0.0.1:{cluster.layout.port_base + 82}/status").json()["leader"] is True,
+        timeout=15,
+    )
+    assert time.monotonic() - killed_at < 15  # within the lease duration (6 s) plus a retry
+    wait_for("the new leader to scale to zero", lambda: replicas(cluster, namespace, "failover") == 0, timeout=60)
+    events = [
+        e
+        for e in get_json(cluster, "events", "-n", namespace)["items"]
+        if e["involvedObject"]["name"] == "failover" and e.get("reportingComponent") == "hearth-scaler"
+    ]
+    events.sort(key=lambda e: e.get("eventTime") or e["lastTimestamp"])
+    writers = [e["reportingInstance"] for e in events]
+    assert writers[0] == "scaler" and writers[-1] == "scaler-standby"
+    switch = writers.index("scaler-standby")
+    assert "scaler" not in writers[switch:], f"both scalers wrote: {writers}"
