@@ -1,7 +1,12 @@
-"""`hearth demo`: the local demo on a real control plane, narrated, with measured times."""
+"""`hearth dev demo`: the local demo on a real control plane, narrated, with measured times.
+
+The model at zero; one streamed chat completion through a cold start (heartbeats, then tokens); the scale
+to one; a burst that scales to N; idle, back to zero. Then how to send your own requests and how to stop.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from pathlib import Path
@@ -11,77 +16,140 @@ import httpx
 
 from devcluster.cluster import REPO, Cluster
 
-EXAMPLE = REPO / "examples" / "qwen3-8b.yaml"
+MANIFEST = REPO / "examples" / "demo.yaml"
+NAMESPACE, NAME = "demo", "qwen3-8b"
 
 
 class Timeline:
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.marks: dict[str, float] = {}
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
 
+    def mark(self, name: str) -> float:
+        self.marks[name] = time.monotonic()
+        return self.marks[name]
 
-def _ready_pod(cluster: Cluster, namespace: str, app: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"app={app}", "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    for pod in json.loads(result.stdout).get("items", []):
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", [])):
-            return dict(pod)
-    return None
+    def between(self, start: str, end: str) -> float:
+        return self.marks[end] - self.marks[start]
 
 
-def wait_until(probe: Any, timeout: float) -> Any:
+def _deployment(cluster: Cluster) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cluster.kubectl("get", "deploy", NAME, "-n", NAMESPACE, "-o", "json").stdout)
+    return result
+
+
+def _state(cluster: Cluster) -> tuple[str, int, int]:
+    deployment = _deployment(cluster)
+    phase = (deployment["metadata"].get("labels") or {}).get("hearth.dev/phase", "-")
+    return phase, int(deployment["spec"].get("replicas") or 0), int(deployment["status"].get("readyReplicas") or 0)
+
+
+def wait_until(what: str, probe: Any, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = probe()
         if value:
             return value
-        time.sleep(0.25)
-    raise TimeoutError("the demo waited too long; see `hearth dev status` and the logs in the state folder")
+        time.sleep(0.1)
+    raise TimeoutError(f"the demo waited {timeout:.0f}s for {what}; see `hearth dev status` and the logs")
 
 
-def run(cluster: Cluster, manifest: Path = EXAMPLE) -> int:
-    timeline = Timeline()
-    cluster.kubectl("create", "namespace", "ai", check=False)
-    applied = cluster.kubectl("apply", "-f", str(manifest))
-    timeline.say(f"kubectl apply -f {manifest.relative_to(REPO)}: {applied.stdout.strip()}")
-    pod = wait_until(lambda: _ready_pod(cluster, "ai", "qwen3-8b"), 120)
-    stamp = json.loads(pod["metadata"]["annotations"]["hearth.dev/rendered"])
-    model = pod["spec"]["containers"][0]
-    limits = ", ".join(f"{k}={v}" for k, v in model["resources"]["limits"].items())
-    timeline.say(
-        f"pod {pod['metadata']['name']} rendered from runtime {stamp['runtime']} ({model['image']}, {limits}),"
-    )
-    timeline.say(
-        f"  scheduled on {pod['spec']['nodeName']}, Ready at {pod['status']['podIP']} (model + hearth-gateway sidecar)"
-    )
-    url = f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/v1/chat/completions"
+def stream(url: str, tokens: int, on_comment: Any = None) -> tuple[str, float | None]:
+    """One streamed chat completion over raw SSE; returns the text and the time to its first token."""
     request = {
-        "model": stamp["servedName"],
+        "model": NAME,
         "stream": True,
-        "max_tokens": 12,
+        "max_tokens": tokens,
         "messages": [{"role": "user", "content": "Why scale to zero?"}],
     }
-    began = time.monotonic()
-    first: float | None = None
-    words: list[str] = []
-    with httpx.stream("POST", url, json=request, timeout=httpx.Timeout(10, read=60)) as response:
-        for line in response.iter_lines():
+    began, first, words = time.monotonic(), None, []
+    with httpx.stream("POST", f"{url}/chat/completions", json=request, timeout=httpx.Timeout(10, read=120)) as resp:
+        for line in resp.iter_lines():
+            if line.startswith(":") and on_comment is not None:
+                on_comment(line)
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            delta = json.loads(line[6:])["choices"][0].get("delta", {}).get("content")
+            data = json.loads(line[6:])
+            if "error" in data:
+                raise RuntimeError(data["error"]["message"])
+            delta = (data["choices"][0].get("delta") or {}).get("content") if data["choices"] else None
             if delta:
-                first = first or time.monotonic() - began
+                first = first if first is not None else time.monotonic() - began
                 words.append(delta)
-    timeline.say(f'streamed through the sidecar: "{"".join(words)}" (first token after {1000 * (first or 0):.0f} ms)')
+    return "".join(words), first
+
+
+def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
+    timeline = Timeline()
+    url = cluster.openai_base_url
+    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    cluster.kubectl("delete", "deploy", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
+    applied = cluster.kubectl("apply", "-f", str(manifest))
+    timeline.say(f"kubectl apply -f {manifest.relative_to(REPO)}: {applied.stdout.strip()}")
+    wait_until("ScaledToZero", lambda: _state(cluster)[0] == "ScaledToZero", 30)
+    timeline.say("the model is ScaledToZero: 0 replicas, 0 GPUs (kubectl get deploy -L hearth.dev/phase)")
+
+    print("\n1. One streamed chat completion while the model is at zero")
+    beats: list[str] = []
+
+    def heartbeat(line: str) -> None:
+        beats.append(line)
+        timeline.say(f"  SSE {line}")
+
+    timeline.mark("request")
+    text, first = stream(url, 12, on_comment=heartbeat)
+    timeline.mark("done")
+    timeline.say(f'  tokens: "{text}"')
+    ready_at = time.monotonic()
+    timeline.say(
+        f"  cold start: first token {first:.1f}s after the request ({len(beats)} heartbeat comments "
+        "kept the stream alive; the simulated model takes 5 s to load)"
+    )
+    events = json.loads(cluster.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    activated = [e for e in events if e["reason"] == "Activated"]
+    if activated:
+        timeline.say(f"  scaler: {activated[-1]['message']}")
+    wait_until("Ready", lambda: _state(cluster)[0] == "Ready", 30)
+    timeline.say("  now Ready: 1/1 replicas")
+
+    print("\n2. A burst: 12 concurrent streams, target 4 per replica")
+    timeline.mark("burst")
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(stream, url, 250) for _ in range(12)]
+        peak = 1
+        while not all(f.done() for f in futures):
+            phase, replicas, ready = _state(cluster)
+            if replicas > peak:
+                peak = replicas
+                timeline.say(f"  scaled to {replicas} replicas ({phase}, {ready} ready)")
+            time.sleep(0.3)
+        answers = [f.result() for f in futures]
+    complete = sum(1 for text, _ in answers if text)
+    timeline.say(f"  {complete}/12 streams complete, peak {peak} replicas")
+
+    print("\n3. Idle: after hearth.dev/scale-down-delay (15s) the scaler steps down, one replica per delay, to zero")
+    last = None
+    while True:
+        phase, replicas, ready = _state(cluster)
+        if (phase, replicas) != last:
+            timeline.say(f"  {phase}: {replicas} replicas")
+            last = (phase, replicas)
+        if phase == "ScaledToZero" and replicas == 0:
+            break
+        if time.monotonic() - ready_at > 240:
+            raise TimeoutError("the model did not go back to zero")
+        time.sleep(0.5)
+    timeline.say("back at zero GPUs")
     print()
-    print("Try it yourself:")
-    print(f"  export KUBECONFIG={cluster.layout.kubeconfig}")
-    print("  kubectl get deploy,pods -n ai -o wide; kubectl get inferenceruntimes")
-    print(f"  curl -N {url} -H 'content-type: application/json' \\")
-    body = json.dumps({"model": stamp["servedName"], "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-    print(f"       -d '{body}'")
-    print("  hearth dev down   # stop everything")
+    print("Send your own requests (any OpenAI client works):")
+    print(f'  eval "$(hearth dev env)"   # KUBECONFIG, OPENAI_BASE_URL={url}')
+    print(
+        f"  curl -N $OPENAI_BASE_URL/chat/completions -H 'content-type: application/json' \\\n"
+        f'       -d \'{{"model": "{NAME}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}\''
+    )
+    print(f"  hearth status -n {NAMESPACE}; kubectl get deploy -n {NAMESPACE} -L hearth.dev/phase")
+    print("Stop everything: hearth dev down")
     return 0
