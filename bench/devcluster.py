@@ -17,10 +17,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devcluster import processes  # noqa: E402
-from devcluster.build import ensure_binaries  # noqa: E402
-from devcluster.cluster import REPO, Cluster  # noqa: E402
-from devcluster.layout import Layout, default_cache_dir  # noqa: E402
+from devcluster import processes
+from devcluster.build import ensure_binaries
+from devcluster.cluster import REPO, Cluster
+from devcluster.layout import Layout, default_cache_dir
 
 
 def rss_mib(pids: list[int]) -> float:
