@@ -149,7 +149,7 @@ def stream_load(
         [
             str(binary),
             "-stream",
-            f"-body={body}",
+            f"-url={url}/v1/chat/completions",
             f"-auth=Bearer {MASTER_KEY}",
             f"-body={body}",
             f"-c={concurrency}",

@@ -145,6 +145,7 @@ func streaming(url, bodyFile, auth string, concurrency int, duration, warmup tim
 	var mu sync.Mutex
 	var ttfts []time.Duration
 	tokens, streams, errors := 0, 0, 0
+	firstError := ""
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	stop := measureFrom.Add(duration)
@@ -171,12 +172,20 @@ func streaming(url, bodyFile, auth string, concurrency int, duration, warmup tim
 				}
 				resp, err := client.Do(req)
 				if err != nil || resp.StatusCode != 200 {
-					if resp != nil {
+					reason := ""
+					if err != nil {
+						reason = err.Error()
+					} else {
+						reason = fmt.Sprintf("status %d", resp.StatusCode)
 						resp.Body.Close()
 					}
 					mu.Lock()
 					errors++
+					if firstError == "" {
+						firstError = reason
+					}
 					mu.Unlock()
+					time.Sleep(10 * time.Millisecond) // a failing target is not a benchmark: do not spin
 					if hold > 0 {
 						return
 					}
@@ -233,6 +242,7 @@ func streaming(url, bodyFile, auth string, concurrency int, duration, warmup tim
 	out := map[string]any{
 		"concurrency": concurrency, "streams": streams, "tokens": tokens, "errors": errors,
 		"tokens_per_s": float64(tokens) / duration.Seconds(), "ttft_p50_ms": pct(0.5), "ttft_p99_ms": pct(0.99),
+		"first_error": firstError,
 	}
 	check(json.NewEncoder(os.Stdout).Encode(out))
 }
