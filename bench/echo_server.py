@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from webhook.app import read_bounded
+from hearth.bodies import read_bounded
 
 
 def create_app() -> FastAPI:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
 from devcluster.layout import Layout, default_cache_dir
+from devcluster.models import simulated_model
 from policies import ScaleSpec
 from scaler.decision import Memory, Observation, decide
 
@@ -40,35 +41,7 @@ TICK = 1.0
 
 
 def deployment(name: str, delay: str, startup: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": "bench",
-            "labels": {"hearth.dev/enabled": "true"},
-            "annotations": {
-                "hearth.dev/min-replicas": "0",
-                "hearth.dev/max-replicas": "3",
-                "hearth.dev/target": "4",
-                "hearth.dev/scale-down-delay": delay,
-            },
-        },
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {
-                    "labels": {"app": name, "hearth.dev/enabled": "true"},
-                    "annotations": {
-                        "hearth.dev/model": "hf://Qwen/Qwen3-8B",
-                        "hearth.dev/runtime": "sim-nvidia",
-                        "hearth.dev/extra-args": f"--startup-duration={startup}",
-                    },
-                },
-                "spec": {"containers": [{"name": "model"}]},
-            },
-        },
-    }
+    return simulated_model("bench", name, max_replicas=3, target=4, delay=delay, startup=startup, itl="20ms")
 
 
 class Watcher:

@@ -28,6 +28,7 @@ from gateway.settings import FrontDoorSettings
 from gateway.streaming import PromptStreamingResponse
 from gateway.table import AmbiguousModel, Backend, ModelState, ModelTable, UnknownModel
 from gateway.upstream import UpstreamError, UpstreamResponse, Upstreams
+from hearth.bodies import BodyTooLarge, read_bounded
 
 log = logging.getLogger("hearth.frontdoor")
 DRAINING_HEADER = "x-hearth-draining"
@@ -183,7 +184,7 @@ class FrontDoor:
         path = request.url.path
         try:
             async with asyncio.timeout(self.settings.body_timeout):
-                body = await _read_body(request, self.settings.max_body_bytes)
+                body = await read_bounded(request, self.settings.max_body_bytes)
         except TimeoutError:
             return openai_error(
                 408,
@@ -191,7 +192,7 @@ class FrontDoor:
                 "invalid_request_error",
                 "body_timeout",
             )
-        except _TooLarge:
+        except BodyTooLarge:
             return openai_error(
                 413,
                 f"request body exceeds {self.settings.max_body_bytes} bytes",
@@ -329,58 +330,54 @@ class FrontDoor:
             if not released:
                 self._leave_hold(state, arrived)
 
-    async def _stream_upstream(self, state: ModelState, upstream: Upstream, arrived: float) -> AsyncIterator[bytes]:
-        """Relay an upstream answer into an already committed 200 stream."""
+    async def _body(
+        self, state: ModelState, upstream: Upstream, arrived: float, *, stream: bool
+    ) -> AsyncIterator[bytes]:
+        """The upstream answer's bytes; a stream that breaks off ends with an SSE error event. Ends the
+        flight, however the relay ends (the client leaving included)."""
         response = upstream.response
-        self._start_flight(state)
+        first = True
         try:
-            if response.status_code != 200:
-                detail = (await response.aread()).decode(errors="replace")
-                message = _error_message(detail) or f"the model answered HTTP {response.status_code}"
-                self.metrics.requests.labels(state.key, str(response.status_code)).inc()
-                yield sse_error(message, "upstream_error", f"upstream_{response.status_code}")
-                return
-            first = True
-            try:
-                async for chunk in response.aiter_raw():
-                    if first:
-                        self.metrics.first_byte.labels(state.key).observe(time.monotonic() - arrived)
-                        first = False
-                    yield chunk
-            except UpstreamError as exc:
+            async for chunk in response.aiter_raw():
+                if first:
+                    self.metrics.first_byte.labels(state.key).observe(time.monotonic() - arrived)
+                    first = False
+                yield chunk
+        except UpstreamError as exc:
+            if stream:
                 yield sse_error(
                     f"the model's stream broke off: {type(exc).__name__}", "upstream_error", "stream_broken"
                 )
-            self.metrics.requests.labels(state.key, "200").inc()
         finally:
             await response.aclose()
             self._end_flight(state, upstream.backend)
+
+    async def _stream_upstream(self, state: ModelState, upstream: Upstream, arrived: float) -> AsyncIterator[bytes]:
+        """Relay an upstream answer into an already committed 200 stream: an error answer becomes an event."""
+        response = upstream.response
+        self._start_flight(state)
+        self.metrics.requests.labels(state.key, str(response.status_code)).inc()
+        if response.status_code != 200:
+            try:
+                detail = (await response.aread()).decode(errors="replace")
+            finally:
+                await response.aclose()
+                self._end_flight(state, upstream.backend)
+            message = _error_message(detail) or f"the model answered HTTP {response.status_code}"
+            yield sse_error(message, "upstream_error", f"upstream_{response.status_code}")
+            return
+        async for chunk in self._body(state, upstream, arrived, stream=True):
+            yield chunk
 
     def _relay(self, state: ModelState, upstream: Upstream, arrived: float, *, stream: bool) -> Response:
         """Pass an upstream answer through with its own status and headers (nothing was sent yet)."""
         response = upstream.response
         self._start_flight(state)
         self.metrics.requests.labels(state.key, str(response.status_code)).inc()
-
-        async def chunks() -> AsyncIterator[bytes]:
-            first = True
-            try:
-                async for chunk in response.aiter_raw():
-                    if first:
-                        self.metrics.first_byte.labels(state.key).observe(time.monotonic() - arrived)
-                        first = False
-                    yield chunk
-            except UpstreamError as exc:
-                if stream:
-                    yield sse_error(
-                        f"the model's stream broke off: {type(exc).__name__}", "upstream_error", "stream_broken"
-                    )
-            finally:
-                await response.aclose()
-                self._end_flight(state, upstream.backend)
-
         return PromptStreamingResponse(
-            chunks(), status_code=response.status_code, headers=forward_headers(response.headers.items())
+            self._body(state, upstream, arrived, stream=stream),
+            status_code=response.status_code,
+            headers=forward_headers(response.headers.items()),
         )
 
     def _start_flight(self, state: ModelState) -> None:
@@ -418,24 +415,6 @@ class FrontDoor:
 
     async def demand(self, request: Request) -> Response:
         return JSONResponse({"models": self.table.demand(), "heldTotal": self.table.held_total})
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error_message(detail: str) -> str | None:

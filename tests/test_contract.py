@@ -200,3 +200,12 @@ def test_creation_starts_at_min_replicas_unless_the_manifest_sets_replicas() -> 
     assert with_scaler_defaults(created, creating=False)["spec"]["replicas"] == 1  # updates keep the scaler's
     created["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = '{"spec": {"replicas": 1}}'
     assert with_scaler_defaults(created, creating=True)["spec"]["replicas"] == 1  # written by the user: kept
+
+
+def test_readme_documents_every_key_with_its_default() -> None:
+    from policies.annotations import KEYS
+
+    readme = (ROOT / "README.md").read_text()
+    for key in KEYS:
+        where = "Deployment metadata" if key.scope == "deployment" else "pod template"
+        assert f"| `hearth.dev/{key.name}` | {where} | `{key.default}` | {key.doc} |" in readme, key.name

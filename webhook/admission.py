@@ -95,14 +95,22 @@ def _is_kind(request: Mapping[str, Any], group: str, kind: str) -> bool:
     return isinstance(gvk, Mapping) and gvk.get("group", "") == group and gvk.get("kind") == kind
 
 
+def _opted_in(request: Mapping[str, Any], group: str, kind: str, operations: tuple[str, ...]) -> dict[str, Any] | None:
+    """The request's object when it is an opted-in object of this kind and operation, else None."""
+    obj = request.get("object")
+    if request.get("operation") not in operations or not isinstance(obj, dict) or not _is_kind(request, group, kind):
+        return None
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if not isinstance(labels, Mapping) or labels.get(ENABLED_LABEL) != "true":
+        return None
+    return obj
+
+
 def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:
     """Render an opted-in Pod at CREATE; anything else passes untouched."""
     uid = str(request["uid"])
-    pod = request.get("object")
-    if request.get("operation") != "CREATE" or not _is_kind(request, "", "Pod") or not isinstance(pod, dict):
-        return answer(API_VERSIONS[0], uid, allowed=True)
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    if not isinstance(labels, Mapping) or labels.get(ENABLED_LABEL) != "true":
+    pod = _opted_in(request, "", "Pod", ("CREATE",))
+    if pod is None:
         return answer(API_VERSIONS[0], uid, allowed=True)
     meta = pod.get("metadata")
     if isinstance(meta, dict):  # the request is ours (parsed from this body): no copy needed
@@ -111,8 +119,7 @@ def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime],
         rendered = render_for_pod(pod, runtimes, settings)
     except ContractError as exc:
         return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth could not render this pod: {exc.message}")
-    patch = diff(pod, rendered)
-    return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
+    return answer(API_VERSIONS[0], uid, allowed=True, patch=diff(pod, rendered))
 
 
 def mutate_deployment(
@@ -120,10 +127,8 @@ def mutate_deployment(
 ) -> Review:
     """Placeholder image and initial replicas for an opted-in Deployment (see with_scaler_defaults)."""
     uid = str(request["uid"])
-    obj = request.get("object")
-    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
-        return answer(API_VERSIONS[0], uid, allowed=True)
-    if not _is_kind(request, "apps", "Deployment"):
+    obj = _opted_in(request, "apps", "Deployment", ("CREATE", "UPDATE"))
+    if obj is None:
         return answer(API_VERSIONS[0], uid, allowed=True)
     patch = diff(obj, with_scaler_defaults(obj, creating=request.get("operation") == "CREATE"))
     return answer(API_VERSIONS[0], uid, allowed=True, patch=patch)
@@ -133,13 +138,8 @@ def check_deployment(
     request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
 ) -> Review:
     uid = str(request["uid"])
-    obj = request.get("object")
-    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
-        return answer(API_VERSIONS[0], uid, allowed=True)
-    if not _is_kind(request, "apps", "Deployment"):
-        return answer(API_VERSIONS[0], uid, allowed=True)
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    if not isinstance(labels, Mapping) or labels.get(ENABLED_LABEL) != "true":
+    obj = _opted_in(request, "apps", "Deployment", ("CREATE", "UPDATE"))
+    if obj is None:
         return answer(API_VERSIONS[0], uid, allowed=True)
     try:
         verdict = validate_deployment(obj, runtimes)

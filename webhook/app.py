@@ -11,6 +11,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hearth.bodies import BodyTooLarge, read_bounded
 from policies import RenderSettings
 from webhook.admission import (
     Handler,
@@ -31,24 +32,6 @@ ENDPOINTS: dict[str, Handler] = {
     "/validate/deployments": check_deployment,
     "/validate/inferenceruntimes": check_runtime,
 }
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_bounded(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error(status: int, message: str) -> Response:

@@ -18,52 +18,15 @@ import yaml
 
 from devcluster import processes
 from devcluster.cluster import Cluster
+from devcluster.models import simulated_model
 from tests.e2e.conftest import get_json, wait_for
 
 pytestmark = pytest.mark.e2e
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
 
-def model_deployment(
-    namespace: str,
-    name: str,
-    *,
-    max_replicas: int = 3,
-    target: int = 2,
-    delay: str = "3s",
-    startup: str = "1s",
-    itl: str = "20ms",
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"hearth.dev/enabled": "true"},
-            "annotations": {
-                "hearth.dev/min-replicas": "0",
-                "hearth.dev/max-replicas": str(max_replicas),
-                "hearth.dev/target": str(target),
-                "hearth.dev/scale-down-delay": delay,
-                "hearth.dev/heartbeat-interval": "1s",
-            },
-        },
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {
-                    "labels": {"app": name, "hearth.dev/enabled": "true"},
-                    "annotations": {
-                        "hearth.dev/model": "hf://Qwen/Qwen3-8B",
-                        "hearth.dev/runtime": "sim-nvidia",
-                        "hearth.dev/extra-args": f"--startup-duration={startup} --itl={itl}",
-                    },
-                },
-                "spec": {"containers": [{"name": "model"}]},
-            },
-        },
-    }
+def model_deployment(namespace: str, name: str, **options: Any) -> dict[str, Any]:
+    return simulated_model(namespace, name, **options)
 
 
 def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
