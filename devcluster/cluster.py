@@ -47,6 +47,7 @@ class Cluster:
         self.layout = layout
         self.binaries = binaries
         self.id = str(layout.state.resolve())
+        self._launched: dict[str, tuple[list[str], Any, float]] = {}
 
     # --- helpers -----------------------------------------------------------------------------
     def _tls(self) -> ssl.SSLContext:
@@ -78,12 +79,20 @@ class Cluster:
         return result
 
     def _start(self, name: str, argv: list[str], check: Any, timeout: float, pids: dict[str, int]) -> None:
+        self._launched[name] = (argv, check, timeout)
         started = time.monotonic()
         pid = processes.start(name, argv, self.layout.logs, self.id)
         pids[name] = pid
         processes.save_pids(self.layout.pids, pids)
         processes.wait_for(name, check, pid, self.layout.logs / f"{name}.log", timeout)
         print(f"  {name:<24} ready in {time.monotonic() - started:4.1f}s  (pid {pid})", flush=True)
+
+    def restart(self, name: str) -> None:
+        """Stop one component (SIGTERM, then SIGKILL) and start it again as it was started."""
+        argv, check, timeout = self._launched[name]
+        pids = processes.load_pids(self.layout.pids)
+        processes.stop_one(pids[name])
+        self._start(name, argv, check, timeout, pids)
 
     def running(self) -> dict[str, int]:
         return {n: p for n, p in processes.load_pids(self.layout.pids).items() if processes.alive(p)}

@@ -106,6 +106,14 @@ def stop_all(cluster_id: str, order: list[int], grace: float = 10.0) -> None:
     _wait_gone(marked(cluster_id), 5)
 
 
+def stop_one(pid: int, grace: float = 10.0) -> None:
+    _signal(pid, signal.SIGTERM)
+    _wait_gone([pid], grace)
+    if alive(pid):
+        _signal(pid, signal.SIGKILL)
+        _wait_gone([pid], 5)
+
+
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(OSError):
         os.kill(pid, sig)

@@ -273,3 +273,36 @@ def test_hostile_inputs_get_clear_errors_and_leak_nothing(procs: Processes) -> N
     assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1}
     text = httpx.get(f"{door.url}/metrics").text
     assert 'code="5' not in text
+
+
+def test_reject_mode_answers_at_once_and_still_activates(procs: Processes) -> None:
+    import http.server
+
+    pushes: list[bytes] = []
+
+    class Scaler(http.server.BaseHTTPRequestHandler):  # stands in for the scaler's /activate
+        def do_POST(self) -> None:
+            pushes.append(self.rfile.read(int(self.headers["content-length"])))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scaler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sim = procs.simulator(startup="60s")
+        door = procs.front_door(
+            [("qwen", sim)], "--cold-start=reject", f"--scaler-url=http://127.0.0.1:{server.server_address[1]}"
+        )
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+        assert time.monotonic() - started < 1.0
+        assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"] == "30"
+        assert "is starting from zero; retry shortly" in caught.value.message
+        assert demand(door)["held"] == 0
+        wait_for("the activation push", lambda: pushes == [b'{"model":"local/qwen"}'], timeout=3)
+    finally:
+        server.shutdown()

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from devcluster import processes
 from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
 from devcluster.layout import Layout, default_cache_dir
@@ -29,6 +30,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield dev
     finally:
         dev.down()
+    assert processes.marked(dev.id) == [], "hearth dev down left processes behind"
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, every: float = 0.5) -> T:

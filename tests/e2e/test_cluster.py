@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,32 @@ def test_request_goes_through_front_door_and_sidecar_to_the_pod(cluster: Cluster
     sidecar = httpx.get(f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/demand").json()
     assert sidecar["served"] == 1 and sidecar["inFlight"] == 0  # it went through the pod's sidecar
     assert "chat" in {m.id for m in client.models.list()}
+
+
+def test_certificate_rotation_through_the_real_apiserver(cluster: Cluster, namespace: str) -> None:
+    """`hearth certs` renews the serving certificate (same CA) and patches the live caBundle; the running
+    webhook picks it up and the apiserver keeps calling it."""
+    import subprocess
+    import sys
+
+    before = (cluster.layout.webhook_tls / "tls.crt").read_bytes()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hearth",
+            "certs",
+            f"--out={cluster.layout.webhook_tls}",
+            "--host=127.0.0.1",
+            "--host=localhost",
+            f"--kubeconfig={cluster.layout.kubeconfig}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "caBundle patched into mutating/hearth" in result.stdout
+    assert (cluster.layout.webhook_tls / "tls.crt").read_bytes() != before
+    time.sleep(11)  # the webhook looks for a rotated certificate every 10 s
+    apply(cluster, deployment(namespace, name="after-rotation", **{"hearth.dev/runtime": "sim-nvidia"}))
+    wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "after-rotation"), timeout=90)

@@ -237,3 +237,32 @@ def test_leader_failover_under_load(cluster: Cluster, namespace: str, standby: i
     assert writers[0] == "scaler" and writers[-1] == "scaler-standby"
     switch = writers.index("scaler-standby")
     assert "scaler" not in writers[switch:], f"both scalers wrote: {writers}"
+
+
+def test_everything_survives_an_apiserver_restart(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, model_deployment(namespace, "restart", delay="2s"))
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "restart") == "ScaledToZero", timeout=30)
+    cluster.restart("kube-apiserver")  # every watch (webhook, gateway, scaler, node agent) breaks and resumes
+    time.sleep(2)
+    assert stream_text(cluster, f"{namespace}/restart", 6) == expected(6)  # 0 -> 1 through the restart
+    wait_for("back to zero", lambda: replicas(cluster, namespace, "restart") == 0, timeout=60)
+    # An object created after the restart is seen by the webhook's watch: a runtime applied now renders pods.
+    runtime = yaml.safe_load(cluster.kubectl("get", "inferenceruntime", "sim-nvidia", "-o", "yaml").stdout)
+    runtime["metadata"] = {"name": "sim-after-restart"}
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(runtime))
+    pinned = model_deployment(namespace, "pinned", delay="2s")
+    pinned["spec"]["template"]["metadata"]["annotations"]["hearth.dev/runtime"] = "sim-after-restart"
+    wait_for(
+        "the webhook to see the new runtime",
+        lambda: (
+            "sim-after-restart"
+            in httpx.get(
+                f"https://127.0.0.1:{cluster.layout.webhook_port}/debug/runtimes",
+                verify=str(cluster.layout.webhook_tls / "ca.crt"),
+            ).text
+        ),
+        timeout=30,
+    )
+    apply(cluster, pinned)
+    assert stream_text(cluster, f"{namespace}/pinned", 3) == expected(3)
+    cluster.kubectl("delete", "inferenceruntime", "sim-after-restart")
