@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.gateway_support import Proc, Processes, processes
@@ -306,3 +308,40 @@ def test_reject_mode_answers_at_once_and_still_activates(procs: Processes) -> No
         wait_for("the activation push", lambda: pushes == [b'{"model":"local/qwen"}'], timeout=3)
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def steady_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    with processes(tmp_path_factory.mktemp("steady")) as started:
+        door = started.front_door([("qwen", started.simulator())], "--max-body-bytes=20000")
+        wait_for("the pod", lambda: demand(door)["readyPods"] == 1)
+        yield door
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+bodies = (
+    st.binary(max_size=400)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.fixed_dictionaries(
+        {
+            "model": st.text(max_size=20) | st.just("qwen"),
+            "messages": json_values,
+            "stream": json_values,
+            "max_tokens": json_values,
+        }
+    ).map(lambda v: json.dumps(v).encode())
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies, path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+def test_hostile_bodies_never_get_a_5xx_from_the_gateway(steady_door: Proc, body: bytes, path: str) -> None:
+    response = httpx.post(f"{steady_door.url}{path}", content=body, timeout=30)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"]
+    assert demand(steady_door)["inFlight"] == 0 and demand(steady_door)["held"] == 0
