@@ -378,7 +378,11 @@ class NodeAgent:
                     threading.Thread(target=runner.terminate, args=(0,), daemon=True).start()
                     self.runners.pop(uid, None)
                 return
-            if runner is None and not meta.get("deletionTimestamp"):
+            if runner is None and meta.get("deletionTimestamp"):
+                # Nothing of it runs here (say, the agent restarted): finish the deletion at once.
+                threading.Thread(target=self._remove, args=(meta["namespace"], meta["name"], uid), daemon=True).start()
+                return
+            if runner is None:
                 runner = PodRunner(self, pod)
                 self.runners[uid] = runner
                 runner.start()
@@ -392,15 +396,20 @@ class NodeAgent:
         if runner.terminating.is_set():
             return
         runner.terminate(grace)
-        try:
-            # The body, when there is one, replaces the query parameters: the grace period goes in it.
-            self.core.delete_namespaced_pod(
-                runner.name, runner.namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": runner.uid}}
-            )
-        except Exception as exc:
-            log.debug("final delete of %s: %s", runner.name, exc)
+        self._remove(runner.namespace, runner.name, runner.uid)
         with self.lock:
             self.runners.pop(runner.uid, None)
+
+    def _remove(self, namespace: str, name: str, uid: str) -> None:
+        """The kubelet's last word on a pod whose containers have stopped: delete it with no grace left."""
+        try:
+            # The body, when there is one, replaces the query parameters: the grace period goes in it.
+            options = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+            self.core.delete_namespaced_pod(name, namespace, body=options)
+                name, namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+            )
+        except Exception as exc:
+            log.debug("final delete of %s/%s: %s", namespace, name, exc)
 
     def watch_pods(self) -> None:
         from kubernetes import watch

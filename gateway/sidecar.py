@@ -24,6 +24,7 @@ from starlette.routing import Route
 from gateway.errors import openai_error
 from gateway.proxy import forward_headers, relay
 from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
+from hearth.bodies import BodyTooLarge, read_bounded
 
 log = logging.getLogger("hearth.sidecar")
 
@@ -101,8 +102,9 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             refused = openai_error(503, "this replica is shutting down; retry", "service_unavailable", "draining", 1)
             refused.headers["X-Hearth-Draining"] = "1"  # the front door retries on another pod
             return refused
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
+        try:
+            body = await read_bounded(request, settings.max_body_bytes)
+        except BodyTooLarge:
             return openai_error(
                 413, f"request body exceeds {settings.max_body_bytes} bytes", "invalid_request_error", "body_too_large"
             )
