@@ -406,8 +406,6 @@ class NodeAgent:
             # The body, when there is one, replaces the query parameters: the grace period goes in it.
             options = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
             self.core.delete_namespaced_pod(name, namespace, body=options)
-                name, namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
-            )
         except Exception as exc:
             log.debug("final delete of %s/%s: %s", namespace, name, exc)
 
