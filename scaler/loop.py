@@ -172,20 +172,20 @@ class Scaler:
         self.models: dict[str, ModelMemory] = {}
         self._lock = asyncio.Lock()
 
-    async def tick(self, only: str | None = None, pushed_at: float | None = None) -> None:
-        """One pass over every model (or one model, on an activation push)."""
+    async def tick(self) -> None:
+        """One pass over every model."""
         leading = self.elector.leading()
         self.metrics.leader.set(1 if leading else 0)
         if not leading or not self.view.synced.is_set():
             return
         async with self._lock:
             started = self.clock()
-            deployments = {k: v for k, v in self.view.deployments.items() if only is None or k == only}
+            deployments = dict(self.view.deployments)
             pods = {key: self.view.pods_of(key) for key in deployments}
             demand, fresh = await self.collector.collect(pods)
             for key, deployment in deployments.items():
                 try:
-                    await self._one(key, deployment, pods[key], demand.get(key, Demand()), fresh, pushed_at)
+                    await self._one(key, deployment, pods[key], demand.get(key, Demand()), fresh)
                 except Exception as exc:
                     self.metrics.failures.labels("model").inc()
                     log.warning("scaling %s failed: %s", key, exc)
@@ -193,6 +193,21 @@ class Scaler:
                 del self.models[gone]
                 self.metrics.forget(gone)
             self.metrics.tick.observe(self.clock() - started)
+
+    async def activate(self, key: str, pushed_at: float) -> None:
+        """A front door's push for a model at zero: one replica at once, without waiting for a tick or
+        collecting demand (the push is the demand). Writing 1 where a tick writes 1 too is harmless: the
+        scale write reads first and leaves an equal count alone."""
+        deployment = self.view.deployments.get(key)
+        if deployment is None or not self.elector.leading():
+            return
+        state = self.models.setdefault(key, ModelMemory())
+        current = self._current(key, deployment)
+        if current > 0:
+            return  # already on its way up; the ticks take it from here
+        decision = decide(scale_of(deployment), 0, Observation(demand=1), self.clock(), state.memory)
+        if decision.changes(0):
+            await self._scale(key, deployment, [], 0, decision, Demand(held=1), pushed_at)
 
     def _current(self, key: str, deployment: dict[str, Any]) -> int:
         observed = int((deployment.get("spec") or {}).get("replicas") or 0)
@@ -211,7 +226,6 @@ class Scaler:
         pods: list[dict[str, Any]],
         seen: Demand,
         fresh: bool,
-        pushed_at: float | None,
     ) -> None:
         state = self.models.setdefault(key, ModelMemory())
         spec: ScaleSpec = scale_of(deployment)
@@ -223,7 +237,7 @@ class Scaler:
         self.metrics.demand.labels(key).set(seen.total)
         self.metrics.desired.labels(key).set(decision.replicas)
         if decision.changes(current):
-            await self._scale(key, deployment, pods, current, decision, seen, pushed_at)
+            await self._scale(key, deployment, pods, current, decision, seen, None)
         await self._publish(key, deployment, pods, decision, seen)
 
     async def _scale(
@@ -245,8 +259,8 @@ class Scaler:
         if not self.elector.leading():  # checked again right before the write: never two writers
             return
         before = await self.writer.scale(namespace, name, decision.replicas)
-        if before is None:
-            return
+        if before is None or before == decision.replicas:
+            return  # gave up on conflicts, or someone (a concurrent pass) already wrote it
         self.models[key].written = (decision.replicas, self.clock())
         if pushed_at is not None:
             self.metrics.activation.observe(self.clock() - pushed_at)

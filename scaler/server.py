@@ -55,7 +55,7 @@ def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
             )
         if key not in scaler.view.deployments:
             return JSONResponse({"error": f"no opted-in Deployment {key}"}, status_code=404)
-        task = asyncio.ensure_future(scaler.tick(only=key, pushed_at=pushed_at))
+        task = asyncio.ensure_future(scaler.activate(key, pushed_at))
         pending.add(task)  # keep a reference until done (the loop holds only a weak one)
         task.add_done_callback(pending.discard)
         return JSONResponse({"accepted": key}, status_code=202)
