@@ -258,7 +258,7 @@ def test_everything_survives_an_apiserver_restart(cluster: Cluster, namespace: s
             "sim-after-restart"
             in httpx.get(
                 f"https://127.0.0.1:{cluster.layout.webhook_port}/debug/runtimes",
-                verify=str(cluster.layout.webhook_tls / "ca.crt"),
+                verify=ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt")),
             ).text
         ),
         timeout=30,
