@@ -40,6 +40,8 @@ def diff(original: Any, target: Any) -> Patch:
 
 def _same(a: Any, b: Any) -> bool:
     """Equality as JSON means it: Python's == holds True == 1 == 1.0, JSON does not."""
+    if a is b:
+        return True
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
@@ -50,6 +52,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _diff(a: Any, b: Any, path: str, ops: Patch) -> None:
+    if a is b:  # shared, so unchanged: rendering copies only what it edits
+        return
     if isinstance(a, dict) and isinstance(b, dict):
         for key in a:
             if key not in b:

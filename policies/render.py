@@ -53,7 +53,7 @@ def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: 
                 )
             ]
         )
-    out: Obj = json_copy(pod)
+    out = _writable(pod)
     meta = out.setdefault("metadata", {})
     pod_spec = out.setdefault("spec", {})
     containers: list[Obj] = pod_spec.setdefault("containers", [])
@@ -95,6 +95,28 @@ def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: 
         "runtimePort": rt.container.port,
     }
     meta.setdefault("annotations", {})[RENDERED] = json.dumps(stamp, sort_keys=True, separators=(",", ":"))
+    return out
+
+
+def _writable(pod: Obj) -> Obj:
+    """A copy of `pod` that rendering may change: the parts it edits are copied (metadata labels and
+    annotations, the spec's lists, the whole model container); everything else is shared with `pod`, so
+    that the diff skips it by identity instead of walking it."""
+    out = dict(pod)
+    meta = dict(out.get("metadata") or {})
+    out["metadata"] = meta
+    for key in ("labels", "annotations"):
+        if isinstance(meta.get(key), dict):
+            meta[key] = dict(meta[key])
+    spec = dict(out.get("spec") or {})
+    out["spec"] = spec
+    for key in ("containers", "volumes", "tolerations"):
+        if isinstance(spec.get(key), list):
+            spec[key] = list(spec[key])
+    containers = spec.get("containers") or []
+    for index, container in enumerate(containers):
+        if isinstance(container, dict) and container.get("name") == MODEL_CONTAINER:
+            containers[index] = json_copy(container)
     return out
 
 

@@ -89,3 +89,12 @@ def test_patch_applies_and_is_idempotent(case: Path) -> None:
     stripped = copy.deepcopy(patched)
     del stripped["metadata"]["annotations"][RENDERED]
     assert render_for_pod(stripped, runtimes, SETTINGS) == patched
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+def test_rendering_never_changes_its_input(case: Path) -> None:
+    deployment, runtimes = load_case(case)
+    pod = apiserver_pod(deployment)
+    before = copy.deepcopy(pod)
+    render_for_pod(pod, runtimes, SETTINGS)
+    assert pod == before
