@@ -23,17 +23,9 @@ NAMESPACE, NAME = "demo", "qwen3-8b"
 class Timeline:
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.marks: dict[str, float] = {}
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
-
-    def mark(self, name: str) -> float:
-        self.marks[name] = time.monotonic()
-        return self.marks[name]
-
-    def between(self, start: str, end: str) -> float:
-        return self.marks[end] - self.marks[start]
 
 
 def _deployment(cluster: Cluster) -> dict[str, Any]:
@@ -99,9 +91,7 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
         beats.append(line)
         timeline.say(f"  SSE {line}")
 
-    timeline.mark("request")
     text, first = stream(url, 12, on_comment=heartbeat)
-    timeline.mark("done")
     timeline.say(f'  tokens: "{text}"')
     ready_at = time.monotonic()
     timeline.say(
@@ -116,7 +106,6 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
     timeline.say("  now Ready: 1/1 replicas")
 
     print("\n2. A burst: 12 concurrent streams, target 4 per replica")
-    timeline.mark("burst")
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         futures = [pool.submit(stream, url, 250) for _ in range(12)]
         peak = 1

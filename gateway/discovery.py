@@ -21,9 +21,9 @@ import httpx
 from gateway.table import ModelTable
 from hearth.kube import Informer
 from policies import ENABLED_LABEL, RENDERED, Collector, ScaleSpec, deployment_name_of, parse_scale
+from policies.annotations import PHASE_LABEL
 
 log = logging.getLogger("hearth.discovery")
-PHASE_LABEL = "hearth.dev/phase"
 
 
 class StaticUpstreams:

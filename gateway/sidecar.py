@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from dataclasses import dataclass
 from types import FrameType
 
@@ -47,7 +46,6 @@ class Drain:
         self.in_flight = 0
         self.served = 0
         self.draining = False
-        self.started_at: float | None = None
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -64,7 +62,6 @@ class Drain:
     def begin(self) -> None:
         if not self.draining:
             self.draining = True
-            self.started_at = time.monotonic()
             log.info("draining: %d request(s) in flight", self.in_flight)
 
     async def wait(self, limit: float) -> bool:

@@ -6,12 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hearth.duration import duration
 from hearth.loop import run as run_loop
 
+if TYPE_CHECKING:
+    from devcluster.layout import Layout
 
-def _layout(args: argparse.Namespace) -> object:
+
+def _layout(args: argparse.Namespace) -> Layout:
     from devcluster.layout import Layout, default_state_dir
 
     return Layout(state=args.state_dir or default_state_dir(), port_base=args.port_base, pod_net=args.pod_net)
@@ -26,11 +30,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from devcluster.build import BuildError, ensure_binaries
     from devcluster.cluster import Cluster
-    from devcluster.layout import Layout, default_cache_dir
+    from devcluster.layout import default_cache_dir
     from devcluster.processes import StartError
 
     layout = _layout(args)
-    assert isinstance(layout, Layout)
     try:
         cluster = Cluster(layout, ensure_binaries(default_cache_dir()))
         cluster.up()
@@ -49,10 +52,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     from devcluster.cluster import Cluster
     from devcluster.demo import run
-    from devcluster.layout import Layout
 
     layout = _layout(args)
-    assert isinstance(layout, Layout)
     print()
     return run(Cluster(layout))
 
@@ -63,29 +64,23 @@ def _state_flag(args: argparse.Namespace) -> str:
 
 def cmd_down(args: argparse.Namespace) -> int:
     from devcluster.cluster import Cluster
-    from devcluster.layout import Layout
 
     layout = _layout(args)
-    assert isinstance(layout, Layout)
     Cluster(layout).down()
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from devcluster.cluster import Cluster
-    from devcluster.layout import Layout
 
     layout = _layout(args)
-    assert isinstance(layout, Layout)
     return Cluster(layout).status()
 
 
 def cmd_env(args: argparse.Namespace) -> int:
     from devcluster.cluster import Cluster
-    from devcluster.layout import Layout
 
     layout = _layout(args)
-    assert isinstance(layout, Layout)
     print(Cluster(layout).env(), end="")
     return 0
 
