@@ -124,7 +124,7 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
     while True:
         phase, replicas, ready = _state(cluster)
         if (phase, replicas) != last:
-            timeline.say(f"  {phase}: {replicas} replicas")
+            timeline.say(f"  {phase}: {replicas} replica{'' if replicas == 1 else 's'}")
             last = (phase, replicas)
         if phase == "ScaledToZero" and replicas == 0:
             break
