@@ -48,29 +48,35 @@ def client(cluster: Cluster) -> openai.OpenAI:
 
 
 class PhaseRecorder:
-    """Polls the phase label in the background and keeps the sequence of distinct values seen."""
+    """Polls the phase label in the background and keeps the sequence of distinct values seen, from the
+    phase before the block to the phase after it."""
 
     def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
         self.seen: list[str] = []
+        self._where = (cluster, namespace, name)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(cluster, namespace, name), daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self, cluster: Cluster, namespace: str, name: str) -> None:
+    def _now(self) -> str | None:
+        return phase(*self._where)
+
+    def _run(self) -> None:
         while not self._stop.wait(0.1):
-            self._record(phase(cluster, namespace, name))
+            self._record(self._now())
 
     def _record(self, current: str | None) -> None:
         if current and (not self.seen or self.seen[-1] != current):
             self.seen.append(current)
 
     def __enter__(self) -> PhaseRecorder:
-        self._record(phase(*self._thread._args))  # type: ignore[attr-defined]  # the phase before anything
+        self._record(self._now())
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._record(self._now())
 
 
 def stream_text(cluster: Cluster, model: str, tokens: int) -> str:
