@@ -296,6 +296,7 @@ class FrontDoor:
                 beats.put_nowait(waited)
 
         hold = asyncio.ensure_future(self._hold(state, body, request, path, deadline, heartbeat=beat))
+        next_beat: asyncio.Future[float] | None = None
         released = relayed = False
         try:
             yield f": hearth: model {state.key} is starting; holding this request\n\n".encode()
@@ -319,6 +320,8 @@ class FrontDoor:
             async for chunk in self._stream_upstream(state, upstream, arrived):
                 yield chunk
         finally:
+            if next_beat is not None:
+                next_beat.cancel()
             if not hold.done():
                 hold.cancel()
                 self.metrics.rejections.labels(state.key, "client_gone").inc()
