@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("hearth.leader")
 
@@ -51,8 +51,18 @@ def _parse(text: str | None) -> dt.datetime | None:
     return None
 
 
+class LeaseStore(Protocol):
+    """The three Lease calls the elector needs (tests pass an in-memory store)."""
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> bool: ...
+
+    async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> bool: ...
+
+
 class LeaseApi:
-    """The three Lease calls the elector needs, behind a small interface (tests pass a fake)."""
+    """LeaseStore on the Kubernetes API."""
 
     def __init__(self, api_client: Any) -> None:
         from kubernetes import client
@@ -94,7 +104,7 @@ class LeaseApi:
 
 class LeaderElector:
     def __init__(
-        self, api: LeaseApi, identity: str, settings: LeaseSettings, clock: Callable[[], float] = time.monotonic
+        self, api: LeaseStore, identity: str, settings: LeaseSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.api = api
         self.identity = identity

@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -38,9 +38,9 @@ def demand(door: Proc) -> dict[str, int]:
     return models["local/qwen"]
 
 
-def wait_for(what: str, check: object, timeout: float = 10) -> None:
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)

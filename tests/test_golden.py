@@ -8,6 +8,7 @@ import copy
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import jsonpatch
 import kubernetes_validate
@@ -24,7 +25,7 @@ SETTINGS = RenderSettings()
 UPDATE = os.environ.get("HEARTH_UPDATE_GOLDEN") == "1"
 
 
-def rendered_of(case: Path) -> dict:  # type: ignore[type-arg]
+def rendered_of(case: Path) -> dict[str, Any]:
     deployment, runtimes = load_case(case)
     validate_deployment(deployment, runtimes)
     pod = apiserver_pod(deployment)

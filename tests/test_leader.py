@@ -68,8 +68,8 @@ def run(coroutine: Any) -> Any:
 
 def test_one_leader_and_a_standby() -> None:
     api, clock = FakeLeases(), Clock()
-    a = LeaderElector(api, "a", SETTINGS, clock)  # type: ignore[arg-type]
-    b = LeaderElector(api, "b", SETTINGS, clock)  # type: ignore[arg-type]
+    a = LeaderElector(api, "a", SETTINGS, clock)
+    b = LeaderElector(api, "b", SETTINGS, clock)
     assert run(a.try_acquire_or_renew()) is True and a.leading()
     assert run(b.try_acquire_or_renew()) is False and not b.leading()
     assert api.leases["hearth-scaler"]["spec"]["holderIdentity"] == "a"
@@ -78,8 +78,8 @@ def test_one_leader_and_a_standby() -> None:
 
 def test_standby_takes_over_an_expired_lease() -> None:
     api, clock = FakeLeases(), Clock()
-    a = LeaderElector(api, "a", SETTINGS, clock)  # type: ignore[arg-type]
-    b = LeaderElector(api, "b", SETTINGS, clock)  # type: ignore[arg-type]
+    a = LeaderElector(api, "a", SETTINGS, clock)
+    b = LeaderElector(api, "b", SETTINGS, clock)
     run(a.try_acquire_or_renew())
     stale = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=16)  # a died 16 s ago
     api.leases["hearth-scaler"]["spec"]["renewTime"] = stale.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -91,7 +91,7 @@ def test_standby_takes_over_an_expired_lease() -> None:
 
 def test_a_leader_that_cannot_renew_stops_acting_before_the_lease_expires() -> None:
     api, clock = FakeLeases(), Clock()
-    a = LeaderElector(api, "a", SETTINGS, clock)  # type: ignore[arg-type]
+    a = LeaderElector(api, "a", SETTINGS, clock)
     run(a.try_acquire_or_renew())
     api.down = True
     clock.now += 5
@@ -102,8 +102,8 @@ def test_a_leader_that_cannot_renew_stops_acting_before_the_lease_expires() -> N
 
 def test_two_racing_writers_cannot_both_win() -> None:
     api, clock = FakeLeases(), Clock()
-    a = LeaderElector(api, "a", SETTINGS, clock)  # type: ignore[arg-type]
-    b = LeaderElector(api, "b", SETTINGS, clock)  # type: ignore[arg-type]
+    a = LeaderElector(api, "a", SETTINGS, clock)
+    b = LeaderElector(api, "b", SETTINGS, clock)
 
     async def race() -> list[bool]:
         return list(await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew()))
