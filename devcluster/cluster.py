@@ -98,7 +98,7 @@ class Cluster:
         return {n: p for n, p in processes.load_pids(self.layout.pids).items() if processes.alive(p)}
 
     def apiserver_ready(self) -> bool:
-        return processes.https_ok(f"https://127.0.0.1:{self.layout.apiserver_port}/readyz", self._tls())()
+        return processes.url_ok(f"https://127.0.0.1:{self.layout.apiserver_port}/readyz", self._tls())()
 
     # --- up ----------------------------------------------------------------------------------
     def up(self) -> float:
@@ -132,7 +132,7 @@ class Cluster:
                 "--log-level=warn",
                 "--quota-backend-bytes=1073741824",
             ],
-            lambda: _http_ok(f"{etcd_url}/health"),
+            processes.url_ok(f"{etcd_url}/health"),
             30,
             pids,
         )
@@ -182,7 +182,7 @@ class Cluster:
                 "--node-monitor-grace-period=40s",
                 "--v=1",
             ],
-            processes.https_ok(f"https://127.0.0.1:{layout.controller_manager_port}/healthz", self._insecure()),
+            processes.url_ok(f"https://127.0.0.1:{layout.controller_manager_port}/healthz", self._insecure()),
             60,
             pids,
         )
@@ -210,7 +210,7 @@ class Cluster:
                 f"--cert-dir={layout.state / 'scheduler-certs'}",
                 "--v=1",
             ],
-            processes.https_ok(f"https://127.0.0.1:{layout.scheduler_port}/healthz", self._insecure()),
+            processes.url_ok(f"https://127.0.0.1:{layout.scheduler_port}/healthz", self._insecure()),
             60,
             pids,
         )
@@ -255,7 +255,7 @@ class Cluster:
                 f"--port={layout.webhook_port}",
                 f"--kubeconfig={layout.kubeconfig}",
             ],
-            processes.https_ok(f"https://127.0.0.1:{layout.webhook_port}/healthz", context),
+            processes.url_ok(f"https://127.0.0.1:{layout.webhook_port}/healthz", context),
             30,
             pids,
         )
@@ -276,7 +276,7 @@ class Cluster:
                 "--heartbeat-interval=2s",
                 f"--scaler-url=http://127.0.0.1:{self.layout.scaler_port}",
             ],
-            lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+            processes.url_ok(f"http://127.0.0.1:{port}/healthz"),
             30,
             pids,
         )
@@ -301,7 +301,7 @@ class Cluster:
                 "--renew-deadline=4s",
                 "--retry-period=1s",
             ],
-            lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+            processes.url_ok(f"http://127.0.0.1:{port}/healthz"),
             30,
             pids,
         )
@@ -393,14 +393,3 @@ class Cluster:
             f"export OPENAI_BASE_URL={self.openai_base_url}\n"
             "export OPENAI_API_KEY=hearth-dev  # the SDK wants one; the dev gateway does not check it\n"
         )
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback health URL
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False

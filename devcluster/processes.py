@@ -66,10 +66,12 @@ def wait_for(name: str, check: Callable[[], bool], pid: int, log: Path, timeout:
     raise StartError(f"{name} was not healthy after {timeout:.0f}s. Last lines of {log}:\n{tail(log)}")
 
 
-def https_ok(url: str, context: ssl.SSLContext) -> Callable[[], bool]:
+def url_ok(url: str, context: ssl.SSLContext | None = None) -> Callable[[], bool]:
+    """A health check: True while `url` answers 200 (https URLs verified with `context`)."""
+
     def check() -> bool:
         try:
-            with urllib.request.urlopen(url, context=context, timeout=2) as response:  # noqa: S310 - our own https URL
+            with urllib.request.urlopen(url, context=context, timeout=2) as response:  # noqa: S310 - our own URL
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False

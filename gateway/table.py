@@ -37,10 +37,6 @@ class ModelState:
         self.changed = asyncio.Event()
 
     @property
-    def namespace(self) -> str:
-        return self.key.split("/", 1)[0]
-
-    @property
     def name(self) -> str:
         return self.key.split("/", 1)[1]
 
