@@ -1,9 +1,11 @@
-"""`hearth dev up|down|status|env`: a real control plane on one machine, with Hearth installed.
+"""`hearth dev up|down|status|env`: a real Kubernetes cluster on one machine, with Hearth installed as
+users install it.
 
-etcd, kube-apiserver (secure port on 127.0.0.1, RBAC, service-account keys, an admin client certificate
-in system:masters), kube-controller-manager and kube-scheduler, then the Hearth webhook as a local
-process, Hearth's manifests applied with only the webhook address patched, the sample runtimes plus
-simulator-backed ones, and the node agent with simulated NVIDIA and Ascend nodes.
+The control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) runs as local processes
+listening on the cluster's host bridge; real nodes (containerd, runc, CNI, kubelet, kube-proxy and a
+simulated accelerator device plugin, see devcluster/node.py) join it; Hearth's image, built here without
+a daemon (devcluster/image.py), is imported into every node; and Hearth is installed with `kubectl apply
+-k` of a local overlay of `manifests/` that sets only the image and the webhook's caBundle.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import json
 import shutil
 import ssl
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +25,33 @@ import yaml
 from certs import issue
 from devcluster import processes
 from devcluster.build import KUBERNETES_VERSION, Binaries
-from devcluster.layout import Layout
-from devcluster.nodeagent import DEFAULT_NODES
+from devcluster.image import Image, ensure_image, ensure_pause_image
+from devcluster.layout import Layout, default_cache_dir
+from devcluster.network import host_down, host_up
+from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, check_host
+from devcluster.node import start as start_node
+from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
-ORDER = (
-    "node-agent",
-    "gateway",
-    "scaler",
-    "webhook",
-    "kube-scheduler",
-    "kube-controller-manager",
-    "kube-apiserver",
-    "etcd",
-)
+SHIPPED_IMAGE = "ghcr.io/hearth-project/hearth"
+HEARTH_NAMESPACE = "hearth-system"
+HEARTH_COMPONENTS = ("hearth-webhook", "hearth-gateway", "hearth-scaler")
+CONTROL_PLANE = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+NODE_PROCESSES = ("kube-proxy", "device-plugin", "kubelet", "containerd", "holder")
 
 
 class Cluster:
-    def __init__(self, layout: Layout, binaries: Binaries | None = None) -> None:
+    def __init__(
+        self, layout: Layout, binaries: Binaries | None = None, nodes: tuple[NodeSpec, ...] = DEFAULT_NODES
+    ) -> None:
         self.layout = layout
         self.binaries = binaries
+        self.node_specs = nodes
         self.id = str(layout.state.resolve())
-        self._launched: dict[str, tuple[list[str], Any, float]] = {}
+        self._launched: dict[str, tuple[list[str], Callable[[], bool], float]] = {}
 
     # --- helpers -----------------------------------------------------------------------------
     def _tls(self) -> ssl.SSLContext:
@@ -78,43 +82,69 @@ class Cluster:
             raise processes.StartError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result
 
-    def _start(self, name: str, argv: list[str], check: Any, timeout: float, pids: dict[str, int]) -> None:
+    def get_json(self, *args: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+        return data
+
+    def _start(self, name: str, argv: list[str], check: Callable[[], bool], timeout: float) -> int:
         self._launched[name] = (argv, check, timeout)
         started = time.monotonic()
+        pids = processes.load_pids(self.layout.pids)
         pid = processes.start(name, argv, self.layout.logs, self.id)
         pids[name] = pid
         processes.save_pids(self.layout.pids, pids)
         processes.wait_for(name, check, pid, self.layout.logs / f"{name}.log", timeout)
-        print(f"  {name:<24} ready in {time.monotonic() - started:4.1f}s  (pid {pid})", flush=True)
+        print(f"  {name:<28} ready in {time.monotonic() - started:4.1f}s  (pid {pid})", flush=True)
+        return pid
 
     def restart(self, name: str) -> None:
-        """Stop one component (SIGTERM, then SIGKILL) and start it again as it was started."""
+        """Stop one control-plane process (SIGTERM, then SIGKILL) and start it again as it was started."""
         argv, check, timeout = self._launched[name]
         pids = processes.load_pids(self.layout.pids)
         processes.stop_one(pids[name])
-        self._start(name, argv, check, timeout, pids)
+        self._start(name, argv, check, timeout)
 
     def running(self) -> dict[str, int]:
         return {n: p for n, p in processes.load_pids(self.layout.pids).items() if processes.alive(p)}
 
     def apiserver_ready(self) -> bool:
-        return processes.url_ok(f"https://127.0.0.1:{self.layout.apiserver_port}/readyz", self._tls())()
+        return processes.url_ok(f"{self.layout.apiserver_url}/readyz", self._tls())()
+
+    def node_runs(self) -> list[NodeRun]:
+        return [
+            NodeRun(spec, i, self.layout.network, self.layout.nodes / spec.name)
+            for i, spec in enumerate(self.node_specs)
+        ]
 
     # --- up ----------------------------------------------------------------------------------
     def up(self) -> float:
         if self.binaries is None:
-            raise processes.StartError("no control-plane binaries")
+            raise processes.StartError("no binaries: build them with `hearth dev build`")
         if self.running() and self.apiserver_ready():
             print(f"The dev cluster in {self.layout.state} is already running.")
             return 0.0
+        check_host()
         self.down(quiet=True)
         started = time.monotonic()
-        layout, bins = self.layout, self.binaries
+        layout = self.layout
         layout.state.mkdir(parents=True, exist_ok=True)
-        ensure_pki(layout)
-        pki = layout.pki
-        pids: dict[str, int] = {}
+        cache = default_cache_dir()
+        image = ensure_image(cache)
+        pause = ensure_pause_image(cache, self.binaries["hearth-pause"])
         print(f"Starting the dev cluster (Kubernetes {KUBERNETES_VERSION}) in {layout.state}", flush=True)
+        host_up(layout.network)
+        ensure_pki(layout, [spec.name for spec in self.node_specs])
+        self._control_plane(self.binaries)
+        for node in self.node_runs():
+            self._node(node, self.binaries, [pause.archive, image.archive], pause.ref)
+        self.wait_nodes_ready(120)
+        self.install_hearth(image)
+        elapsed = time.monotonic() - started
+        print(f"Dev cluster ready in {elapsed:.1f}s.", flush=True)
+        return elapsed
+
+    def _control_plane(self, bins: Binaries) -> None:
+        layout, pki, net = self.layout, self.layout.pki, self.layout.network
         etcd_url = f"http://127.0.0.1:{layout.etcd_port}"
         peer_url = f"http://127.0.0.1:{layout.etcd_peer_port}"
         self._start(
@@ -134,34 +164,37 @@ class Cluster:
             ],
             processes.url_ok(f"{etcd_url}/health"),
             30,
-            pids,
         )
-        server = f"https://127.0.0.1:{layout.apiserver_port}"
         self._start(
             "kube-apiserver",
             [
                 str(bins["kube-apiserver"]),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={net.host_ip}",  # the host bridge: nodes and pods reach it there
+                f"--advertise-address={net.host_ip}",
                 f"--secure-port={layout.apiserver_port}",
                 f"--cert-dir={layout.state / 'apiserver-certs'}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=RBAC",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
-                f"--service-account-issuer={server}",
+                f"--service-account-issuer={layout.apiserver_url}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={net.service_cidr}",
+                # Webhook calls go to the Service's endpoints (pod IPs the host routes to), as
+                # apiservers without kube-proxy on their own host do.
+                "--enable-aggregator-routing=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",
             ],
             self.apiserver_ready,
             90,
-            pids,
         )
         kcm = layout.component_kubeconfig("controller-manager")
         self._start(
@@ -184,7 +217,6 @@ class Cluster:
             ],
             processes.url_ok(f"https://127.0.0.1:{layout.controller_manager_port}/healthz", self._insecure()),
             60,
-            pids,
         )
         scheduler_config = layout.state / "scheduler.yaml"
         scheduler_config.write_text(
@@ -212,160 +244,178 @@ class Cluster:
             ],
             processes.url_ok(f"https://127.0.0.1:{layout.scheduler_port}/healthz", self._insecure()),
             60,
-            pids,
         )
-        self.install_crds()
-        self.start_webhook(pids)
-        self.install_hearth()
-        self.start_scaler(pids)
-        self.start_gateway(pids)
-        self._start(
-            "node-agent",
-            [
-                sys.executable,
-                "-m",
-                "hearth",
-                "dev",
-                "node-agent",
-                f"--kubeconfig={layout.kubeconfig}",
-                f"--pod-net={layout.pod_net}",
-                f"--log-dir={layout.logs / 'pods'}",
-            ],
-            self.nodes_ready,
-            60,
-            pids,
-        )
-        elapsed = time.monotonic() - started
-        print(f"Dev cluster ready in {elapsed:.1f}s.", flush=True)
-        return elapsed
 
-    def start_webhook(self, pids: dict[str, int]) -> None:
+    def _node(self, node: NodeRun, bins: Binaries, images: list[Path], sandbox_image: str) -> None:
         layout = self.layout
-        issue(layout.webhook_tls, ["127.0.0.1", "localhost"])
-        context = ssl.create_default_context(cafile=str(layout.webhook_tls / "ca.crt"))
-        self._start(
-            "webhook",
-            [
-                sys.executable,
-                "-m",
-                "hearth",
-                "webhook",
-                f"--cert-dir={layout.webhook_tls}",
-                "--host=127.0.0.1",
-                f"--port={layout.webhook_port}",
-                f"--kubeconfig={layout.kubeconfig}",
-            ],
-            processes.url_ok(f"https://127.0.0.1:{layout.webhook_port}/healthz", context),
-            30,
-            pids,
+
+        def start_process(name: str, argv: list[str], check: Callable[[], bool], timeout: float) -> int:
+            return self._start(name, argv, check, timeout)
+
+        start_node(
+            node,
+            bins,
+            start_process,
+            layout.pki / "ca.crt",
+            layout.component_kubeconfig(f"node-{node.spec.name}"),
+            layout.component_kubeconfig("kube-proxy"),
+            images,
+            sandbox_image,
         )
-
-    def start_gateway(self, pids: dict[str, int]) -> None:
-        port = self.layout.gateway_port
-        self._start(
-            "gateway",
-            [
-                sys.executable,
-                "-m",
-                "hearth",
-                "gateway",
-                "front-door",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                f"--kubeconfig={self.layout.kubeconfig}",
-                "--heartbeat-interval=2s",
-                f"--scaler-url=http://127.0.0.1:{self.layout.scaler_port}",
-            ],
-            processes.url_ok(f"http://127.0.0.1:{port}/healthz"),
-            30,
-            pids,
-        )
-
-    def start_scaler(self, pids: dict[str, int], name: str = "scaler", port: int | None = None) -> None:
-        """A scaler replica; a second one (another name and port) stands by for the lease."""
-        port = port or self.layout.scaler_port
-        self._start(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "hearth",
-                "scaler",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                f"--kubeconfig={self.layout.kubeconfig}",
-                f"--gateway-url=http://127.0.0.1:{self.layout.gateway_port}",
-                f"--identity={name}",
-                "--tick=1s",
-                "--lease-duration=6s",
-                "--renew-deadline=4s",
-                "--retry-period=1s",
-            ],
-            processes.url_ok(f"http://127.0.0.1:{port}/healthz"),
-            30,
-            pids,
-        )
-
-    @property
-    def openai_base_url(self) -> str:
-        return f"http://127.0.0.1:{self.layout.gateway_port}/v1"
-
-    def hearth_manifests(self) -> list[dict[str, Any]]:
-        """The kustomization users apply, with the webhook address patched to the local process, and
-        Hearth's own Deployments and Services left out: the webhook, gateway and scaler run as local
-        processes (the node agent runs model pods, not Hearth's)."""
-        rendered = self.kubectl("kustomize", str(MANIFESTS)).stdout
-        ca = base64.b64encode((self.layout.webhook_tls / "ca.crt").read_bytes()).decode()
-        docs = []
-        for doc in yaml.safe_load_all(rendered):
-            if not doc:
-                continue
-            if doc["kind"] in ("Deployment", "Service") and doc["metadata"].get("namespace") == "hearth-system":
-                continue  # Hearth's own components run as local processes here
-            for hook in doc.get("webhooks") or []:
-                path = hook["clientConfig"]["service"].get("path", "/")
-                hook["clientConfig"] = {"url": f"https://127.0.0.1:{self.layout.webhook_port}{path}", "caBundle": ca}
-            docs.append(doc)
-        return docs
-
-    def install_crds(self) -> None:
-        self.kubectl("apply", "-f", str(MANIFESTS / "crd-inferenceruntime.yaml"))
-        self.kubectl("wait", "--for=condition=Established", "crd/inferenceruntimes.serving.hearth.dev", "--timeout=30s")
-
-    def install_hearth(self) -> None:
-        docs = self.hearth_manifests()
-        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
-        # The webhook learns runtimes from its watch; retry while it syncs, as `kubectl apply` users would.
-        for attempt in range(30):
-            result = self.kubectl("apply", "-f", str(MANIFESTS / "runtimes"), "-f", str(DEV_RUNTIMES), check=False)
-            if result.returncode == 0:
-                break
-            if attempt == 29:
-                raise processes.StartError(f"applying the runtimes failed:\n{result.stderr}")
-            time.sleep(0.5)
-        print("  Hearth installed: CRD, webhooks, runtimes " + ", ".join(self.runtime_names()), flush=True)
-
-    def runtime_names(self) -> list[str]:
-        out = self.kubectl("get", "inferenceruntimes", "-o", "jsonpath={.items[*].metadata.name}").stdout
-        return out.split()
 
     def nodes_ready(self) -> bool:
         result = self.kubectl("get", "nodes", "-o", "json", check=False)
         if result.returncode != 0:
             return False
-        nodes = json.loads(result.stdout).get("items", [])
         ready = {
             n["metadata"]["name"]
-            for n in nodes
+            for n in json.loads(result.stdout).get("items", [])
             if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            and all(
+                int(n.get("status", {}).get("allocatable", {}).get(resource, "0")) > 0
+                for spec in self.node_specs
+                if spec.name == n["metadata"]["name"]
+                for resource in spec.accelerators
+            )
         }
-        return {n.name for n in DEFAULT_NODES} <= ready
+        return {n.name for n in self.node_specs} <= ready
+
+    def wait_nodes_ready(self, timeout: float) -> None:
+        started = time.monotonic()
+        deadline = started + timeout
+        while not self.nodes_ready():
+            if time.monotonic() > deadline:
+                nodes = self.kubectl("get", "nodes", "-o", "wide", check=False).stdout
+                raise processes.StartError(f"nodes not Ready with their accelerators after {timeout:.0f}s:\n{nodes}")
+            time.sleep(0.5)
+        print(f"  nodes Ready with their accelerators in {time.monotonic() - started:.1f}s", flush=True)
+
+    # --- Hearth, as users install it ---------------------------------------------------------
+    def overlay(self, image: Image) -> Path:
+        """The local overlay of manifests/: the image built here, and the webhook's caBundle. Nothing else."""
+        folder = self.layout.state / "overlay"
+        folder.mkdir(parents=True, exist_ok=True)
+        name, tag = image.ref.rsplit(":", 1)
+        ca = base64.b64encode((self.layout.webhook_tls / "ca.crt").read_bytes()).decode()
+        rendered = self.kubectl("kustomize", str(MANIFESTS)).stdout
+        patches: list[dict[str, Any]] = []
+        for doc in yaml.safe_load_all(rendered):
+            if doc and doc.get("kind") in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+                ops = [
+                    {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": ca}
+                    for i in range(len(doc.get("webhooks") or []))
+                ]
+                target = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
+                patches.append({"target": target, "patch": yaml.safe_dump(ops)})
+        sidecar = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "hearth-webhook", "namespace": HEARTH_NAMESPACE},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "webhook", "env": [{"name": "HEARTH_SIDECAR_IMAGE", "value": image.ref}]}
+                        ]
+                    }
+                }
+            },
+        }
+        patches.append({"patch": yaml.safe_dump(sidecar)})
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [str(Path(_relative(MANIFESTS, folder)))],
+            "images": [{"name": SHIPPED_IMAGE, "newName": name, "newTag": tag}],
+            "patches": patches,
+        }
+        (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        return folder
+
+    def install_hearth(self, image: Image) -> None:
+        started = time.monotonic()
+        hosts = [f"hearth-webhook.{HEARTH_NAMESPACE}.svc", f"hearth-webhook.{HEARTH_NAMESPACE}.svc.cluster.local"]
+        issue(self.layout.webhook_tls, hosts)
+        self.kubectl("apply", "-f", str(MANIFESTS / "namespace.yaml"))
+        tls = self.layout.webhook_tls
+        secret = self.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "hearth-webhook-tls",
+            f"--namespace={HEARTH_NAMESPACE}",
+            f"--from-file=tls.crt={tls / 'tls.crt'}",
+            f"--from-file=tls.key={tls / 'tls.key'}",
+            f"--from-file=ca.crt={tls / 'ca.crt'}",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ).stdout
+        self.kubectl("apply", "-f", "-", stdin=secret)
+        self.kubectl("apply", "-k", str(self.overlay(image)))
+        self.wait_hearth_ready(180)
+        runtimes = DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", image.ref)
+        # The webhook learns runtimes from its watch; retry while it syncs, as `kubectl apply` users would.
+        for attempt in range(60):
+            result = self.kubectl("apply", "-f", str(MANIFESTS / "runtimes"), "-f", "-", stdin=runtimes, check=False)
+            if result.returncode == 0:
+                break
+            if attempt == 59:
+                raise processes.StartError(f"applying the runtimes failed:\n{result.stderr}")
+            time.sleep(0.5)
+        print(
+            f"  Hearth installed from manifests/ in {time.monotonic() - started:.1f}s: "
+            + ", ".join(self.runtime_names()),
+            flush=True,
+        )
+
+    def hearth_ready(self) -> bool:
+        result = self.kubectl("get", "deploy", "-n", HEARTH_NAMESPACE, "-o", "json", check=False)
+        if result.returncode != 0:
+            return False
+        items = {d["metadata"]["name"]: d for d in json.loads(result.stdout).get("items", [])}
+        return all(
+            name in items
+            and (items[name]["status"].get("updatedReplicas") or 0) == items[name]["spec"].get("replicas")
+            and (items[name]["status"].get("availableReplicas") or 0) == items[name]["spec"].get("replicas")
+            and (items[name]["status"].get("replicas") or 0) == items[name]["spec"].get("replicas")
+            for name in HEARTH_COMPONENTS
+        )
+
+    def wait_hearth_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.hearth_ready():
+            if time.monotonic() > deadline:
+                pods = self.kubectl("get", "pods", "-n", HEARTH_NAMESPACE, "-o", "wide", check=False).stdout
+                raise processes.StartError(f"Hearth's components were not available after {timeout:.0f}s:\n{pods}")
+            time.sleep(0.5)
+
+    def runtime_names(self) -> list[str]:
+        out = self.kubectl("get", "inferenceruntimes", "-o", "jsonpath={.items[*].metadata.name}").stdout
+        return out.split()
+
+    @property
+    def gateway_ip(self) -> str:
+        return self.kubectl(
+            "get", "service", "hearth-gateway", "-n", HEARTH_NAMESPACE, "-o", "jsonpath={.spec.clusterIP}"
+        ).stdout.strip()
+
+    @property
+    def openai_base_url(self) -> str:
+        """The front door's Service, reached from this machine through node 0 (see devcluster/network.py)."""
+        return f"http://{self.gateway_ip}/v1"
 
     # --- down / status / env ------------------------------------------------------------------
     def down(self, quiet: bool = False) -> None:
         recorded = processes.load_pids(self.layout.pids)
-        order = [recorded[n] for n in ORDER if n in recorded]
+        order: list[int] = []  # the nodes first (kube-proxy and the kubelet before containerd), then the control plane
+        for suffix in NODE_PROCESSES:
+            order += [pid for name, pid in recorded.items() if name.endswith(f".{suffix}")]
+        order += [recorded[n] for n in CONTROL_PLANE if n in recorded]
         processes.stop_all(self.id, order)
+        for node in self.node_runs():
+            stop_node(node.spec.name, node.index, node.net)
+        host_down(self.layout.network)
         if self.layout.pids.exists():
             self.layout.pids.unlink()
         shutil.rmtree(self.layout.state / "etcd", ignore_errors=True)  # a fresh cluster each `up`
@@ -378,12 +428,11 @@ class Cluster:
         if not recorded:
             print(f"No dev cluster in {self.layout.state}. Start one with: hearth dev up")
             return 1
-        for name in reversed(ORDER):
-            if name in recorded:
-                state = "running" if name in running else "STOPPED"
-                print(f"  {name:<24} {state:<8} pid {recorded[name]}")
+        for name, pid in recorded.items():
+            state = "running" if name in running else "STOPPED"
+            print(f"  {name:<28} {state:<8} pid {pid}")
         healthy = self.apiserver_ready()
-        print(f"apiserver https://127.0.0.1:{self.layout.apiserver_port}: {'ready' if healthy else 'NOT ready'}")
+        print(f"apiserver {self.layout.apiserver_url}: {'ready' if healthy else 'NOT ready'}")
         print(f"kubeconfig: {self.layout.kubeconfig}")
         return 0 if healthy and len(running) == len(recorded) else 1
 
@@ -393,3 +442,9 @@ class Cluster:
             f"export OPENAI_BASE_URL={self.openai_base_url}\n"
             "export OPENAI_API_KEY=hearth-dev  # the SDK wants one; the dev gateway does not check it\n"
         )
+
+
+def _relative(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target, start)

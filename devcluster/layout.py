@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from devcluster.network import Network
+
 
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -25,7 +27,19 @@ def default_cache_dir() -> Path:
 class Layout:
     state: Path
     port_base: int = 16400
-    pod_net: int = 10  # pods get 127.<pod_net>.0.N
+    pod_net: int = 10  # numbers the cluster's private address ranges (see devcluster/network.py)
+
+    @property
+    def network(self) -> Network:
+        return Network(self.pod_net)
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://{self.network.host_ip}:{self.apiserver_port}"
+
+    @property
+    def nodes(self) -> Path:
+        return self.state / "nodes"
 
     @property
     def etcd_port(self) -> int:

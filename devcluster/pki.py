@@ -18,10 +18,11 @@ USERS = {
     "admin": ("hearth-admin", ["system:masters"]),
     "controller-manager": ("system:kube-controller-manager", []),
     "scheduler": ("system:kube-scheduler", []),
+    "kube-proxy": ("system:kube-proxy", []),
 }
 
 
-def ensure_pki(layout: Layout) -> None:
+def ensure_pki(layout: Layout, nodes: list[str]) -> None:
     pki = layout.pki
     pki.mkdir(parents=True, exist_ok=True)
     ca = load_ca(pki)
@@ -29,7 +30,17 @@ def ensure_pki(layout: Layout) -> None:
         ca = make_ca("hearth-dev-ca")
         write_pair(pki, "ca", ca)
     if not (pki / "apiserver.crt").exists():
-        hosts = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "10.0.0.1"]
+        net = layout.network
+        hosts = [
+            "127.0.0.1",
+            "localhost",
+            net.host_ip,
+            net.kubernetes_service_ip,
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
         write_pair(pki, "apiserver", make_serving(ca, hosts))
     if not (pki / "sa.key").exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -42,14 +53,16 @@ def ensure_pki(layout: Layout) -> None:
         (pki / "sa.pub").write_bytes(
             key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
-    for name, (user, groups) in USERS.items():
+    users = dict(USERS)
+    users.update({f"node-{n}": (f"system:node:{n}", ["system:nodes"]) for n in nodes})
+    for name, (user, groups) in users.items():
         if not (pki / f"{name}.crt").exists():
             write_pair(pki, name, make_client(ca, user, groups))
         target = layout.kubeconfig if name == "admin" else layout.component_kubeconfig(name)
-        write_kubeconfig(target, layout.apiserver_port, ca, pki / f"{name}.crt", pki / f"{name}.key", user)
+        write_kubeconfig(target, layout.apiserver_url, ca, pki / f"{name}.crt", pki / f"{name}.key", user)
 
 
-def write_kubeconfig(path: Path, port: int, ca: Pair, cert: Path, key: Path, user: str) -> None:
+def write_kubeconfig(path: Path, server: str, ca: Pair, cert: Path, key: Path, user: str) -> None:
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
 
@@ -59,7 +72,7 @@ def write_kubeconfig(path: Path, port: int, ca: Pair, cert: Path, key: Path, use
         "clusters": [
             {
                 "name": "hearth-dev",
-                "cluster": {"server": f"https://127.0.0.1:{port}", "certificate-authority-data": b64(ca.cert_pem())},
+                "cluster": {"server": server, "certificate-authority-data": b64(ca.cert_pem())},
             }
         ],
         "users": [

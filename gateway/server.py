@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -80,26 +81,29 @@ async def serve(settings: FrontDoorSettings) -> None:
     async with http_client(settings) as client, contextlib.AsyncExitStack() as stack:
         timeouts = UpstreamTimeouts(connect=settings.connect_timeout, idle=settings.idle_stream_timeout)
         upstreams = await stack.enter_async_context(Upstreams(timeouts))
-        door = FrontDoor(settings, table, upstreams, metrics, Activator(client, settings.scaler_url))
+        scaler_urls = [settings.scaler_url] if settings.scaler_url else []
+        scalers: Callable[[], list[str]] = lambda: scaler_urls  # noqa: E731
         background: list[asyncio.Task[Any]] = []
         discovery: KubeDiscovery | None = None
         if settings.upstreams:
             static = StaticUpstreams(table, settings.upstreams, settings.defaults, client, settings.health_interval)
             background.append(asyncio.create_task(static.run()))
         if settings.kubeconfig is not None or settings.in_cluster:
-            from kubernetes import config
+            from hearth.kube import PeerPods, own_namespace
+            from hearth.kube import api_client as make_api_client
 
-            if settings.in_cluster:
-                from kubernetes import client as kube
-
-                config.load_incluster_config()
-                api_client = kube.ApiClient()
-            else:
-                api_client = config.new_client_from_config(str(settings.kubeconfig))
+            api_client = make_api_client(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster)
             discovery = KubeDiscovery(
                 table, api_client, settings.namespaces, asyncio.get_running_loop(), metrics.forget
             )
             discovery.start()
+            if settings.scaler_selector:
+                namespace = settings.scaler_namespace or own_namespace()
+                peers = PeerPods(api_client, namespace, settings.scaler_selector, settings.scaler_port, discovery.stop)
+                peers.start()
+                scalers = lambda: scaler_urls + peers.urls()  # noqa: E731
+        activator = Activator(client, scalers, settings.activation_retry_for)
+        door = FrontDoor(settings, table, upstreams, metrics, activator)
 
         async def healthz(request: Request) -> Response:
             if discovery is not None and not discovery.synced.is_set():

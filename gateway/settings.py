@@ -26,4 +26,8 @@ class FrontDoorSettings:
     health_interval: float = 0.5
     retries: int = 3
     scaler_url: str | None = None
+    scaler_selector: str | None = None  # push to every scaler pod with these labels; the leader accepts
+    scaler_namespace: str | None = None
+    scaler_port: int = 8081
+    activation_retry_for: float = 30.0  # keep pushing an activation this long until a scaler accepts it
     log_level: str = "info"

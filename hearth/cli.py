@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -71,11 +72,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+SHIPPED_IMAGE = "ghcr.io/hearth-project/hearth:0.1.0"
+
+
 def _add_sidecar_flags(parser: argparse.ArgumentParser) -> None:
+    # The environment variable lets a kustomize overlay or Helm set the image with a plain env entry,
+    # next to the `image:` it retags (an argument list cannot be patched by name).
     parser.add_argument(
         "--sidecar-image",
-        default="ghcr.io/hearth-project/hearth:0.1.0",
-        help="image of the gateway sidecar added to every model pod",
+        default=os.environ.get("HEARTH_SIDECAR_IMAGE") or SHIPPED_IMAGE,
+        help=f"image of the sidecar added to every model pod (env HEARTH_SIDECAR_IMAGE; default {SHIPPED_IMAGE})",
     )
     parser.add_argument("--sidecar-port", type=int, default=8090, help="port of the gateway sidecar (default 8090)")
 

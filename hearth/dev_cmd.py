@@ -161,6 +161,9 @@ def cmd_front_door(args: argparse.Namespace) -> int:
         idle_stream_timeout=args.idle_stream_timeout,
         retries=args.retries,
         scaler_url=args.scaler_url.rstrip("/") if args.scaler_url else None,
+        scaler_selector=args.scaler_selector,
+        scaler_namespace=args.scaler_namespace,
+        scaler_port=args.scaler_port,
         log_level=args.log_level,
     )
     run_loop(serve(settings))
@@ -198,7 +201,7 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     agent.set_defaults(func=cmd_node_agent)
 
     sim = dev_sub.add_parser("simulator", help="a model simulator speaking vLLM's OpenAI API")
-    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0, as vLLM)")  # noqa: S104
     sim.add_argument("--port", type=int, default=8000)
     sim.add_argument("--served-model-name", action="append", required=True)
     sim.add_argument("--model", help="accepted and ignored, as vLLM's flag")
@@ -239,6 +242,13 @@ def add_gateway(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     door.add_argument("--in-cluster", action="store_true", help="watch with the pod's service account")
     door.add_argument("--namespace", action="append", help="only these namespaces (repeat; default: all)")
     door.add_argument("--scaler-url", help="where to push activations at once, e.g. http://hearth-scaler:8081")
+    door.add_argument(
+        "--scaler-selector",
+        help="push activations to every scaler pod with these labels (the leader takes it), "
+        "e.g. app.kubernetes.io/name=hearth-scaler",
+    )
+    door.add_argument("--scaler-namespace", help="where the scaler pods run (default: this pod's namespace)")
+    door.add_argument("--scaler-port", type=int, default=8081, help="the scaler pods' port (8081)")
     door.add_argument(
         "--cold-start",
         choices=["keepalive", "reject"],
@@ -284,6 +294,9 @@ def cmd_scaler(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         in_cluster=args.in_cluster,
         gateway_urls=tuple(u.rstrip("/") for u in args.gateway_url or ()),
+        gateway_selector=args.gateway_selector,
+        gateway_namespace=args.gateway_namespace,
+        gateway_port=args.gateway_port,
         tick=args.tick,
         identity=args.identity or os.environ.get("POD_NAME") or ScalerSettings().identity,
         lease=lease,
@@ -300,6 +313,12 @@ def add_scaler(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     scaler.add_argument("--kubeconfig", type=Path, help="kubeconfig (or --in-cluster)")
     scaler.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
     scaler.add_argument("--gateway-url", action="append", help="a front door whose /demand to read (repeat)")
+    scaler.add_argument(
+        "--gateway-selector",
+        help="read /demand from every front-door pod with these labels, e.g. app.kubernetes.io/name=hearth-gateway",
+    )
+    scaler.add_argument("--gateway-namespace", help="where the front-door pods run (default: this pod's namespace)")
+    scaler.add_argument("--gateway-port", type=int, default=8080, help="the front-door pods' port (8080)")
     scaler.add_argument("--tick", type=duration, default=1.0, help="seconds between passes (1s)")
     scaler.add_argument("--identity", help="this replica's name in the Lease (default: host name)")
     scaler.add_argument("--lease-name", default="hearth-scaler")

@@ -64,3 +64,63 @@ class Informer:
 def object_key(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def api_client(kubeconfig: str | None = None, in_cluster: bool | None = None) -> Any:
+    """A Kubernetes API client: in-cluster (the pod's ServiceAccount token) when asked, or when no kubeconfig
+    is given and the process runs in a pod; else the kubeconfig ($KUBECONFIG or ~/.kube/config by default)."""
+    import os
+
+    from kubernetes import client, config
+
+    if in_cluster or (in_cluster is None and kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(kubeconfig)
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def own_namespace(default: str = "hearth-system") -> str:
+    """The namespace this pod runs in (from its ServiceAccount mount), else `default`."""
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
+            return handle.read().strip() or default
+    except OSError:
+        return default
+
+
+class PeerPods:
+    """The pods of another Hearth component (by label selector, in one namespace), as base URLs.
+
+    Hearth's components find each other through the Kubernetes API rather than a Service: the scaler must
+    read every front door (demand is their sum), and a front door must reach the leading scaler, which a
+    Service would hide behind one random replica. It needs no cluster DNS either.
+    """
+
+    def __init__(self, api_client: Any, namespace: str, selector: str, port: int, stop: threading.Event) -> None:
+        from kubernetes import client
+
+        self.port = port
+        self._pods: dict[str, dict[str, Any]] = {}
+        core = client.CoreV1Api(api_client)
+        self._informer = Informer(core.list_namespaced_pod, self._set, selector, stop, namespace=namespace)
+
+    def _set(self, pods: dict[str, dict[str, Any]]) -> None:
+        self._pods = pods
+
+    def start(self) -> None:
+        threading.Thread(target=self._informer.run, name="hearth-peers", daemon=True).start()
+
+    def urls(self) -> list[str]:
+        """Running pods with an address, not being deleted; sorted, so that callers see a stable order."""
+        found = []
+        for pod in self._pods.values():
+            status = pod.get("status") or {}
+            if status.get("phase") != "Running" or not status.get("podIP"):
+                continue
+            if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            found.append(f"http://{status['podIP']}:{self.port}")
+        return sorted(found)

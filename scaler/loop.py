@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,10 +101,24 @@ class ClusterView:
 
 
 class DemandCollector:
-    def __init__(self, client: httpx.AsyncClient, gateway_urls: list[str], timeout: float = 0.5) -> None:
+    """Demand from every front door (their sum) and every model pod's sidecar.
+
+    `front_doors` answers the front doors' base URLs at each call (fixed, or the pods found by label), so
+    a replica that starts or goes away is counted from the next tick on. With `require_front_door`, a
+    tick that finds none is not fresh: no scale-down on the word of nobody.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        front_doors: Callable[[], list[str]],
+        timeout: float = 0.5,
+        require_front_door: bool = False,
+    ) -> None:
         self.client = client
-        self.gateway_urls = gateway_urls
+        self.front_doors = front_doors
         self.timeout = timeout
+        self.require_front_door = require_front_door
 
     async def _get(self, url: str) -> dict[str, Any] | None:
         try:
@@ -123,17 +138,18 @@ class DemandCollector:
                 url = _sidecar_url(pod)
                 if url is not None:
                     sidecars.append((key, url))
+        gateway_urls = self.front_doors()
         answers = await asyncio.gather(
-            *(self._get(f"{u}/demand") for u in self.gateway_urls), *(self._get(f"{url}/demand") for _, url in sidecars)
+            *(self._get(f"{u}/demand") for u in gateway_urls), *(self._get(f"{url}/demand") for _, url in sidecars)
         )
-        fresh = all(a is not None for a in answers)
+        fresh = all(a is not None for a in answers) and (bool(gateway_urls) or not self.require_front_door)
         demand: dict[str, Demand] = {key: Demand() for key in pods_by_model}
-        for answer in answers[: len(self.gateway_urls)]:
+        for answer in answers[: len(gateway_urls)]:
             for key, counts in ((answer or {}).get("models") or {}).items():
                 entry = demand.setdefault(key, Demand())
                 entry.held += int(counts.get("held", 0))
                 entry.gateway_in_flight += int(counts.get("inFlight", 0))
-        for (key, url), answer in zip(sidecars, answers[len(self.gateway_urls) :], strict=True):
+        for (key, url), answer in zip(sidecars, answers[len(gateway_urls) :], strict=True):
             in_flight = int((answer or {}).get("inFlight", 0))
             entry = demand[key]
             entry.sidecar_in_flight += in_flight

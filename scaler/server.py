@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ class ScalerSettings:
     kubeconfig: Path | None = None
     in_cluster: bool = False
     gateway_urls: tuple[str, ...] = ()
+    # Front-door pods found by label in their namespace, each read at gateway_port (summed with the URLs).
+    gateway_selector: str | None = None
+    gateway_namespace: str | None = None
+    gateway_port: int = 8080
     tick: float = 1.0
     identity: str = field(default_factory=socket.gethostname)
     lease: LeaseSettings = field(default_factory=LeaseSettings)
@@ -84,12 +89,9 @@ def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
 
 
 def _api_client(settings: ScalerSettings) -> Any:
-    from kubernetes import client, config
+    from hearth.kube import api_client
 
-    if settings.in_cluster:
-        config.load_incluster_config()
-        return client.ApiClient()
-    return config.new_client_from_config(str(settings.kubeconfig) if settings.kubeconfig else None)
+    return api_client(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster or None)
 
 
 async def serve(settings: ScalerSettings) -> None:
@@ -99,10 +101,19 @@ async def serve(settings: ScalerSettings) -> None:
     view = ClusterView(api_client)
     view.start()
     elector = LeaderElector(LeaseApi(api_client), settings.identity, settings.lease)
+    static = list(settings.gateway_urls)
+    front_doors: Callable[[], list[str]] = lambda: static  # noqa: E731
+    if settings.gateway_selector:
+        from hearth.kube import PeerPods, own_namespace
+
+        namespace = settings.gateway_namespace or own_namespace()
+        peers = PeerPods(api_client, namespace, settings.gateway_selector, settings.gateway_port, view.stop)
+        peers.start()
+        front_doors = lambda: static + peers.urls()  # noqa: E731
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
         scaler = Scaler(
             view,
-            DemandCollector(client, list(settings.gateway_urls)),
+            DemandCollector(client, front_doors, require_front_door=bool(settings.gateway_selector)),
             KubeWriter(api_client, settings.identity),
             elector,
             metrics,

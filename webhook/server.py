@@ -60,11 +60,10 @@ class CertReloader:
 def build_store(settings: WebhookSettings) -> tuple[RuntimeStore, RuntimeWatch | None]:
     if settings.runtimes_file is not None:
         return RuntimeStore(load_runtimes(settings.runtimes_file)), None
-    from kubernetes import config
+    from hearth.kube import api_client
 
-    api_client = config.new_client_from_config(str(settings.kubeconfig) if settings.kubeconfig else None)
     store = RuntimeStore()
-    return store, RuntimeWatch(store, api_client)
+    return store, RuntimeWatch(store, api_client(str(settings.kubeconfig) if settings.kubeconfig else None))
 
 
 def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: WebhookMetrics) -> uvicorn.Config:
