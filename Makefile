@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test lint unit e2e bench controlplane clean
+# Debian packages the local cluster's nodes (runc, CNI plugins, iptables) and the image builder
+# (mmdebstrap, umoci) need; installed with apt-get when missing (the nodes run containers: root).
+HOST_PACKAGES := runc containernetworking-plugins iptables mmdebstrap umoci
+
+.PHONY: setup host demo test lint unit e2e bench controlplane image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +19,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-controlplane: setup  ## build (once, cached outside the repo) the Kubernetes control plane and etcd
+host:  ## the Debian packages above, when missing
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+controlplane: setup host  ## build (once, cached outside the repo) the control plane, the nodes and Hearth's image
 	$(BIN)/hearth dev build
+
+image: setup host  ## Hearth's container image, built without a daemon (an OCI archive in ~/.cache/hearth/image)
+	$(BIN)/hearth dev image
 
 demo: controlplane  ## the local demo on a real control plane
 	$(BIN)/hearth dev demo

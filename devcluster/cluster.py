@@ -405,6 +405,31 @@ class Cluster:
         """The front door's Service, reached from this machine through node 0 (see devcluster/network.py)."""
         return f"http://{self.gateway_ip}/v1"
 
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get_json("pods", "-n", namespace, "-l", selector)["items"]
+        return items
+
+    def hearth_pods(self, component: str) -> list[dict[str, Any]]:
+        """The pods of one of Hearth's Deployments (hearth-webhook, hearth-gateway, hearth-scaler)."""
+        return self.pods(HEARTH_NAMESPACE, f"app.kubernetes.io/name={component}")
+
+    @property
+    def image(self) -> str:
+        """The image Hearth runs from, as the overlay set it."""
+        deployment = self.get_json("deploy", "hearth-webhook", "-n", HEARTH_NAMESPACE)
+        return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def container_pids(self, pod: dict[str, Any], container: str) -> list[int]:
+        """The host PIDs of one container of a pod, from the node's cgroups (as `kill -9` on a node)."""
+        status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == container)
+        container_id = status["containerID"].split("://", 1)[1]
+        spec = next(s for s in self.node_specs if s.name == pod["spec"]["nodeName"])
+        root = Path("/sys/fs/cgroup/pids") / f"hearth{self.layout.pod_net}-{spec.name}"
+        for procs in root.rglob("cgroup.procs"):
+            if procs.parent.name == container_id:
+                return [int(p) for p in procs.read_text().split()]
+        return []
+
     # --- down / status / env ------------------------------------------------------------------
     def down(self, quiet: bool = False) -> None:
         recorded = processes.load_pids(self.layout.pids)

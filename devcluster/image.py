@@ -40,12 +40,7 @@ SOURCES = ("pyproject.toml", "hearth", "policies", "webhook", "certs", "scaler",
 # What a slim image leaves out of the base (documentation, manuals, translations).
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
 # The command the image runs; the manifests say `command: [hearth]`.
-LAUNCHER = """#!/usr/bin/python3 -I
-import sys
-sys.path.insert(0, "/opt/hearth/site")
-from hearth.cli import main
-sys.exit(main())
-"""
+LAUNCHER = Path(__file__).resolve().parent / "launcher.py"
 
 
 class ImageError(RuntimeError):
@@ -167,7 +162,7 @@ def _app_layer(work: Path) -> Path:
             return info
 
         tar.add(site, arcname="opt/hearth/site", filter=owned_by_root)
-        launcher = LAUNCHER.encode()
+        launcher = LAUNCHER.read_bytes()
         info = tarfile.TarInfo("usr/local/bin/hearth")
         info.size, info.mode = len(launcher), 0o755
         tar.addfile(info, io.BytesIO(launcher))

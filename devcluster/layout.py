@@ -54,18 +54,6 @@ class Layout:
         return self.port_base + 43
 
     @property
-    def webhook_port(self) -> int:
-        return self.port_base + 44
-
-    @property
-    def gateway_port(self) -> int:
-        return self.port_base + 80
-
-    @property
-    def scaler_port(self) -> int:
-        return self.port_base + 81
-
-    @property
     def controller_manager_port(self) -> int:
         return self.port_base + 57
 

@@ -90,9 +90,16 @@ class Activator:
     not seen the Deployment yet is a matter of seconds). One push per model is in flight at a time.
     """
 
-    def __init__(self, client: httpx.AsyncClient, scalers: Callable[[], list[str]], retry_for: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        scalers: Callable[[], list[str]],
+        metrics: GatewayMetrics,
+        retry_for: float = 30.0,
+    ) -> None:
         self._client = client
         self._scalers = scalers
+        self._metrics = metrics
         self._retry_for = retry_for
         self._pending: dict[str, asyncio.Task[None]] = {}
 
@@ -110,15 +117,19 @@ class Activator:
         return response.status_code
 
     async def _push(self, key: str) -> None:
-        deadline = time.monotonic() + self._retry_for
+        started = time.monotonic()
+        deadline = started + self._retry_for
         delay = 0.1
         try:
             while True:
                 urls = self._scalers()
                 statuses = await asyncio.gather(*(self._post(u, key) for u in urls))
                 if 202 in statuses:
+                    self._metrics.activation_pushes.labels(key, "accepted").inc()
+                    self._metrics.activation_push.labels(key).observe(time.monotonic() - started)
                     return
                 if time.monotonic() + delay > deadline:
+                    self._metrics.activation_pushes.labels(key, "unacknowledged").inc()
                     log.warning("no scaler accepted the activation of %s (answers %s); its tick will", key, statuses)
                     return
                 await asyncio.sleep(delay)

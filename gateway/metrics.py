@@ -53,6 +53,20 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.activation_pushes = Counter(
+            "hearth_gateway_activation_pushes",
+            "Activation pushes to the scalers, by outcome: accepted (by the leader) or unacknowledged.",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.activation_push = Histogram(
+            "hearth_gateway_activation_push_seconds",
+            "Time from a request held at zero to a scaler accepting its activation, retries included.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+
     def forget(self, model: str) -> None:
         """Remove every child labelled with a model that no longer exists."""
         metrics = (
@@ -63,6 +77,8 @@ class GatewayMetrics:
             self.first_byte,
             self.requests,
             self.rejections,
+            self.activation_pushes,
+            self.activation_push,
         )
         for metric in metrics:
             children = {

@@ -102,7 +102,7 @@ async def serve(settings: FrontDoorSettings) -> None:
                 peers = PeerPods(api_client, namespace, settings.scaler_selector, settings.scaler_port, discovery.stop)
                 peers.start()
                 scalers = lambda: scaler_urls + peers.urls()  # noqa: E731
-        activator = Activator(client, scalers, settings.activation_retry_for)
+        activator = Activator(client, scalers, metrics, settings.activation_retry_for)
         door = FrontDoor(settings, table, upstreams, metrics, activator)
 
         async def healthz(request: Request) -> Response:

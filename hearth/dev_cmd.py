@@ -1,4 +1,4 @@
-"""`hearth dev ...` and `hearth gateway sidecar`: the local cluster, its node agent and its simulator."""
+"""`hearth dev ...` and `hearth gateway sidecar`: the local cluster, its image and its model simulator."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ def _layout(args: argparse.Namespace) -> Layout:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from devcluster.build import main
+    from devcluster.build import main as build_binaries
+    from devcluster.image import main as build_image
+
+    return build_binaries() or build_image()
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from devcluster.image import main
 
     return main()
 
@@ -30,14 +37,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from devcluster.build import BuildError, ensure_binaries
     from devcluster.cluster import Cluster
+    from devcluster.image import ImageError
     from devcluster.layout import default_cache_dir
+    from devcluster.network import NetworkError
+    from devcluster.node import NodeError
     from devcluster.processes import StartError
 
     layout = _layout(args)
     try:
         cluster = Cluster(layout, ensure_binaries(default_cache_dir()))
         cluster.up()
-    except (BuildError, StartError) as exc:
+    except (BuildError, ImageError, NetworkError, NodeError, StartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print()
@@ -83,12 +93,6 @@ def cmd_env(args: argparse.Namespace) -> int:
     layout = _layout(args)
     print(Cluster(layout).env(), end="")
     return 0
-
-
-def cmd_node_agent(args: argparse.Namespace) -> int:
-    from devcluster.nodeagent import main
-
-    return main(str(args.kubeconfig), args.pod_net, args.log_dir)
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
@@ -179,10 +183,19 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "--state-dir", type=Path, help="where the cluster keeps its state (default ~/.local/state/hearth/dev)"
         )
         parser.add_argument("--port-base", type=int, default=16400, help="ports are taken from here up (default 16400)")
-        parser.add_argument("--pod-net", type=int, default=10, help="pods get addresses 127.POD_NET.0.N (default 10)")
+        parser.add_argument(
+            "--pod-net",
+            type=int,
+            default=10,
+            help="numbers this cluster's private ranges: pods 10.(200+N).0.0/16, nodes 172.30.N.0/24 (default 10)",
+        )
 
-    build = dev_sub.add_parser("build", help="build the control plane from Go modules into the cache")
+    build = dev_sub.add_parser(
+        "build", help="build the control plane and nodes from Go modules, and Hearth's image, into the cache"
+    )
     build.set_defaults(func=cmd_build)
+    image = dev_sub.add_parser("image", help="build Hearth's container image (an OCI archive) and print its name")
+    image.set_defaults(func=cmd_image)
     for name, func, text in (
         ("up", cmd_up, "start the dev cluster (builds it first if needed)"),
         ("down", cmd_down, "stop the dev cluster; no process is left behind"),
@@ -193,12 +206,6 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         parser = dev_sub.add_parser(name, help=text)
         cluster_flags(parser)
         parser.set_defaults(func=func)
-
-    agent = dev_sub.add_parser("node-agent", help="(internal) the simulated nodes' agent")
-    agent.add_argument("--kubeconfig", type=Path, required=True)
-    agent.add_argument("--pod-net", type=int, default=10)
-    agent.add_argument("--log-dir", type=Path, required=True)
-    agent.set_defaults(func=cmd_node_agent)
 
     sim = dev_sub.add_parser("simulator", help="a model simulator speaking vLLM's OpenAI API")
     sim.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0, as vLLM)")  # noqa: S104

@@ -1,14 +1,18 @@
-"""The end-to-end tier: a real control plane (built from Go modules, cached), started once per session in
-a private state folder on its own ports, so it never touches a developer's `hearth dev up` cluster."""
+"""The end-to-end tier: a real cluster (control plane and nodes built from Go modules, cached; Hearth's
+image built here and installed from manifests/), started once per session in a private state folder, on
+its own ports and address ranges, so it never touches a developer's `hearth dev up` cluster."""
 
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from devcluster import processes
@@ -31,6 +35,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         dev.down()
     assert processes.marked(dev.id) == [], "hearth dev down left processes behind"
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert dev.layout.network.bridge + ":" not in links, "hearth dev down left the bridge behind"
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, every: float = 0.5) -> T:
@@ -61,3 +67,15 @@ def write(tmp: Path, name: str, text: str) -> Path:
     path = tmp / name
     path.write_text(text)
     return path
+
+
+def webhook_runtimes(cluster: Cluster) -> list[str]:
+    """What each webhook replica knows (they watch independently): one answer per pod."""
+    context = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
+    context.check_hostname = False  # the certificate names the Service; this reaches each pod by address
+    answers = [
+        httpx.get(f"https://{pod['status']['podIP']}:8443/debug/runtimes", verify=context, timeout=5).text
+        for pod in cluster.hearth_pods("hearth-webhook")
+        if pod["status"].get("podIP")
+    ]
+    return answers

@@ -1,13 +1,13 @@
-"""Hearth on a real control plane: kubectl, the real ReplicaSet controller, the real scheduler, the
-webhook called by the real apiserver over TLS, simulated accelerator nodes."""
+"""Hearth on a real cluster: kubectl, the real ReplicaSet controller, scheduler and kubelets (containerd,
+runc, CNI), the webhook pods called by the real apiserver over TLS, accelerators from a device plugin."""
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import time
+import ssl
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from devcluster import processes
 from devcluster.cluster import DEV_RUNTIMES, MANIFESTS, Cluster
-from tests.e2e.conftest import get_json, wait_for
+from tests.e2e.conftest import get_json, wait_for, webhook_runtimes
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = yaml.safe_load((Path(__file__).parents[2] / "examples" / "qwen3-8b.yaml").read_text())
@@ -69,49 +68,88 @@ def test_invalid_runtime_is_refused_with_the_validators_message(cluster: Cluster
     assert "denied the request" in result.stderr
 
 
-def test_deployment_is_rendered_scheduled_and_ready(cluster: Cluster, namespace: str) -> None:
-    apply(cluster, deployment(namespace))
+def test_deployment_is_rendered_scheduled_and_run_by_the_kubelet(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, deployment(namespace, **{"hearth.dev/runtime": "sim-nvidia"}))
     pods = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "qwen3-8b"), timeout=90)
     pod = pods[0]
     assert pod["spec"]["nodeName"] == "gpu-node-0"
     model, sidecar = pod["spec"]["containers"]
-    assert model["image"] == "vllm/vllm-openai:v0.13.0"
+    assert model["image"] == cluster.image == sidecar["image"]  # the simulator and the sidecar: Hearth's image
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert model["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert model["startupProbe"]["httpGet"]["path"] == "/health"
     assert model["lifecycle"]["preStop"]["httpGet"]["path"] == "/drain"
     assert sidecar["name"] == "hearth-gateway" and sidecar["args"][:2] == ["gateway", "sidecar"]
     stamp = json.loads(pod["metadata"]["annotations"]["hearth.dev/rendered"])
-    assert stamp["runtime"] == "vllm-nvidia" and stamp["stamp"].startswith("rv")
+    assert stamp["runtime"] == "sim-nvidia" and stamp["stamp"].startswith("rv")
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
-    assert pod["status"]["podIP"].startswith("127.20.0.")
+    assert pod["status"]["podIP"].startswith(f"10.{200 + cluster.layout.pod_net}.1.")  # gpu-node-0's pod range
+    statuses = pod["status"]["containerStatuses"]
+    assert all(c["containerID"].startswith("containerd://") and c["ready"] for c in statuses)
+    # The kubelet ran the device plugin's Allocate: the container sees the GPU it was given.
+    env = exec_in(
+        cluster, namespace, pod, "model", "python3", "-c", "import os; print(os.environ['NVIDIA_VISIBLE_DEVICES'])"
+    )
+    assert env.strip() in {"0", "1", "2", "3"}
+    mounts = exec_in(cluster, namespace, pod, "model", "cat", "/proc/mounts")
+    assert any(line.split()[1] == "/dev/shm" and line.split()[0] == "tmpfs" for line in mounts.splitlines())
+
+
+def exec_in(cluster: Cluster, namespace: str, pod: dict[str, Any], container: str, *argv: str) -> str:
+    name = pod["metadata"]["name"]
+    return cluster.kubectl("exec", "-n", namespace, name, "-c", container, "--", *argv).stdout
+
+
+def test_a_real_vllm_runtime_renders_a_pod_the_kubelet_accepts(cluster: Cluster, namespace: str) -> None:
+    """vllm/vllm-openai cannot be pulled here (no registry), but everything before the pull is real: the
+    scheduler honours the GPU toleration and limit, the kubelet mounts every volume of the rendered pod
+    (it does so before pulling) and then reports the pull, not a spec error."""
+    apply(cluster, deployment(namespace, **{"hearth.dev/runtime": "vllm-nvidia"}))
+
+    def pulling() -> dict[str, Any] | None:
+        for pod in get_json(cluster, "pods", "-n", namespace, "-l", "app=qwen3-8b")["items"]:
+            for status in pod.get("status", {}).get("containerStatuses") or []:
+                reason = (status.get("state", {}).get("waiting") or {}).get("reason")
+                if status["name"] == "model" and reason in ("ErrImagePull", "ImagePullBackOff"):
+                    return dict(pod)
+        return None
+
+    pod = wait_for("the kubelet to reach the image pull", pulling, timeout=90)
+    assert pod["spec"]["nodeName"] == "gpu-node-0"
+    assert pod["spec"]["containers"][0]["image"] == "vllm/vllm-openai:v0.13.0"
+    events = get_json(cluster, "events", "-n", namespace)["items"]
+    assert not [e for e in events if e["reason"] in ("FailedMount", "Failed") and "pull" not in e["message"].lower()]
+
+
+def no_nvidia(answers: list[str]) -> bool:
+    return bool(answers) and not any("nvidia" in answer for answer in answers)
 
 
 def test_without_nvidia_runtimes_the_same_deployment_lands_on_ascend(cluster: Cluster, namespace: str) -> None:
-    nvidia = ["vllm-nvidia", "sim-nvidia"]
-    cluster.kubectl("delete", "inferenceruntime", *nvidia)
+    # Without these, sim-ascend is the only runtime left: its image runs here (vLLM's needs a registry).
+    removed = ["vllm-nvidia", "sim-nvidia", "vllm-ascend-910b", "vllm-ascend-310p"]
+    cluster.kubectl("delete", "inferenceruntime", *removed)
     try:
-        wait_for("the webhook to forget the NVIDIA runtimes", lambda: "nvidia" not in _webhook_runtimes(cluster))
+        wait_for(
+            "the webhooks to forget the NVIDIA runtimes",
+            lambda: no_nvidia(webhook_runtimes(cluster)),
+        )
         apply(cluster, deployment(namespace))
         pod = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "qwen3-8b"), timeout=90)[0]
         assert pod["spec"]["nodeName"] == "ascend-node-0"
         model = pod["spec"]["containers"][0]
-        assert model["image"] == "quay.io/ascend/vllm-ascend:v0.13.0"
         assert model["resources"]["limits"]["huawei.com/Ascend910"] == "1"
-        assert {v["hostPath"]["path"] for v in pod["spec"]["volumes"] if "hostPath" in v} >= {
-            "/usr/local/Ascend/driver"
-        }
+        host_paths = {v["hostPath"]["path"] for v in pod["spec"]["volumes"] if "hostPath" in v}
+        assert host_paths >= {"/usr/local/Ascend/driver", "/usr/local/bin/npu-smi"}
+        # The kubelet mounted the node's driver folder into the container, read-only.
+        mounts = exec_in(cluster, namespace, pod, "model", "cat", "/proc/mounts").splitlines()
+        driver = [line.split() for line in mounts if line.split()[1] == "/usr/local/Ascend/driver"]
+        assert driver and "ro" in driver[0][3].split(",")
+        assert exec_in(cluster, namespace, pod, "model", "printenv", "ASCEND_VISIBLE_DEVICES").strip().isdigit()
     finally:
-        cluster.kubectl("apply", "-f", str(MANIFESTS / "runtimes"), "-f", str(DEV_RUNTIMES))
-
-
-def _webhook_runtimes(cluster: Cluster) -> str:
-    import ssl
-    import urllib.request
-
-    context = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
-    url = f"https://127.0.0.1:{cluster.layout.webhook_port}/debug/runtimes"
-    with urllib.request.urlopen(url, context=context, timeout=5) as response:
-        return str(response.read().decode())
+        cluster.kubectl("apply", "-f", str(MANIFESTS / "runtimes"))
+        cluster.kubectl(
+            "apply", "-f", "-", stdin=DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", cluster.image)
+        )
 
 
 def test_invalid_deployment_is_refused_with_key_value_and_fix(cluster: Cluster, namespace: str) -> None:
@@ -138,9 +176,8 @@ def test_server_side_dry_run_succeeds_and_changes_nothing(cluster: Cluster, name
 
 
 def test_with_the_webhook_down_only_hearth_workloads_are_refused(cluster: Cluster, namespace: str) -> None:
-    pids = processes.load_pids(cluster.layout.pids)
-    os.kill(pids["webhook"], signal.SIGTERM)
-    wait_for("the webhook to stop", lambda: not processes.alive(pids["webhook"]))
+    cluster.kubectl("scale", "deploy/hearth-webhook", "-n", "hearth-system", "--replicas=0")
+    wait_for("the webhook pods to go", lambda: not cluster.hearth_pods("hearth-webhook"), timeout=60)
     try:
         plain = {
             "apiVersion": "apps/v1",
@@ -150,13 +187,21 @@ def test_with_the_webhook_down_only_hearth_workloads_are_refused(cluster: Cluste
                 "selector": {"matchLabels": {"app": "plain"}},
                 "template": {
                     "metadata": {"labels": {"app": "plain"}},
-                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": cluster.image,
+                                "command": ["hearth", "dev", "simulator", "--served-model-name=plain"],
+                            }
+                        ]
+                    },
                 },
             },
         }
         apply(cluster, plain)
         wait_for("the plain pod to be Ready", lambda: ready_pods(cluster, namespace, "plain"), timeout=90)
-        opted_in = deployment(namespace)
+        opted_in = deployment(namespace, **{"hearth.dev/runtime": "sim-nvidia"})
         opted_in["spec"]["template"]["spec"]["containers"][0]["image"] = "anything:1"  # no webhook to add one
         apply(cluster, opted_in)
 
@@ -167,9 +212,8 @@ def test_with_the_webhook_down_only_hearth_workloads_are_refused(cluster: Cluste
         wait_for("the ReplicaSet to report the refused pod", refused, timeout=60)
         assert get_json(cluster, "pods", "-n", namespace, "-l", "app=qwen3-8b")["items"] == []
     finally:
-        restarted: dict[str, int] = {}
-        cluster.start_webhook(restarted)
-        processes.save_pids(cluster.layout.pids, {**pids, **restarted})
+        cluster.kubectl("scale", "deploy/hearth-webhook", "-n", "hearth-system", "--replicas=2")
+        cluster.wait_hearth_ready(120)
     wait_for(
         "the held-back pod to be created once the webhook is back",
         lambda: ready_pods(cluster, namespace, "qwen3-8b"),
@@ -191,27 +235,25 @@ def test_request_goes_through_front_door_and_sidecar_to_the_pod(cluster: Cluster
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hearth keeps idle GPUs at"
     assert chunks[0].model == "chat"  # the runtime serves the Deployment's name
     stamp = json.loads(pod["metadata"]["annotations"]["hearth.dev/rendered"])
-    sidecar = httpx.get(f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/demand").json()
+    sidecar = httpx.get(f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/demand").json()  # pod IPs route
     assert sidecar["served"] == 1 and sidecar["inFlight"] == 0  # it went through the pod's sidecar
     assert "chat" in {m.id for m in client.models.list()}
 
 
 def test_certificate_rotation_through_the_real_apiserver(cluster: Cluster, namespace: str) -> None:
-    """`hearth certs` renews the serving certificate (same CA) and patches the live caBundle; the running
-    webhook picks it up and the apiserver keeps calling it."""
-    import subprocess
-    import sys
-
-    before = (cluster.layout.webhook_tls / "tls.crt").read_bytes()
+    """`hearth certs` renews the serving certificate (same CA) and patches the live caBundle; the Secret is
+    updated as a user would, the kubelet refreshes the mounted files, every webhook pod serves the new
+    certificate without a restart, and the apiserver keeps calling them."""
+    tls = cluster.layout.webhook_tls
+    before = (tls / "tls.crt").read_bytes()
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "hearth",
             "certs",
-            f"--out={cluster.layout.webhook_tls}",
-            "--host=127.0.0.1",
-            "--host=localhost",
+            f"--out={tls}",
+            "--host=hearth-webhook.hearth-system.svc",
             f"--kubeconfig={cluster.layout.kubeconfig}",
         ],
         capture_output=True,
@@ -219,7 +261,40 @@ def test_certificate_rotation_through_the_real_apiserver(cluster: Cluster, names
         check=True,
     )
     assert "caBundle patched into mutating/hearth" in result.stdout
-    assert (cluster.layout.webhook_tls / "tls.crt").read_bytes() != before
-    time.sleep(11)  # the webhook looks for a rotated certificate every 10 s
+    renewed = (tls / "tls.crt").read_bytes()
+    assert renewed != before
+    secret = cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "hearth-webhook-tls",
+        "-n",
+        "hearth-system",
+        f"--from-file=tls.crt={tls / 'tls.crt'}",
+        f"--from-file=tls.key={tls / 'tls.key'}",
+        f"--from-file=ca.crt={tls / 'ca.crt'}",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ).stdout
+    cluster.kubectl("apply", "-f", "-", stdin=secret)
+    restarts = {
+        p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
+        for p in cluster.hearth_pods("hearth-webhook")
+    }
+
+    def serving_renewed() -> bool:
+        served = {
+            ssl.get_server_certificate((pod["status"]["podIP"], 8443)).strip()
+            for pod in cluster.hearth_pods("hearth-webhook")
+        }
+        return served == {renewed.decode().strip()}
+
+    wait_for("every webhook pod to serve the renewed certificate", serving_renewed, timeout=150, every=2)
+    after = {
+        p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
+        for p in cluster.hearth_pods("hearth-webhook")
+    }
+    assert after == restarts  # picked up live, no restart
     apply(cluster, deployment(namespace, name="after-rotation", **{"hearth.dev/runtime": "sim-nvidia"}))
     wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "after-rotation"), timeout=90)
