@@ -1,5 +1,6 @@
-"""The local cluster: `hearth dev up` on a warm cache, the memory of the whole cluster, and the webhook's
-added latency on a real `kubectl apply`, from the apiserver's own admission metrics.
+"""The local cluster: `hearth dev up` on a warm cache, the memory of the whole cluster (control plane,
+node daemons, Hearth's six pods, and three model pods), and the webhook's added latency on a real
+`kubectl apply`, from the apiserver's own admission metrics.
 
     .venv/bin/python bench/devcluster.py        (uses its own state folder and ports; builds if needed)
 """
@@ -17,10 +18,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devcluster import processes
 from devcluster.build import ensure_binaries
-from devcluster.cluster import REPO, Cluster
+from devcluster.cluster import Cluster
 from devcluster.layout import Layout, default_cache_dir
+from devcluster.models import simulated_model
 
 
 def rss_mib(pids: list[int]) -> float:
@@ -58,10 +59,9 @@ def main() -> None:
         started = time.monotonic()
         cluster.up()
         up_seconds = time.monotonic() - started
-        pids = list(processes.marked(cluster.id))
-        idle_rss = rss_mib(pids)
-        deployment = yaml.safe_load((REPO / "examples" / "qwen3-8b.yaml").read_text())
-        deployment["metadata"]["namespace"] = "bench"
+        time.sleep(10)  # let start-up settle (imports, first syncs) before measuring idle memory
+        idle_rss = rss_mib(sorted(cluster.all_pids()))
+        deployment = simulated_model("bench", "qwen3-8b", max_replicas=3)
         deployment["metadata"]["annotations"]["hearth.dev/min-replicas"] = "3"
         cluster.kubectl("create", "namespace", "bench")
         applied = time.monotonic()
@@ -73,13 +73,13 @@ def main() -> None:
             if int(out["status"].get("readyReplicas") or 0) == 3:
                 break
             time.sleep(0.5)
-        busy_rss = rss_mib(list(processes.marked(cluster.id)))
+        busy_rss = rss_mib(sorted(cluster.all_pids()))
         latency = webhook_latency(cluster)
         cluster.down()
-    print(f"hearth dev up (warm cache): {up_seconds:.1f} s")
+    print(f"hearth dev up (warm cache, image built): {up_seconds:.1f} s")
     print(
         f"memory of the whole local cluster (RSS, every process): {idle_rss:.0f} MiB idle, "
-        f"{busy_rss:.0f} MiB with 3 model pods (simulator + sidecar each)"
+        f"{busy_rss:.0f} MiB with 3 model pods (simulator + sidecar each), containers included"
     )
     print(f"kubectl apply of an annotated Deployment: {1000 * apply_seconds:.0f} ms (kubectl process included)")
     print("webhook time inside the apiserver (apiserver_admission_webhook_admission_duration_seconds):")

@@ -28,7 +28,7 @@ from devcluster.build import KUBERNETES_VERSION, Binaries
 from devcluster.image import Image, ensure_image, ensure_pause_image
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.network import host_down, host_up
-from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, check_host
+from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check_host
 from devcluster.node import start as start_node
 from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
@@ -418,6 +418,13 @@ class Cluster:
         """The image Hearth runs from, as the overlay set it."""
         deployment = self.get_json("deploy", "hearth-webhook", "-n", HEARTH_NAMESPACE)
         return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def all_pids(self) -> set[int]:
+        """Every process of the cluster: control plane, node daemons and shims, and every container."""
+        pids = set(processes.marked(self.id))
+        for node in self.node_runs():
+            pids |= cgroup_pids(node.cgroup_root)
+        return pids
 
     def container_pids(self, pod: dict[str, Any], container: str) -> list[int]:
         """The host PIDs of one container of a pod, from the node's cgroups (as `kill -9` on a node)."""

@@ -5,6 +5,6 @@
 import sys
 
 sys.path.insert(0, "/opt/hearth/site")
-from hearth.cli import main  # noqa: E402
+from hearth.cli import main
 
 sys.exit(main())

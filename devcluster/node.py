@@ -147,15 +147,21 @@ def make_cgroups(root: str) -> None:
         folder.mkdir(exist_ok=True)
 
 
+def cgroup_pids(root: str) -> set[int]:
+    """Every process under a node's cgroup root: the containers of its pods."""
+    pids: set[int] = set()
+    for folder in cgroup_dirs(root):
+        if folder.is_dir():
+            for procs in folder.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    pids.update(int(p) for p in procs.read_text().split())
+    return pids
+
+
 def kill_cgroups(root: str) -> None:
     """SIGKILL every process under the node's cgroup root (its containers), then remove the folders."""
     for _ in range(50):
-        pids: set[int] = set()
-        for folder in cgroup_dirs(root):
-            if folder.is_dir():
-                for procs in folder.rglob("cgroup.procs"):
-                    with contextlib.suppress(OSError):
-                        pids.update(int(p) for p in procs.read_text().split())
+        pids = cgroup_pids(root)
         if not pids:
             break
         for pid in pids:

@@ -36,13 +36,13 @@ def test_nodes_are_real_kubelets_with_containerd(cluster: Cluster) -> None:
     for node in nodes:
         info = node["status"]["nodeInfo"]
         assert info["kubeletVersion"] == KUBERNETES_VERSION
-        assert info["containerRuntimeVersion"] == f"containerd://{CONTAINERD_VERSION}"
+        assert info["containerRuntimeVersion"] == f"containerd://{CONTAINERD_VERSION.lstrip('v')}"
         assert info["kubeProxyVersion"] in ("", KUBERNETES_VERSION)  # deprecated field, may be empty
     gpu = next(n for n in nodes if n["metadata"]["name"] == "gpu-node-0")
     assert gpu["status"]["allocatable"]["nvidia.com/gpu"] == "4"  # from the device plugin, not a patch
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in gpu["spec"]["taints"]
     wide = cluster.kubectl("get", "nodes", "-o", "wide").stdout
-    assert wide.count(f"containerd://{CONTAINERD_VERSION}") == 2
+    assert wide.count(f"containerd://{CONTAINERD_VERSION.lstrip('v')}") == 2
 
 
 def test_hearth_runs_from_its_own_image_with_the_shipped_replicas(cluster: Cluster) -> None:
