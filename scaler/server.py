@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -143,3 +144,5 @@ async def serve(settings: ScalerSettings) -> None:
             for task in tasks:
                 task.cancel()
             view.stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(elector.release(), timeout=3)

@@ -89,6 +89,18 @@ def test_standby_takes_over_an_expired_lease() -> None:
     assert run(a.try_acquire_or_renew()) is False and not a.leading()  # a comes back as a standby
 
 
+def test_a_released_lease_goes_to_the_standby_at_its_next_retry() -> None:
+    api, clock = FakeLeases(), Clock()
+    a = LeaderElector(api, "a", SETTINGS, clock)
+    b = LeaderElector(api, "b", SETTINGS, clock)
+    run(a.try_acquire_or_renew())
+    assert run(a.release()) is True and not a.leading()  # stops acting before it hands the lease back
+    assert api.leases["hearth-scaler"]["spec"]["holderIdentity"] == ""
+    assert run(b.try_acquire_or_renew()) is True and b.leading()  # no wait for the 15 s to expire
+    assert run(a.release()) is False  # a standby has nothing to release
+    assert api.leases["hearth-scaler"]["spec"]["holderIdentity"] == "b"
+
+
 def test_a_leader_that_cannot_renew_stops_acting_before_the_lease_expires() -> None:
     api, clock = FakeLeases(), Clock()
     a = LeaderElector(api, "a", SETTINGS, clock)
