@@ -74,10 +74,30 @@ def main() -> None:
                         raise TimeoutError("the model did not go back to zero")
                     time.sleep(0.5)
                 times.append(first_token(url, "bench/cold"))
+            pushes = activation_pushes(cluster)
         finally:
             cluster.down()
     each = ", ".join(f"{t:.2f}" for t in times)
     print(f"request at zero -> first token (simulator start-up 0 s): median {statistics.median(times):.2f} s ({each})")
+    if pushes:
+        mean_ms = 1000 * pushes[0] / pushes[1]
+        print(f"activation push accepted by the leading scaler: mean {mean_ms:.0f} ms over {pushes[1]:.0f} pushes")
+
+
+def activation_pushes(cluster: Cluster) -> tuple[float, float] | None:
+    """Sum and count of hearth_gateway_activation_push_seconds over every front-door pod (when the
+    cluster runs them as pods: the first wave's local processes did not export it)."""
+    if not hasattr(cluster, "hearth_pods"):
+        return None
+    total = count = 0.0
+    for pod in cluster.hearth_pods("hearth-gateway"):
+        text = httpx.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith("hearth_gateway_activation_push_seconds_sum"):
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("hearth_gateway_activation_push_seconds_count"):
+                count += float(line.rsplit(" ", 1)[1])
+    return (total, count) if count else None
 
 
 if __name__ == "__main__":

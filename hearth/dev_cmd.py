@@ -89,9 +89,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     from devcluster.cluster import Cluster
+    from devcluster.processes import StartError
 
     layout = _layout(args)
-    print(Cluster(layout).env(), end="")
+    try:
+        print(Cluster(layout).env(), end="")
+    except StartError as exc:
+        print(f"error: is the dev cluster running? (hearth dev up)\n{exc}", file=sys.stderr)
+        return 1
     return 0
 
 

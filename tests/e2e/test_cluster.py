@@ -69,7 +69,12 @@ def test_invalid_runtime_is_refused_with_the_validators_message(cluster: Cluster
 
 
 def test_deployment_is_rendered_scheduled_and_run_by_the_kubelet(cluster: Cluster, namespace: str) -> None:
-    apply(cluster, deployment(namespace, **{"hearth.dev/runtime": "sim-nvidia"}))
+    cluster.kubectl("create", "secret", "generic", "hf", "-n", namespace, "--from-literal=token=s3cret")
+    with_secret = deployment(namespace, **{"hearth.dev/runtime": "sim-nvidia"})
+    with_secret["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    ]
+    apply(cluster, with_secret)
     pods = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "qwen3-8b"), timeout=90)
     pod = pods[0]
     assert pod["spec"]["nodeName"] == "gpu-node-0"
@@ -90,8 +95,11 @@ def test_deployment_is_rendered_scheduled_and_run_by_the_kubelet(cluster: Cluste
         cluster, namespace, pod, "model", "python3", "-c", "import os; print(os.environ['NVIDIA_VISIBLE_DEVICES'])"
     )
     assert env.strip() in {"0", "1", "2", "3"}
-    mounts = exec_in(cluster, namespace, pod, "model", "cat", "/proc/mounts")
-    assert any(line.split()[1] == "/dev/shm" and line.split()[0] == "tmpfs" for line in mounts.splitlines())
+    mounts = [line.split() for line in exec_in(cluster, namespace, pod, "model", "cat", "/proc/mounts").splitlines()]
+    assert ["tmpfs", "/dev/shm"] in [m[:2] for m in mounts]  # the in-memory /dev/shm, sized by the webhook
+    assert "/var/cache/hearth" in [m[1] for m in mounts]  # the hub cache volume (HF_HOME lives there)
+    assert exec_in(cluster, namespace, pod, "model", "printenv", "HF_TOKEN").strip() == "s3cret"  # from the Secret
+    exec_in(cluster, namespace, pod, "model", "touch", "/var/cache/hearth/written")  # writable by the runtime
 
 
 def exec_in(cluster: Cluster, namespace: str, pod: dict[str, Any], container: str, *argv: str) -> str:
