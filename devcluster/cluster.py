@@ -337,21 +337,7 @@ class Cluster:
         hosts = [f"hearth-webhook.{HEARTH_NAMESPACE}.svc", f"hearth-webhook.{HEARTH_NAMESPACE}.svc.cluster.local"]
         issue(self.layout.webhook_tls, hosts)
         self.kubectl("apply", "-f", str(MANIFESTS / "namespace.yaml"))
-        tls = self.layout.webhook_tls
-        secret = self.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "hearth-webhook-tls",
-            f"--namespace={HEARTH_NAMESPACE}",
-            f"--from-file=tls.crt={tls / 'tls.crt'}",
-            f"--from-file=tls.key={tls / 'tls.key'}",
-            f"--from-file=ca.crt={tls / 'ca.crt'}",
-            "--dry-run=client",
-            "-o",
-            "yaml",
-        ).stdout
-        self.kubectl("apply", "-f", "-", stdin=secret)
+        self.apply_webhook_secret()
         self.kubectl("apply", "-k", str(self.overlay(image)))
         self.wait_hearth_ready(180)
         runtimes = DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", image.ref)
@@ -368,6 +354,16 @@ class Cluster:
             + ", ".join(self.runtime_names()),
             flush=True,
         )
+
+    def apply_webhook_secret(self) -> None:
+        """The webhook's serving certificate as the Secret its pods mount (created, or updated in place)."""
+        tls = self.layout.webhook_tls
+        files = [f"--from-file={name}={tls / name}" for name in ("tls.crt", "tls.key", "ca.crt")]
+        secret = self.kubectl(
+            "create", "secret", "generic", "hearth-webhook-tls", f"--namespace={HEARTH_NAMESPACE}", *files,
+            "--dry-run=client", "-o", "yaml",
+        ).stdout  # fmt: skip
+        self.kubectl("apply", "-f", "-", stdin=secret)
 
     def hearth_ready(self) -> bool:
         result = self.kubectl("get", "deploy", "-n", HEARTH_NAMESPACE, "-o", "json", check=False)

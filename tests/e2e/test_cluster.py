@@ -271,21 +271,7 @@ def test_certificate_rotation_through_the_real_apiserver(cluster: Cluster, names
     assert "caBundle patched into mutating/hearth" in result.stdout
     renewed = (tls / "tls.crt").read_bytes()
     assert renewed != before
-    secret = cluster.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "hearth-webhook-tls",
-        "-n",
-        "hearth-system",
-        f"--from-file=tls.crt={tls / 'tls.crt'}",
-        f"--from-file=tls.key={tls / 'tls.key'}",
-        f"--from-file=ca.crt={tls / 'ca.crt'}",
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    ).stdout
-    cluster.kubectl("apply", "-f", "-", stdin=secret)
+    cluster.apply_webhook_secret()  # as a user updates the Secret; the kubelet refreshes the mounted files
     restarts = {
         p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
         for p in cluster.hearth_pods("hearth-webhook")
