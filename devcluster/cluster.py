@@ -442,7 +442,7 @@ class Cluster:
         order += [recorded[n] for n in CONTROL_PLANE if n in recorded]
         processes.stop_all(self.id, order)
         for node in self.node_runs():
-            stop_node(node.spec.name, node.index, node.net)
+            stop_node(node)
         host_down(self.layout.network)
         if self.layout.pids.exists():
             self.layout.pids.unlink()

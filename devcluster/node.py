@@ -291,8 +291,9 @@ def kube_proxy_config(node: NodeRun, kubeconfig: Path) -> dict[str, Any]:
     }
 
 
-def holder_script(node: NodeRun) -> str:
-    """The node's mount namespace: its own kubelet root, netns and CNI state, and the runtimes' host paths."""
+def holder_script(node: NodeRun, ready_file: Path) -> str:
+    """The node's mount namespace: its own kubelet root, netns and CNI state, and the runtimes' host paths.
+    Touches `ready_file` when done, then sleeps: the namespaces live as long as it (or a node daemon) does."""
     lines = [
         "set -e",
         f"mount --bind {node.state / 'kubelet'} /var/lib/kubelet",
@@ -307,7 +308,7 @@ def holder_script(node: NodeRun) -> str:
                 lines += [f"mkdir -p {Path(host_path.path).parent}", f"touch {host_path.path}"]
             else:
                 lines.append(f"mkdir -p {host_path.path}")
-    lines.append("echo ready")
+    lines.append(f"touch {ready_file}")
     lines.append("exec sleep infinity")
     return "\n".join(lines)
 
@@ -351,7 +352,7 @@ def start(
     prepare(node, ca_file, sandbox_image, proxy_kubeconfig)
     ready_file = node.run_dir / "holder.ready"
     ready_file.unlink(missing_ok=True)
-    script = holder_script(node).replace("echo ready", f"touch {ready_file}")
+    script = holder_script(node, ready_file)
     node.holder_pid = start_process(
         f"{name}.holder",
         [
@@ -386,7 +387,7 @@ def start(
         30,
     )
     for archive in images:
-        result = node.ctr(binaries, "images", "import", "--no-unpack=false", str(archive))
+        result = node.ctr(binaries, "images", "import", str(archive))  # unpacked for the CRI snapshotter
         if result.returncode != 0:
             raise NodeError(f"importing {archive.name} into {name}'s containerd failed: {result.stderr.strip()}")
     labels = ",".join(f"{k}={v}" for k, v in node.spec.labels.items())
@@ -428,7 +429,7 @@ def start(
     )
 
 
-def stop(node_name: str, index: int, net: Network) -> None:
+def stop(node: NodeRun) -> None:
     """After the node's processes are gone: its containers, cgroups, namespaces and routes."""
-    kill_cgroups(f"/hearth{net.k}-{node_name}")
-    node_down(net, node_name, index)
+    kill_cgroups(node.cgroup_root)
+    node_down(node.net, node.spec.name, node.index)

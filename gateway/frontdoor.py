@@ -108,6 +108,10 @@ class Activator:
             return
         self._pending[key] = asyncio.ensure_future(self._push(key))
 
+    async def settle(self) -> None:
+        """Wait for the pushes in flight (each ends accepted or given up on within `retry_for`)."""
+        await asyncio.gather(*list(self._pending.values()))
+
     async def _post(self, url: str, key: str) -> int:
         try:
             response = await self._client.post(f"{url}/activate", json={"model": key}, timeout=2.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 log = logging.getLogger("hearth.kube")
@@ -114,13 +114,17 @@ class PeerPods:
         threading.Thread(target=self._informer.run, name="hearth-peers", daemon=True).start()
 
     def urls(self) -> list[str]:
-        """Running pods with an address, not being deleted; sorted, so that callers see a stable order."""
-        found = []
-        for pod in self._pods.values():
-            status = pod.get("status") or {}
-            if status.get("phase") != "Running" or not status.get("podIP"):
-                continue
-            if (pod.get("metadata") or {}).get("deletionTimestamp"):
-                continue
-            found.append(f"http://{status['podIP']}:{self.port}")
-        return sorted(found)
+        return peer_urls(self._pods.values(), self.port)
+
+
+def peer_urls(pods: Iterable[Mapping[str, Any]], port: int) -> list[str]:
+    """Base URLs of the running pods with an address that are not being deleted, sorted (a stable order)."""
+    found = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            continue
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        found.append(f"http://{status['podIP']}:{port}")
+    return sorted(found)

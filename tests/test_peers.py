@@ -1,0 +1,97 @@
+"""How Hearth's components find and reach each other: peer pods from the API, activation pushes that
+keep trying until the leading scaler accepts, and the local clusters' private address ranges."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from devcluster.network import Network, NetworkError
+from gateway.frontdoor import Activator
+from gateway.metrics import GatewayMetrics
+from hearth.kube import peer_urls
+
+
+def pod(ip: str | None, phase: str = "Running", deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": f"p-{ip}"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-29T10:00:00Z"
+    return {"metadata": meta, "status": {"phase": phase, "podIP": ip}}
+
+
+def test_peers_are_running_pods_with_an_address_not_being_deleted() -> None:
+    pods = [
+        pod("10.0.0.9"),
+        pod("10.0.0.2"),
+        pod(None, "Pending"),
+        pod("10.0.0.3", "Failed"),
+        pod("10.0.0.4", deleting=True),
+    ]
+    assert peer_urls(pods, 8081) == ["http://10.0.0.2:8081", "http://10.0.0.9:8081"]
+
+
+def count(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def run_activator(answers: dict[str, list[int | None]], retry_for: float) -> tuple[list[str], CollectorRegistry]:
+    """Poke once; each scaler URL answers its statuses in turn (None: connection refused)."""
+    calls: list[str] = []
+    queues = {url: iter(statuses) for url, statuses in answers.items()}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        calls.append(base)
+        status = next(queues[base], 409)
+        if status is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(status, json={})
+
+    registry = CollectorRegistry()
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            activator = Activator(client, lambda: list(answers), GatewayMetrics(registry), retry_for=retry_for)
+            activator.poke("ai/qwen")
+            activator.poke("ai/qwen")  # one push per model at a time
+            await activator.settle()
+
+    asyncio.run(main())
+    return calls, registry
+
+
+def test_the_push_goes_to_every_scaler_until_the_leader_accepts() -> None:
+    standby, leader = "http://10.0.0.1:8081", "http://10.0.0.2:8081"
+    calls, registry = run_activator({standby: [409, 409], leader: [None, 202]}, retry_for=5)
+    assert sorted(calls) == sorted([standby, leader, standby, leader])  # two rounds, both scalers each time
+    assert count(registry, "hearth_gateway_activation_pushes_total", model="ai/qwen", outcome="accepted") == 1
+    assert count(registry, "hearth_gateway_activation_push_seconds_count", model="ai/qwen") == 1
+
+
+def test_a_push_nobody_accepts_is_given_up_after_its_deadline() -> None:
+    calls, registry = run_activator({"http://10.0.0.1:8081": []}, retry_for=0.5)
+    assert len(calls) >= 2  # retried with backoff, then given up (the scaler's tick still sees the demand)
+    assert count(registry, "hearth_gateway_activation_pushes_total", model="ai/qwen", outcome="unacknowledged") == 1
+    assert count(registry, "hearth_gateway_activation_pushes_total", model="ai/qwen", outcome="accepted") == 0
+
+
+def test_clusters_side_by_side_never_share_an_address() -> None:
+    def ranges(k: int) -> list[ipaddress.IPv4Network]:
+        net = Network(k)
+        return [ipaddress.IPv4Network(c) for c in (net.node_cidr, net.pod_cidr, net.service_cidr)]
+
+    every = [(k, r) for k in range(1, 56) for r in ranges(k)]
+    for (k1, a), (k2, b) in itertools.combinations(every, 2):
+        assert not a.overlaps(b), (k1, a, k2, b)
+    net = Network(20)
+    assert ipaddress.ip_address(net.node_ip(1)) in ipaddress.ip_network(net.node_cidr)
+    assert ipaddress.IPv4Network(net.node_pod_cidr(1)).subnet_of(ipaddress.IPv4Network(net.pod_cidr))
+    assert ipaddress.ip_address(net.kubernetes_service_ip) in ipaddress.ip_network(net.service_cidr)
+    with pytest.raises(NetworkError, match=r"1\.\.55"):
+        Network(56)
