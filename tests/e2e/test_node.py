@@ -88,6 +88,21 @@ def test_killing_a_webhook_process_loses_no_pod(cluster: Cluster, namespace: str
     assert failed_creates(cluster, namespace) == refused  # with both replicas up, nothing is refused
 
 
+def test_deleting_a_webhook_pod_refuses_nothing(cluster: Cluster, namespace: str) -> None:
+    """`kubectl delete pod` of a webhook replica while pods are created: its endpoint is withdrawn as it
+    starts terminating, and its preStop pause keeps it answering calls already on their way."""
+    names = ["d0", "d1"]
+    for name in names:
+        apply(cluster, simulated_model(namespace, name, delay="10m"))
+    wait_for("the Deployments at zero", lambda: all(_replicas(cluster, namespace, n) == 0 for n in names))
+    victim = cluster.hearth_pods("hearth-webhook")[0]["metadata"]["name"]
+    cluster.kubectl("delete", "pod", victim, "-n", "hearth-system", "--wait=false")
+    cluster.kubectl("scale", "deploy", *names, "-n", namespace, "--replicas=1")
+    wait_for("d0 and d1 Ready", lambda: all(ready(cluster, namespace, n) for n in names), timeout=120)
+    assert failed_creates(cluster, namespace) == []
+    cluster.wait_hearth_ready(120)
+
+
 def failed_creates(cluster: Cluster, namespace: str) -> list[tuple[str, int]]:
     """Each refused pod creation's message, with how many times it was seen (repeats bump the count)."""
     events = get_json(cluster, "events", "-n", namespace)["items"]
