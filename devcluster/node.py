@@ -3,7 +3,8 @@
 Each node lives in namespaces of its own, as a kind node lives in its container: a network namespace
 (joined to the host bridge by a veth) and a mount namespace held by a small holder process. The mount
 namespace is what lets several kubelets share one machine: the kubelet's device-plugin folder is fixed at
-/var/lib/kubelet/device-plugins, so each node bind-mounts its own folder there, and the pod network
+/var/lib/kubelet/device-plugins, so each node bind-mounts its own folder there; a kubelet deletes every
+folder of /var/log/pods whose pod it does not run, so each node has its own; and the pod network
 namespaces and CNI state that containerd keeps under /run/netns and /var/lib/cni stay private to the node
 (and vanish with it). The node's cgroups sit under a cgroup root of their own, so that stopping the
 node finds every container it ran.
@@ -299,6 +300,9 @@ def holder_script(node: NodeRun, ready_file: Path) -> str:
         f"mount --bind {node.state / 'kubelet'} /var/lib/kubelet",
         "mount --make-rshared /var/lib/kubelet",
         f"mount --bind {node.state / 'cni-state'} /var/lib/cni",
+        # Pod logs: a kubelet's garbage collection removes every log folder of a pod it does not run.
+        f"mount --bind {node.state / 'pod-logs'} /var/log/pods",
+        f"mount --bind {node.state / 'container-logs'} /var/log/containers",
         "mount -t tmpfs -o mode=755 hearth-netns /run/netns",
     ]
     if node.spec.host_paths:
@@ -314,10 +318,10 @@ def holder_script(node: NodeRun, ready_file: Path) -> str:
 
 
 def prepare(node: NodeRun, ca_file: Path, sandbox_image: str, proxy_kubeconfig: Path) -> None:
-    for folder in ("kubelet", "cni", "cni-state", "cni-ipam", "containerd"):
+    for folder in ("kubelet", "cni", "cni-state", "cni-ipam", "containerd", "pod-logs", "container-logs"):
         (node.state / folder).mkdir(parents=True, exist_ok=True)
     node.run_dir.mkdir(parents=True, exist_ok=True)
-    for mountpoint in ("/var/lib/kubelet", "/var/lib/cni", "/run/netns"):
+    for mountpoint in ("/var/lib/kubelet", "/var/lib/cni", "/run/netns", "/var/log/pods", "/var/log/containers"):
         Path(mountpoint).mkdir(parents=True, exist_ok=True)
     (node.state / "containerd.toml").write_text(containerd_config(node, sandbox_image))
     (node.state / "cni" / "10-hearth.conflist").write_text(json.dumps(cni_config(node), indent=2))

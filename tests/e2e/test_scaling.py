@@ -285,3 +285,18 @@ def test_everything_survives_an_apiserver_restart(cluster: Cluster, namespace: s
     apply(cluster, pinned)
     assert stream_text(cluster, f"{namespace}/pinned", 3) == expected(3)
     cluster.kubectl("delete", "inferenceruntime", "sim-after-restart")
+
+
+def test_every_pods_logs_survive_the_other_kubelets_garbage_collection(cluster: Cluster, namespace: str) -> None:
+    """Each kubelet collects the log folders of pods it does not run (every minute): with a shared
+    /var/log/pods, the nodes deleted each other's logs. By this test the session is minutes old."""
+    model = model_deployment(namespace, "logs")
+    model["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
+    apply(cluster, model)
+    wait_for("phase Ready", lambda: phase(cluster, namespace, "logs") == "Ready", timeout=60)
+    pods = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in get_json(cluster, "pods", "-A")["items"]]
+    for pod_namespace, name in pods:
+        if pod_namespace.startswith("e2e-") and pod_namespace != namespace:
+            continue  # other tests' pods may be going away
+        result = cluster.kubectl("logs", "-n", pod_namespace, name, "--all-containers", "--tail=1", check=False)
+        assert result.returncode == 0, f"{pod_namespace}/{name}: {result.stderr}"
