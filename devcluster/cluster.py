@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -248,14 +249,10 @@ class Cluster:
 
     def _node(self, node: NodeRun, bins: Binaries, images: list[Path], sandbox_image: str) -> None:
         layout = self.layout
-
-        def start_process(name: str, argv: list[str], check: Callable[[], bool], timeout: float) -> int:
-            return self._start(name, argv, check, timeout)
-
         start_node(
             node,
             bins,
-            start_process,
+            self._start,
             layout.pki / "ca.crt",
             layout.component_kubeconfig(f"node-{node.spec.name}"),
             layout.component_kubeconfig("kube-proxy"),
@@ -325,7 +322,7 @@ class Cluster:
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": [str(Path(_relative(MANIFESTS, folder)))],
+            "resources": [os.path.relpath(MANIFESTS, folder)],  # kustomize wants a relative base
             "images": [{"name": SHIPPED_IMAGE, "newName": name, "newTag": tag}],
             "patches": patches,
         }
@@ -470,9 +467,3 @@ class Cluster:
             f"export OPENAI_BASE_URL={self.openai_base_url}\n"
             "export OPENAI_API_KEY=hearth-dev  # the SDK wants one; the dev gateway does not check it\n"
         )
-
-
-def _relative(target: Path, start: Path) -> str:
-    import os
-
-    return os.path.relpath(target, start)

@@ -8,6 +8,7 @@ import base64
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -29,18 +30,18 @@ def ensure_pki(layout: Layout, nodes: list[str]) -> None:
     if ca is None:
         ca = make_ca("hearth-dev-ca")
         write_pair(pki, "ca", ca)
-    if not (pki / "apiserver.crt").exists():
-        net = layout.network
-        hosts = [
-            "127.0.0.1",
-            "localhost",
-            net.host_ip,
-            net.kubernetes_service_ip,
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        ]
+    net = layout.network
+    hosts = [
+        "127.0.0.1",
+        "localhost",
+        net.host_ip,
+        net.kubernetes_service_ip,
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    if not _names_cover(pki / "apiserver.crt", hosts):  # also a state folder from an older layout
         write_pair(pki, "apiserver", make_serving(ca, hosts))
     if not (pki / "sa.key").exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -60,6 +61,18 @@ def ensure_pki(layout: Layout, nodes: list[str]) -> None:
             write_pair(pki, name, make_client(ca, user, groups))
         target = layout.kubeconfig if name == "admin" else layout.component_kubeconfig(name)
         write_kubeconfig(target, layout.apiserver_url, ca, pki / f"{name}.crt", pki / f"{name}.key", user)
+
+
+def _names_cover(cert_file: Path, hosts: list[str]) -> bool:
+    """Whether the certificate exists and names every host (DNS names and IP addresses alike)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    named = {str(n) for n in sans.get_values_for_type(x509.DNSName)}
+    named |= {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    return set(hosts) <= named
 
 
 def write_kubeconfig(path: Path, server: str, ca: Pair, cert: Path, key: Path, user: str) -> None:
