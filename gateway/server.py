@@ -82,26 +82,29 @@ async def serve(settings: FrontDoorSettings) -> None:
         timeouts = UpstreamTimeouts(connect=settings.connect_timeout, idle=settings.idle_stream_timeout)
         upstreams = await stack.enter_async_context(Upstreams(timeouts))
         scaler_urls = [settings.scaler_url] if settings.scaler_url else []
-        scalers: Callable[[], list[str]] = lambda: scaler_urls  # noqa: E731
+        scalers: Callable[[], list[str]] = lambda: list(scaler_urls)  # noqa: E731
         background: list[asyncio.Task[Any]] = []
         discovery: KubeDiscovery | None = None
         if settings.upstreams:
             static = StaticUpstreams(table, settings.upstreams, settings.defaults, client, settings.health_interval)
             background.append(asyncio.create_task(static.run()))
         if settings.kubeconfig is not None or settings.in_cluster:
-            from hearth.kube import PeerPods, own_namespace
             from hearth.kube import api_client as make_api_client
+            from hearth.kube import peers
 
             api_client = make_api_client(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster)
             discovery = KubeDiscovery(
                 table, api_client, settings.namespaces, asyncio.get_running_loop(), metrics.forget
             )
             discovery.start()
-            if settings.scaler_selector:
-                namespace = settings.scaler_namespace or own_namespace()
-                peers = PeerPods(api_client, namespace, settings.scaler_selector, settings.scaler_port, discovery.stop)
-                peers.start()
-                scalers = lambda: scaler_urls + peers.urls()  # noqa: E731
+            scalers = peers(
+                api_client,
+                scaler_urls,
+                settings.scaler_selector,
+                settings.scaler_namespace,
+                settings.scaler_port,
+                discovery.stop,
+            )
         activator = Activator(client, scalers, metrics, settings.activation_retry_for)
         door = FrontDoor(settings, table, upstreams, metrics, activator)
 

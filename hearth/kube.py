@@ -117,6 +117,18 @@ class PeerPods:
         return peer_urls(self._pods.values(), self.port)
 
 
+def peers(
+    api_client: Any, fixed: list[str], selector: str | None, namespace: str | None, port: int, stop: threading.Event
+) -> Callable[[], list[str]]:
+    """The base URLs of a peer component at each call: the fixed ones, plus, with a selector, the pods it
+    selects in `namespace` (default: this pod's), watched from now on."""
+    if not selector:
+        return lambda: list(fixed)
+    pods = PeerPods(api_client, namespace or own_namespace(), selector, port, stop)
+    pods.start()
+    return lambda: [*fixed, *pods.urls()]
+
+
 def peer_urls(pods: Iterable[Mapping[str, Any]], port: int) -> list[str]:
     """Base URLs of the running pods with an address that are not being deleted, sorted (a stable order)."""
     found = []

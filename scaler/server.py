@@ -7,7 +7,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hearth.kube import peers
 from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector, LeaseApi, LeaseSettings
 from scaler.loop import ClusterView, DemandCollector, Scaler
@@ -102,15 +102,14 @@ async def serve(settings: ScalerSettings) -> None:
     view = ClusterView(api_client)
     view.start()
     elector = LeaderElector(LeaseApi(api_client), settings.identity, settings.lease)
-    static = list(settings.gateway_urls)
-    front_doors: Callable[[], list[str]] = lambda: static  # noqa: E731
-    if settings.gateway_selector:
-        from hearth.kube import PeerPods, own_namespace
-
-        namespace = settings.gateway_namespace or own_namespace()
-        peers = PeerPods(api_client, namespace, settings.gateway_selector, settings.gateway_port, view.stop)
-        peers.start()
-        front_doors = lambda: static + peers.urls()  # noqa: E731
+    front_doors = peers(
+        api_client,
+        list(settings.gateway_urls),
+        settings.gateway_selector,
+        settings.gateway_namespace,
+        settings.gateway_port,
+        view.stop,
+    )
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
         scaler = Scaler(
             view,
