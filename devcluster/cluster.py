@@ -33,11 +33,11 @@ from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check
 from devcluster.node import start as start_node
 from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
+from policies import SHIPPED_IMAGE
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
-SHIPPED_IMAGE = "ghcr.io/hearth-project/hearth"
 HEARTH_NAMESPACE = "hearth-system"
 HEARTH_COMPONENTS = ("hearth-webhook", "hearth-gateway", "hearth-scaler")
 CONTROL_PLANE = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
@@ -323,7 +323,7 @@ class Cluster:
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
             "resources": [os.path.relpath(MANIFESTS, folder)],  # kustomize wants a relative base
-            "images": [{"name": SHIPPED_IMAGE, "newName": name, "newTag": tag}],
+            "images": [{"name": SHIPPED_IMAGE.rsplit(":", 1)[0], "newName": name, "newTag": tag}],
             "patches": patches,
         }
         (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))

@@ -11,6 +11,7 @@ from pathlib import Path
 from hearth import __version__
 from hearth.dev_cmd import add_dev, add_gateway, add_scaler
 from hearth.loop import run as run_loop
+from policies import SHIPPED_IMAGE
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -70,9 +71,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(table(deployments, with_namespace=namespace is None))
     return 0
-
-
-SHIPPED_IMAGE = "ghcr.io/hearth-project/hearth:0.1.0"
 
 
 def _add_sidecar_flags(parser: argparse.ArgumentParser) -> None:

@@ -28,9 +28,13 @@ VENDOR_LABEL = PREFIX + "vendor"
 Obj = dict[str, Any]
 
 
+# Hearth's image as manifests/ names it; the sidecar runs from it unless told otherwise.
+SHIPPED_IMAGE = "ghcr.io/hearth-project/hearth:0.1.0"
+
+
 @dataclass(frozen=True)
 class RenderSettings:
-    sidecar_image: str = "ghcr.io/hearth-project/hearth:0.1.0"
+    sidecar_image: str = SHIPPED_IMAGE
     sidecar_port: int = 8090
     sidecar_cpu: str = "100m"
     sidecar_memory: str = "128Mi"

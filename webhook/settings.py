@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies import RenderSettings
+from policies import SHIPPED_IMAGE, RenderSettings
 
 
 class WebhookSettings(BaseModel):
@@ -19,7 +19,7 @@ class WebhookSettings(BaseModel):
     kubeconfig: Path | None = None
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     cert_reload_seconds: float = Field(default=10.0, gt=0)
-    sidecar_image: str = "ghcr.io/hearth-project/hearth:0.1.0"
+    sidecar_image: str = SHIPPED_IMAGE
     sidecar_port: int = Field(default=8090, ge=1, le=65535)
     log_level: str = "info"
 
