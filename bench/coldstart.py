@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -92,11 +93,12 @@ def activation_pushes(cluster: Cluster) -> tuple[float, float] | None:
     total = count = 0.0
     for pod in cluster.hearth_pods("hearth-gateway"):
         text = httpx.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith("hearth_gateway_activation_push_seconds_sum"):
-                total += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("hearth_gateway_activation_push_seconds_count"):
-                count += float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "hearth_gateway_activation_push_seconds_sum":
+                    total += sample.value
+                elif sample.name == "hearth_gateway_activation_push_seconds_count":
+                    count += sample.value
     return (total, count) if count else None
 
 

@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.build import CONTAINERD_VERSION, KUBERNETES_VERSION
 from devcluster.cluster import HEARTH_COMPONENTS, Cluster
@@ -174,13 +175,13 @@ def test_a_killed_front_door_is_routed_around(cluster: Cluster, namespace: str) 
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """The sum of a sample over the children whose labels include `labels`, parsed by prometheus_client."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def test_held_requests_at_each_front_door_activate_and_demand_is_their_sum(cluster: Cluster, namespace: str) -> None:
