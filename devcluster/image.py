@@ -69,8 +69,8 @@ def _tool(name: str, package: str) -> str:
     return path
 
 
-def _run(argv: list[str], what: str, cwd: Path | None = None) -> None:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+def _run(argv: list[str], what: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
         raise ImageError(f"{what} failed (exit {result.returncode}):\n{tail}")

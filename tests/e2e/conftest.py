@@ -4,7 +4,6 @@ its own ports and address ranges, so it never touches a developer's `hearth dev 
 
 from __future__ import annotations
 
-import json
 import ssl
 import subprocess
 import time
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import yaml
 
 from devcluster import processes
 from devcluster.build import ensure_binaries
@@ -51,8 +51,39 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60, ever
 
 
 def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
-    return data
+    return cluster.get_json(*args)
+
+
+MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
+# What the simulator answers, one word per token, round and round.
+WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
+
+
+def expected(tokens: int) -> str:
+    return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
+
+
+def apply(cluster: Cluster, obj: dict[str, Any], *flags: str, check: bool = True) -> Any:
+    return cluster.kubectl("apply", *flags, "-f", "-", stdin=yaml.safe_dump(obj), check=check)
+
+
+def replicas(cluster: Cluster, namespace: str, name: str) -> int:
+    return int(get_json(cluster, "deploy", name, "-n", namespace)["spec"].get("replicas") or 0)
+
+
+def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    labels = get_json(cluster, "deploy", name, "-n", namespace)["metadata"].get("labels") or {}
+    return labels.get("hearth.dev/phase")
+
+
+def ready_pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, Any]] | None:
+    pods = cluster.pods(namespace, f"app={app}")
+    ready = [
+        p
+        for p in pods
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
+    ]
+    return ready or None
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from devcluster.cluster import DEV_RUNTIMES, MANIFESTS, Cluster
-from tests.e2e.conftest import get_json, wait_for, webhook_runtimes
+from tests.e2e.conftest import apply, get_json, ready_pods, wait_for, webhook_runtimes
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = yaml.safe_load((Path(__file__).parents[2] / "examples" / "qwen3-8b.yaml").read_text())
@@ -33,20 +33,6 @@ def deployment(namespace: str, name: str = "qwen3-8b", **pod_annotations: str) -
         del annotations["hearth.dev/vendors"]  # a pinned runtime replaces the vendor list
     annotations.update(pod_annotations)
     return obj
-
-
-def apply(cluster: Cluster, obj: dict[str, Any], *flags: str, check: bool = True) -> Any:
-    return cluster.kubectl("apply", *flags, "-f", "-", stdin=yaml.safe_dump(obj), check=check)
-
-
-def ready_pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, Any]] | None:
-    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"app={app}")["items"]
-    ready = [
-        p
-        for p in pods
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
-    ]
-    return ready or None
 
 
 def test_runtimes_are_listed_with_printer_columns(cluster: Cluster) -> None:

@@ -14,21 +14,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.build import CONTAINERD_VERSION, KUBERNETES_VERSION
 from devcluster.cluster import HEARTH_COMPONENTS, Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import get_json, wait_for
-from tests.e2e.test_scaling import expected
+from tests.e2e.conftest import MESSAGES, apply, expected, get_json, phase, ready_pods, replicas, wait_for
 
 pytestmark = pytest.mark.e2e
-MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
-
-
-def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
 
 
 def test_nodes_are_real_kubelets_with_containerd(cluster: Cluster) -> None:
@@ -68,7 +61,7 @@ def test_killing_a_webhook_process_loses_no_pod(cluster: Cluster, namespace: str
     names = ["m0", "m1"]  # 2 then 4 pods: gpu-node-0 has 4 GPUs
     for name in names:
         apply(cluster, simulated_model(namespace, name, delay="10m"))  # at zero; the scaler leaves them be
-    wait_for("the Deployments at zero", lambda: all(_replicas(cluster, namespace, n) == 0 for n in names))
+    wait_for("the Deployments at zero", lambda: all(replicas(cluster, namespace, n) == 0 for n in names))
     victim = cluster.hearth_pods("hearth-webhook")[0]
     address = f"{victim['status']['podIP']}:8443"
     for pid in cluster.container_pids(victim, "webhook"):
@@ -95,7 +88,7 @@ def test_deleting_a_webhook_pod_refuses_nothing(cluster: Cluster, namespace: str
     names = ["d0", "d1"]
     for name in names:
         apply(cluster, simulated_model(namespace, name, delay="10m"))
-    wait_for("the Deployments at zero", lambda: all(_replicas(cluster, namespace, n) == 0 for n in names))
+    wait_for("the Deployments at zero", lambda: all(replicas(cluster, namespace, n) == 0 for n in names))
     victim = cluster.hearth_pods("hearth-webhook")[0]["metadata"]["name"]
     cluster.kubectl("delete", "pod", victim, "-n", "hearth-system", "--wait=false")
     cluster.kubectl("scale", "deploy", *names, "-n", namespace, "--replicas=1")
@@ -111,14 +104,7 @@ def failed_creates(cluster: Cluster, namespace: str) -> list[tuple[str, int]]:
 
 
 def ready(cluster: Cluster, namespace: str, app: str, count: int = 1) -> bool:
-    pods = cluster.pods(namespace, f"app={app}")
-    return (
-        sum(
-            any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
-            for p in pods
-        )
-        >= count
-    )
+    return len(ready_pods(cluster, namespace, app) or []) >= count
 
 
 def sdk(cluster: Cluster, retries: int = 0) -> openai.OpenAI:
@@ -191,7 +177,7 @@ def test_held_requests_at_each_front_door_activate_and_demand_is_their_sum(clust
     assert len(doors) == 2
     for name in ("sum-a", "sum-b"):
         apply(cluster, simulated_model(namespace, name, max_replicas=3, target=1, startup="120s"))
-    wait_for("both at zero", lambda: all(_phase(cluster, namespace, n) == "ScaledToZero" for n in ("sum-a", "sum-b")))
+    wait_for("both at zero", lambda: all(phase(cluster, namespace, n) == "ScaledToZero" for n in ("sum-a", "sum-b")))
     stop = threading.Event()
 
     def hold(door: dict[str, Any], model: str) -> None:
@@ -223,8 +209,8 @@ def test_held_requests_at_each_front_door_activate_and_demand_is_their_sum(clust
             timeout=10,
         )
         # sum-a has one request held at each door: demand 2, target 1, so the scaler asks for 2 replicas.
-        wait_for("sum-a at 2 replicas", lambda: _replicas(cluster, namespace, "sum-a") == 2, timeout=15)
-        assert _replicas(cluster, namespace, "sum-b") == 1
+        wait_for("sum-a at 2 replicas", lambda: replicas(cluster, namespace, "sum-a") == 2, timeout=15)
+        assert replicas(cluster, namespace, "sum-b") == 1
     finally:
         stop.set()
         cluster.kubectl("delete", "deploy", "sum-a", "sum-b", "-n", namespace, "--wait=false")
@@ -233,12 +219,3 @@ def test_held_requests_at_each_front_door_activate_and_demand_is_their_sum(clust
 def accepted_pushes(door: dict[str, Any], model: str) -> float:
     text = httpx.get(f"http://{door['status']['podIP']}:8080/metrics", timeout=5).text
     return metric(text, "hearth_gateway_activation_pushes_total", model=model, outcome="accepted")
-
-
-def _phase(cluster: Cluster, namespace: str, name: str) -> str | None:
-    labels = get_json(cluster, "deploy", name, "-n", namespace)["metadata"].get("labels") or {}
-    return labels.get("hearth.dev/phase")
-
-
-def _replicas(cluster: Cluster, namespace: str, name: str) -> int:
-    return int(get_json(cluster, "deploy", name, "-n", namespace)["spec"].get("replicas") or 0)

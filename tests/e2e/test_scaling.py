@@ -17,27 +17,13 @@ import yaml
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import get_json, wait_for, webhook_runtimes
+from tests.e2e.conftest import MESSAGES, apply, expected, get_json, phase, replicas, wait_for, webhook_runtimes
 
 pytestmark = pytest.mark.e2e
-MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
 
 def model_deployment(namespace: str, name: str, **options: Any) -> dict[str, Any]:
     return simulated_model(namespace, name, **options)
-
-
-def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
-
-
-def replicas(cluster: Cluster, namespace: str, name: str) -> int:
-    return int(get_json(cluster, "deploy", name, "-n", namespace)["spec"].get("replicas") or 0)
-
-
-def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
-    labels = get_json(cluster, "deploy", name, "-n", namespace)["metadata"].get("labels") or {}
-    return labels.get("hearth.dev/phase")
 
 
 def client(cluster: Cluster) -> openai.OpenAI:
@@ -79,13 +65,6 @@ class PhaseRecorder:
 def stream_text(cluster: Cluster, model: str, tokens: int) -> str:
     chunks = client(cluster).chat.completions.create(model=model, messages=MESSAGES, stream=True, max_tokens=tokens)
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
-
-
-def expected(tokens: int) -> str:
-    return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
 
 
 def test_idle_model_stays_at_zero(cluster: Cluster, namespace: str) -> None:
