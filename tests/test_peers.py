@@ -95,3 +95,15 @@ def test_clusters_side_by_side_never_share_an_address() -> None:
     assert ipaddress.ip_address(net.kubernetes_service_ip) in ipaddress.ip_network(net.service_cidr)
     with pytest.raises(NetworkError, match=r"1\.\.55"):
         Network(56)
+
+
+def test_a_tick_that_finds_no_front_door_is_not_fresh_when_front_doors_are_discovered() -> None:
+    from scaler.loop import DemandCollector
+
+    async def collect(require: bool) -> bool:
+        async with httpx.AsyncClient() as client:
+            _, fresh = await DemandCollector(client, lambda: [], require_front_door=require).collect({})
+            return fresh
+
+    assert asyncio.run(collect(require=True)) is False  # no scale-down on the word of nobody
+    assert asyncio.run(collect(require=False)) is True  # fixed URLs: none configured is a valid setup
