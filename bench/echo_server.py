@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from hearth.bodies import read_bounded
+from common.bodies import read_bounded
 
 
 def create_app() -> FastAPI:

@@ -4,24 +4,31 @@
   answers 200 (503 means loading; 500 means the engine is dead: a start failure, as vLLM reports it).
 - `KubeDiscovery`: watches opted-in Deployments and their pods; a pod is a backend while it is Ready and
   not terminating, reached at its IP through the sidecar's port (from the webhook's rendered stamp).
-  EndpointSlices would reject the dev cluster's 127/8 pod addresses; watching pods works everywhere.
+  Watching pods (not EndpointSlices) gives the stamp and the Deployment in one object.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
+from common.informer import Informer, InformerMetrics, resource_path
+from common.kubeapi import KubeAPI
 from gateway.table import ModelTable
-from hearth.kube import Informer
-from policies import ENABLED_LABEL, RENDERED, Collector, ScaleSpec, deployment_name_of, parse_scale
-from policies.annotations import PHASE_LABEL
+from policies import (
+    ENABLED_LABEL,
+    Collector,
+    ScaleSpec,
+    backend_of,
+    published_failure,
+    scale_of,
+    served_name_of,
+    stamp_of,
+)
 
 log = logging.getLogger("hearth.discovery")
 
@@ -71,127 +78,69 @@ class StaticUpstreams:
         self.table.set_failure(key, f"its /health answered {dead[0]}" if failed else None)
 
 
-def model_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
-
-
-def scale_of(deployment: Mapping[str, Any]) -> ScaleSpec:
-    errors = Collector()
-    spec = parse_scale((deployment.get("metadata") or {}).get("annotations") or {}, errors)
-    if errors.problems:  # the validating webhook refuses these; tolerate what got in while it was down
-        log.warning("deployment %s: %s", (deployment.get("metadata") or {}).get("name"), errors.problems[0])
-    return spec
-
-
-def served_name_of(deployment: Mapping[str, Any]) -> str:
-    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
-    served = (template.get("annotations") or {}).get("hearth.dev/served-name")
-    return str(served or (deployment.get("metadata") or {}).get("name"))
-
-
-def failure_of(deployment: Mapping[str, Any]) -> str | None:
-    """A model that cannot start: the scaler's Degraded phase, or pods the ReplicaSet cannot create."""
-    labels = (deployment.get("metadata") or {}).get("labels") or {}
-    for condition in (deployment.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
-            return str(condition.get("message") or condition.get("reason"))
-    if labels.get(PHASE_LABEL) == "Degraded":
-        return "its Deployment is Degraded"
-    return None
-
-
-def backend_of(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    """(model key, sidecar URL, pod name) of a Ready, non-terminating rendered pod, else None."""
-    meta = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    if meta.get("deletionTimestamp") or not status.get("podIP"):
-        return None
-    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
-        return None
-    try:
-        stamp = json.loads((meta.get("annotations") or {}).get(RENDERED, ""))
-    except ValueError:
-        return None
-    deployment = deployment_name_of(pod)
-    if deployment is None:
-        return None
-    return (
-        model_key(meta.get("namespace", ""), deployment),
-        f"http://{status['podIP']}:{stamp['sidecarPort']}",
-        meta["name"],
-    )
-
-
 class KubeDiscovery:
+    """Opted-in Deployments and their pods, from one informer per resource and namespace (or one each for
+    all namespaces); every change recomputes the table. A pod with a forged or broken stamp is skipped by
+    its informer (logged and counted) and never stops the others."""
+
     def __init__(
         self,
         table: ModelTable,
-        api_client: Any,
+        api: KubeAPI,
         namespaces: tuple[str, ...],
-        loop: asyncio.AbstractEventLoop,
         on_removed: Callable[[str], None],
+        metrics: InformerMetrics | None = None,
     ) -> None:
         self.table = table
-        self.api_client = api_client
-        self.namespaces = namespaces
-        self.loop = loop
         self.on_removed = on_removed
-        self.stop = threading.Event()
-        self.deployments: dict[str, dict[str, dict[str, Any]]] = {}
-        self.pods: dict[str, dict[str, dict[str, Any]]] = {}
-        self.synced = threading.Event()
-
-    def start(self) -> None:
-        from kubernetes import client
-
-        apps, core = client.AppsV1Api(self.api_client), client.CoreV1Api(self.api_client)
+        self.deployments: dict[str, Mapping[str, dict[str, Any]]] = {}
+        self.pods: dict[str, Mapping[str, dict[str, Any]]] = {}
+        self.informers: list[Informer] = []
         selector = f"{ENABLED_LABEL}=true"
-        scopes: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-        if self.namespaces:
-            for ns in self.namespaces:
-                scopes.append(
-                    (
-                        ns,
-                        {"list_fn": apps.list_namespaced_deployment, "namespace": ns},
-                        {"list_fn": core.list_namespaced_pod, "namespace": ns},
-                    )
-                )
-        else:
-            scopes.append(
-                (
-                    "*",
-                    {"list_fn": apps.list_deployment_for_all_namespaces},
-                    {"list_fn": core.list_pod_for_all_namespaces},
-                )
-            )
-        for scope, deploy_args, pod_args in scopes:
-            for kind, args, store in (("deployments", deploy_args, self.deployments), ("pods", pod_args, self.pods)):
+        for scope in namespaces or (None,):
+            for plural, group, store, check in (
+                ("deployments", "apps/v1", self.deployments, None),
+                ("pods", "v1", self.pods, stamp_of),
+            ):
 
                 def changed(
-                    objects: dict[str, dict[str, Any]], scope: str = scope, store: dict[str, Any] = store
+                    objects: Mapping[str, dict[str, Any]], scope: str = scope or "*", store: Any = store
                 ) -> None:
                     store[scope] = objects
-                    self.loop.call_soon_threadsafe(self.apply)
+                    if all(informer.synced.is_set() for informer in self.informers):
+                        self.apply()
 
-                informer = Informer(label_selector=selector, on_change=changed, stop=self.stop, **args)
-                threading.Thread(target=informer.run, name=f"watch-{kind}-{scope}", daemon=True).start()
+                path = resource_path(group, plural, scope)
+                self.informers.append(
+                    Informer(api, path, changed, selector=selector, check=check, metrics=metrics, resource=plural)
+                )
+
+    @property
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(informer.run() for informer in self.informers))
 
     def apply(self) -> None:
         """Recompute the table from the watched Deployments and pods (runs on the event loop)."""
         deployments = {k: v for objects in self.deployments.values() for k, v in objects.items()}
         pods = [p for objects in self.pods.values() for p in objects.values()]
         for key, deployment in deployments.items():
-            self.table.upsert(key, served_name_of(deployment), scale_of(deployment))
-            self.table.set_failure(key, failure_of(deployment))
+            errors = Collector()
+            scale = scale_of(deployment, errors)
+            if errors.problems:  # the validating webhook refuses these; tolerate what got in while it was down
+                log.warning("deployment %s: %s", key, errors.problems[0])
+            self.table.upsert(key, served_name_of(deployment), scale)
+            self.table.set_failure(key, published_failure(deployment))
         for key in [k for k in self.table.models if k not in deployments]:
             self.table.remove(key)
             self.on_removed(key)
         backends: dict[str, dict[str, str]] = {key: {} for key in deployments}
         for pod in pods:
             found = backend_of(pod)
-            if found is not None and found[0] in backends:
-                backends[found[0]][found[1]] = found[2]
+            if found is not None and found.model in backends:
+                backends[found.model][found.url] = found.pod
         for key, urls in backends.items():
             if set(urls) != set(self.table.models[key].backends):
                 self.table.set_backends(key, urls)
-        self.synced.set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,8 +15,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from common.informer import InformerMetrics
+from common.kubeapi import KubeAPI
+from common.peers import Peers
+from gateway.activator import Activator
 from gateway.discovery import KubeDiscovery, StaticUpstreams
-from gateway.frontdoor import Activator, FrontDoor, create_app
+from gateway.frontdoor import FrontDoor, create_app
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FrontDoorSettings
 from gateway.table import ModelTable
@@ -82,34 +85,31 @@ async def serve(settings: FrontDoorSettings) -> None:
         timeouts = UpstreamTimeouts(connect=settings.connect_timeout, idle=settings.idle_stream_timeout)
         upstreams = await stack.enter_async_context(Upstreams(timeouts))
         scaler_urls = [settings.scaler_url] if settings.scaler_url else []
-        scalers: Callable[[], list[str]] = lambda: list(scaler_urls)  # noqa: E731
+        scalers = Peers(scaler_urls)
         background: list[asyncio.Task[Any]] = []
         discovery: KubeDiscovery | None = None
         if settings.upstreams:
             static = StaticUpstreams(table, settings.upstreams, settings.defaults, client, settings.health_interval)
             background.append(asyncio.create_task(static.run()))
         if settings.kubeconfig is not None or settings.in_cluster:
-            from hearth.kube import api_client as make_api_client
-            from hearth.kube import peers
-
-            api_client = make_api_client(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster)
-            discovery = KubeDiscovery(
-                table, api_client, settings.namespaces, asyncio.get_running_loop(), metrics.forget
-            )
-            discovery.start()
-            scalers = peers(
-                api_client,
+            api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster)
+            stack.push_async_callback(api.aclose)
+            watch_metrics = InformerMetrics(registry)
+            discovery = KubeDiscovery(table, api, settings.namespaces, metrics.forget, watch_metrics)
+            scalers = Peers(
                 scaler_urls,
+                api,
                 settings.scaler_selector,
                 settings.scaler_namespace,
                 settings.scaler_port,
-                discovery.stop,
+                watch_metrics,
             )
-        activator = Activator(client, scalers, metrics, settings.activation_retry_for)
+            background += [asyncio.create_task(discovery.run()), asyncio.create_task(scalers.run())]
+        activator = Activator(client, scalers.urls, metrics, settings.activation_retry_for)
         door = FrontDoor(settings, table, upstreams, metrics, activator)
 
         async def healthz(request: Request) -> Response:
-            if discovery is not None and not discovery.synced.is_set():
+            if discovery is not None and not discovery.synced:
                 return Response("discovering models", status_code=503)
             return Response("ok")
 
@@ -133,5 +133,3 @@ async def serve(settings: FrontDoorSettings) -> None:
         finally:
             for task in background:
                 task.cancel()
-            if discovery is not None:
-                discovery.stop.set()

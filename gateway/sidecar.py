@@ -20,10 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.bodies import BodyTooLarge, read_bounded
 from gateway.errors import openai_error
-from gateway.proxy import forward_headers, relay
+from gateway.lease import Lease, LeasedStream
+from gateway.proxy import forward_headers
 from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
-from hearth.bodies import BodyTooLarge, read_bounded
 
 log = logging.getLogger("hearth.sidecar")
 
@@ -40,7 +41,8 @@ class SidecarSettings:
 
 
 class Drain:
-    """In-flight accounting and the drain state, shared by the routes and the signal handler."""
+    """In-flight accounting (a Counted for each request's Lease) and the drain state, shared by the routes
+    and the signal handler."""
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -105,12 +107,12 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             return openai_error(
                 413, f"request body exceeds {settings.max_body_bytes} bytes", "invalid_request_error", "body_too_large"
             )
-        drain.enter()
+        lease = Lease(drain)
         try:
             url = settings.upstream + request.url.path
             upstream = await upstreams.open(request.method, url, body, forward_headers(request.headers.items()))
         except UpstreamError as exc:
-            drain.leave()
+            lease.release()
             return openai_error(
                 502,
                 f"the model runtime did not answer: {type(exc).__name__}",
@@ -119,9 +121,15 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
                 1,
             )
         except BaseException:
-            drain.leave()
+            lease.release()
             raise
-        return relay(upstream, drain.leave)
+        return LeasedStream(
+            upstream.aiter_raw(),
+            lease,
+            upstream,
+            status_code=upstream.status_code,
+            headers=forward_headers(upstream.headers.items()),
+        )
 
     routes = [
         Route("/ready", ready),

@@ -19,6 +19,12 @@ class Backend:
     name: str
     in_flight: int = 0
 
+    def enter(self) -> None:
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
 
 @dataclass
 class ModelState:
@@ -31,6 +37,12 @@ class ModelState:
     failure: str | None = None  # set when the model cannot start (e.g. Degraded); held requests fail
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def enter(self) -> None:
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
     def notify(self) -> None:
         """Wake every request waiting on this model; each re-checks the state, then waits again."""
         self.changed.set()
@@ -39,6 +51,21 @@ class ModelState:
     @property
     def name(self) -> str:
         return self.key.split("/", 1)[1]
+
+
+class Holding:
+    """Counts one held request on its model and on the table (a Counted for a Lease)."""
+
+    def __init__(self, table: ModelTable, state: ModelState) -> None:
+        self._table, self._state = table, state
+
+    def enter(self) -> None:
+        self._state.held += 1
+        self._table.held_total += 1
+
+    def leave(self) -> None:
+        self._state.held -= 1
+        self._table.held_total -= 1
 
 
 class UnknownModel(LookupError):

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from common.loop import run as run_loop
 from hearth import __version__
 from hearth.dev_cmd import add_dev, add_gateway, add_scaler
-from hearth.loop import run as run_loop
 from policies import SHIPPED_IMAGE
 
 

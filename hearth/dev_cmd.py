@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hearth.duration import duration
-from hearth.loop import run as run_loop
+from common.duration import duration
+from common.loop import run as run_loop
 
 if TYPE_CHECKING:
     from devcluster.layout import Layout

@@ -7,7 +7,6 @@ and every merge below replaces by name, so even a re-render of a stripped pod ad
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from policies.errors import ContractError, Problem
 from policies.modelsource import CACHE_DIR, PVC_MOUNT
 from policies.patch import json_copy
 from policies.runtime import InferenceRuntime, Probe, fill_template
+from policies.stamp import Stamp
 
 MODEL_CONTAINER = "model"
 # Deployments must name an image for every container; the user's contract leaves the model container's
@@ -91,14 +91,14 @@ def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: 
     labels = meta.setdefault("labels", {})
     labels[RUNTIME_LABEL] = runtime.name
     labels[VENDOR_LABEL] = rt.vendor
-    stamp = {
-        "runtime": runtime.name,
-        "stamp": runtime.stamp,
-        "servedName": served_name,
-        "sidecarPort": settings.sidecar_port,
-        "runtimePort": rt.container.port,
-    }
-    meta.setdefault("annotations", {})[RENDERED] = json.dumps(stamp, sort_keys=True, separators=(",", ":"))
+    stamp = Stamp(
+        runtime=runtime.name,
+        stamp=runtime.stamp,
+        served_name=served_name,
+        sidecar_port=settings.sidecar_port,
+        runtime_port=rt.container.port,
+    )
+    meta.setdefault("annotations", {})[RENDERED] = stamp.annotation()
     return out
 
 

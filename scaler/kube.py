@@ -1,45 +1,45 @@
-"""The scaler's calls to Kubernetes, behind one small class (tests of the loop pass a fake)."""
+"""The scaler's writes to Kubernetes, behind one small class (tests of the loop pass a fake). Each call has
+the client's timeout: a hung apiserver fails the write (the tick logs it and goes on), never the loop."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from typing import Any
+
+from common.kubeapi import ApiError, KubeAPI
 
 log = logging.getLogger("hearth.scaler")
 FIELD_MANAGER = "hearth-scaler"
 
 
 class KubeWriter:
-    def __init__(self, api_client: Any, identity: str) -> None:
-        from kubernetes import client
-
-        self.apps: Any = client.AppsV1Api(api_client)
-        self.core: Any = client.CoreV1Api(api_client)
+    def __init__(self, api: KubeAPI, identity: str) -> None:
+        self.api = api
         self.identity = identity
 
     async def scale(self, namespace: str, name: str, replicas: int, attempts: int = 3) -> int | None:
         """Write replicas through the scale subresource with optimistic concurrency, retrying conflicts.
         Returns the replicas it replaced (None when it gave up)."""
-        from kubernetes.client.exceptions import ApiException
-
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
         for _ in range(attempts):
-            scale = await asyncio.to_thread(self.apps.read_namespaced_deployment_scale, name, namespace)
-            before = int(scale.spec.replicas or 0)
+            scale = await self.api.get(path)
+            before = int((scale.get("spec") or {}).get("replicas") or 0)
             if before == replicas:
                 return before
             body = {
                 "apiVersion": "autoscaling/v1",
                 "kind": "Scale",
-                "metadata": {"name": name, "namespace": namespace, "resourceVersion": scale.metadata.resource_version},
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "resourceVersion": (scale.get("metadata") or {}).get("resourceVersion"),
+                },
                 "spec": {"replicas": replicas},
             }
             try:
-                await asyncio.to_thread(
-                    self.apps.replace_namespaced_deployment_scale, name, namespace, body, field_manager=FIELD_MANAGER
-                )
-            except ApiException as exc:
+                await self.api.put(path, body, {"fieldManager": FIELD_MANAGER})
+            except ApiError as exc:
                 if exc.status == 409:
                     continue  # someone wrote in between: read again
                 raise
@@ -49,9 +49,8 @@ class KubeWriter:
 
     async def mark(self, namespace: str, name: str, labels: dict[str, str], annotations: dict[str, str]) -> None:
         body = {"metadata": {"labels": labels, "annotations": annotations}}
-        await asyncio.to_thread(
-            self.apps.patch_namespaced_deployment, name, namespace, body, field_manager=FIELD_MANAGER
-        )
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+        await self.api.patch(path, body, {"fieldManager": FIELD_MANAGER})
 
     async def event(self, deployment: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         meta = deployment["metadata"]
@@ -79,9 +78,9 @@ class KubeWriter:
             "action": "Scale",
             "count": 1,
         }
-        await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], body)
+        await self.api.post(f"/api/v1/namespaces/{meta['namespace']}/events", body)
 
     async def deletion_cost(self, namespace: str, pod: str, cost: int) -> None:
         """Busy pods cost more to delete, so a scale-down removes idle pods first."""
         body = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": str(cost)}}}
-        await asyncio.to_thread(self.core.patch_namespaced_pod, pod, namespace, body, field_manager=FIELD_MANAGER)
+        await self.api.patch(f"/api/v1/namespaces/{namespace}/pods/{pod}", body, {"fieldManager": FIELD_MANAGER})

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from common.kubeapi import ApiError, KubeAPI
+
 log = logging.getLogger("hearth.leader")
 
 
@@ -62,40 +64,36 @@ class LeaseStore(Protocol):
 
 
 class LeaseApi:
-    """LeaseStore on the Kubernetes API."""
+    """LeaseStore on the Kubernetes API (each call bounded by the client's timeout)."""
 
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client
+    def __init__(self, api: KubeAPI) -> None:
+        self._api = api
 
-        self._api: Any = client.CoordinationV1Api(api_client)
+    @staticmethod
+    def _path(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            raw = await asyncio.to_thread(self._api.read_namespaced_lease, name, namespace, _preload_content=False)
-        except ApiException as exc:
+            return await self._api.get(self._path(namespace, name))
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        import json
-
-        lease: dict[str, Any] = json.loads(raw.data)
-        return lease
 
     async def create(self, namespace: str, body: dict[str, Any]) -> bool:
-        return await self._write(self._api.create_namespaced_lease, namespace, body)
+        return await self._write(self._api.post(self._path(namespace), body))
 
     async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
-        return await self._write(self._api.replace_namespaced_lease, name, namespace, body)
+        return await self._write(self._api.put(self._path(namespace, name), body))
 
-    async def _write(self, call: Callable[..., Any], *args: Any) -> bool:
+    @staticmethod
+    async def _write(call: Awaitable[dict[str, Any]]) -> bool:
         """True when written; False on a conflict (someone else wrote first)."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            await asyncio.to_thread(call, *args)
-        except ApiException as exc:
+            await call
+        except ApiError as exc:
             if exc.status in (409, 422):
                 return False
             raise

@@ -1,30 +1,36 @@
 """The scaler loop: watch opted-in Deployments and their pods, collect demand from every gateway front
 door and sidecar each tick (and at once on a front door's activation push), decide, and write replicas
 through the scale subresource, while holding the lease. Publishes the phase label, a status annotation
-and Kubernetes Events."""
+and Kubernetes Events. The cluster view (scaler.view), the demand (scaler.demand) and the writes
+(scaler.kube) are adapters; this module is the reconciler between them."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from gateway.discovery import backend_of, scale_of
-from hearth.kube import Informer
-from policies import ENABLED_LABEL, RENDERED, ScaleSpec
-from policies.annotations import PHASE_LABEL, STATUS
+from policies import (
+    DEGRADED,
+    PHASE_LABEL,
+    STATUS,
+    ScaleSpec,
+    backend_of,
+    model_key_of,
+    phase,
+    scale_of,
+    sidecar_url,
+    start_failure,
+)
 from scaler.decision import Decision, Memory, Observation, decide
+from scaler.demand import Demand, DemandCollector
 from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector
 from scaler.metrics import ScalerMetrics
-from scaler.phase import failure, phase
+from scaler.view import ClusterView
 
 log = logging.getLogger("hearth.scaler")
 STATUS_EVERY = 15.0  # seconds between status-annotation refreshes when only the demand moved
@@ -39,134 +45,6 @@ class ModelMemory:
     demand: int = 0
     runtime: str | None = None
     last_status: dict[str, Any] | None = None
-
-
-@dataclass
-class Demand:
-    held: int = 0
-    gateway_in_flight: int = 0
-    sidecar_in_flight: int = 0
-    busy_pods: int = 0
-    per_pod: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        # A request in flight through a front door is also in flight at its pod's sidecar: count it once.
-        return self.held + max(self.gateway_in_flight, self.sidecar_in_flight)
-
-
-class ClusterView:
-    """Opted-in Deployments and pods, kept current by watches in threads."""
-
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client
-
-        self.stop = threading.Event()
-        self.deployments: dict[str, dict[str, Any]] = {}
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.synced = threading.Event()
-        apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
-        selector = f"{ENABLED_LABEL}=true"
-        self._informers = [
-            Informer(apps.list_deployment_for_all_namespaces, self._set_deployments, selector, self.stop),
-            Informer(core.list_pod_for_all_namespaces, self._set_pods, selector, self.stop),
-        ]
-        self._seen: set[str] = set()
-
-    def _set_deployments(self, objects: dict[str, dict[str, Any]]) -> None:
-        self.deployments = objects
-        self._seen.add("deployments")
-        if len(self._seen) == 2:
-            self.synced.set()
-
-    def _set_pods(self, objects: dict[str, dict[str, Any]]) -> None:
-        self.pods = objects
-        self._seen.add("pods")
-        if len(self._seen) == 2:
-            self.synced.set()
-
-    def start(self) -> None:
-        for informer in self._informers:
-            threading.Thread(target=informer.run, name="scaler-watch", daemon=True).start()
-
-    def pods_of(self, key: str) -> list[dict[str, Any]]:
-        from policies import deployment_name_of
-
-        namespace, name = key.split("/", 1)
-        return [
-            p
-            for p in self.pods.values()
-            if p["metadata"].get("namespace") == namespace and deployment_name_of(p) == name
-        ]
-
-
-class DemandCollector:
-    """Demand from every front door (their sum) and every model pod's sidecar.
-
-    `front_doors` answers the front doors' base URLs at each call (fixed, or the pods found by label), so
-    a replica that starts or goes away is counted from the next tick on. With `require_front_door`, a
-    tick that finds none is not fresh: no scale-down on the word of nobody.
-    """
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        front_doors: Callable[[], list[str]],
-        timeout: float = 0.5,
-        require_front_door: bool = False,
-    ) -> None:
-        self.client = client
-        self.front_doors = front_doors
-        self.timeout = timeout
-        self.require_front_door = require_front_door
-
-    async def _get(self, url: str) -> dict[str, Any] | None:
-        try:
-            response = await self.client.get(url, timeout=self.timeout)
-            if response.status_code != 200:
-                return None
-            data: dict[str, Any] = response.json()
-            return data
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    async def collect(self, pods_by_model: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Demand], bool]:
-        """Demand per model, and whether every source answered."""
-        sidecars: list[tuple[str, str]] = []
-        for key, pods in pods_by_model.items():
-            for pod in pods:
-                url = _sidecar_url(pod)
-                if url is not None:
-                    sidecars.append((key, url))
-        gateway_urls = self.front_doors()
-        answers = await asyncio.gather(
-            *(self._get(f"{u}/demand") for u in gateway_urls), *(self._get(f"{url}/demand") for _, url in sidecars)
-        )
-        fresh = all(a is not None for a in answers) and (bool(gateway_urls) or not self.require_front_door)
-        demand: dict[str, Demand] = {key: Demand() for key in pods_by_model}
-        for answer in answers[: len(gateway_urls)]:
-            for key, counts in ((answer or {}).get("models") or {}).items():
-                entry = demand.setdefault(key, Demand())
-                entry.held += int(counts.get("held", 0))
-                entry.gateway_in_flight += int(counts.get("inFlight", 0))
-        for (key, url), answer in zip(sidecars, answers[len(gateway_urls) :], strict=True):
-            in_flight = int((answer or {}).get("inFlight", 0))
-            entry = demand[key]
-            entry.sidecar_in_flight += in_flight
-            entry.per_pod[url] = in_flight
-            entry.busy_pods += 1 if in_flight > 0 else 0
-        return demand, fresh
-
-
-def _sidecar_url(pod: dict[str, Any]) -> str | None:
-    ip = (pod.get("status") or {}).get("podIP")
-    try:
-        stamp = json.loads(((pod.get("metadata") or {}).get("annotations") or {}).get(RENDERED, ""))
-    except ValueError:
-        return None
-    if not ip or (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return None
-    return f"http://{ip}:{stamp['sidecarPort']}"
 
 
 class Scaler:
@@ -187,17 +65,37 @@ class Scaler:
         self.clock = clock
         self.models: dict[str, ModelMemory] = {}
         self._lock = asyncio.Lock()
+        self._reports: set[asyncio.Task[None]] = set()
+        view.on_malformed = self.report_malformed
+
+    def report_malformed(self, pod: dict[str, Any], problem: str) -> None:
+        """A Warning Event on the Deployment of a pod the view skipped (from the leader only: one Event)."""
+        deployment = self.view.deployment_of(pod)
+        if deployment is None or not self.elector.leading():
+            return
+        name = (pod.get("metadata") or {}).get("name")
+        message = f"pod {name} is ignored (not routed to, not counted): {problem}"[:1000]
+        task = asyncio.ensure_future(self._report(deployment, message))
+        self._reports.add(task)  # keep a reference until done (the loop holds only a weak one)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report(self, deployment: dict[str, Any], message: str) -> None:
+        try:
+            await self.writer.event(deployment, "MalformedPod", message, kind="Warning")
+        except Exception as exc:
+            self.metrics.failures.labels("event").inc()
+            log.warning("could not report a malformed pod of %s: %s", model_key_of(deployment), exc)
 
     async def tick(self) -> None:
         """One pass over every model."""
         leading = self.elector.leading()
         self.metrics.leader.set(1 if leading else 0)
-        if not leading or not self.view.synced.is_set():
+        if not leading or not self.view.synced:
             return
         async with self._lock:
             started = self.clock()
             deployments = dict(self.view.deployments)
-            pods = {key: self.view.pods_of(key) for key in deployments}
+            pods = self.view.pods_by_model()
             demand, fresh = await self.collector.collect(pods)
             for key, deployment in deployments.items():
                 try:
@@ -269,7 +167,7 @@ class Scaler:
         namespace, name = key.split("/", 1)
         if decision.replicas < current:
             for pod in pods:  # idle pods go first
-                url = _sidecar_url(pod)
+                url = sidecar_url(pod)
                 if url is not None:
                     await self.writer.deletion_cost(namespace, pod["metadata"]["name"], seen.per_pod.get(url, 0))
         if not self.elector.leading():  # checked again right before the write: never two writers
@@ -300,7 +198,7 @@ class Scaler:
     ) -> None:
         state = self.models[key]
         ready = [p for p in pods if backend_of(p) is not None]
-        failed = failure(deployment, pods)
+        failed = start_failure(deployment, pods)
         now_phase = phase(decision.replicas, len(ready), failed)
         runtimes = {(p["metadata"].get("labels") or {}).get("hearth.dev/runtime") for p in pods} - {None}
         state.runtime = ", ".join(sorted(str(r) for r in runtimes)) if runtimes else state.runtime
@@ -316,7 +214,7 @@ class Scaler:
         stale = self.clock() - state.status_at > STATUS_EVERY
         if now_phase == state.phase and (not stale or status == state.last_status):
             return
-        if now_phase != state.phase and now_phase == "Degraded" and failed:
+        if now_phase != state.phase and now_phase == DEGRADED and failed:
             await self.writer.event(deployment, "Degraded", failed[:1000], kind="Warning")
         namespace, name = key.split("/", 1)
         labels = {PHASE_LABEL: now_phase}

@@ -9,7 +9,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import uvicorn
@@ -19,11 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hearth.kube import peers
+from common.informer import InformerMetrics
+from common.kubeapi import KubeAPI
+from common.peers import Peers
+from scaler.demand import DemandCollector
 from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector, LeaseApi, LeaseSettings
-from scaler.loop import ClusterView, DemandCollector, Scaler
+from scaler.loop import Scaler
 from scaler.metrics import ScalerMetrics
+from scaler.view import ClusterView
 
 log = logging.getLogger("hearth.scaler")
 
@@ -74,7 +77,7 @@ def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
         return JSONResponse({"identity": scaler.elector.identity, "leader": scaler.elector.leading(), "models": models})
 
     async def healthz(request: Request) -> Response:
-        return Response("ok" if scaler.view.synced.is_set() else "syncing", status_code=200)
+        return Response("ok" if scaler.view.synced else "syncing", status_code=200)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -89,32 +92,26 @@ def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
     )
 
 
-def _api_client(settings: ScalerSettings) -> Any:
-    from hearth.kube import api_client
-
-    return api_client(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster or None)
-
-
 async def serve(settings: ScalerSettings) -> None:
     registry = CollectorRegistry()
     metrics = ScalerMetrics(registry)
-    api_client = _api_client(settings)
-    view = ClusterView(api_client)
-    view.start()
-    elector = LeaderElector(LeaseApi(api_client), settings.identity, settings.lease)
-    front_doors = peers(
-        api_client,
-        list(settings.gateway_urls),
+    watch_metrics = InformerMetrics(registry)
+    api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster or None)
+    view = ClusterView(api, watch_metrics)
+    elector = LeaderElector(LeaseApi(api), settings.identity, settings.lease)
+    front_doors = Peers(
+        settings.gateway_urls,
+        api,
         settings.gateway_selector,
         settings.gateway_namespace,
         settings.gateway_port,
-        view.stop,
+        watch_metrics,
     )
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
         scaler = Scaler(
             view,
-            DemandCollector(client, front_doors, require_front_door=bool(settings.gateway_selector)),
-            KubeWriter(api_client, settings.identity),
+            DemandCollector(client, front_doors.urls, require_front_door=bool(settings.gateway_selector)),
+            KubeWriter(api, settings.identity),
             elector,
             metrics,
         )
@@ -129,7 +126,7 @@ async def serve(settings: ScalerSettings) -> None:
                     log.warning("tick failed: %s", exc)
                 await asyncio.sleep(max(0.05, settings.tick - (time.monotonic() - started)))
 
-        tasks = [asyncio.create_task(elector.run()), asyncio.create_task(ticks())]
+        tasks = [asyncio.create_task(c) for c in (view.run(), front_doors.run(), elector.run(), ticks())]
         config = uvicorn.Config(
             create_app(scaler, registry),
             host=settings.host,
@@ -142,6 +139,6 @@ async def serve(settings: ScalerSettings) -> None:
         finally:
             for task in tasks:
                 task.cancel()
-            view.stop.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(elector.release(), timeout=3)
+            await api.aclose()

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from common.peers import peer_urls
 from devcluster.network import Network, NetworkError
-from gateway.frontdoor import Activator
+from gateway.activator import Activator
 from gateway.metrics import GatewayMetrics
-from hearth.kube import peer_urls
 
 
 def pod(ip: str | None, phase: str = "Running", deleting: bool = False) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def test_clusters_side_by_side_never_share_an_address() -> None:
 
 
 def test_a_tick_that_finds_no_front_door_is_not_fresh_when_front_doors_are_discovered() -> None:
-    from scaler.loop import DemandCollector
+    from scaler.demand import DemandCollector
 
     async def collect(require: bool) -> bool:
         async with httpx.AsyncClient() as client:

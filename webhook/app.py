@@ -11,7 +11,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hearth.bodies import BodyTooLarge, read_bounded
+from common.bodies import BodyTooLarge, read_bounded
 from policies import RenderSettings
 from webhook.admission import (
     Handler,

@@ -7,46 +7,32 @@ InferenceRuntime objects. An invalid object in the cluster is logged and left ou
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import yaml
 
-from policies import GROUP, KIND, ContractError, InferenceRuntime, runtime_from_object
+from common.informer import Informer, resource_path
+from common.kubeapi import KubeAPI
+from policies import GROUP, KIND, InferenceRuntime, runtime_from_object
 
 log = logging.getLogger("hearth.webhook.runtimes")
 PLURAL = "inferenceruntimes"
 
 
 class RuntimeStore:
-    """A snapshot that readers take without locking; writers swap in a new tuple."""
+    """A snapshot that readers take as it is; writers (on the same event loop) swap in a new tuple."""
 
     def __init__(self, runtimes: Iterable[InferenceRuntime] = ()) -> None:
-        self._by_name: dict[str, InferenceRuntime] = {r.name: r for r in runtimes}
-        self._snapshot: tuple[InferenceRuntime, ...] = tuple(self._by_name.values())
-        self._lock = threading.Lock()
-        self.synced = threading.Event()
+        self._snapshot: tuple[InferenceRuntime, ...] = ()
+        self.replace(runtimes)
 
     def snapshot(self) -> tuple[InferenceRuntime, ...]:
         return self._snapshot
 
     def replace(self, runtimes: Iterable[InferenceRuntime]) -> None:
-        with self._lock:
-            self._by_name = {r.name: r for r in runtimes}
-            self._snapshot = tuple(self._by_name.values())
-
-    def upsert(self, runtime: InferenceRuntime) -> None:
-        with self._lock:
-            self._by_name[runtime.name] = runtime
-            self._snapshot = tuple(self._by_name.values())
-
-    def delete(self, name: str) -> None:
-        with self._lock:
-            self._by_name.pop(name, None)
-            self._snapshot = tuple(self._by_name.values())
+        self._snapshot = tuple({r.name: r for r in runtimes}.values())
 
 
 def load_runtimes(path: Path) -> list[InferenceRuntime]:
@@ -60,80 +46,33 @@ def load_runtimes(path: Path) -> list[InferenceRuntime]:
     return runtimes
 
 
-def _parse(obj: Mapping[str, Any]) -> InferenceRuntime | None:
-    try:
-        return runtime_from_object(obj)
-    except ContractError as exc:
-        log.warning("ignoring invalid InferenceRuntime: %s", exc.message)
-        return None
-
-
 class RuntimeWatch:
-    """Lists then watches InferenceRuntimes in a daemon thread, resuming from the last resourceVersion and
-    re-listing when the apiserver says it is too old (410 Gone)."""
+    """The cluster's InferenceRuntimes, from Hearth's informer: an invalid object is logged, counted and
+    left out (the others keep serving); each valid one is parsed once per resourceVersion."""
 
-    def __init__(self, store: RuntimeStore, api_client: Any, version: str = "v1alpha1") -> None:
+    def __init__(self, store: RuntimeStore, api: KubeAPI, version: str = "v1alpha1") -> None:
         self._store = store
-        self._api_client = api_client
-        self._version = version
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="runtime-watch", daemon=True)
+        self._parsed: dict[tuple[str, str], InferenceRuntime] = {}
+        path = resource_path(f"{GROUP}/{version}", PLURAL)
+        self.informer = Informer(api, path, self._changed, check=self._parse, resource=PLURAL)
 
-    def start(self) -> None:
-        self._thread.start()
+    def _parse(self, obj: Mapping[str, Any]) -> InferenceRuntime:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("uid", meta.get("name"))), str(meta.get("resourceVersion", "")))
+        if key not in self._parsed:
+            self._parsed[key] = runtime_from_object(obj)  # ContractError (a ValueError): skipped and logged
+        return self._parsed[key]
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _changed(self, objects: Mapping[str, Mapping[str, Any]]) -> None:
+        runtimes = [self._parse(obj) for obj in objects.values()]
+        kept = {id(r) for r in runtimes}
+        self._parsed = {k: v for k, v in self._parsed.items() if id(v) in kept}
+        self._store.replace(runtimes)
+        log.info("runtimes: %s", ", ".join(sorted(r.name for r in runtimes)) or "(none)")
 
-    def _run(self) -> None:
-        from kubernetes import client, watch
-        from kubernetes.client.exceptions import ApiException
+    @property
+    def synced(self) -> bool:
+        return self.informer.synced.is_set()
 
-        api = client.CustomObjectsApi(self._api_client)
-        backoff = 1.0
-        while not self._stop.is_set():
-            try:
-                listed = cast(dict[str, Any], api.list_cluster_custom_object(GROUP, self._version, PLURAL))
-                parsed = [r for r in (_parse(item) for item in listed.get("items", [])) if r is not None]
-                self._store.replace(parsed)
-                self._store.synced.set()
-                resource_version = listed["metadata"]["resourceVersion"]
-                log.info("runtimes synced: %s", ", ".join(r.name for r in parsed) or "(none)")
-                backoff = 1.0
-                stream = watch.Watch().stream(
-                    api.list_cluster_custom_object,
-                    GROUP,
-                    self._version,
-                    PLURAL,
-                    resource_version=resource_version,
-                    timeout_seconds=300,
-                )
-                for event in stream:
-                    if self._stop.is_set():
-                        return
-                    self._apply(event)
-            except ApiException as exc:
-                if exc.status != 410:
-                    log.warning("runtime watch failed (%s); retrying in %.0fs", exc.reason, backoff)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
-            except Exception as exc:
-                log.warning("runtime watch interrupted (%s); retrying in %.0fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    def _apply(self, event: Mapping[str, Any]) -> None:
-        obj = event.get("object")
-        if not isinstance(obj, Mapping):
-            return
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        if event.get("type") == "DELETED":
-            self._store.delete(name)
-            log.info("runtime deleted: %s", name)
-        elif event.get("type") in ("ADDED", "MODIFIED"):
-            runtime = _parse(obj)
-            if runtime is None:
-                self._store.delete(name)
-            else:
-                self._store.upsert(runtime)
-                log.info("runtime %s: %s", str(event.get("type")).lower(), name)
+    async def run(self) -> None:
+        await self.informer.run()

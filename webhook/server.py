@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from common.kubeapi import KubeAPI
 from webhook.app import create_app
 from webhook.metrics import WebhookMetrics
 from webhook.runtimes import RuntimeStore, RuntimeWatch, load_runtimes
@@ -60,10 +61,9 @@ class CertReloader:
 def build_store(settings: WebhookSettings) -> tuple[RuntimeStore, RuntimeWatch | None]:
     if settings.runtimes_file is not None:
         return RuntimeStore(load_runtimes(settings.runtimes_file)), None
-    from hearth.kube import api_client
-
     store = RuntimeStore()
-    return store, RuntimeWatch(store, api_client(str(settings.kubeconfig) if settings.kubeconfig else None))
+    api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None)
+    return store, RuntimeWatch(store, api)
 
 
 def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: WebhookMetrics) -> uvicorn.Config:
@@ -84,19 +84,18 @@ def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: Webh
 async def serve(settings: WebhookSettings) -> None:
     metrics = WebhookMetrics(CollectorRegistry())
     store, watch = build_store(settings)
-    if watch is not None:
-        watch.start()
     config = uvicorn_config(settings, store, metrics)
     config.load()
     if config.ssl is None:
         raise RuntimeError("TLS was not configured")
     reloader = CertReloader(config.ssl, settings.cert_dir / "tls.crt", settings.cert_dir / "tls.key", metrics)
     server = uvicorn.Server(config)
-    task = asyncio.create_task(reloader.run(settings.cert_reload_seconds))
+    tasks = [asyncio.create_task(reloader.run(settings.cert_reload_seconds))]
+    if watch is not None:
+        tasks.append(asyncio.create_task(watch.run()))
     log.info("runtimes: %s", ", ".join(r.name for r in store.snapshot()) or "(from the cluster)")
     try:
         await server.serve()
     finally:
-        task.cancel()
-        if watch is not None:
-            watch.stop()
+        for task in tasks:
+            task.cancel()

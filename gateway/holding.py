@@ -1,0 +1,138 @@
+"""Holding requests for a model at zero until a backend is ready: bounded waits, heartbeats to streaming
+clients, and a clear error when the wait ends without one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from prometheus_client import Histogram
+
+from gateway.lease import GaugeCount, Lease
+from gateway.metrics import GatewayMetrics
+from gateway.relay import into_stream
+from gateway.routing import Router, Upstream
+from gateway.sse import sse_comment, sse_error
+from gateway.table import Holding, ModelState, ModelTable
+
+
+class Held(Exception):
+    """A held request ends without a backend: `status` and `code` say why (timeout, start failure)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class WaitTimer:
+    """Observes how long a request was held, when its hold ends (a Counted for the hold's lease)."""
+
+    def __init__(self, histogram: Histogram, arrived: float) -> None:
+        self._histogram, self._arrived = histogram, arrived
+
+    def enter(self) -> None:
+        pass
+
+    def leave(self) -> None:
+        self._histogram.observe(time.monotonic() - self._arrived)
+
+
+class Hold:
+    def __init__(self, table: ModelTable, router: Router, metrics: GatewayMetrics) -> None:
+        self.table = table
+        self.router = router
+        self.metrics = metrics
+
+    def lease(self, state: ModelState, arrived: float) -> Lease:
+        """Counts a held request on its model, the table and the gauge; observes its wait when released."""
+        return Lease(
+            Holding(self.table, state),
+            GaugeCount(self.metrics.held.labels(state.key)),
+            WaitTimer(self.metrics.activation_wait.labels(state.key), arrived),
+        )
+
+    async def wait(
+        self,
+        state: ModelState,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        deadline: float,
+        heartbeat: Callable[[float], None] | None = None,
+    ) -> Upstream:
+        """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval."""
+        started = time.monotonic()
+        while True:
+            if state.failure:
+                raise Held(503, "model_start_failed", f"model {state.key} failed to start: {state.failure}")
+            upstream = await self.router.open(state, path, body, headers)
+            if upstream is not None:
+                return upstream
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Held(
+                    504,
+                    "activation_timeout",
+                    f"model {state.key} did not become ready within {state.scale.activation_timeout:g}s",
+                )
+            changed = state.changed
+            wait = min(remaining, state.scale.heartbeat_interval) if heartbeat else remaining
+            try:
+                await asyncio.wait_for(changed.wait(), wait)
+            except TimeoutError:
+                if heartbeat is not None and time.monotonic() < deadline:
+                    heartbeat(time.monotonic() - started)
+
+    async def stream(
+        self,
+        state: ModelState,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        deadline: float,
+        held: Lease,
+        first_byte: Callable[[], None],
+    ) -> AsyncIterator[bytes]:
+        """A streaming client's answer while its model starts: a comment at once, heartbeats while held, then
+        the model's stream (or an error event). `held` is released as soon as the hold ends."""
+        beats: asyncio.Queue[float] = asyncio.Queue(maxsize=1)
+
+        def beat(waited: float) -> None:
+            if beats.empty():
+                beats.put_nowait(waited)
+
+        hold = asyncio.ensure_future(self.wait(state, path, body, headers, deadline, heartbeat=beat))
+        next_beat: asyncio.Future[float] | None = None
+        try:
+            yield sse_comment(f"hearth: model {state.key} is starting; holding this request")
+            while not hold.done():
+                next_beat = asyncio.ensure_future(beats.get())
+                await asyncio.wait({hold, next_beat}, return_when=asyncio.FIRST_COMPLETED)
+                if next_beat.done():
+                    yield sse_comment(f"hearth: still starting ({next_beat.result():.0f}s)")
+                else:
+                    next_beat.cancel()
+            held.release()
+            try:
+                upstream = hold.result()
+            except Held as failed:
+                self.metrics.rejections.labels(state.key, failed.code).inc()
+                self.metrics.requests.labels(state.key, str(failed.status)).inc()
+                yield sse_error(failed.message, "service_unavailable", failed.code)
+                return
+            self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
+            async for chunk in into_stream(upstream, first_byte):
+                yield chunk
+        finally:
+            if next_beat is not None:
+                next_beat.cancel()
+            if not hold.done():
+                hold.cancel()
+                self.metrics.rejections.labels(state.key, "client_gone").inc()
+            elif not hold.cancelled() and hold.exception() is None:
+                # A backend found just as the client left: give its request back (a no-op once relayed).
+                found = hold.result()
+                await found.response.aclose()
+                found.lease.release()
+            held.release()

@@ -1,0 +1,62 @@
+"""Routing one request: the least-loaded ready backend of its model that answers, each attempt under its
+own lease. A backend that cannot be connected to, or answers that it is draining, is skipped (its lease
+released at once) and the next one is tried, up to `retries` more."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.lease import GaugeCount, Lease
+from gateway.metrics import GatewayMetrics
+from gateway.table import Backend, ModelState, ModelTable
+from gateway.upstream import UpstreamError, UpstreamResponse, Upstreams
+
+log = logging.getLogger("hearth.frontdoor")
+DRAINING_HEADER = "x-hearth-draining"
+
+
+@dataclass
+class Upstream:
+    """An answer's head from a backend, and the lease that counts the request on it until it ends."""
+
+    backend: Backend
+    response: UpstreamResponse
+    lease: Lease
+
+
+class Router:
+    def __init__(self, table: ModelTable, upstreams: Upstreams, metrics: GatewayMetrics, retries: int) -> None:
+        self.table = table
+        self.upstreams = upstreams
+        self.metrics = metrics
+        self.retries = retries
+
+    def lease(self, state: ModelState, backend: Backend) -> Lease:
+        return Lease(backend, state, GaugeCount(self.metrics.in_flight.labels(state.key)))
+
+    async def open(self, state: ModelState, path: str, body: bytes, headers: Mapping[str, str]) -> Upstream | None:
+        """An upstream answer's head, or None when no ready backend answered."""
+        tried: set[str] = set()
+        while len(tried) <= self.retries:
+            backend = self.table.pick(state, tried)
+            if backend is None:
+                return None
+            tried.add(backend.url)
+            lease = self.lease(state, backend)
+            try:
+                response = await self.upstreams.open("POST", backend.url + path, body, headers)
+            except UpstreamError as exc:
+                lease.release()
+                log.info("backend %s of %s failed before any byte (%s); trying another", backend.name, state.key, exc)
+                continue
+            except BaseException:
+                lease.release()
+                raise
+            if response.status_code == 503 and response.headers.get(DRAINING_HEADER):
+                lease.release()
+                await response.aclose()
+                continue
+            return Upstream(backend, response, lease)
+        return None

@@ -1,0 +1,90 @@
+"""Demand per model, read from every front door (their sum) and from every model pod's sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from policies import sidecar_url
+
+
+@dataclass
+class Demand:
+    held: int = 0
+    gateway_in_flight: int = 0
+    sidecar_in_flight: int = 0
+    busy_pods: int = 0
+    per_pod: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        # A request in flight through a front door is also in flight at its pod's sidecar: count it once.
+        return self.held + max(self.gateway_in_flight, self.sidecar_in_flight)
+
+
+def _count(value: Any) -> int:
+    """A count from another component's JSON: a non-negative int, else 0 (a broken peer adds no demand)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+class DemandCollector:
+    """`front_doors` answers the front doors' base URLs at each call (fixed, or the pods found by label), so
+    a replica that starts or goes away is counted from the next tick on. With `require_front_door`, a
+    tick that finds none is not fresh: no scale-down on the word of nobody.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        front_doors: Callable[[], list[str]],
+        timeout: float = 0.5,
+        require_front_door: bool = False,
+    ) -> None:
+        self.client = client
+        self.front_doors = front_doors
+        self.timeout = timeout
+        self.require_front_door = require_front_door
+
+    async def _get(self, url: str) -> dict[str, Any] | None:
+        try:
+            response = await self.client.get(url, timeout=self.timeout)
+            if response.status_code != 200:
+                return None
+            data = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def collect(self, pods_by_model: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Demand], bool]:
+        """Demand per model, and whether every source answered."""
+        sidecars: list[tuple[str, str]] = []
+        for key, pods in pods_by_model.items():
+            for pod in pods:
+                url = sidecar_url(pod)
+                if url is not None:
+                    sidecars.append((key, url))
+        gateway_urls = self.front_doors()
+        answers = await asyncio.gather(
+            *(self._get(f"{u}/demand") for u in gateway_urls), *(self._get(f"{url}/demand") for _, url in sidecars)
+        )
+        fresh = all(a is not None for a in answers) and (bool(gateway_urls) or not self.require_front_door)
+        demand: dict[str, Demand] = {key: Demand() for key in pods_by_model}
+        for answer in answers[: len(gateway_urls)]:
+            models = (answer or {}).get("models")
+            for key, counts in models.items() if isinstance(models, dict) else ():
+                if not isinstance(counts, dict):
+                    continue
+                entry = demand.setdefault(str(key), Demand())
+                entry.held += _count(counts.get("held"))
+                entry.gateway_in_flight += _count(counts.get("inFlight"))
+        for (key, url), answer in zip(sidecars, answers[len(gateway_urls) :], strict=True):
+            in_flight = _count((answer or {}).get("inFlight"))
+            entry = demand[key]
+            entry.sidecar_in_flight += in_flight
+            entry.per_pod[url] = in_flight
+            entry.busy_pods += 1 if in_flight > 0 else 0
+        return demand, fresh

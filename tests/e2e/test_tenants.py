@@ -1,0 +1,65 @@
+"""One tenant's broken or forged objects never stop Hearth for the others."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from devcluster.cluster import Cluster
+from devcluster.models import simulated_model
+from tests.e2e.conftest import MESSAGES, apply, expected, get_json, ready_pods, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def malformed_pods_seen(cluster: Cluster, component: str) -> float:
+    """hearth_informer_malformed_objects_total{resource="pods"}, summed over the component's pods."""
+    total = 0.0
+    for pod in cluster.hearth_pods(component):
+        port = 8080 if component == "hearth-gateway" else 8081
+        text = httpx.get(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "hearth_informer_malformed_objects_total" and sample.labels["resource"] == "pods":
+                    total += sample.value
+    return total
+
+
+def test_a_forged_stamp_is_skipped_reported_and_stops_nobody_else(cluster: Cluster, namespace: str) -> None:
+    """A tenant overwrites its own pod's `hearth.dev/rendered` with `{}`: that pod is left out (and
+    reported as a Warning Event on its Deployment), while the front doors and the scaler go on serving
+    every other model, including one created after the forgery, which must be discovered and activated."""
+    forged = simulated_model(namespace, "forged")
+    forged["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
+    apply(cluster, forged)
+    pod = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "forged"), timeout=90)[0]
+    before = malformed_pods_seen(cluster, "hearth-gateway"), malformed_pods_seen(cluster, "hearth-scaler")
+
+    cluster.kubectl(
+        "annotate", "pod", "-n", namespace, pod["metadata"]["name"], "hearth.dev/rendered={}", "--overwrite"
+    )
+
+    def reported() -> bool:
+        events = get_json(cluster, "events", "-n", namespace)["items"]
+        return any(
+            e["reason"] == "MalformedPod" and e["type"] == "Warning" and e["involvedObject"]["name"] == "forged"
+            for e in events
+        )
+
+    wait_for("a MalformedPod Warning Event on the Deployment", reported, timeout=30)
+    wait_for(
+        "every front door and the scaler to count the skipped pod",
+        lambda: (
+            malformed_pods_seen(cluster, "hearth-gateway") >= before[0] + 2
+            and malformed_pods_seen(cluster, "hearth-scaler") >= before[1] + 1
+        ),
+        timeout=30,
+    )
+    apply(cluster, simulated_model(namespace, "fresh"))  # at zero: a front door must find it, the scaler wake it
+    client = httpx.Client(base_url=cluster.openai_base_url, timeout=120)
+    answer = client.post(
+        "/chat/completions", json={"model": f"{namespace}/fresh", "messages": MESSAGES, "max_tokens": 3}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == expected(3)

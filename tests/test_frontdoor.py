@@ -1,0 +1,184 @@
+"""The front door in process: its ASGI app driven directly, backends scripted (no sockets, no sleeps).
+The process-level tests with real servers and the OpenAI SDK are in tests/test_gateway.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.activator import Activator
+from gateway.frontdoor import FrontDoor, create_app
+from gateway.metrics import GatewayMetrics
+from gateway.settings import FrontDoorSettings
+from gateway.table import ModelTable
+from policies import ScaleSpec
+
+
+class ScriptedResponse:
+    def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None, chunks: tuple[bytes, ...] = ()):
+        self.status_code = status
+        self.headers = dict(headers or {"content-type": "application/json"})
+        self.chunks = chunks
+        self.closed = False
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def aread(self) -> bytes:
+        return b"".join(self.chunks)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class ScriptedUpstreams:
+    """Each backend URL answers with its script: a response, or an exception raised at connect."""
+
+    def __init__(self, scripts: dict[str, ScriptedResponse | Exception]) -> None:
+        self.scripts = scripts
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def open(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> ScriptedResponse:
+        self.sent.append((url, json.loads(body)))
+        script = self.scripts[url.split("/v1/", maxsplit=1)[0]]
+        if isinstance(script, Exception):
+            raise script
+        return script
+
+
+def door(scripts: dict[str, ScriptedResponse | Exception], **settings: Any) -> tuple[FrontDoor, ScriptedUpstreams]:
+    upstreams = ScriptedUpstreams(scripts)
+    metrics = GatewayMetrics(CollectorRegistry())
+    activator = Activator(httpx.AsyncClient(), lambda: [], metrics)  # no scaler: pokes go nowhere
+    front = FrontDoor(FrontDoorSettings(**settings), ModelTable(), upstreams, metrics, activator)  # type: ignore[arg-type]
+    return front, upstreams
+
+
+def model(front: FrontDoor, key: str, served: str, backends: dict[str, str], **scale: Any) -> None:
+    front.table.upsert(key, served, ScaleSpec(**scale))
+    front.table.set_backends(key, backends)
+
+
+def in_flight(front: FrontDoor, key: str) -> tuple[int, list[int], float]:
+    state = front.table.models[key]
+    gauge = front.metrics.registry.get_sample_value("hearth_gateway_in_flight", {"model": key}) or 0.0
+    return state.in_flight, [b.in_flight for b in state.backends.values()], gauge
+
+
+def post(front: FrontDoor, body: dict[str, Any]) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(front))
+        async with httpx.AsyncClient(transport=transport, base_url="http://door") as client:
+            return await client.post("/v1/chat/completions", json=body)
+
+    return asyncio.run(call())
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+OK = b'{"choices":[{"message":{"content":"ok"}}]}'
+
+
+def test_a_relayed_answer_whose_head_is_refused_gives_its_counts_back() -> None:
+    """uvicorn refuses to send some relayed header values: the body generator then never starts, and the
+    request's in-flight counts (backend, model, gauge) must still come back down."""
+    front, _ = door({"http://a": ScriptedResponse(chunks=(OK,))})
+    model(front, "ns/chat", "chat", {"http://a": "pod-a"})
+
+    async def refusing_send(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            raise RuntimeError("Invalid HTTP header value.")
+
+    messages = [{"type": "http.request", "body": json.dumps({"model": "chat", **CHAT}).encode(), "more_body": False}]
+
+    async def receive() -> Mapping[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "server": ("door", 80),
+        "client": ("client", 1),
+    }
+    with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="Invalid HTTP header value")):
+        asyncio.run(create_app(front)(scope, receive, refusing_send))  # type: ignore[arg-type]
+    assert in_flight(front, "ns/chat") == (0, [0], 0.0)
+
+
+def test_a_backend_that_cannot_be_reached_is_skipped_for_the_next() -> None:
+    front, upstreams = door(
+        {"http://a": aiohttp.ClientConnectionError("refused"), "http://b": ScriptedResponse(chunks=(OK,))}
+    )
+    model(front, "ns/chat", "chat", {"http://a": "pod-a", "http://b": "pod-b"})
+    answer = post(front, {"model": "chat", **CHAT})
+    assert answer.status_code == 200 and answer.content == OK
+    assert [url for url, _ in upstreams.sent] == ["http://a/v1/chat/completions", "http://b/v1/chat/completions"]
+    assert in_flight(front, "ns/chat") == (0, [0, 0], 0.0)
+
+
+def test_retries_are_bounded() -> None:
+    refused = aiohttp.ClientConnectionError("refused")
+    backends = {f"http://{n}": f"pod-{n}" for n in "abcde"}
+    front, upstreams = door(dict.fromkeys(backends, refused), retries=2)
+    model(front, "ns/chat", "chat", backends, cold_start="reject")
+    answer = post(front, {"model": "chat", **CHAT})
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_starting"
+    assert len(upstreams.sent) == 3  # the first try and two retries
+
+
+def test_the_served_name_is_what_the_runtime_is_asked_for() -> None:
+    front, upstreams = door({"http://a": ScriptedResponse(chunks=(OK,))})
+    model(front, "team-a/chat", "Qwen/Qwen3-8B", {"http://a": "pod-a"})
+    assert post(front, {"model": "team-a/chat", **CHAT}).status_code == 200
+    assert upstreams.sent[0][1]["model"] == "Qwen/Qwen3-8B"
+
+
+def test_names_are_unique_or_written_in_full() -> None:
+    front, upstreams = door({"http://a": ScriptedResponse(chunks=(OK,)), "http://b": ScriptedResponse(chunks=(OK,))})
+    model(front, "team-a/chat", "chat", {"http://a": "pod-a"})
+    model(front, "team-b/chat", "chat", {"http://b": "pod-b"})
+    ambiguous = post(front, {"model": "chat", **CHAT})
+    assert ambiguous.status_code == 400 and ambiguous.json()["error"]["code"] == "model_ambiguous"
+    assert "team-a/chat, team-b/chat" in ambiguous.json()["error"]["message"]
+    assert post(front, {"model": "team-b/chat", **CHAT}).status_code == 200
+    assert upstreams.sent[-1][0] == "http://b/v1/chat/completions"
+    unknown = post(front, {"model": "team-c/chat", **CHAT})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_max_held_bounds_the_requests_held_across_models() -> None:
+    front, _ = door({}, max_held_total=1)
+    model(front, "ns/one", "one", {})
+    model(front, "ns/two", "two", {})
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app(front))
+        async with httpx.AsyncClient(transport=transport, base_url="http://door") as client:
+            first = asyncio.create_task(client.post("/v1/chat/completions", json={"model": "one", **CHAT}))
+            while front.table.held_total == 0:  # noqa: ASYNC110 - yield (no timer) until the first is held
+                await asyncio.sleep(0)
+            second = await client.post("/v1/chat/completions", json={"model": "two", **CHAT})
+            front.table.set_failure("ns/one", "its Deployment is Degraded")  # ends the first hold
+            return await first, second
+
+    first, second = asyncio.run(scenario())
+    assert second.status_code == 429 and second.json()["error"]["code"] == "queue_full"
+    assert first.status_code == 503 and first.json()["error"]["code"] == "model_start_failed"
+    assert front.table.held_total == 0 and front.table.models["ns/one"].held == 0
