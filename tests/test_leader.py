@@ -21,17 +21,21 @@ class FakeLeases:
         self.leases: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.down = False
+        self.log: list[str] = []  # the order of calls, to show that racing writers really interleave
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         if self.down:
             raise ConnectionError("apiserver unreachable")
-        lease = self.leases.get(name)
-        return copy.deepcopy(lease) if lease else None
+        lease = copy.deepcopy(self.leases.get(name))
+        self.log.append("get")
+        await asyncio.sleep(0)  # an await point, as a real call has: another writer may run here
+        return lease or None
 
     async def create(self, namespace: str, body: dict[str, Any]) -> bool:
         if self.down:
             raise ConnectionError("apiserver unreachable")
         name = body["metadata"]["name"]
+        self.log.append("create")
         if name in self.leases:
             return False
         self.version += 1
@@ -44,6 +48,7 @@ class FakeLeases:
     async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
         if self.down:
             raise ConnectionError("apiserver unreachable")
+        self.log.append("replace")
         if body["metadata"].get("resourceVersion") != self.leases[name]["metadata"]["resourceVersion"]:
             return False
         self.version += 1
@@ -122,6 +127,25 @@ def test_two_racing_writers_cannot_both_win() -> None:
 
     assert sorted(run(race())) == [False, True]
     assert a.leading() != b.leading()
+    assert api.log == ["get", "get", "create", "create"]  # both read "no lease" before either wrote
+
+
+def test_two_writers_racing_for_an_expired_lease_cannot_both_win() -> None:
+    api, clock = FakeLeases(), Clock()
+    old = LeaderElector(api, "old", SETTINGS, clock)
+    run(old.try_acquire_or_renew())
+    for lease in api.leases.values():  # the old leader is gone: its last renewal is long past
+        lease["spec"]["renewTime"] = "2020-01-01T00:00:00.000000Z"
+    a = LeaderElector(api, "a", SETTINGS, clock)
+    b = LeaderElector(api, "b", SETTINGS, clock)
+    api.log.clear()
+
+    async def race() -> list[bool]:
+        return list(await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew()))
+
+    assert sorted(run(race())) == [False, True]
+    assert a.leading() != b.leading()
+    assert api.log == ["get", "get", "replace", "replace"]  # the same resourceVersion read by both
 
 
 def test_bad_timings_are_refused() -> None:
