@@ -12,6 +12,7 @@ import jsonpatch
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Webhook
 from tests.support import GOLDEN, admission_review, apiserver_pod, load_case
@@ -129,10 +130,26 @@ def test_oversized_body_is_refused(client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200
 
 
+def reviews_counted(client: httpx.Client, result: str) -> float:
+    """hearth_webhook_reviews_total{endpoint="/mutate/pods", result} as the webhook reports it now."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "hearth_webhook_reviews_total" and sample.labels == {
+                "endpoint": "/mutate/pods",
+                "result": result,
+            }:
+                return sample.value
+    return 0.0
+
+
 def test_metrics_count_the_answers(client: httpx.Client) -> None:
-    text = client.get("/metrics").text
-    assert 'hearth_webhook_reviews_total{endpoint="/mutate/pods",result="patched"}' in text
-    assert 'result="malformed"' in text and "hearth_webhook_runtimes 3.0" in text
+    """Counts what this test sends (whatever other tests sent before it)."""
+    patched, malformed = reviews_counted(client, "patched"), reviews_counted(client, "malformed")
+    post(client, "/mutate/pods", admission_review(apiserver_pod(DEPLOYMENT)))
+    assert client.post("/mutate/pods", content=b"{not json").status_code == 400
+    assert reviews_counted(client, "patched") == patched + 1
+    assert reviews_counted(client, "malformed") == malformed + 1
+    assert "hearth_webhook_runtimes 3.0" in client.get("/metrics").text
 
 
 json_values = st.recursive(

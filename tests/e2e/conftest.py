@@ -19,6 +19,7 @@ from devcluster import processes
 from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
 from devcluster.layout import Layout, default_cache_dir
+from devcluster.simulator import WORDS  # what the simulator answers, one word per token, round and round
 
 T = TypeVar("T")
 
@@ -55,8 +56,6 @@ def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:
 
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
-# What the simulator answers, one word per token, round and round.
-WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
 
 
 def expected(tokens: int) -> str:

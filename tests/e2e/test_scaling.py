@@ -17,6 +17,7 @@ import yaml
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
+from policies import sidecar_url
 from tests.e2e.conftest import MESSAGES, apply, expected, get_json, phase, replicas, wait_for, webhook_runtimes
 
 pytestmark = pytest.mark.e2e
@@ -131,8 +132,11 @@ def test_an_open_stream_survives_its_pod_being_scaled_away(cluster: Cluster, nam
     result: list[str] = []
     streaming = threading.Thread(target=lambda: result.append(stream_text(cluster, f"{namespace}/drain", 150)))
     streaming.start()  # ~3 s of tokens
-    time.sleep(1.0)
-    pod = get_json(cluster, "pods", "-n", namespace, "-l", "app=drain")["items"][0]["metadata"]["name"]
+    found = get_json(cluster, "pods", "-n", namespace, "-l", "app=drain")["items"][0]
+    sidecar = sidecar_url(found)
+    assert sidecar is not None
+    wait_for("the stream to reach the pod", lambda: httpx.get(f"{sidecar}/demand").json()["inFlight"] == 1, 30, 0.05)
+    pod = found["metadata"]["name"]
     cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")  # as a scale-down would
     streaming.join(timeout=60)
     assert result == [expected(150)]
