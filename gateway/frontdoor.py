@@ -165,7 +165,7 @@ class FrontDoor:
             return self._refuse(
                 state, 503, "model_starting", f"model {state.key} is starting from zero; retry shortly", 30
             )
-        if state.held >= scale.queue_size or self.table.held_total >= self.settings.max_held_total:
+        if state.held >= scale.queue_size or self.table.held_total >= self.settings.max_held:
             return self._refuse(state, 429, "queue_full", f"too many requests are waiting for model {state.key}", 5)
         deadline = arrived + scale.activation_timeout
         held = self.hold.lease(state, arrived)

@@ -1,33 +1,108 @@
-"""The front door's settings: one object, built by the CLI and passed down."""
+"""The gateway's settings: one model per server, from which `hearth gateway front-door|sidecar` generate
+their flags (common/flags.py). Every default lives here, once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from common.flags import Duration
 from policies import ScaleSpec
 
+_SCALE = ScaleSpec()  # the annotations' defaults, for --upstream models
 
-@dataclass(frozen=True)
-class FrontDoorSettings:
-    host: str = "0.0.0.0"  # noqa: S104 - the front door serves clients from other hosts
-    port: int = 8080
-    upstreams: dict[str, list[str]] = field(default_factory=dict)  # NAME -> URLs, outside a cluster
-    kubeconfig: Path | None = None
-    namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    in_cluster: bool = False
-    defaults: ScaleSpec = field(default_factory=ScaleSpec)  # for --upstream models
-    max_held_total: int = 10_000
-    max_body_bytes: int = 8 * 1024 * 1024
-    body_timeout: float = 30.0
-    header_timeout: float = 10.0
-    connect_timeout: float = 5.0
-    idle_stream_timeout: float = 600.0
-    health_interval: float = 0.5
-    retries: int = 3
-    scaler_url: str | None = None
-    scaler_selector: str | None = None  # push to every scaler pod with these labels; the leader accepts
-    scaler_namespace: str | None = None
-    scaler_port: int = 8081
-    activation_retry_for: float = 30.0  # keep pushing an activation this long until a scaler accepts it
-    log_level: str = "info"
+
+class FrontDoorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - clients on other hosts
+    port: int = Field(8080, ge=1, le=65535, description="port to listen on")
+    upstreams: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="a fixed backend outside a cluster, NAME=URL, held until its /health answers 200 "
+        "(repeat; a NAME may repeat)",
+        json_schema_extra={"name": "upstream", "repeat": True, "metavar": "NAME=URL"},
+    )
+    kubeconfig: Path | None = Field(None, description="watch opted-in Deployments and pods with this kubeconfig")
+    in_cluster: bool = Field(False, description="watch with the pod's service account")
+    namespaces: tuple[str, ...] = Field(
+        (), description="only these namespaces (repeat; default: all)", json_schema_extra={"name": "namespace"}
+    )
+    cold_start: Literal["keepalive", "reject"] = Field(
+        _SCALE.cold_start, description="for --upstream models (Deployments use hearth.dev/cold-start)"
+    )
+    heartbeat_interval: Duration = Field(_SCALE.heartbeat_interval, gt=0, description="SSE comment heartbeat")
+    activation_timeout: Duration = Field(_SCALE.activation_timeout, gt=0, description="longest hold")
+    queue_size: int = Field(_SCALE.queue_size, ge=0, description="held requests per model")
+    max_held: int = Field(10_000, ge=0, description="held requests in total, all models")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    body_timeout: Duration = Field(30.0, gt=0, description="longest body upload; then 408")
+    header_timeout: Duration = Field(10.0, gt=0, description="longest request-head read")
+    connect_timeout: Duration = Field(5.0, gt=0, description="connecting to a pod")
+    idle_stream_timeout: Duration = Field(600.0, gt=0, description="longest silence from a pod mid-answer")
+    health_interval: Duration = Field(0.5, gt=0, description="how often --upstream backends' /health is read")
+    retries: int = Field(3, ge=0, description="other pods tried when one fails before any byte")
+    scaler_url: str | None = Field(
+        None, description="where to push activations at once, e.g. http://hearth-scaler:8081"
+    )
+    scaler_selector: str | None = Field(
+        None,
+        description="push activations to every scaler pod with these labels (the leader takes it), "
+        "e.g. app.kubernetes.io/name=hearth-scaler",
+    )
+    scaler_namespace: str | None = Field(None, description="where the scaler pods run (default: this pod's namespace)")
+    scaler_port: int = Field(8081, ge=1, le=65535, description="the scaler pods' port")
+    activation_retry_for: Duration = Field(30.0, gt=0, description="keep pushing an activation this long")
+    log_level: str = Field("info", json_schema_extra={"flag": False})
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _name_equals_url(cls, value: object) -> object:
+        """`NAME=URL` strings (from the command line) into {NAME: [URL, ...]}."""
+        if not isinstance(value, list | tuple):
+            return value
+        upstreams: dict[str, list[str]] = {}
+        for item in value:
+            name, sep, url = str(item).partition("=")
+            if not sep or not name or not url.startswith(("http://", "https://")):
+                raise ValueError(f"takes NAME=URL (e.g. qwen3-8b=http://127.0.0.1:8000), not {item!r}")
+            upstreams.setdefault(name, []).append(url.rstrip("/"))
+        return upstreams
+
+    @field_validator("scaler_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def finds_models(self) -> bool:
+        return bool(self.upstreams) or self.kubeconfig is not None or self.in_cluster
+
+    @property
+    def defaults(self) -> ScaleSpec:
+        """The scale spec of --upstream models."""
+        return ScaleSpec(
+            cold_start=self.cold_start,
+            heartbeat_interval=self.heartbeat_interval,
+            activation_timeout=self.activation_timeout,
+            queue_size=self.queue_size,
+        )
+
+
+class SidecarSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    upstream: str = Field(description="the runtime, e.g. http://127.0.0.1:8000")
+    host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - reached by the front door
+    port: int = Field(8090, ge=1, le=65535, description="port to listen on")
+    drain_timeout: Duration = Field(300.0, gt=0, description="longest wait for open streams on termination")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    connect_timeout: Duration = Field(5.0, gt=0, description="connecting to the runtime")
+    idle_stream_timeout: Duration = Field(600.0, gt=0, description="longest silence from the runtime mid-answer")
+
+    @field_validator("upstream")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
 from types import FrameType
 
 import httpx
@@ -24,20 +23,10 @@ from common.bodies import BodyTooLarge, read_bounded
 from gateway.errors import openai_error
 from gateway.lease import Lease, LeasedStream
 from gateway.proxy import forward_headers
+from gateway.settings import SidecarSettings
 from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
 
 log = logging.getLogger("hearth.sidecar")
-
-
-@dataclass(frozen=True)
-class SidecarSettings:
-    upstream: str
-    host: str = "0.0.0.0"  # noqa: S104 - the pod's address, reached by the front door
-    port: int = 8090
-    drain_timeout: float = 300.0
-    max_body_bytes: int = 8 * 1024 * 1024
-    connect_timeout: float = 5.0
-    idle_stream_timeout: float = 600.0
 
 
 class Drain:

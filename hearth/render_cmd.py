@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,9 +15,10 @@ from webhook.runtimes import load_runtimes
 
 
 def pod_from_deployment(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    """The Pod that the ReplicaSet controller would post for this Deployment (before admission)."""
+    """The Pod that the ReplicaSet controller would post for this Deployment (before admission); it shares
+    nothing with `deployment`, which stays as it was whatever is done to the pod."""
     meta = deployment.get("metadata") or {}
-    template = (deployment.get("spec") or {}).get("template") or {}
+    template = copy.deepcopy((deployment.get("spec") or {}).get("template") or {})
     template_meta = dict(template.get("metadata") or {})
     name = str(meta.get("name", "model"))
     template_hash = "0000000000"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import uvicorn
@@ -23,29 +20,13 @@ from common.kubeapi import KubeAPI
 from common.peers import Peers
 from scaler.demand import DemandCollector
 from scaler.kube import KubeWriter
-from scaler.leader import LeaderElector, LeaseApi, LeaseSettings
+from scaler.leader import LeaderElector, LeaseApi
 from scaler.loop import Scaler
 from scaler.metrics import ScalerMetrics
+from scaler.settings import ScalerSettings
 from scaler.view import ClusterView
 
 log = logging.getLogger("hearth.scaler")
-
-
-@dataclass(frozen=True)
-class ScalerSettings:
-    host: str = "0.0.0.0"  # noqa: S104 - front doors push activations from other pods
-    port: int = 8081
-    kubeconfig: Path | None = None
-    in_cluster: bool = False
-    gateway_urls: tuple[str, ...] = ()
-    # Front-door pods found by label in their namespace, each read at gateway_port (summed with the URLs).
-    gateway_selector: str | None = None
-    gateway_namespace: str | None = None
-    gateway_port: int = 8080
-    tick: float = 1.0
-    identity: str = field(default_factory=socket.gethostname)
-    lease: LeaseSettings = field(default_factory=LeaseSettings)
-    log_level: str = "info"
 
 
 def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:

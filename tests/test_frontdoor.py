@@ -164,7 +164,7 @@ def test_names_are_unique_or_written_in_full() -> None:
 
 
 def test_max_held_bounds_the_requests_held_across_models() -> None:
-    front, _ = door({}, max_held_total=1)
+    front, _ = door({}, max_held=1)
     model(front, "ns/one", "one", {})
     model(front, "ns/two", "two", {})
 

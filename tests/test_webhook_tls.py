@@ -145,7 +145,8 @@ def reviews_counted(client: httpx.Client, result: str) -> float:
 def test_metrics_count_the_answers(client: httpx.Client) -> None:
     """Counts what this test sends (whatever other tests sent before it)."""
     patched, malformed = reviews_counted(client, "patched"), reviews_counted(client, "malformed")
-    post(client, "/mutate/pods", admission_review(apiserver_pod(DEPLOYMENT)))
+    answer = post(client, "/mutate/pods", admission_review(apiserver_pod(DEPLOYMENT)))
+    assert answer["allowed"] and answer.get("patchType") == "JSONPatch", answer
     assert client.post("/mutate/pods", content=b"{not json").status_code == 400
     assert reviews_counted(client, "patched") == patched + 1
     assert reviews_counted(client, "malformed") == malformed + 1

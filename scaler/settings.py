@@ -1,0 +1,69 @@
+"""The scaler's settings: one model, from which `hearth scaler` generates its flags (common/flags.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.flags import Duration
+from scaler.leader import LeaseSettings
+
+_LEASE = LeaseSettings()
+
+
+def _identity() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+class ScalerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - front doors push from pods
+    port: int = Field(8081, ge=1, le=65535, description="port to listen on")
+    kubeconfig: Path | None = Field(None, description="kubeconfig (or --in-cluster)")
+    in_cluster: bool = Field(False, description="use the pod's service account")
+    gateway_urls: tuple[str, ...] = Field(
+        (), description="a front door whose /demand to read (repeat)", json_schema_extra={"name": "gateway-url"}
+    )
+    gateway_selector: str | None = Field(
+        None,
+        description="read /demand from every front-door pod with these labels, "
+        "e.g. app.kubernetes.io/name=hearth-gateway",
+    )
+    gateway_namespace: str | None = Field(
+        None, description="where the front-door pods run (default: this pod's namespace)"
+    )
+    gateway_port: int = Field(8080, ge=1, le=65535, description="the front-door pods' port")
+    tick: Duration = Field(1.0, gt=0, description="time between passes")
+    identity: str = Field(
+        default_factory=_identity, description="this replica's name in the Lease (default: $POD_NAME, else host name)"
+    )
+    lease_name: str = Field(_LEASE.name, description="the Lease the replicas elect a leader on")
+    lease_namespace: str = Field(_LEASE.namespace, description="the Lease's namespace")
+    lease_duration: Duration = Field(_LEASE.duration, gt=0, description="how long a Lease holds without renewal")
+    renew_deadline: Duration = Field(_LEASE.renew_deadline, gt=0, description="a leader stops acting after")
+    retry_period: Duration = Field(_LEASE.retry_period, gt=0, description="standby retry interval")
+    log_level: str = Field("info", json_schema_extra={"flag": False})
+
+    @field_validator("gateway_urls")
+    @classmethod
+    def _no_trailing_slash(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(url.rstrip("/") for url in value)
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> ScalerSettings:
+        self.lease  # noqa: B018 - LeaseSettings checks retry-period < renew-deadline < lease-duration
+        return self
+
+    @property
+    def lease(self) -> LeaseSettings:
+        return LeaseSettings(
+            name=self.lease_name,
+            namespace=self.lease_namespace,
+            duration=self.lease_duration,
+            renew_deadline=self.renew_deadline,
+            retry_period=self.retry_period,
+        )
