@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -19,39 +19,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import FrontDoorSettings
 from gateway.table import ModelTable
 from policies import ScaleSpec
-
-
-class ScriptedResponse:
-    def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None, chunks: tuple[bytes, ...] = ()):
-        self.status_code = status
-        self.headers = dict(headers or {"content-type": "application/json"})
-        self.chunks = chunks
-        self.closed = False
-
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-    async def aread(self) -> bytes:
-        return b"".join(self.chunks)
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-class ScriptedUpstreams:
-    """Each backend URL answers with its script: a response, or an exception raised at connect."""
-
-    def __init__(self, scripts: dict[str, ScriptedResponse | Exception]) -> None:
-        self.scripts = scripts
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    async def open(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> ScriptedResponse:
-        self.sent.append((url, json.loads(body)))
-        script = self.scripts[url.split("/v1/", maxsplit=1)[0]]
-        if isinstance(script, Exception):
-            raise script
-        return script
+from tests.gateway_fakes import ScriptedResponse, ScriptedUpstreams
 
 
 def door(scripts: dict[str, ScriptedResponse | Exception], **settings: Any) -> tuple[FrontDoor, ScriptedUpstreams]:

@@ -1,0 +1,63 @@
+"""The sidecar in process: its ASGI app driven directly, the runtime scripted. What the sidecar counts in
+flight (the scaler's per-pod demand, the drain's wait) comes back to zero however a request ends. The
+sidecar as a process, with SIGTERM and a real runtime, is in tests/test_gateway.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import httpx
+
+from gateway.settings import SidecarSettings
+from gateway.sidecar import Drain, create_app
+from tests.gateway_fakes import ScriptedResponse, ScriptedUpstreams
+
+RUNTIME = "http://runtime"
+BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def sidecar(script: ScriptedResponse | Exception) -> tuple[httpx.AsyncClient, Drain]:
+    drain = Drain()
+    upstreams: Any = ScriptedUpstreams({RUNTIME: script})
+    app = create_app(SidecarSettings(upstream=RUNTIME), drain, httpx.AsyncClient(), upstreams)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar"), drain
+
+
+def test_a_stream_is_counted_while_open_and_the_drain_waits_for_it() -> None:
+    gate = asyncio.Event()
+
+    async def scenario() -> tuple[list[int], httpx.Response, dict[str, object]]:
+        client, drain = sidecar(ScriptedResponse(chunks=(b"data: 1\n\n",), gate=gate))
+        seen = []
+        request = asyncio.create_task(client.post("/v1/chat/completions", json=BODY))
+        while drain.in_flight == 0:  # noqa: ASYNC110 - yield (no timer) until the request is forwarded
+            await asyncio.sleep(0)
+        seen.append((await client.get("/demand")).json()["inFlight"])
+        drained = asyncio.create_task(client.get("/drain"))  # the model container's preStop hook
+        while not drain.draining:  # noqa: ASYNC110 - yield until the drain has begun
+            await asyncio.sleep(0)
+        refused = await client.post("/v1/chat/completions", json=BODY)  # new work goes elsewhere
+        assert not drained.done()  # the drain waits for the open stream
+        gate.set()
+        answer = await request
+        seen.append(drain.in_flight)
+        assert answer.content == b"data: 1\n\n"
+        return seen, refused, (await drained).json()
+
+    seen, refused, drained = asyncio.run(scenario())
+    assert seen == [1, 0]
+    assert refused.status_code == 503 and refused.headers["x-hearth-draining"] == "1"
+    assert drained == {"drained": True, "inFlight": 0}
+
+
+def test_a_runtime_that_cannot_be_reached_is_a_502_and_counts_nothing() -> None:
+    async def scenario() -> tuple[httpx.Response, int]:
+        client, drain = sidecar(aiohttp.ClientConnectionError("refused"))
+        return await client.post("/v1/chat/completions", json=BODY), drain.in_flight
+
+    answer, in_flight = asyncio.run(scenario())
+    assert answer.status_code == 502 and json.loads(answer.content)["error"]["code"] == "upstream_unreachable"
+    assert in_flight == 0
