@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -123,3 +124,57 @@ def test_rotation_drops_no_request(webhook: Webhook) -> None:
         'hearth_webhook_cert_reloads_total{result="reloaded"} 1.0'
         in httpx.get(f"{webhook.url}/metrics", verify=webhook.tls).text
     )
+
+
+def served_certificate(server: ssl.SSLContext, ca: Path) -> bytes:
+    """The certificate (PEM) a TLS handshake with `server` presents, done in memory."""
+    client = ssl.create_default_context(cafile=str(ca))
+    client.check_hostname = False
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_in, server_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_client = client.wrap_bio(to_client, to_server)
+    tls_server = server.wrap_bio(server_in, server_out, server_side=True)
+    for _ in range(10):
+        for side in (tls_client, tls_server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        server_in.write(to_server.read())
+        to_client.write(server_out.read())
+    der = tls_client.getpeercert(binary_form=True)
+    assert der is not None, "no handshake"
+    return ssl.DER_cert_to_PEM_cert(der).encode()
+
+
+def test_a_half_written_pair_keeps_the_old_certificate_until_the_next_check(tmp_path: Path) -> None:
+    """A rotation caught between its two writes (a new certificate, the old key) fails to load: the
+    reload is counted as failed, the served certificate stays the old one, and the next check, once the
+    key has landed too, picks the new pair up."""
+    import shutil
+
+    from prometheus_client import CollectorRegistry
+
+    from webhook.metrics import WebhookMetrics
+    from webhook.server import CertReloader
+
+    live, staged = tmp_path / "live", tmp_path / "staged"
+    issue(live, ["hearth-webhook.hearth-system.svc"])
+    shutil.copytree(live, staged)
+    issue(staged, ["hearth-webhook.hearth-system.svc"])  # same CA, new serving pair
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(live / "tls.crt", live / "tls.key")
+    metrics = WebhookMetrics(CollectorRegistry())
+    reloader = CertReloader(context, live / "tls.crt", live / "tls.key", metrics)
+
+    def counted(result: str) -> float:
+        return metrics.registry.get_sample_value("hearth_webhook_cert_reloads_total", {"result": result}) or 0.0
+
+    old = served_certificate(context, live / "ca.crt")
+    shutil.copy(staged / "tls.crt", live / "tls.crt")  # the certificate first...
+    assert reloader.check() is False
+    assert counted("failed") == 1 and counted("reloaded") == 0
+    assert served_certificate(context, live / "ca.crt") == old  # handshakes still complete, with the old one
+    shutil.copy(staged / "tls.key", live / "tls.key")  # ...then its key
+    assert reloader.check() is True
+    assert counted("reloaded") == 1
+    assert served_certificate(context, live / "ca.crt") == (staged / "tls.crt").read_bytes()
+    assert reloader.check() is False and counted("failed") == 1  # nothing changed since: nothing to do

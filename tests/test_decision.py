@@ -1,4 +1,6 @@
-"""The scaling decision, table-driven and over recorded demand traces."""
+"""The scaling decision, table-driven and over demand traces. The traces are synthetic (seeded random
+wobble, hand-written tables), shaped like what the scaler sees every tick; none was recorded from a
+live system."""
 
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def test_below_min_and_above_max_are_corrected() -> None:
 
 
 def test_no_flapping_on_noisy_demand() -> None:
-    """A recorded-style trace: a busy hour whose demand wobbles around the target, then silence."""
+    """A synthetic trace: a busy hour whose demand wobbles around the target (seeded), then silence."""
     rng = random.Random(7)
     busy = [(float(t), Observation(demand=rng.choice([7, 9, 11, 12, 14, 8, 10]))) for t in range(0, 3600, 2)]
     quiet = [(float(t), Observation(demand=0)) for t in range(3600, 4200, 2)]
@@ -85,8 +87,8 @@ def test_no_flapping_on_noisy_demand() -> None:
     assert replicas[-1] == 0
 
 
-def test_a_recorded_day_scales_0_to_n_to_0() -> None:
-    """Table of (time, demand) -> replicas, as the scaler would see it every 2 s."""
+def test_a_scripted_day_scales_0_to_n_to_0() -> None:
+    """A hand-written table of (time, demand) -> replicas, as the scaler would see it every 2 s."""
     table = [
         (0, 0, 0),
         (2, 1, 1),

@@ -126,6 +126,15 @@ def test_hold_timeout_reaches_the_sdk(procs: Processes) -> None:
     assert demand(door)["held"] == 0
 
 
+def test_a_backend_silent_past_the_idle_stream_timeout_ends_the_stream_with_an_error_event(procs: Processes) -> None:
+    sim = procs.simulator(itl="3s")  # a token every 3 s
+    door = procs.front_door([("qwen", sim)], "--idle-stream-timeout=1s")
+    with pytest.raises(openai.APIError) as caught:
+        list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=3))
+    assert "the model's stream broke off" in caught.value.message
+    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1}
+
+
 def test_full_queue_answers_429_and_disturbs_nothing(procs: Processes) -> None:
     sim = procs.simulator(startup="2s")
     door = procs.front_door([("qwen", sim)], "--queue-size=2")

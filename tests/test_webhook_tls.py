@@ -16,9 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Webhook
 from tests.support import GOLDEN, admission_review, apiserver_pod, load_case
+from webhook.app import ENDPOINTS as WEBHOOK_ENDPOINTS
 
 DEPLOYMENT, _ = load_case(GOLDEN / "nvidia-hf.yaml")
-ENDPOINTS = ["/mutate/pods", "/validate/deployments", "/validate/inferenceruntimes"]
+ENDPOINTS = ["/mutate/pods", "/mutate/deployments", "/validate/deployments", "/validate/inferenceruntimes"]
+assert set(ENDPOINTS) == set(WEBHOOK_ENDPOINTS), "every endpoint of the webhook is fuzzed"
 
 
 @pytest.fixture(scope="module")

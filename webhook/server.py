@@ -1,8 +1,9 @@
 """Serve the webhook over TLS with uvicorn, reloading a rotated certificate without dropping requests.
 
 uvicorn builds one `ssl.SSLContext`; loading a new chain into that same context changes what new
-handshakes present, while open connections carry on. A half-written pair (new cert, old key) fails to
-load and is retried at the next tick, so the old certificate keeps serving meanwhile.
+handshakes present, while open connections carry on. A half-written pair (new cert, old key) is checked
+in a scratch context first, fails there, and is retried at the next tick, so the old certificate keeps
+serving meanwhile (loading it into the live context would have broken every handshake until then).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import tempfile
 from pathlib import Path
 
 import uvicorn
@@ -42,7 +44,7 @@ class CertReloader:
             stamp = self._stamp()
             if stamp == self._seen:
                 return False
-            self._context.load_cert_chain(str(self._cert), str(self._key))
+            self._load_pair()
         except (OSError, ssl.SSLError) as exc:
             log.warning("certificate reload failed, keeping the current one: %s", exc)
             self._metrics.cert_reloads.labels("failed").inc()
@@ -51,6 +53,17 @@ class CertReloader:
         self._metrics.cert_reloads.labels("reloaded").inc()
         log.info("serving certificate reloaded from %s", self._cert)
         return True
+
+    def _load_pair(self) -> None:
+        """Load the pair into the live context only once it is known to load: a failed load_cert_chain
+        leaves a context with the new certificate and the old key, which completes no handshake at all.
+        The files are read once (into a private folder), so the pair checked is the pair loaded."""
+        with tempfile.TemporaryDirectory(prefix="hearth-tls-") as scratch:
+            cert, key = Path(scratch) / "tls.crt", Path(scratch) / "tls.key"
+            cert.write_bytes(self._cert.read_bytes())
+            key.write_bytes(self._key.read_bytes())
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key))  # raises if it is not a pair
+            self._context.load_cert_chain(str(cert), str(key))
 
     async def run(self, every: float) -> None:
         while True:

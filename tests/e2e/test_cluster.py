@@ -44,6 +44,24 @@ def test_runtimes_are_listed_with_printer_columns(cluster: Cluster) -> None:
     assert rows["vllm-ascend-310p"][2] == "huawei.com/Ascend310P"
 
 
+def test_the_crd_itself_refuses_what_the_validator_refuses(cluster: Cluster) -> None:
+    """Server-side dry runs against the real apiserver: the CRD's schema and its CEL rule (which the unit
+    tier cannot evaluate) refuse each invalid runtime before any webhook is asked, and accept the samples."""
+    from tests.support import RUNTIMES
+    from tests.test_runtimes import INVALID
+
+    for name, runtime in sorted(INVALID.items()):
+        if name == "unknown template variable":
+            continue  # only the webhook knows the template language
+        result = apply(cluster, runtime | {"metadata": {"name": "dry-run"}}, "--dry-run=server", check=False)
+        assert result.returncode != 0, name
+        assert "denied the request" not in result.stderr, (name, result.stderr)  # the CRD, not the webhook
+        if name == "no model passed":
+            assert "container.args must pass the model, e.g. --model={{ model.path }}" in result.stderr
+    for path in sorted(RUNTIMES.glob("*.yaml")):
+        assert cluster.kubectl("apply", "--dry-run=server", "-f", str(path), check=False).returncode == 0, path
+
+
 def test_invalid_runtime_is_refused_with_the_validators_message(cluster: Cluster) -> None:
     runtime = yaml.safe_load((MANIFESTS / "runtimes" / "vllm-nvidia.yaml").read_text())
     runtime["metadata"]["name"] = "broken"
