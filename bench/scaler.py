@@ -35,7 +35,7 @@ from devcluster.cluster import Cluster
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.models import simulated_model
 from policies import ScaleSpec
-from scaler.decision import Memory, Observation, decide
+from scaler import Memory, Observation, decide
 
 TICK = 1.0
 

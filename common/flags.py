@@ -26,8 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ValidationError
 from pydantic.fields import FieldInfo
 
-from policies import Collector
-from policies.values import duration_seconds, format_duration
+from policies import Collector, duration_seconds, format_duration
 
 M = TypeVar("M", bound=BaseModel)
 MAX_DURATION = 7 * 86400

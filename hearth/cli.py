@@ -11,7 +11,7 @@ from common.flags import add_flags, settings_from
 from hearth import __version__
 from hearth.dev_cmd import add_dev
 from hearth.serve_cmd import add_services
-from webhook.settings import SidecarInjection
+from webhook import SidecarInjection
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

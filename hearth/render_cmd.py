@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import yaml
 
 from policies import ContractError, RenderSettings, render_for_pod, validate_deployment
-from webhook.runtimes import load_runtimes
+from webhook import load_runtimes
 
 
 def pod_from_deployment(deployment: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,13 +30,11 @@ def _service(sub: Any, name: str, help_text: str, model: type[Any], serve: Calla
 
 
 def add_services(sub: Any) -> None:
-    from gateway.server import serve as serve_front_door
-    from gateway.settings import FrontDoorSettings, SidecarSettings
-    from gateway.sidecar import serve as serve_sidecar
-    from scaler.server import serve as serve_scaler
-    from scaler.settings import ScalerSettings
-    from webhook.server import serve as serve_webhook
-    from webhook.settings import WebhookSettings
+    from gateway import FrontDoorSettings, SidecarSettings, serve_front_door, serve_sidecar
+    from scaler import ScalerSettings
+    from scaler import serve as serve_scaler
+    from webhook import WebhookSettings
+    from webhook import serve as serve_webhook
 
     _service(sub, "webhook", "serve the admission webhook over TLS", WebhookSettings, serve_webhook)
     gateway = sub.add_parser("gateway", help="the gateway: front door, and sidecar in model pods")

@@ -7,8 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from policies import ENABLED_LABEL
-from policies.annotations import PHASE_LABEL, STATUS
+from policies import ENABLED_LABEL, PHASE_LABEL, STATUS
 
 COLUMNS = ("NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "AGE")
 
@@ -63,8 +62,12 @@ def fetch(kubeconfig: str | None, namespace: str | None) -> list[Mapping[str, An
     apps: Any = client.AppsV1Api(config.new_client_from_config(kubeconfig))
     selector = f"{ENABLED_LABEL}=true"
     if namespace is None:
-        raw = apps.list_deployment_for_all_namespaces(label_selector=selector, _preload_content=False)
+        raw = apps.list_deployment_for_all_namespaces(
+            label_selector=selector, _preload_content=False, _request_timeout=30
+        )
     else:
-        raw = apps.list_namespaced_deployment(namespace, label_selector=selector, _preload_content=False)
+        raw = apps.list_namespaced_deployment(
+            namespace, label_selector=selector, _preload_content=False, _request_timeout=30
+        )
     items: list[Mapping[str, Any]] = json.loads(raw.data).get("items", [])
     return sorted(items, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))

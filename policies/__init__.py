@@ -15,7 +15,7 @@ from policies.annotations import (
     parse_pod,
     parse_scale,
 )
-from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment
+from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
 from policies.objects import (
     PodBackend,
@@ -29,11 +29,13 @@ from policies.objects import (
     sidecar_url,
     start_failure,
 )
+from policies.patch import diff
 from policies.phase import ACTIVATING, DEGRADED, PHASES, READY, SCALED_TO_ZERO, SCALING, phase
 from policies.render import SHIPPED_IMAGE, RenderSettings, render_pod
 from policies.runtime import API_VERSION, GROUP, KIND, InferenceRuntime, RuntimeSpec, runtime_from_object
 from policies.selection import select_runtime
 from policies.stamp import MalformedStamp, Stamp, parse_stamp, stamp_of
+from policies.values import duration_seconds, format_duration
 
 __all__ = [
     "ACTIVATING",
@@ -66,6 +68,9 @@ __all__ = [
     "Verdict",
     "backend_of",
     "deployment_name_of",
+    "diff",
+    "duration_seconds",
+    "format_duration",
     "is_ready",
     "model_key",
     "model_key_of",
@@ -84,4 +89,5 @@ __all__ = [
     "stamp_of",
     "start_failure",
     "validate_deployment",
+    "with_scaler_defaults",
 ]

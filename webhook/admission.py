@@ -17,12 +17,12 @@ from policies import (
     ContractError,
     InferenceRuntime,
     RenderSettings,
+    diff,
     render_for_pod,
     runtime_from_object,
     validate_deployment,
+    with_scaler_defaults,
 )
-from policies.deployment import with_scaler_defaults
-from policies.patch import diff
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 Review = dict[str, Any]

@@ -296,3 +296,27 @@ def test_certificate_rotation_through_the_real_apiserver(cluster: Cluster, names
     assert after == restarts  # picked up live, no restart
     apply(cluster, deployment(namespace, name="after-rotation", **{"hearth.dev/runtime": "sim-nvidia"}))
     wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "after-rotation"), timeout=90)
+
+
+def test_hearth_status_lists_every_namespace_with_a_and_one_without(
+    cluster: Cluster, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hearth.cli import main
+
+    other = f"{namespace}-b"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        apply(cluster, deployment(namespace, name="listed-a", **{"hearth.dev/runtime": "sim-nvidia"}))
+        apply(cluster, deployment(other, name="listed-b", **{"hearth.dev/runtime": "sim-nvidia"}))
+        kubeconfig = f"--kubeconfig={cluster.layout.kubeconfig}"
+        assert main(["status", "-A", kubeconfig]) == 0
+        everywhere = capsys.readouterr().out.splitlines()
+        assert everywhere[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "AGE"]
+        names = [line.split()[0] for line in everywhere[1:]]
+        assert f"{namespace}/listed-a" in names and f"{other}/listed-b" in names
+        assert main(["status", "-n", other, kubeconfig]) == 0
+        one = capsys.readouterr().out.splitlines()
+        assert [line.split()[0] for line in one[1:]] == ["listed-b"]
+        assert one[1].split()[2] == "sim-nvidia"
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
