@@ -18,11 +18,12 @@ def private_imports(path: Path) -> list[str]:
     own = path.relative_to(ROOT).parts[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
+        else:
+            continue
         for name in names:
             package, _, rest = name.partition(".")
             if rest and package in PACKAGES_WITH_A_PUBLIC_FACE and package != own:
@@ -36,7 +37,7 @@ def test_outside_a_package_only_its_public_names_are_used() -> None:
     assert [line for path in files for line in private_imports(path)] == []
 
 
-def test_the_checker_sees_a_private_import(tmp_path: Path) -> None:
+def test_the_checker_sees_a_private_import() -> None:
     offender = ROOT / "hearth" / "_layers_probe.py"
     offender.write_text("from policies.render import render_pod\n")
     try:
