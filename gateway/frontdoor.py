@@ -29,7 +29,7 @@ from gateway.lease import LeasedStream
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import forward_headers
 from gateway.relay import passthrough
-from gateway.routing import Router, Upstream
+from gateway.routing import Outgoing, Router, Upstream
 from gateway.settings import FrontDoorSettings
 from gateway.table import AmbiguousModel, ModelState, ModelTable, UnknownModel
 from gateway.upstream import Upstreams
@@ -121,7 +121,6 @@ class FrontDoor:
 
     async def completions(self, request: Request) -> Response:
         arrived = time.monotonic()
-        path = request.url.path
         try:
             body, payload = await self._read(request)
             state = self._lookup(payload["model"])
@@ -130,30 +129,23 @@ class FrontDoor:
         if payload["model"] != state.served_name:  # the runtime serves the model under its served name
             payload["model"] = state.served_name
             body = orjson.dumps(payload)
-        headers = forward_headers(request.headers.items())
+        outgoing = Outgoing(request.url.path, body, forward_headers(request.headers.items()))
         stream = bool(payload.get("stream"))
         try:
             # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
             # is the wait raced against the client leaving (which costs two tasks per request).
-            attempt = self.router.open(state, path, body, headers)
+            attempt = self.router.open(state, outgoing)
             upstream = await attempt if stream else await unless_disconnected(request, attempt)
             if upstream is not None:
                 self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
                 return self._relay(state, upstream, arrived, stream=stream)
-            return await self._activate(state, request, path, body, headers, arrived, stream)
+            return await self._activate(state, request, outgoing, arrived, stream)
         except ClientGone:
             self.metrics.rejections.labels(state.key, "client_gone").inc()
             return Response(status_code=499)
 
     async def _activate(
-        self,
-        state: ModelState,
-        request: Request,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-        arrived: float,
-        stream: bool,
+        self, state: ModelState, request: Request, outgoing: Outgoing, arrived: float, stream: bool
     ) -> Response:
         self.activator.poke(state.key)
         scale = state.scale
@@ -172,14 +164,14 @@ class FrontDoor:
         if stream:
             first_byte = self._first_byte(state, arrived)
             return LeasedStream(
-                self.hold.stream(state, path, body, headers, deadline, held, first_byte),
+                self.hold.stream(state, outgoing, deadline, held, first_byte),
                 held,
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
         with held:
             try:
-                upstream = await unless_disconnected(request, self.hold.wait(state, path, body, headers, deadline))
+                upstream = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline))
             except Held as failed:
                 return self._refuse(state, failed.status, failed.code, failed.message, 30)
         return self._relay(state, upstream, arrived, stream=False)

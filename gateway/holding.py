@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 
 from prometheus_client import Histogram
 
 from gateway.lease import GaugeCount, Lease
 from gateway.metrics import GatewayMetrics
 from gateway.relay import into_stream
-from gateway.routing import Router, Upstream
+from gateway.routing import Outgoing, Router, Upstream
 from gateway.sse import sse_comment, sse_error
 from gateway.table import Holding, ModelState, ModelTable
 
@@ -53,20 +53,14 @@ class Hold:
         )
 
     async def wait(
-        self,
-        state: ModelState,
-        path: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        deadline: float,
-        heartbeat: Callable[[float], None] | None = None,
+        self, state: ModelState, outgoing: Outgoing, deadline: float, heartbeat: Callable[[float], None] | None = None
     ) -> Upstream:
         """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval."""
         started = time.monotonic()
         while True:
             if state.failure:
                 raise Held(503, "model_start_failed", f"model {state.key} failed to start: {state.failure}")
-            upstream = await self.router.open(state, path, body, headers)
+            upstream = await self.router.open(state, outgoing)
             if upstream is not None:
                 return upstream
             remaining = deadline - time.monotonic()
@@ -85,14 +79,7 @@ class Hold:
                     heartbeat(time.monotonic() - started)
 
     async def stream(
-        self,
-        state: ModelState,
-        path: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        deadline: float,
-        held: Lease,
-        first_byte: Callable[[], None],
+        self, state: ModelState, outgoing: Outgoing, deadline: float, held: Lease, first_byte: Callable[[], None]
     ) -> AsyncIterator[bytes]:
         """A streaming client's answer while its model starts: a comment at once, heartbeats while held, then
         the model's stream (or an error event). `held` is released as soon as the hold ends."""
@@ -102,7 +89,7 @@ class Hold:
             if beats.empty():
                 beats.put_nowait(waited)
 
-        hold = asyncio.ensure_future(self.wait(state, path, body, headers, deadline, heartbeat=beat))
+        hold = asyncio.ensure_future(self.wait(state, outgoing, deadline, heartbeat=beat))
         next_beat: asyncio.Future[float] | None = None
         try:
             yield sse_comment(f"hearth: model {state.key} is starting; holding this request")

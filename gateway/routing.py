@@ -17,6 +17,15 @@ log = logging.getLogger("hearth.frontdoor")
 DRAINING_HEADER = "x-hearth-draining"
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """What is sent to a backend: the request's path, its (rewritten) body and the headers passed on."""
+
+    path: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
 @dataclass
 class Upstream:
     """An answer's head from a backend, and the lease that counts the request on it until it ends."""
@@ -36,7 +45,7 @@ class Router:
     def lease(self, state: ModelState, backend: Backend) -> Lease:
         return Lease(backend, state, GaugeCount(self.metrics.in_flight.labels(state.key)))
 
-    async def open(self, state: ModelState, path: str, body: bytes, headers: Mapping[str, str]) -> Upstream | None:
+    async def open(self, state: ModelState, outgoing: Outgoing) -> Upstream | None:
         """An upstream answer's head, or None when no ready backend answered."""
         tried: set[str] = set()
         while len(tried) <= self.retries:
@@ -46,7 +55,9 @@ class Router:
             tried.add(backend.url)
             lease = self.lease(state, backend)
             try:
-                response = await self.upstreams.open("POST", backend.url + path, body, headers)
+                response = await self.upstreams.open(
+                    "POST", backend.url + outgoing.path, outgoing.body, outgoing.headers
+                )
             except UpstreamError as exc:
                 lease.release()
                 log.info("backend %s of %s failed before any byte (%s); trying another", backend.name, state.key, exc)
