@@ -163,14 +163,12 @@ def test_drain_finishes_open_streams_and_moves_new_work(procs: Processes) -> Non
     door = procs.front_door([("qwen", side_a), ("qwen", side_b)])
     wait_for("both pods ready", lambda: demand(door)["readyPods"] == 2)
     texts: list[str] = []
-    ended: list[float] = []
 
     def stream_on_a() -> None:
         request = {"model": "qwen", "messages": CHAT, "stream": True, "max_tokens": 20}
         with httpx.stream("POST", f"{side_a.url}/v1/chat/completions", json=request, timeout=30) as response:
             body = "".join(response.iter_text())
         texts.append(body)
-        ended.append(time.monotonic())
 
     threads = [threading.Thread(target=stream_on_a) for _ in range(2)]
     for thread in threads:
@@ -184,17 +182,15 @@ def test_drain_finishes_open_streams_and_moves_new_work(procs: Processes) -> Non
     for thread in threads:
         thread.join(timeout=30)
     assert len(texts) == 2 and all(t.count("data: ") == 22 and t.rstrip().endswith("data: [DONE]") for t in texts)
-    side_a.proc.wait(timeout=10)
-    exited = time.monotonic()
-    assert exited - max(ended) < 1.0, f"sidecar exited {exited - max(ended):.2f}s after the last stream"
+    side_a.proc.wait(timeout=20)  # its drain timeout is 30 s: it left because nothing was open any more
+    assert "drain complete; exiting" in side_a.log.read_text()
 
 
 def test_sidecar_without_open_streams_exits_at_once(procs: Processes) -> None:
-    side = procs.sidecar(procs.simulator())
-    started = time.monotonic()
+    side = procs.sidecar(procs.simulator(), drain_timeout="60s")
     side.proc.send_signal(signal.SIGTERM)
-    side.proc.wait(timeout=5)
-    assert time.monotonic() - started < 1.0
+    side.proc.wait(timeout=20)  # well before its 60 s drain timeout, which it did not wait out
+    assert "drain complete; exiting" in side.log.read_text()
 
 
 def _sim_outcomes(sim: Proc) -> dict[str, float]:
@@ -214,9 +210,8 @@ def test_client_that_vanishes_while_held_leaves_the_queue(procs: Processes) -> N
                 b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             wait_for("the request to be held", lambda: demand(door)["held"] == 1)
-        gone = time.monotonic()
-        wait_for("the hold to be dropped", lambda: demand(door)["held"] == 0, timeout=2)
-        assert time.monotonic() - gone < 1.0
+        # The model takes 60 s to start: a hold that ends now was dropped for its client.
+        wait_for("the hold to be dropped", lambda: demand(door)["held"] == 0, timeout=20)
     assert (
         'hearth_gateway_rejections_total{model="local/qwen",reason="client_gone"} 2.0'
         in httpx.get(f"{door.url}/metrics").text
@@ -306,10 +301,8 @@ def test_reject_mode_answers_at_once_and_still_activates(procs: Processes) -> No
         door = procs.front_door(
             [("qwen", sim)], "--cold-start=reject", f"--scaler-url=http://127.0.0.1:{server.server_address[1]}"
         )
-        started = time.monotonic()
-        with pytest.raises(openai.APIStatusError) as caught:
-            sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
-        assert time.monotonic() - started < 1.0
+        with pytest.raises(openai.APIStatusError) as caught:  # at once: a held request would wait 60 s
+            sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2, timeout=20)
         assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"] == "30"
         assert "is starting from zero; retry shortly" in caught.value.message
         assert demand(door)["held"] == 0
