@@ -9,9 +9,12 @@ serving meanwhile (loading it into the live context would have broken every hand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -24,6 +27,25 @@ from webhook.runtimes import RuntimeStore, RuntimeWatch, load_runtimes
 from webhook.settings import WebhookSettings
 
 log = logging.getLogger("hearth.webhook")
+
+
+@contextlib.contextmanager
+def in_memory(data: bytes) -> Iterator[str]:
+    """A path to `data` that `load_cert_chain` can read: an anonymous in-memory file (the pod's root
+    filesystem is read-only), or a private temporary file where memfd_create does not exist."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("hearth-tls")
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile(prefix="hearth-tls-") as handle:  # pragma: no cover - not Linux
+        handle.write(data)
+        handle.flush()
+        yield handle.name
 
 
 class CertReloader:
@@ -57,13 +79,10 @@ class CertReloader:
     def _load_pair(self) -> None:
         """Load the pair into the live context only once it is known to load: a failed load_cert_chain
         leaves a context with the new certificate and the old key, which completes no handshake at all.
-        The files are read once (into a private folder), so the pair checked is the pair loaded."""
-        with tempfile.TemporaryDirectory(prefix="hearth-tls-") as scratch:
-            cert, key = Path(scratch) / "tls.crt", Path(scratch) / "tls.key"
-            cert.write_bytes(self._cert.read_bytes())
-            key.write_bytes(self._key.read_bytes())
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key))  # raises if it is not a pair
-            self._context.load_cert_chain(str(cert), str(key))
+        The files are read once, into memory, so the pair checked is the pair loaded."""
+        with in_memory(self._cert.read_bytes()) as cert, in_memory(self._key.read_bytes()) as key:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)  # raises if it is not a pair
+            self._context.load_cert_chain(cert, key)
 
     async def run(self, every: float) -> None:
         while True:
