@@ -56,6 +56,31 @@ class FrontDoor:
         self.router = Router(table, upstreams, metrics, settings.retries)
         self.hold = Hold(table, self.router, metrics)
 
+    async def completions(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        try:
+            body, payload = await self._read(request)
+            state = self._lookup(payload["model"])
+        except BadRequest as bad:
+            return bad.response
+        if payload["model"] != state.served_name:  # the runtime serves the model under its served name
+            payload["model"] = state.served_name
+            body = orjson.dumps(payload)
+        outgoing = Outgoing(request.url.path, body, forward_headers(request.headers.items()))
+        stream = bool(payload.get("stream"))
+        try:
+            # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
+            # is the wait raced against the client leaving (which costs two tasks per request).
+            attempt = self.router.open(state, outgoing)
+            upstream = await attempt if stream else await unless_disconnected(request, attempt)
+            if upstream is not None:
+                self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
+                return self._relay(state, upstream, arrived, stream=stream)
+            return await self._activate(state, request, outgoing, arrived, stream)
+        except ClientGone:
+            self.metrics.rejections.labels(state.key, "client_gone").inc()
+            return Response(status_code=499)
+
     async def _read(self, request: Request) -> tuple[bytes, dict[str, Any]]:
         """The request's body and its JSON object with a string `model`, or BadRequest with the client's error."""
         try:
@@ -118,31 +143,6 @@ class FrontDoor:
                     "model_ambiguous",
                 )
             ) from None
-
-    async def completions(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        try:
-            body, payload = await self._read(request)
-            state = self._lookup(payload["model"])
-        except BadRequest as bad:
-            return bad.response
-        if payload["model"] != state.served_name:  # the runtime serves the model under its served name
-            payload["model"] = state.served_name
-            body = orjson.dumps(payload)
-        outgoing = Outgoing(request.url.path, body, forward_headers(request.headers.items()))
-        stream = bool(payload.get("stream"))
-        try:
-            # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
-            # is the wait raced against the client leaving (which costs two tasks per request).
-            attempt = self.router.open(state, outgoing)
-            upstream = await attempt if stream else await unless_disconnected(request, attempt)
-            if upstream is not None:
-                self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
-                return self._relay(state, upstream, arrived, stream=stream)
-            return await self._activate(state, request, outgoing, arrived, stream)
-        except ClientGone:
-            self.metrics.rejections.labels(state.key, "client_gone").inc()
-            return Response(status_code=499)
 
     async def _activate(
         self, state: ModelState, request: Request, outgoing: Outgoing, arrived: float, stream: bool

@@ -68,24 +68,6 @@ class Scaler:
         self._reports: set[asyncio.Task[None]] = set()
         view.on_malformed = self.report_malformed
 
-    def report_malformed(self, pod: dict[str, Any], problem: str) -> None:
-        """A Warning Event on the Deployment of a pod the view skipped (from the leader only: one Event)."""
-        deployment = self.view.deployment_of(pod)
-        if deployment is None or not self.elector.leading():
-            return
-        name = (pod.get("metadata") or {}).get("name")
-        message = f"pod {name} is ignored (not routed to, not counted): {problem}"[:1000]
-        task = asyncio.ensure_future(self._report(deployment, message))
-        self._reports.add(task)  # keep a reference until done (the loop holds only a weak one)
-        task.add_done_callback(self._reports.discard)
-
-    async def _report(self, deployment: dict[str, Any], message: str) -> None:
-        try:
-            await self.writer.event(deployment, "MalformedPod", message, kind="Warning")
-        except Exception as exc:
-            self.metrics.failures.labels("event").inc()
-            log.warning("could not report a malformed pod of %s: %s", model_key_of(deployment), exc)
-
     async def tick(self) -> None:
         """One pass over every model."""
         leading = self.elector.leading()
@@ -122,6 +104,24 @@ class Scaler:
         decision = decide(scale_of(deployment), 0, Observation(demand=1), self.clock(), state.memory)
         if decision.changes(0):
             await self._scale(key, deployment, [], 0, decision, Demand(held=1), pushed_at)
+
+    def report_malformed(self, pod: dict[str, Any], problem: str) -> None:
+        """A Warning Event on the Deployment of a pod the view skipped (from the leader only: one Event)."""
+        deployment = self.view.deployment_of(pod)
+        if deployment is None or not self.elector.leading():
+            return
+        name = (pod.get("metadata") or {}).get("name")
+        message = f"pod {name} is ignored (not routed to, not counted): {problem}"[:1000]
+        task = asyncio.ensure_future(self._report(deployment, message))
+        self._reports.add(task)  # keep a reference until done (the loop holds only a weak one)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report(self, deployment: dict[str, Any], message: str) -> None:
+        try:
+            await self.writer.event(deployment, "MalformedPod", message, kind="Warning")
+        except Exception as exc:
+            self.metrics.failures.labels("event").inc()
+            log.warning("could not report a malformed pod of %s: %s", model_key_of(deployment), exc)
 
     def _current(self, key: str, deployment: dict[str, Any]) -> int:
         observed = int((deployment.get("spec") or {}).get("replicas") or 0)
