@@ -21,7 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import loadgen, peak_rss_mib, python, run_load, start
+from bench.harness import loadgen, peak_rss_mib, python, run_load, start
 from certs import issue
 from hearth.render_cmd import pod_from_deployment
 
