@@ -2,9 +2,10 @@
 backend, its model, a gauge; the sidecar's drain) and gives every count back exactly once, however the
 request ends. Like Knative's breaker reservation, the release is owned by one object, not by each path.
 
-A relayed answer is a LeasedStream: the release runs when its body ends (before the response's last
-message) and, in any case, when the ASGI response ends, because a body generator that never starts
-(uvicorn refusing a relayed header value, a client gone before the first byte) never runs its `finally`.
+A relayed answer is a LeasedStream whose body releases the lease when it ends (before the response's last
+message, see `released_after`); the LeasedStream releases it again, a no-op by then, when the ASGI
+response ends, because a body generator that never starts (uvicorn refusing a relayed header value, a
+client gone before the first byte) never runs its `finally`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ class Lease:
         self.release()
 
 
-async def _released_after(content: AsyncIterator[bytes], lease: Lease) -> AsyncIterator[bytes]:
+async def released_after(content: AsyncIterator[bytes], lease: Lease) -> AsyncIterator[bytes]:
     """The body, releasing the lease as soon as it ends: before the response's last message, so a client
-    that has read the whole answer never sees it still counted."""
+    that has read the whole answer never sees it still counted. (A body generator of one's own can do the
+    same in its `finally`, saving this layer on every chunk.)"""
     try:
         async for chunk in content:
             yield chunk
@@ -72,9 +74,7 @@ class LeasedStream(PromptStreamingResponse):
         headers: Mapping[str, str] | None = None,
         media_type: str | None = None,
     ) -> None:
-        super().__init__(
-            _released_after(content, lease), status_code=status_code, headers=headers, media_type=media_type
-        )
+        super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
         self.lease = lease
         self.upstream = upstream
 

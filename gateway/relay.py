@@ -13,7 +13,8 @@ from gateway.upstream import UpstreamError
 
 
 async def body(upstream: Upstream, *, stream: bool, first_byte: Callable[[], None]) -> AsyncIterator[bytes]:
-    """The answer's bytes; a stream that breaks off ends with an SSE error event."""
+    """The answer's bytes; a stream that breaks off ends with an SSE error event. The lease ends with the
+    last byte (before the response's last message: a client that read it all never sees it counted)."""
     first = True
     try:
         async for chunk in upstream.response.aiter_raw():
@@ -24,6 +25,8 @@ async def body(upstream: Upstream, *, stream: bool, first_byte: Callable[[], Non
     except UpstreamError as exc:
         if stream:
             yield sse_error(f"the model's stream broke off: {type(exc).__name__}", "upstream_error", "stream_broken")
+    finally:
+        upstream.lease.release()
 
 
 def passthrough(upstream: Upstream, *, stream: bool, first_byte: Callable[[], None]) -> LeasedStream:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from common.bodies import BodyTooLarge, read_bounded
 from gateway.errors import openai_error
-from gateway.lease import Lease, LeasedStream
+from gateway.lease import Lease, LeasedStream, released_after
 from gateway.proxy import forward_headers
 from gateway.settings import SidecarSettings
 from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
@@ -113,7 +113,7 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             lease.release()
             raise
         return LeasedStream(
-            upstream.aiter_raw(),
+            released_after(upstream.aiter_raw(), lease),
             lease,
             upstream,
             status_code=upstream.status_code,
