@@ -85,24 +85,28 @@ def main() -> None:
             verify,
             tmp / "webhook.log",
         )
-        echo = start(
-            [python(), str(ROOT / "bench" / "echo_server.py"), "--port=18602", f"--cert-dir={tmp / 'tls'}"],
-            "https://127.0.0.1:18602/healthz",
-            verify,
-            tmp / "echo.log",
-        )
         rows: list[dict[str, Any]] = []
-        try:
-            for concurrency in (1, 16, 64):
-                floor = run_load(binary, "https://127.0.0.1:18602/echo", body, ca, concurrency, args.seconds, echo.pid)
-                mutate = run_load(
-                    binary, "https://127.0.0.1:18601/mutate/pods", body, ca, concurrency, args.seconds, hook.pid
-                )
-                rows.append({"concurrency": concurrency, "webhook": mutate, "echo": floor})
-            rss = {"webhook": peak_rss_mib(hook.pid), "echo": peak_rss_mib(echo.pid)}
+        try:  # the webhook is stopped however the rest fails (the echo server not starting included)
+            echo = start(
+                [python(), str(ROOT / "bench" / "echo_server.py"), "--port=18602", f"--cert-dir={tmp / 'tls'}"],
+                "https://127.0.0.1:18602/healthz",
+                verify,
+                tmp / "echo.log",
+            )
+            try:
+                for concurrency in (1, 16, 64):
+                    floor = run_load(
+                        binary, "https://127.0.0.1:18602/echo", body, ca, concurrency, args.seconds, echo.pid
+                    )
+                    mutate = run_load(
+                        binary, "https://127.0.0.1:18601/mutate/pods", body, ca, concurrency, args.seconds, hook.pid
+                    )
+                    rows.append({"concurrency": concurrency, "webhook": mutate, "echo": floor})
+                rss = {"webhook": peak_rss_mib(hook.pid), "echo": peak_rss_mib(echo.pid)}
+            finally:
+                echo.terminate()
         finally:
             hook.terminate()
-            echo.terminate()
     print(
         f"Request body: {body.stat().st_size if body.exists() else len(review_body())} bytes (a rendered-to-be Pod "
         "AdmissionReview); load generator: bench/loadgen (Go), keep-alive TLS.\n"
