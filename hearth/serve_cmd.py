@@ -30,15 +30,30 @@ def _service(sub: Any, name: str, help_text: str, model: type[Any], serve: Calla
 
 
 def add_services(sub: Any) -> None:
-    from gateway import FrontDoorSettings, SidecarSettings, serve_front_door, serve_sidecar
+    import gateway
+    import scaler
+    import webhook
+    from gateway import FrontDoorSettings, SidecarSettings
     from scaler import ScalerSettings
-    from scaler import serve as serve_scaler
     from webhook import WebhookSettings
-    from webhook import serve as serve_webhook
+
+    # The servers are looked up when a command runs, not when the parser is built: `hearth webhook` never
+    # loads the gateway's or the scaler's libraries.
+    def serve_webhook(settings: Any) -> Any:
+        return webhook.serve(settings)
+
+    def serve_front_door(settings: Any) -> Any:
+        return gateway.serve_front_door(settings)
+
+    def serve_sidecar(settings: Any) -> Any:
+        return gateway.serve_sidecar(settings)
+
+    def serve_scaler(settings: Any) -> Any:
+        return scaler.serve(settings)
 
     _service(sub, "webhook", "serve the admission webhook over TLS", WebhookSettings, serve_webhook)
-    gateway = sub.add_parser("gateway", help="the gateway: front door, and sidecar in model pods")
-    gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True)
+    gateway_parser = sub.add_parser("gateway", help="the gateway: front door, and sidecar in model pods")
+    gateway_sub = gateway_parser.add_subparsers(dest="gateway_command", required=True)
     _service(
         gateway_sub,
         "front-door",

@@ -1,8 +1,33 @@
 """The scaler: the leader-elected loop that scales Hearth Deployments. Its public names (the pure decision
 too, which the benchmark replays); the rest is its own."""
 
-from scaler.decision import Decision, Memory, Observation, decide
-from scaler.server import serve
-from scaler.settings import ScalerSettings
+from __future__ import annotations
 
-__all__ = ["Decision", "Memory", "Observation", "ScalerSettings", "decide", "serve"]
+from typing import TYPE_CHECKING
+
+from common.lazy import exports
+
+if TYPE_CHECKING:
+    from scaler.decision import Decision, Memory, Observation, decide
+    from scaler.server import serve
+    from scaler.settings import ScalerSettings
+
+# Imported on first use (common/lazy.py): reading a settings model does not load every server.
+_EXPORTS = {
+    "Decision": ("scaler.decision", "Decision"),
+    "Memory": ("scaler.decision", "Memory"),
+    "Observation": ("scaler.decision", "Observation"),
+    "ScalerSettings": ("scaler.settings", "ScalerSettings"),
+    "decide": ("scaler.decision", "decide"),
+    "serve": ("scaler.server", "serve"),
+}
+__all__ = [
+    "Decision",
+    "Memory",
+    "Observation",
+    "ScalerSettings",
+    "decide",
+    "serve",
+]
+
+__getattr__ = exports(__name__, _EXPORTS)
