@@ -13,25 +13,12 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from common.kubeapi import ApiError, KubeAPI
+from scaler.settings import LeaseSettings
 
 log = logging.getLogger("hearth.leader")
-
-
-@dataclass(frozen=True)
-class LeaseSettings:
-    name: str = "hearth-scaler"
-    namespace: str = "hearth-system"
-    duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.retry_period < self.renew_deadline < self.duration:
-            raise ValueError("lease timings need 0 < retry-period < renew-deadline < lease-duration")
 
 
 def _now() -> dt.datetime:

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.flags import Duration
-from scaler.leader import LeaseSettings
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    name: str = "hearth-scaler"
+    namespace: str = "hearth-system"
+    duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_period < self.renew_deadline < self.duration:
+            raise ValueError("lease timings need 0 < retry-period < renew-deadline < lease-duration")
+
 
 _LEASE = LeaseSettings()
 

@@ -7,7 +7,8 @@ import copy
 import datetime as dt
 from typing import Any
 
-from scaler.leader import LeaderElector, LeaseSettings
+from scaler.leader import LeaderElector
+from scaler.settings import LeaseSettings
 
 SETTINGS = LeaseSettings(
     name="hearth-scaler", namespace="hearth-system", duration=15, renew_deadline=10, retry_period=2

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from common.informer import Informer, resource_path
-from common.kubeapi import KubeAPI
 from policies import GROUP, KIND, InferenceRuntime, runtime_from_object
+
+if TYPE_CHECKING:
+    from common.kubeapi import KubeAPI
 
 log = logging.getLogger("hearth.webhook.runtimes")
 PLURAL = "inferenceruntimes"
@@ -51,6 +52,8 @@ class RuntimeWatch:
     left out (the others keep serving); each valid one is parsed once per resourceVersion."""
 
     def __init__(self, store: RuntimeStore, api: KubeAPI, version: str = "v1alpha1") -> None:
+        from common.informer import Informer, resource_path  # the client's libraries only when watching
+
         self._store = store
         self._parsed: dict[tuple[str, str], InferenceRuntime] = {}
         path = resource_path(f"{GROUP}/{version}", PLURAL)

@@ -20,7 +20,6 @@ from pathlib import Path
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from common.kubeapi import KubeAPI
 from webhook.app import create_app
 from webhook.metrics import WebhookMetrics
 from webhook.runtimes import RuntimeStore, RuntimeWatch, load_runtimes
@@ -93,6 +92,8 @@ class CertReloader:
 def build_store(settings: WebhookSettings) -> tuple[RuntimeStore, RuntimeWatch | None]:
     if settings.runtimes_file is not None:
         return RuntimeStore(load_runtimes(settings.runtimes_file)), None
+    from common.kubeapi import KubeAPI  # the client's libraries only when watching the cluster
+
     store = RuntimeStore()
     api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None)
     return store, RuntimeWatch(store, api)
