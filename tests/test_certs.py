@@ -107,14 +107,18 @@ def test_rotation_drops_no_request(webhook: Webhook) -> None:
     thread = threading.Thread(target=hammer)
     thread.start()
     try:
-        time.sleep(0.5)
+        started = time.monotonic()
+        while count == 0 and not failures and time.monotonic() - started < 30:  # the hammer is running
+            time.sleep(0.05)
         issue(webhook.cert_dir, ["localhost", "127.0.0.1"])
         deadline = time.monotonic() + 10
         while served_serial(port, webhook.tls) == before:
             if time.monotonic() > deadline:
                 pytest.fail("the rotated certificate was not picked up within 10 s")
             time.sleep(0.1)
-        time.sleep(0.5)
+        rotated_at, started = count, time.monotonic()
+        while count < rotated_at + 10 and not failures and time.monotonic() - started < 30:  # and keeps going
+            time.sleep(0.05)
     finally:
         done.set()
         thread.join()

@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
@@ -71,7 +71,8 @@ def stream_text(cluster: Cluster, model: str, tokens: int) -> str:
 def test_idle_model_stays_at_zero(cluster: Cluster, namespace: str) -> None:
     apply(cluster, model_deployment(namespace, "idle"))
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "idle") == "ScaledToZero", timeout=30)
-    time.sleep(5)
+    seen = scaler_ticks(cluster)
+    wait_for("five more passes of the leading scaler", lambda: scaler_ticks(cluster) >= seen + 5, timeout=60)
     assert replicas(cluster, namespace, "idle") == 0
     assert get_json(cluster, "pods", "-n", namespace, "-l", "app=idle")["items"] == []
     status = subprocess.run(
@@ -190,6 +191,16 @@ def lease_holder(cluster: Cluster) -> str:
     ).stdout.strip()
 
 
+def scaler_ticks(cluster: Cluster) -> float:
+    """Scaling passes made so far (only the leader makes them), summed over the scaler pods."""
+    total = 0.0
+    for pod in cluster.hearth_pods("hearth-scaler"):
+        text = httpx.get(f"http://{pod['status']['podIP']}:8081/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            total += sum(s.value for s in family.samples if s.name == "hearth_scaler_tick_seconds_count")
+    return total
+
+
 def scaler_status(pod: dict[str, Any]) -> dict[str, Any]:
     status: dict[str, Any] = httpx.get(f"http://{pod['status']['podIP']}:8081/status", timeout=5).json()
     return status
@@ -207,7 +218,13 @@ def test_leader_failover_under_load(cluster: Cluster, namespace: str) -> None:
     assert scaler_status(pods[standby])["leader"] is False
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(stream_text, cluster, f"{namespace}/failover", 150) for _ in range(6)]
-        time.sleep(2)
+        key = f"{namespace}/failover"
+        wait_for(
+            "the leader to count all six requests",
+            lambda: (scaler_status(pods[leader])["models"].get(key) or {}).get("demand", 0) >= 6,
+            timeout=60,
+            every=0.1,
+        )
         for pid in cluster.container_pids(pods[leader], "scaler"):
             os.kill(pid, signal.SIGKILL)  # the leader dies mid-load
         texts = [f.result(timeout=120) for f in futures]
@@ -251,7 +268,6 @@ def test_everything_survives_an_apiserver_restart(cluster: Cluster, namespace: s
     apply(cluster, model_deployment(namespace, "restart", delay="2s"))
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "restart") == "ScaledToZero", timeout=30)
     cluster.restart("kube-apiserver")  # every watch (webhooks, front doors, scalers, kubelets) breaks and resumes
-    time.sleep(2)
     assert stream_text(cluster, f"{namespace}/restart", 6) == expected(6)  # 0 -> 1 through the restart
     wait_for("back to zero", lambda: replicas(cluster, namespace, "restart") == 0, timeout=60)
     # An object created after the restart is seen by the webhook's watch: a runtime applied now renders pods.
