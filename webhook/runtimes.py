@@ -16,6 +16,8 @@ import yaml
 from policies import GROUP, KIND, InferenceRuntime, runtime_from_object
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from common.kubeapi import KubeAPI
 
 log = logging.getLogger("hearth.webhook.runtimes")
@@ -51,13 +53,16 @@ class RuntimeWatch:
     """The cluster's InferenceRuntimes, from Hearth's informer: an invalid object is logged, counted and
     left out (the others keep serving); each valid one is parsed once per resourceVersion."""
 
-    def __init__(self, store: RuntimeStore, api: KubeAPI, version: str = "v1alpha1") -> None:
-        from common.informer import Informer, resource_path  # the client's libraries only when watching
+    def __init__(
+        self, store: RuntimeStore, api: KubeAPI, registry: CollectorRegistry | None = None, version: str = "v1alpha1"
+    ) -> None:
+        from common.informer import Informer, InformerMetrics, resource_path  # the client only when watching
 
         self._store = store
         self._parsed: dict[tuple[str, str], InferenceRuntime] = {}
         path = resource_path(f"{GROUP}/{version}", PLURAL)
-        self.informer = Informer(api, path, self._changed, check=self._parse, resource=PLURAL)
+        metrics = InformerMetrics(registry) if registry is not None else None
+        self.informer = Informer(api, path, self._changed, check=self._parse, metrics=metrics, resource=PLURAL)
 
     def _parse(self, obj: Mapping[str, Any]) -> InferenceRuntime:
         meta = obj.get("metadata") or {}

@@ -89,14 +89,16 @@ class CertReloader:
             self.check()
 
 
-def build_store(settings: WebhookSettings) -> tuple[RuntimeStore, RuntimeWatch | None]:
+def build_store(
+    settings: WebhookSettings, registry: CollectorRegistry | None = None
+) -> tuple[RuntimeStore, RuntimeWatch | None]:
     if settings.runtimes_file is not None:
         return RuntimeStore(load_runtimes(settings.runtimes_file)), None
     from common.kubeapi import KubeAPI  # the client's libraries only when watching the cluster
 
     store = RuntimeStore()
     api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None)
-    return store, RuntimeWatch(store, api)
+    return store, RuntimeWatch(store, api, registry)
 
 
 def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: WebhookMetrics) -> uvicorn.Config:
@@ -116,7 +118,7 @@ def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: Webh
 
 async def serve(settings: WebhookSettings) -> None:
     metrics = WebhookMetrics(CollectorRegistry())
-    store, watch = build_store(settings)
+    store, watch = build_store(settings, metrics.registry)
     config = uvicorn_config(settings, store, metrics)
     config.load()
     if config.ssl is None:

@@ -99,3 +99,33 @@ def test_list_watch_and_skip_what_is_malformed(cluster: Cluster, namespace: str)
             await api.aclose()
 
     asyncio.run(scenario())
+
+
+def test_every_component_reports_its_informers(cluster: Cluster) -> None:
+    """Each component's /metrics counts the lists of its informers: the webhook's InferenceRuntimes, the
+    front doors' Deployments, pods and scaler peers, the scalers' Deployments, pods and front-door peers."""
+    import ssl
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tls = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
+    tls.check_hostname = False  # the certificate names the Service; this reaches each pod by address
+    expected = {
+        "hearth-webhook": ("https", 8443, {"inferenceruntimes"}),
+        "hearth-gateway": ("http", 8080, {"deployments", "pods", "peers"}),
+        "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers"}),
+    }
+    for component, (scheme, port, resources) in expected.items():
+        running = [p for p in cluster.hearth_pods(component) if p["status"].get("phase") == "Running"]
+        assert len(running) == 2, component
+        for pod in running:
+            url = f"{scheme}://{pod['status']['podIP']}:{port}/metrics"
+            text = httpx.get(url, verify=tls if scheme == "https" else True, timeout=5).text
+            listed = {
+                sample.labels["resource"]
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "hearth_informer_relists_total" and sample.value >= 1
+            }
+            assert listed == resources, (pod["metadata"]["name"], listed)
