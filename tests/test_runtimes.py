@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies import Collector, ContractError, parse_pod, runtime_from_object, select_runtime
-from policies.runtime import fill_template, template_errors
+from policies.runtime import TEMPLATE_VARIABLES, fill_template, template_errors
 from tests.support import ROOT, RUNTIMES, sample_runtimes
 
 NVIDIA: dict[str, Any] = yaml.safe_load((RUNTIMES / "vllm-nvidia.yaml").read_text())
@@ -137,3 +140,41 @@ def test_equal_priority_tie_is_an_error_naming_both() -> None:
     with pytest.raises(ContractError) as caught:
         select_runtime(pod_spec(**{"hearth.dev/vendors": "nvidia"}), [*sample_runtimes(), twin])
     assert "vllm-nvidia and vllm-nvidia-b" in caught.value.message and "priority 100" in caught.value.message
+
+
+OLD_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")  # the backtracking pattern, as the oracle on short texts
+
+
+def oracle_errors(text: str) -> str | None:
+    unknown = [m.group(1) for m in OLD_PLACEHOLDER.finditer(text) if m.group(1) not in TEMPLATE_VARIABLES]
+    if unknown:
+        return f"unknown template variable {{{{ {unknown[0]} }}}}; known: " + ", ".join(TEMPLATE_VARIABLES)
+    stripped = OLD_PLACEHOLDER.sub("", text)
+    return "unbalanced" if "{{" in stripped or "}}" in stripped else None
+
+
+def kind(error: str | None) -> str | None:
+    return None if error is None else "unknown" if error.startswith("unknown") else "unbalanced"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="{} \tm.pathodelrcsuiy", max_size=24))
+def test_the_linear_template_parser_agrees_with_the_pattern_it_replaced(text: str) -> None:
+    found = template_errors(text)
+    expected = oracle_errors(text)
+    assert (found is None, found and found.startswith("unknown")) == (
+        expected is None,
+        expected and expected.startswith("unknown"),
+    )
+    if expected and expected.startswith("unknown"):
+        assert found == expected
+    if found is None:
+        variables = dict.fromkeys(TEMPLATE_VARIABLES, "X")
+        assert fill_template(text, variables) == OLD_PLACEHOLDER.sub(lambda m: variables[m.group(1)], text)
+
+
+def test_a_hostile_template_is_refused_in_linear_time() -> None:
+    """`{{` and 100,000 spaces: the old pattern backtracked for minutes (pytest's timeout would fail this);
+    the one-pass parser answers at once."""
+    assert template_errors("--x={{" + " " * 100_000) == "unbalanced '{{' or '}}'; write variables as {{ model.path }}"
+    assert template_errors("{{" * 50_000 + "}}") is not None
