@@ -158,7 +158,10 @@ def kind(error: str | None) -> str | None:
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.text(alphabet="{} \tm.pathodelrcsuiy", max_size=24))
+@given(
+    st.lists(st.sampled_from(["{{", "}}", "{", "}", " ", "model.path", "port", "x", "="]), max_size=10).map("".join)
+    | st.text(alphabet="{} \tm.pathodelrcsuiy", max_size=24)
+)
 def test_the_linear_template_parser_agrees_with_the_pattern_it_replaced(text: str) -> None:
     found = template_errors(text)
     expected = oracle_errors(text)
