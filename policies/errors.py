@@ -27,6 +27,9 @@ def _quote(value: str, limit: int = 80) -> str:
     return '"' + shown.replace('"', '\\"') + '"'
 
 
+MAX_LISTED = 10  # problems spelled out in one message; the rest are counted
+
+
 class ContractError(ValueError):
     """Input that breaks the user's contract; carries every problem found, not only the first."""
 
@@ -38,9 +41,13 @@ class ContractError(ValueError):
 
     @property
     def message(self) -> str:
+        """One problem as it is; several as a count and the first MAX_LISTED (10,000 unknown keys must not
+        make a 2 MB denial: kubectl prints it, etcd stores it in an Event, the user reads the first few)."""
         if len(self.problems) == 1:
             return str(self.problems[0])
-        return f"{len(self.problems)} problems: " + " | ".join(str(p) for p in self.problems)
+        listed = " | ".join(str(p) for p in self.problems[:MAX_LISTED])
+        more = len(self.problems) - MAX_LISTED
+        return f"{len(self.problems)} problems: {listed}" + (f" | and {more} more" if more > 0 else "")
 
 
 class Collector:

@@ -217,3 +217,23 @@ def test_hostile_reviews_get_a_well_formed_answer(
 def test_random_bodies_never_crash(client: httpx.Client, path: str, body: bytes) -> None:
     response = client.post(path, content=body)
     assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+def test_ten_thousand_unknown_keys_get_a_bounded_denial(client: httpx.Client) -> None:
+    """Every problem is counted, the first ten are spelled out, and the answer stays a few KiB (it was
+    2.3 MB: kubectl prints it and the apiserver stores it)."""
+    hostile = copy.deepcopy(DEPLOYMENT)
+    hostile["metadata"]["annotations"].update({f"hearth.dev/unknown-{i}": "x" for i in range(10_000)})
+    for path in ("/validate/deployments", "/mutate/pods"):
+        review = (
+            deployment_review(hostile) if path == "/validate/deployments" else admission_review(apiserver_pod(hostile))
+        )
+        if path == "/mutate/pods":  # the pod's template annotations carry the keys
+            review["request"]["object"]["metadata"]["annotations"].update(
+                {f"hearth.dev/unknown-{i}": "x" for i in range(10_000)}
+            )
+        answer = post(client, path, review)
+        message = answer["status"]["message"]
+        assert answer["allowed"] is False and len(message) <= 4096, len(message)
+        assert "10000 problems" in message and "and 9990 more" in message
+        assert message.count("hearth.dev/unknown-") <= 20

@@ -57,6 +57,17 @@ def parse_review(body: bytes) -> tuple[str, Mapping[str, Any]]:
     return str(api_version), request
 
 
+# Bounds on what a review answers, whatever the object held: the apiserver copies the message into the
+# user's error and an Event, and prints every warning at `kubectl apply`.
+MAX_MESSAGE = 4096
+MAX_WARNING = 512
+MAX_WARNINGS = 10
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 14] + " ...(truncated)"
+
+
 def answer(
     api_version: str,
     uid: str,
@@ -69,12 +80,15 @@ def answer(
 ) -> Review:
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
     if not allowed:
-        response["status"] = {"code": code, "message": message or "denied", "reason": "Invalid"}
+        response["status"] = {"code": code, "message": _bounded(message or "denied", MAX_MESSAGE), "reason": "Invalid"}
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     if warnings:
-        response["warnings"] = list(warnings)
+        shown = [_bounded(w, MAX_WARNING) for w in warnings[:MAX_WARNINGS]]
+        if len(warnings) > MAX_WARNINGS:
+            shown.append(f"and {len(warnings) - MAX_WARNINGS} more warnings")
+        response["warnings"] = shown
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
 
 
