@@ -119,6 +119,17 @@ class FrontDoor:
                     "missing_model",
                 )
             )
+        stream = payload.get("stream")
+        if stream is not None and not isinstance(stream, bool):  # "false" is a string, and truthy: refuse it
+            kind = type(stream).__name__
+            raise BadRequest(
+                openai_error(
+                    400,
+                    f"Invalid type for 'stream': expected a boolean, but got {kind} instead",
+                    "invalid_request_error",
+                    "invalid_type",
+                )
+            )
         return body, payload
 
     def _lookup(self, requested: str) -> ModelState:

@@ -150,3 +150,14 @@ def test_max_held_bounds_the_requests_held_across_models() -> None:
     assert second.status_code == 429 and second.json()["error"]["code"] == "queue_full"
     assert first.status_code == 503 and first.json()["error"]["code"] == "model_start_failed"
     assert front.table.held_total == 0 and front.table.models["ns/one"].held == 0
+
+
+@pytest.mark.parametrize("stream", ["false", "true", 0, 1, [], {}])
+def test_a_stream_flag_that_is_not_a_boolean_is_refused(stream: Any) -> None:
+    """OpenAI answers 400 to `"stream": "false"`; taken as truthy it would have streamed."""
+    front, upstreams = door({"http://a": ScriptedResponse(chunks=(OK,))})
+    model(front, "ns/chat", "chat", {"http://a": "pod-a"})
+    answer = post(front, {"model": "chat", "stream": stream, **CHAT})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_type"
+    assert "'stream'" in answer.json()["error"]["message"]
+    assert upstreams.sent == []
