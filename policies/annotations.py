@@ -60,7 +60,13 @@ KEYS: tuple[Key, ...] = (
     Key("runtime", "template", "(none)", "Pin one InferenceRuntime by name (instead of `vendors`)."),
     Key("accelerators", "template", "1", "Accelerators per pod (the runtime's resource, as a limit)."),
     Key("drain-timeout", "template", "(runtime's)", "Longest wait for open streams to finish when a pod goes away."),
-    Key("extra-args", "template", "(none)", "Extra runtime arguments, shell-quoted, appended to the runtime's."),
+    Key(
+        "extra-args",
+        "template",
+        "(none)",
+        "Extra runtime arguments, shell-quoted, appended to the runtime's; not the flags it owns "
+        "(--port, --host, --uds, --served-model-name, --model).",
+    ),
     Key("cache-size", "template", "(unbounded)", "Size limit of the emptyDir that caches hub downloads."),
     Key("shm-size", "template", "2Gi", "Size of the in-memory /dev/shm."),
     Key("served-name", "template", "(Deployment name)", "Model name served by the runtime and used by clients."),
@@ -128,6 +134,25 @@ def _check_keys(errors: Collector, annotations: Mapping[str, str], scope: Scope,
         else:
             ours[key.name] = value
     return ours
+
+
+# Flags the rendered pod depends on, so the runtime sets them and extra-args may not: the sidecar reaches
+# the runtime at the port Hearth renders, the front door asks for the served name, the model is the URI's.
+OWNED_FLAGS = {
+    "--port": "the sidecar reaches the runtime at the port the InferenceRuntime sets",
+    "--host": "the sidecar reaches the runtime at the address the InferenceRuntime sets",
+    "--uds": "the sidecar reaches the runtime over TCP at the port the InferenceRuntime sets",
+    "--served-model-name": "the front door asks for the name set by hearth.dev/served-name (use that key)",
+    "--model": "the model is the one hearth.dev/model names (change that key)",
+}
+
+
+def _refuse_owned_flags(errors: Collector, where: str, raw: str, args: tuple[str, ...]) -> None:
+    for arg in args:
+        flag = arg.split("=", 1)[0].replace("_", "-")
+        if flag in OWNED_FLAGS:
+            errors.add(where, raw, f"must not set {flag}: {OWNED_FLAGS[flag]}", f"remove {flag} from extra-args")
+            return
 
 
 def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> ScaleSpec:
@@ -230,11 +255,14 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
         values["drain_timeout"] = duration_seconds(errors, at("drain-timeout"), raw["drain-timeout"], 0, 3600, "5m")
     if "extra-args" in raw:
         try:
-            values["extra_args"] = tuple(shlex.split(raw["extra-args"]))
+            extra = tuple(shlex.split(raw["extra-args"]))
         except ValueError as exc:
             errors.add(
                 at("extra-args"), raw["extra-args"], f"must be shell-quoted arguments ({exc})", "close every quote"
             )
+        else:
+            values["extra_args"] = extra
+            _refuse_owned_flags(errors, at("extra-args"), raw["extra-args"], extra)
     if "cache-size" in raw:
         values["cache_size"] = quantity(errors, at("cache-size"), raw["cache-size"], "100Gi")
     if "shm-size" in raw:

@@ -107,6 +107,21 @@ def test_the_example_deployment_is_valid() -> None:
             {"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": "--x 'open"},
             ["extra-args", "close every quote"],
         ),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": "--max-model-len 8192 --port=8090"},
+            ["extra-args", '"--max-model-len 8192 --port=8090"', "must not set --port", "remove --port"],
+        ),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": "--served_model_name other"},
+            ["must not set --served-model-name", "hearth.dev/served-name"],
+        ),
+        (
+            None,
+            {"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": "--host 127.0.0.2"},
+            ["must not set --host"],
+        ),
         (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/shm-size": "lots"}, ["shm-size", "Kubernetes quantity"]),
         (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/rendered": "{}"}, ["written by the webhook"]),
     ],
@@ -118,6 +133,15 @@ def test_every_mistake_names_key_value_and_fix(
     for part in expected:
         assert part in message, f"{part!r} not in {message!r}"
     assert "fix:" in message
+
+
+@pytest.mark.parametrize(
+    "args", ["--max-model-len=8192 --gpu-memory-utilization 0.9", "--portable", "--model-impl vllm"]
+)
+def test_extra_args_the_runtime_does_not_own_pass(args: str) -> None:
+    errors = Collector()
+    spec = parse_pod({"hearth.dev/model": "hf://a/b", "hearth.dev/extra-args": args}, errors)
+    assert errors.problems == [] and spec is not None and spec.extra_args
 
 
 def test_all_problems_are_reported_at_once() -> None:
