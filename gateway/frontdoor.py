@@ -75,7 +75,7 @@ class FrontDoor:
             upstream = await attempt if stream else await unless_disconnected(request, attempt)
             if upstream is not None:
                 self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
-                return self._relay(state, upstream, arrived, stream=stream)
+                return await self._relay(state, upstream, arrived, stream=stream)
             return await self._activate(state, request, outgoing, arrived, stream)
         except ClientGone:
             self.metrics.rejections.labels(state.key, "client_gone").inc()
@@ -185,15 +185,16 @@ class FrontDoor:
                 upstream = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline))
             except Held as failed:
                 return self._refuse(state, failed.status, failed.code, failed.message, 30)
-        return self._relay(state, upstream, arrived, stream=False)
+        return await self._relay(state, upstream, arrived, stream=False)
 
     def _first_byte(self, state: ModelState, arrived: float) -> Callable[[], None]:
         histogram = self.metrics.first_byte.labels(state.key)
         return lambda: histogram.observe(time.monotonic() - arrived)
 
-    def _relay(self, state: ModelState, upstream: Upstream, arrived: float, *, stream: bool) -> Response:
-        self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
-        return passthrough(upstream, stream=stream, first_byte=self._first_byte(state, arrived))
+    async def _relay(self, state: ModelState, upstream: Upstream, arrived: float, *, stream: bool) -> Response:
+        relayed = await passthrough(upstream, stream=stream, first_byte=self._first_byte(state, arrived))
+        self.metrics.requests.labels(state.key, str(relayed.status_code)).inc()
+        return relayed
 
     def _refuse(self, state: ModelState, status: int, code: str, message: str, retry_after: float) -> Response:
         self.metrics.rejections.labels(state.key, code).inc()

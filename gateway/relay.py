@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from gateway.lease import LeasedStream
-from gateway.proxy import forward_headers
+from starlette.responses import Response
+
+from gateway.errors import openai_error
+from gateway.lease import Lease, LeasedStream
+from gateway.proxy import forward_headers, unsendable_header
 from gateway.routing import Upstream
 from gateway.sse import error_message, sse_error
-from gateway.upstream import UpstreamError
+from gateway.upstream import UpstreamError, UpstreamResponse
 
 
 async def body(upstream: Upstream, *, stream: bool, first_byte: Callable[[], None]) -> AsyncIterator[bytes]:
@@ -29,9 +32,13 @@ async def body(upstream: Upstream, *, stream: bool, first_byte: Callable[[], Non
         upstream.lease.release()
 
 
-def passthrough(upstream: Upstream, *, stream: bool, first_byte: Callable[[], None]) -> LeasedStream:
-    """The answer with its own status and headers; the lease ends with the response, however it ends."""
+async def passthrough(upstream: Upstream, *, stream: bool, first_byte: Callable[[], None]) -> Response:
+    """The answer with its own status and headers; the lease ends with the response, however it ends. An
+    answer whose headers the server cannot send is a 502 (nothing was sent yet), its lease given back."""
     response = upstream.response
+    refused = await refuse_unsendable(response, upstream.lease)
+    if refused is not None:
+        return refused
     return LeasedStream(
         body(upstream, stream=stream, first_byte=first_byte),
         upstream.lease,
@@ -39,6 +46,18 @@ def passthrough(upstream: Upstream, *, stream: bool, first_byte: Callable[[], No
         status_code=response.status_code,
         headers=forward_headers(response.headers.items()),
     )
+
+
+async def refuse_unsendable(response: UpstreamResponse, lease: Lease) -> Response | None:
+    """A 502 in OpenAI's shape for an answer whose headers cannot be relayed (uvicorn would drop the client
+    at the first byte), after closing it and releasing its lease; None when they can be."""
+    name = unsendable_header(response.headers.items())
+    if name is None:
+        return None
+    await response.aclose()
+    lease.release()
+    message = f"the model's answer has a header that cannot be relayed: {name[:64]!r}"
+    return openai_error(502, message, "upstream_error", "upstream_bad_header")
 
 
 async def into_stream(upstream: Upstream, first_byte: Callable[[], None]) -> AsyncIterator[bytes]:

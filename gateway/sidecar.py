@@ -23,6 +23,7 @@ from common.bodies import BodyTooLarge, read_bounded
 from gateway.errors import openai_error
 from gateway.lease import Lease, LeasedStream, released_after
 from gateway.proxy import forward_headers
+from gateway.relay import refuse_unsendable
 from gateway.settings import SidecarSettings
 from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
 
@@ -112,6 +113,9 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
         except BaseException:
             lease.release()
             raise
+        unsendable = await refuse_unsendable(upstream, lease)
+        if unsendable is not None:
+            return unsendable
         return LeasedStream(
             released_after(upstream.aiter_raw(), lease),
             lease,

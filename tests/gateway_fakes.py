@@ -43,9 +43,11 @@ class ScriptedUpstreams:
     def __init__(self, scripts: dict[str, ScriptedResponse | Exception]) -> None:
         self.scripts = scripts
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.headers: list[Mapping[str, str]] = []
 
     async def open(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> ScriptedResponse:
         self.sent.append((url, json.loads(body)))
+        self.headers.append(dict(headers))
         script = self.scripts[url.split("/v1/", maxsplit=1)[0]]
         if isinstance(script, Exception):
             raise script

@@ -161,3 +161,31 @@ def test_a_stream_flag_that_is_not_a_boolean_is_refused(stream: Any) -> None:
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_type"
     assert "'stream'" in answer.json()["error"]["message"]
     assert upstreams.sent == []
+
+
+@pytest.mark.parametrize("value", ["caf\u00e9 \u20ac", "a\x01b", "line\nbreak"])
+def test_an_answer_whose_header_cannot_be_relayed_is_a_502_and_counts_nothing(value: str) -> None:
+    """uvicorn refuses such a header at the first byte and drops the client; the front door answers a 502
+    in OpenAI's shape instead, before sending anything, and gives the request's counts back."""
+    response = ScriptedResponse(headers={"content-type": "application/json", "x-bad": value}, chunks=(OK,))
+    front, _ = door({"http://a": response})
+    model(front, "ns/chat", "chat", {"http://a": "pod-a"})
+    answer = post(front, {"model": "chat", **CHAT})
+    assert answer.status_code == 502 and answer.json()["error"]["code"] == "upstream_bad_header"
+    assert "x-bad" in answer.json()["error"]["message"]
+    assert response.closed
+    assert in_flight(front, "ns/chat") == (0, [0], 0.0)
+
+
+def test_expect_100_continue_is_not_passed_to_the_backend() -> None:
+    front, upstreams = door({"http://a": ScriptedResponse(chunks=(OK,))})
+    model(front, "ns/chat", "chat", {"http://a": "pod-a"})
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(front))
+        async with httpx.AsyncClient(transport=transport, base_url="http://door") as client:
+            body = {"model": "chat", **CHAT}
+            return await client.post("/v1/chat/completions", json=body, headers={"Expect": "100-continue"})
+
+    assert asyncio.run(call()).status_code == 200
+    assert "expect" not in {name.lower() for name in upstreams.headers[-1]}

@@ -346,3 +346,40 @@ def test_hostile_bodies_never_get_a_5xx_from_the_gateway(steady_door: Proc, body
     if response.status_code >= 400:
         assert response.json()["error"]["message"]
     assert demand(steady_door)["inFlight"] == 0 and demand(steady_door)["held"] == 0
+
+
+def test_a_backend_header_the_server_cannot_send_is_a_502_through_both_hops(procs: Processes) -> None:
+    """A runtime answers with a UTF-8 header value (uvicorn sends Latin-1 only and used to drop the client,
+    leaving the request counted in flight): the client gets a 502 in OpenAI's shape, nothing stays counted."""
+    import http.server
+
+    class Runtime(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # /health
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = b'{"choices": []}'
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+            self.wfile.write("x-bad: caf\u00e9 \u20ac\r\n".encode())
+            self.wfile.write(b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Runtime)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        runtime = Proc(url=f"http://127.0.0.1:{server.server_address[1]}", proc=None, log=Path())  # type: ignore[arg-type]
+        side = procs.sidecar(runtime)
+        door = procs.front_door([("qwen", side)])
+        wait_for("the pod", lambda: demand(door)["readyPods"] == 1)
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+        assert caught.value.status_code == 502 and "cannot be relayed" in caught.value.message
+        assert demand(door)["inFlight"] == 0
+        assert httpx.get(f"{side.url}/demand").json()["inFlight"] == 0
+    finally:
+        server.shutdown()
