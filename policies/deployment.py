@@ -128,11 +128,15 @@ def with_scaler_defaults(deployment: Mapping[str, Any], *, creating: bool) -> di
 def render_for_pod(
     pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
 ) -> dict[str, Any]:
-    """Render a pod as the webhook does at CREATE (ContractError when it cannot)."""
+    """Render a pod as the webhook does at CREATE (ContractError when it cannot). The webhook is called once
+    per CREATE (reinvocationPolicy Never), so a stamp that arrives with the pod was not written by Hearth:
+    it is dropped and the pod rendered as any other (a forged stamp used to skip rendering and keep the
+    pod's own image)."""
     meta = _mapping(pod.get("metadata"))
     annotations = _str_map(meta.get("annotations"))
     if RENDERED in annotations:
-        return dict(pod)
+        del annotations[RENDERED]
+        pod = {**pod, "metadata": {**meta, "annotations": annotations}}
     errors = Collector()
     spec = parse_pod(annotations, errors, where=POD_WHERE)
     errors.raise_if_any()

@@ -237,3 +237,18 @@ def test_ten_thousand_unknown_keys_get_a_bounded_denial(client: httpx.Client) ->
         assert answer["allowed"] is False and len(message) <= 4096, len(message)
         assert "10000 problems" in message and "and 9990 more" in message
         assert message.count("hearth.dev/unknown-") <= 20
+
+
+@pytest.mark.parametrize("forged", ["{}", "[]", "1", '"x"', "null", '{"runtime":"mine","sidecarPort":1}'])
+def test_a_pod_that_arrives_with_a_stamp_is_rendered_all_the_same(client: httpx.Client, forged: str) -> None:
+    """The webhook is called once per CREATE, so a stamp on an incoming pod is a forgery: it used to skip
+    rendering and keep the pod's own image on the accelerator node."""
+    pod = apiserver_pod(DEPLOYMENT)
+    pod["metadata"]["annotations"]["hearth.dev/rendered"] = forged
+    pod["spec"]["containers"][0]["image"] = "attacker/miner:latest"
+    answer = post(client, "/mutate/pods", admission_review(pod))
+    assert answer["allowed"] and answer["patchType"] == "JSONPatch"
+    rendered = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
+    assert rendered["spec"]["containers"][0]["image"].startswith("vllm/vllm-openai")
+    stamp = json.loads(rendered["metadata"]["annotations"]["hearth.dev/rendered"])
+    assert stamp["runtime"] == "vllm-nvidia" and stamp["sidecarPort"] == 8090

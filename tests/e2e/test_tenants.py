@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devcluster.cluster import Cluster
+from devcluster.cluster import MANIFESTS, Cluster
 from devcluster.models import simulated_model
 from tests.e2e.conftest import MESSAGES, apply, expected, get_json, ready_pods, wait_for
 
@@ -26,19 +28,54 @@ def malformed_pods_seen(cluster: Cluster, component: str) -> float:
     return total
 
 
+def test_a_tenant_cannot_rewrite_its_pods_stamp(cluster: Cluster, namespace: str) -> None:
+    """The ValidatingAdmissionPolicy in manifests/stamp-policy.yaml refuses any change of the stamp, inside
+    the apiserver (no webhook call): overwriting, removing, or adding one to a pod that had none."""
+    model = simulated_model(namespace, "stamped")
+    model["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
+    apply(cluster, model)
+    ready = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "stamped"), timeout=90)
+    pod = ready[0]["metadata"]["name"]
+    for change in (["hearth.dev/rendered={}", "--overwrite"], ["hearth.dev/rendered-"]):
+        refused = cluster.kubectl("annotate", "pod", "-n", namespace, pod, *change, check=False)
+        assert refused.returncode != 0, change
+        assert "hearth-stamp-is-immutable" in refused.stderr, refused.stderr
+        assert "cannot be added, changed or removed" in refused.stderr
+    plain: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain", "namespace": namespace}}
+    plain["spec"] = {"containers": [{"name": "c", "image": cluster.image, "command": ["sleep", "3600"]}]}
+    apply(cluster, plain)
+    added = cluster.kubectl("annotate", "pod", "-n", namespace, "plain", "hearth.dev/rendered={}", check=False)
+    assert added.returncode != 0 and "hearth-stamp-is-immutable" in added.stderr
+    assert cluster.kubectl("annotate", "pod", "-n", namespace, pod, "note=fine").returncode == 0  # the rest is free
+
+
 def test_a_forged_stamp_is_skipped_reported_and_stops_nobody_else(cluster: Cluster, namespace: str) -> None:
-    """A tenant overwrites its own pod's `hearth.dev/rendered` with `{}`: that pod is left out (and
-    reported as a Warning Event on its Deployment), while the front doors and the scaler go on serving
-    every other model, including one created after the forgery, which must be discovered and activated."""
+    """The second line, with the policy's binding removed (a cluster without it, or an admin's mistake): a
+    tenant overwrites its own pod's `hearth.dev/rendered` with `{}`; that pod is left out (and reported as
+    a Warning Event on its Deployment), while the front doors and the scaler go on serving every other
+    model, including one created after the forgery, which must be discovered and activated."""
     forged = simulated_model(namespace, "forged")
     forged["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
     apply(cluster, forged)
     pod = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "forged"), timeout=90)[0]
     before = malformed_pods_seen(cluster, "hearth-gateway"), malformed_pods_seen(cluster, "hearth-scaler")
 
-    cluster.kubectl(
-        "annotate", "pod", "-n", namespace, pod["metadata"]["name"], "hearth.dev/rendered={}", "--overwrite"
-    )
+    cluster.kubectl("delete", "validatingadmissionpolicybinding", "hearth-stamp-is-immutable")
+    try:
+        name = pod["metadata"]["name"]
+        # The binding's removal takes effect within a moment: retry the forgery until it goes through.
+        wait_for(
+            "the forgery to be admitted",
+            lambda: (
+                cluster.kubectl(
+                    "annotate", "pod", "-n", namespace, name, "hearth.dev/rendered={}", "--overwrite", check=False
+                ).returncode
+                == 0
+            ),
+            timeout=30,
+        )
+    finally:
+        cluster.kubectl("apply", "-f", str(MANIFESTS / "stamp-policy.yaml"))
 
     def reported() -> bool:
         events = get_json(cluster, "events", "-n", namespace)["items"]
