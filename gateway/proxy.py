@@ -32,9 +32,13 @@ def forward_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def unsendable_header(headers: Iterable[tuple[str, str]]) -> str | None:
     """The name of the first header the server could not send (a control character, or a character
-    outside Latin-1, in its name or value), or None."""
-    for name, value in headers:
+    outside Latin-1, in its name or value), or None. One check over all of them in the usual case."""
+    pairs = list(headers)
+    joined = "".join(name + value for name, value in pairs)
+    if joined.isascii() and not _CONTROL.search(joined):
+        return None
+    for name, value in pairs:
         for text in (name, value):
-            if _CONTROL.search(text) or (not text.isascii() and any(ord(c) > 0xFF for c in text)):
+            if _CONTROL.search(text) or any(ord(c) > 0xFF for c in text):
                 return name
     return None
