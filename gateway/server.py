@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from common.http import bounded_head_protocol
 from common.informer import InformerMetrics
 from common.kubeapi import KubeAPI
 from common.peers import Peers
@@ -27,47 +27,6 @@ from gateway.table import ModelTable
 from gateway.upstream import Upstreams, UpstreamTimeouts
 
 log = logging.getLogger("hearth.frontdoor")
-
-
-def header_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
-    """uvicorn has no limit on how long a client may take to send its request head (slowloris); this
-    protocol closes a connection whose head is not complete `seconds` after it began."""
-
-    class HeaderTimeoutProtocol(HttpToolsProtocol):
-        _head_timer: asyncio.TimerHandle | None = None
-
-        def _arm(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(seconds, self._expire)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _expire(self) -> None:
-            self._head_timer = None
-            if not self.transport.is_closing():
-                log.info("closing a connection whose request head took over %.0fs", seconds)
-                self.transport.close()
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._arm()
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return HeaderTimeoutProtocol
 
 
 def http_client(settings: FrontDoorSettings) -> httpx.AsyncClient:
@@ -123,7 +82,7 @@ async def serve(settings: FrontDoorSettings) -> None:
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,
-            http=header_timeout_protocol(settings.header_timeout),
+            http=bounded_head_protocol(settings.header_timeout),
             timeout_keep_alive=75,
             timeout_graceful_shutdown=10,
             backlog=4096,

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from common.bodies import BodyTooLarge, read_bounded
+from common.http import bounded_head_protocol
 from gateway.errors import openai_error
 from gateway.lease import Lease, LeasedStream, released_after
 from gateway.proxy import forward_headers
@@ -169,6 +170,7 @@ async def serve(settings: SidecarSettings) -> None:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=5,
+            http=bounded_head_protocol(),
         )
         server = _DrainingServer(config, drain, settings.drain_timeout)
         await server.serve()

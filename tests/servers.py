@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -61,3 +62,29 @@ def hearth_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def send_head(url: str, head: bytes, tls: ssl.SSLContext | None = None) -> bytes:
+    """Send raw bytes of a request head to a server and return its status line ("" if it just closed)."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        conn = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # closed before it all went
+            conn.sendall(head)
+        try:
+            answer = conn.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+        return answer.split(b"\r\n", 1)[0]
+
+
+def big_head(size: int) -> bytes:
+    return b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * size + b"\r\n\r\n"
+
+
+def many_headers(count: int) -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+        + b"".join(b"h%d: x\r\n" % i for i in range(count))
+        + b"\r\n"
+    )

@@ -383,3 +383,25 @@ def test_a_backend_header_the_server_cannot_send_is_a_502_through_both_hops(proc
         assert httpx.get(f"{side.url}/demand").json()["inFlight"] == 0
     finally:
         server.shutdown()
+
+
+def test_request_heads_are_bounded_on_the_front_door_and_the_sidecar(procs: Processes) -> None:
+    """Envoy's defaults: over 60 KiB of head is a 431, over 100 headers a 400, and the connection closes;
+    nothing reaches the runtime (16 MiB headers used to push each server past its memory limit)."""
+    from tests.servers import big_head, many_headers, send_head
+
+    sim = procs.simulator()
+    side = procs.sidecar(sim)
+    door = procs.front_door([("qwen", side)])
+    wait_for("the pod", lambda: demand(door)["readyPods"] == 1)
+    for server in (door, side):
+        assert send_head(server.url, big_head(16 * 1024 * 1024)).startswith(b"HTTP/1.1 431")
+        assert send_head(server.url, big_head(70 * 1024)).startswith(b"HTTP/1.1 431")
+        assert send_head(server.url, many_headers(10_000)).startswith(b"HTTP/1.1 431")  # 10,000 is over 60 KiB too
+        assert send_head(server.url, many_headers(101)).startswith(b"HTTP/1.1 400")
+    assert sum(_sim_outcomes(sim).values()) == 0  # no completion reached the runtime
+    for server in (door, side):  # within the bounds a head is taken (its empty body is then refused)
+        assert send_head(server.url, many_headers(90)).startswith(b"HTTP/1.1 4")
+    reply = sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)  # still serving
+    assert reply.choices[0].message.content == "Hearth keeps"
+    assert sum(_sim_outcomes(sim).values()) == 1  # (the count does count completions)

@@ -252,3 +252,11 @@ def test_a_pod_that_arrives_with_a_stamp_is_rendered_all_the_same(client: httpx.
     assert rendered["spec"]["containers"][0]["image"].startswith("vllm/vllm-openai")
     stamp = json.loads(rendered["metadata"]["annotations"]["hearth.dev/rendered"])
     assert stamp["runtime"] == "vllm-nvidia" and stamp["sidecarPort"] == 8090
+
+
+def test_request_heads_are_bounded(webhook: Webhook) -> None:
+    from tests.servers import big_head, many_headers, send_head
+
+    assert send_head(webhook.url, big_head(16 * 1024 * 1024), webhook.tls).startswith(b"HTTP/1.1 431")
+    assert send_head(webhook.url, many_headers(101), webhook.tls).startswith(b"HTTP/1.1 400")
+    assert httpx.get(f"{webhook.url}/healthz", verify=webhook.tls).status_code == 200

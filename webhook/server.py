@@ -20,6 +20,7 @@ from pathlib import Path
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from common.http import bounded_head_protocol
 from webhook.app import create_app
 from webhook.metrics import WebhookMetrics
 from webhook.runtimes import RuntimeStore, RuntimeWatch, load_runtimes
@@ -112,7 +113,7 @@ def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: Webh
         log_level=settings.log_level,
         access_log=False,
         timeout_keep_alive=60,  # the apiserver keeps connections to webhooks alive
-        h11_max_incomplete_event_size=64 * 1024,
+        http=bounded_head_protocol(),
     )
 
 
