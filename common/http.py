@@ -33,6 +33,7 @@ def bounded_head_protocol(
         _in_head = True
         _head_bytes = 0
         _headers = 0
+        _tail = b""  # the last bytes seen, for a head's end split across two reads
 
         def _arm(self) -> None:
             if self._head_timer is None:
@@ -55,7 +56,11 @@ def bounded_head_protocol(
 
         def data_received(self, data: bytes) -> None:
             if self._in_head:
-                self._head_bytes += len(data)
+                # Only the head counts: the read that ends it often carries the start of the body too.
+                window = self._tail + data
+                end = window.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+                self._tail = window[-3:]
                 if self._head_bytes > max_head_bytes:
                     self._refuse_head()
                     return
@@ -75,7 +80,8 @@ def bounded_head_protocol(
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_head, self._head_bytes, self._headers = True, 0, 0
+            # The byte count is not reset here: the parser calls this in the middle of the read being counted.
+            self._in_head, self._headers = True, 0
             self._arm()
 
         def on_header(self, name: bytes, value: bytes) -> None:
@@ -85,7 +91,7 @@ def bounded_head_protocol(
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
-            self._in_head = False
+            self._in_head, self._head_bytes, self._tail = False, 0, b""  # ready for the next request's head
             self._disarm()
             super().on_headers_complete()
 

@@ -400,6 +400,13 @@ def test_request_heads_are_bounded_on_the_front_door_and_the_sidecar(procs: Proc
         assert send_head(server.url, many_headers(10_000)).startswith(b"HTTP/1.1 431")  # 10,000 is over 60 KiB too
         assert send_head(server.url, many_headers(101)).startswith(b"HTTP/1.1 400")
     assert sum(_sim_outcomes(sim).values()) == 0  # no completion reached the runtime
+    # Only the head counts, also when its end and 100 KiB of body arrive in the read after it.
+    port = int(door.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as split:
+        split.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 102400\r\n\r")
+        time.sleep(0.2)  # two reads on the server's side (what is measured is the status, not the time)
+        split.sendall(b"\n" + b"x" * 102400)
+        assert split.recv(4096).startswith(b"HTTP/1.1 400")  # read whole: not JSON
     for server in (door, side):  # within the bounds a head is taken (its empty body is then refused)
         assert send_head(server.url, many_headers(90)).startswith(b"HTTP/1.1 4")
     reply = sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)  # still serving
