@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from common.informer import Informer, InformerMetrics, resource_path
 from common.kubeapi import KubeAPI
 from devcluster.cluster import Cluster
-from tests.e2e.conftest import apply
+from tests.e2e.conftest import apply, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -116,16 +116,30 @@ def test_every_component_reports_its_informers(cluster: Cluster) -> None:
         "hearth-gateway": ("http", 8080, {"deployments", "pods", "peers"}),
         "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers"}),
     }
-    for component, (scheme, port, resources) in expected.items():
-        running = [p for p in cluster.hearth_pods(component) if p["status"].get("phase") == "Running"]
-        assert len(running) == 2, component
-        for pod in running:
-            url = f"{scheme}://{pod['status']['podIP']}:{port}/metrics"
+
+    def listed_by(pod: dict[str, Any], scheme: str, port: int) -> set[str]:
+        url = f"{scheme}://{pod['status']['podIP']}:{port}/metrics"
+        try:
             text = httpx.get(url, verify=tls if scheme == "https" else True, timeout=5).text
-            listed = {
-                sample.labels["resource"]
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-                if sample.name == "hearth_informer_relists_total" and sample.value >= 1
-            }
-            assert listed == resources, (pod["metadata"]["name"], listed)
+        except httpx.HTTPError:
+            return set()  # not answering yet
+        return {
+            sample.labels["resource"]
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "hearth_informer_relists_total" and sample.value >= 1
+        }
+
+    def every_pod_reports() -> bool:
+        for component, (scheme, port, resources) in expected.items():
+            serving = [
+                p
+                for p in cluster.hearth_pods(component)
+                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            ]
+            if len(serving) != 2 or any(listed_by(p, scheme, port) != resources for p in serving):
+                return False
+        return True
+
+    # A pod restarted by an earlier test may still be starting: wait until each of the six reports.
+    wait_for("every component's informers to have listed", every_pod_reports, timeout=60)
