@@ -23,7 +23,7 @@ import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ValidationError
 from pydantic.fields import FieldInfo
 
 from policies import Collector, duration_seconds, format_duration
@@ -46,6 +46,7 @@ def parse_duration(value: object) -> object:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), "duration"]
+BaseURL = Annotated[str, AfterValidator(lambda url: url.rstrip("/"))]  # joined with paths: no trailing slash
 
 
 def _extra(info: FieldInfo) -> Mapping[str, Any]:

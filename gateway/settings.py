@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from common.flags import Duration
+from common.flags import BaseURL, Duration
 from policies import ScaleSpec
 
 _SCALE = ScaleSpec()  # the annotations' defaults, for --upstream models
@@ -44,7 +44,7 @@ class FrontDoorSettings(BaseModel):
     idle_stream_timeout: Duration = Field(600.0, gt=0, description="longest silence from a pod mid-answer")
     health_interval: Duration = Field(0.5, gt=0, description="how often --upstream backends' /health is read")
     retries: int = Field(3, ge=0, description="other pods tried when one fails before any byte")
-    scaler_url: str | None = Field(
+    scaler_url: BaseURL | None = Field(
         None, description="where to push activations at once, e.g. http://hearth-scaler:8081"
     )
     scaler_selector: str | None = Field(
@@ -71,11 +71,6 @@ class FrontDoorSettings(BaseModel):
             upstreams.setdefault(name, []).append(url.rstrip("/"))
         return upstreams
 
-    @field_validator("scaler_url")
-    @classmethod
-    def _no_trailing_slash(cls, value: str | None) -> str | None:
-        return value.rstrip("/") if value else value
-
     @property
     def finds_models(self) -> bool:
         return bool(self.upstreams) or self.kubeconfig is not None or self.in_cluster
@@ -94,15 +89,10 @@ class FrontDoorSettings(BaseModel):
 class SidecarSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    upstream: str = Field(description="the runtime, e.g. http://127.0.0.1:8000")
+    upstream: BaseURL = Field(description="the runtime, e.g. http://127.0.0.1:8000")
     host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - reached by the front door
     port: int = Field(8090, ge=1, le=65535, description="port to listen on")
     drain_timeout: Duration = Field(300.0, gt=0, description="longest wait for open streams on termination")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     connect_timeout: Duration = Field(5.0, gt=0, description="connecting to the runtime")
     idle_stream_timeout: Duration = Field(600.0, gt=0, description="longest silence from the runtime mid-answer")
-
-    @field_validator("upstream")
-    @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")

@@ -7,9 +7,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.flags import Duration
+from common.flags import BaseURL, Duration
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ScalerSettings(BaseModel):
     port: int = Field(8081, ge=1, le=65535, description="port to listen on")
     kubeconfig: Path | None = Field(None, description="kubeconfig (or --in-cluster)")
     in_cluster: bool = Field(False, description="use the pod's service account")
-    gateway_urls: tuple[str, ...] = Field(
+    gateway_urls: tuple[BaseURL, ...] = Field(
         (), description="a front door whose /demand to read (repeat)", json_schema_extra={"name": "gateway-url"}
     )
     gateway_selector: str | None = Field(
@@ -61,11 +61,6 @@ class ScalerSettings(BaseModel):
     renew_deadline: Duration = Field(_LEASE.renew_deadline, gt=0, description="a leader stops acting after")
     retry_period: Duration = Field(_LEASE.retry_period, gt=0, description="standby retry interval")
     log_level: str = Field("info", json_schema_extra={"flag": False})
-
-    @field_validator("gateway_urls")
-    @classmethod
-    def _no_trailing_slash(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(url.rstrip("/") for url in value)
 
     @model_validator(mode="after")
     def _lease_timings(self) -> ScalerSettings:
