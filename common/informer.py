@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from common.kubeapi import ApiError, KubeAPI
+from policies import model_key_of  # namespace/name, of any object
 
 log = logging.getLogger("hearth.informer")
 Obj = dict[str, Any]
@@ -70,12 +71,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-def object_key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata")
-    meta = meta if isinstance(meta, Mapping) else {}
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 class Informer:
@@ -155,7 +150,7 @@ class Informer:
                 raise
             for item in page.get("items") or []:
                 if isinstance(item, dict):
-                    listed[object_key(item)] = item
+                    listed[model_key_of(item)] = item
             meta = page.get("metadata") or {}
             token = str(meta.get("continue") or "")
             if not token:
@@ -200,7 +195,7 @@ class Informer:
             self._version = version
         if kind == "BOOKMARK":
             return
-        key = object_key(obj)
+        key = model_key_of(obj)
         if kind == "DELETED":
             self.malformed.pop(key, None)
             if self.objects.pop(key, None) is not None:

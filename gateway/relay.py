@@ -33,31 +33,23 @@ async def body(upstream: Upstream, *, stream: bool, first_byte: Callable[[], Non
 
 
 async def passthrough(upstream: Upstream, *, stream: bool, first_byte: Callable[[], None]) -> Response:
-    """The answer with its own status and headers; the lease ends with the response, however it ends. An
-    answer whose headers the server cannot send is a 502 (nothing was sent yet), its lease given back."""
-    response = upstream.response
-    refused = await refuse_unsendable(response, upstream.lease)
-    if refused is not None:
-        return refused
-    return LeasedStream(
-        body(upstream, stream=stream, first_byte=first_byte),
-        upstream.lease,
-        response,
-        status_code=response.status_code,
-        headers=forward_headers(response.headers.items()),
-    )
+    """The front door's answer: the backend's, relayed (see `relayed`)."""
+    return await relayed(upstream.response, upstream.lease, body(upstream, stream=stream, first_byte=first_byte))
 
 
-async def refuse_unsendable(response: UpstreamResponse, lease: Lease) -> Response | None:
-    """A 502 in OpenAI's shape for an answer whose headers cannot be relayed (uvicorn would drop the client
-    at the first byte), after closing it and releasing its lease; None when they can be."""
+async def relayed(response: UpstreamResponse, lease: Lease, content: AsyncIterator[bytes]) -> Response:
+    """An upstream answer with its own status and headers, `content` as its body; the lease ends with the
+    response, however it ends. An answer whose headers the server cannot send (uvicorn would drop the client
+    at the first byte) is a 502 in OpenAI's shape instead, after closing it and giving its lease back."""
     name = unsendable_header(response.headers.items())
-    if name is None:
-        return None
-    await response.aclose()
-    lease.release()
-    message = f"the model's answer has a header that cannot be relayed: {name[:64]!r}"
-    return openai_error(502, message, "upstream_error", "upstream_bad_header")
+    if name is not None:
+        await response.aclose()
+        lease.release()
+        message = f"the model's answer has a header that cannot be relayed: {name[:64]!r}"
+        return openai_error(502, message, "upstream_error", "upstream_bad_header")
+    return LeasedStream(
+        content, lease, response, status_code=response.status_code, headers=forward_headers(response.headers.items())
+    )
 
 
 async def into_stream(upstream: Upstream, first_byte: Callable[[], None]) -> AsyncIterator[bytes]:

@@ -22,9 +22,9 @@ from starlette.routing import Route
 from common.bodies import BodyTooLarge, read_bounded
 from common.http import bounded_head_protocol
 from gateway.errors import openai_error
-from gateway.lease import Lease, LeasedStream, released_after
+from gateway.lease import Lease, released_after
 from gateway.proxy import forward_headers
-from gateway.relay import refuse_unsendable
+from gateway.relay import relayed
 from gateway.settings import SidecarSettings
 from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
 
@@ -114,16 +114,7 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
         except BaseException:
             lease.release()
             raise
-        unsendable = await refuse_unsendable(upstream, lease)
-        if unsendable is not None:
-            return unsendable
-        return LeasedStream(
-            released_after(upstream.aiter_raw(), lease),
-            lease,
-            upstream,
-            status_code=upstream.status_code,
-            headers=forward_headers(upstream.headers.items()),
-        )
+        return await relayed(upstream, lease, released_after(upstream.aiter_raw(), lease))
 
     routes = [
         Route("/ready", ready),
