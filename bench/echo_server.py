@@ -17,7 +17,7 @@ def create_app() -> FastAPI:
 
     @app.post("/echo")
     async def echo(request: Request) -> Response:
-        return Response(await read_bounded(request, 4 * 1024 * 1024), media_type="application/json")
+        return Response(await read_bounded(request, 4 * 1024 * 1024, 30.0), media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -11,3 +11,8 @@ def openai_error(status: int, message: str, kind: str, code: str, retry_after: f
     body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error `type` for a status the gateway answers on its own (not the client's fault)."""
+    return {429: "rate_limit_exceeded", 502: "upstream_error"}.get(status, "service_unavailable")

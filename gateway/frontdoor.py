@@ -10,7 +10,6 @@ under a lease from gateway.lease), holding (gateway.holding), relaying (gateway.
 from __future__ import annotations
 
 import time
-from asyncio import timeout as asyncio_timeout
 from collections.abc import Callable
 from typing import Any
 
@@ -20,16 +19,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from common.bodies import BodyTooLarge, read_bounded
+from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
 from gateway.activator import Activator
 from gateway.clients import ClientGone, unless_disconnected
-from gateway.errors import openai_error
+from gateway.errors import error_type, openai_error
 from gateway.holding import Held, Hold
 from gateway.lease import LeasedStream
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import forward_headers
 from gateway.relay import passthrough
-from gateway.routing import Outgoing, Router, Upstream
+from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
 from gateway.settings import FrontDoorSettings
 from gateway.table import AmbiguousModel, ModelState, ModelTable, UnknownModel
 from gateway.upstream import Upstreams
@@ -72,7 +71,10 @@ class FrontDoor:
             # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
             # is the wait raced against the client leaving (which costs two tasks per request).
             attempt = self.router.open(state, outgoing)
-            upstream = await attempt if stream else await unless_disconnected(request, attempt)
+            try:
+                upstream = await attempt if stream else await unless_disconnected(request, attempt)
+            except BackendsFailed:
+                upstream = None  # held, and tried again a few times (gateway.holding)
             if upstream is not None:
                 self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
                 return await self._relay(state, upstream, arrived, stream=stream)
@@ -84,9 +86,8 @@ class FrontDoor:
     async def _read(self, request: Request) -> tuple[bytes, dict[str, Any]]:
         """The request's body and its JSON object with a string `model`, or BadRequest with the client's error."""
         try:
-            async with asyncio_timeout(self.settings.body_timeout):
-                body = await read_bounded(request, self.settings.max_body_bytes)
-        except TimeoutError:
+            body = await read_bounded(request, self.settings.max_body_bytes, self.settings.body_timeout)
+        except BodyTimeout:
             raise BadRequest(
                 openai_error(
                     408,
@@ -184,7 +185,7 @@ class FrontDoor:
             try:
                 upstream = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline))
             except Held as failed:
-                return self._refuse(state, failed.status, failed.code, failed.message, 30)
+                return self._refuse(state, failed.status, failed.code, failed.message, failed.retry_after)
         return await self._relay(state, upstream, arrived, stream=False)
 
     def _first_byte(self, state: ModelState, arrived: float) -> Callable[[], None]:
@@ -199,8 +200,7 @@ class FrontDoor:
     def _refuse(self, state: ModelState, status: int, code: str, message: str, retry_after: float) -> Response:
         self.metrics.rejections.labels(state.key, code).inc()
         self.metrics.requests.labels(state.key, str(status)).inc()
-        kind = "rate_limit_exceeded" if status == 429 else "service_unavailable"
-        return openai_error(status, message, kind, code, retry_after)
+        return openai_error(status, message, error_type(status), code, retry_after)
 
     # --- the rest of the API -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:

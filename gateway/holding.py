@@ -9,20 +9,28 @@ from collections.abc import AsyncIterator, Callable
 
 from prometheus_client import Histogram
 
+from gateway.errors import error_type
 from gateway.lease import GaugeCount, Lease
 from gateway.metrics import GatewayMetrics
 from gateway.relay import into_stream
-from gateway.routing import Outgoing, Router, Upstream
+from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
 from gateway.sse import sse_comment, sse_error
 from gateway.table import Holding, ModelState, ModelTable
 
+# A model whose ready pods fail before answering is tried this many times, the pauses between doubling
+# from the first, then the request fails (Knative's activator likewise retries a failed proxy attempt a
+# few times with backoff rather than waiting out its whole timeout).
+FAILED_ATTEMPTS = 3
+FIRST_PAUSE = 0.5
+
 
 class Held(Exception):
-    """A held request ends without a backend: `status` and `code` say why (timeout, start failure)."""
+    """A held request ends without a backend: `status` and `code` say why (timeout, start failure, pods
+    that fail), `retry_after` when to try again."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float = 30) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
 class WaitTimer:
@@ -57,26 +65,39 @@ class Hold:
     ) -> Upstream:
         """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval."""
         started = time.monotonic()
+        next_beat = started + state.scale.heartbeat_interval
+        failures = 0
         while True:
             if state.failure:
                 raise Held(503, "model_start_failed", f"model {state.key} failed to start: {state.failure}")
-            upstream = await self.router.open(state, outgoing)
+            changed = state.changed
+            wake = deadline
+            try:
+                upstream = await self.router.open(state, outgoing)
+            except BackendsFailed as failed:
+                failures += 1
+                if failures >= FAILED_ATTEMPTS:
+                    message = f"the ready pods of model {state.key} failed {failures} times before answering ({failed})"
+                    raise Held(502, "upstream_unreachable", message, retry_after=1) from None
+                upstream, wake = None, min(deadline, time.monotonic() + FIRST_PAUSE * 2 ** (failures - 1))
             if upstream is not None:
                 return upstream
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 raise Held(
                     504,
                     "activation_timeout",
                     f"model {state.key} did not become ready within {state.scale.activation_timeout:g}s",
                 )
-            changed = state.changed
-            wait = min(remaining, state.scale.heartbeat_interval) if heartbeat else remaining
+            if heartbeat is not None:
+                wake = min(wake, next_beat)
             try:
-                await asyncio.wait_for(changed.wait(), wait)
+                await asyncio.wait_for(changed.wait(), max(0.0, wake - now))
             except TimeoutError:
-                if heartbeat is not None and time.monotonic() < deadline:
-                    heartbeat(time.monotonic() - started)
+                now = time.monotonic()
+                if heartbeat is not None and next_beat <= now < deadline:
+                    heartbeat(now - started)
+                    next_beat = now + state.scale.heartbeat_interval
 
     async def stream(
         self, state: ModelState, outgoing: Outgoing, deadline: float, held: Lease, first_byte: Callable[[], None]
@@ -106,7 +127,7 @@ class Hold:
             except Held as failed:
                 self.metrics.rejections.labels(state.key, failed.code).inc()
                 self.metrics.requests.labels(state.key, str(failed.status)).inc()
-                yield sse_error(failed.message, "service_unavailable", failed.code)
+                yield sse_error(failed.message, error_type(failed.status), failed.code)
                 return
             self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
             async for chunk in into_stream(upstream, first_byte):

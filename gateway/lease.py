@@ -3,9 +3,9 @@ backend, its model, a gauge; the sidecar's drain) and gives every count back exa
 request ends. Like Knative's breaker reservation, the release is owned by one object, not by each path.
 
 A relayed answer is a LeasedStream whose body releases the lease when it ends (before the response's last
-message, see `released_after`); the LeasedStream releases it again, a no-op by then, when the ASGI
-response ends, because a body generator that never starts (uvicorn refusing a relayed header value, a
-client gone before the first byte) never runs its `finally`.
+message: a client that has read the whole answer never sees it still counted); the LeasedStream releases
+it again, a no-op by then, when the ASGI response ends, because a body generator that never starts
+(uvicorn refusing a relayed header value, a client gone before the first byte) never runs its `finally`.
 """
 
 from __future__ import annotations
@@ -49,17 +49,6 @@ class Lease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-async def released_after(content: AsyncIterator[bytes], lease: Lease) -> AsyncIterator[bytes]:
-    """The body, releasing the lease as soon as it ends: before the response's last message, so a client
-    that has read the whole answer never sees it still counted. (A body generator of one's own can do the
-    same in its `finally`, saving this layer on every chunk.)"""
-    try:
-        async for chunk in content:
-            yield chunk
-    finally:
-        lease.release()
 
 
 class LeasedStream(PromptStreamingResponse):

@@ -1,6 +1,8 @@
 """Routing one request: the least-loaded ready backend of its model that answers, each attempt under its
 own lease. A backend that cannot be connected to, or answers that it is draining, is skipped (its lease
-released at once) and the next one is tried, up to `retries` more."""
+released at once) and the next one is tried, up to `retries` more. When every backend tried failed (not
+merely drained), the caller learns it (BackendsFailed): a pod that looks ready but fails is not the same
+as no pod at all, and must not be waited for like one."""
 
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ class Outgoing:
     headers: Mapping[str, str]
 
 
+class BackendsFailed(Exception):
+    """Every backend tried failed before sending a byte; the message names the last and why."""
+
+
 @dataclass
 class Upstream:
     """An answer's head from a backend, and the lease that counts the request on it until it ends."""
@@ -46,12 +52,14 @@ class Router:
         return Lease(backend, state, GaugeCount(self.metrics.in_flight.labels(state.key)))
 
     async def open(self, state: ModelState, outgoing: Outgoing) -> Upstream | None:
-        """An upstream answer's head, or None when no ready backend answered."""
+        """An upstream answer's head; None when no backend is ready (or all are draining); BackendsFailed
+        when those tried failed."""
         tried: set[str] = set()
+        failure: str | None = None
         while len(tried) <= self.retries:
             backend = self.table.pick(state, tried)
             if backend is None:
-                return None
+                break
             tried.add(backend.url)
             lease = self.lease(state, backend)
             try:
@@ -60,6 +68,7 @@ class Router:
                 )
             except UpstreamError as exc:
                 lease.release()
+                failure = f"{backend.name}: {type(exc).__name__}"
                 log.info("backend %s of %s failed before any byte (%s); trying another", backend.name, state.key, exc)
                 continue
             except BaseException:
@@ -70,4 +79,6 @@ class Router:
                 await response.aclose()
                 continue
             return Upstream(backend, response, lease)
+        if failure is not None:
+            raise BackendsFailed(failure)
         return None

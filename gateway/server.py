@@ -22,6 +22,7 @@ from gateway.activator import Activator
 from gateway.discovery import KubeDiscovery, StaticUpstreams
 from gateway.frontdoor import FrontDoor, create_app
 from gateway.metrics import GatewayMetrics
+from gateway.relay import quiet_aborts
 from gateway.settings import FrontDoorSettings
 from gateway.table import ModelTable
 from gateway.upstream import Upstreams, UpstreamTimeouts
@@ -87,6 +88,7 @@ async def serve(settings: FrontDoorSettings) -> None:
             timeout_graceful_shutdown=10,
             backlog=4096,
         )
+        quiet_aborts()  # after the Config, which sets up uvicorn's loggers
         try:
             await uvicorn.Server(server_config).serve()
         finally:

@@ -94,5 +94,6 @@ class SidecarSettings(BaseModel):
     port: int = Field(8090, ge=1, le=65535, description="port to listen on")
     drain_timeout: Duration = Field(300.0, gt=0, description="longest wait for open streams on termination")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    body_timeout: Duration = Field(30.0, gt=0, description="longest body upload; then 408")
     connect_timeout: Duration = Field(5.0, gt=0, description="connecting to the runtime")
     idle_stream_timeout: Duration = Field(600.0, gt=0, description="longest silence from the runtime mid-answer")

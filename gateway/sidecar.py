@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from common.bodies import BodyTooLarge, read_bounded
+from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
 from common.http import bounded_head_protocol
 from gateway.errors import openai_error
-from gateway.lease import Lease, released_after
+from gateway.lease import Lease
 from gateway.proxy import forward_headers
-from gateway.relay import relayed
+from gateway.relay import as_is, quiet_aborts, relayed
 from gateway.settings import SidecarSettings
 from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
 
@@ -93,7 +93,14 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             refused.headers["X-Hearth-Draining"] = "1"  # the front door retries on another pod
             return refused
         try:
-            body = await read_bounded(request, settings.max_body_bytes)
+            body = await read_bounded(request, settings.max_body_bytes, settings.body_timeout)
+        except BodyTimeout:
+            return openai_error(
+                408,
+                f"request body not received within {settings.body_timeout:g}s",
+                "invalid_request_error",
+                "body_timeout",
+            )
         except BodyTooLarge:
             return openai_error(
                 413, f"request body exceeds {settings.max_body_bytes} bytes", "invalid_request_error", "body_too_large"
@@ -114,7 +121,7 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
         except BaseException:
             lease.release()
             raise
-        return await relayed(upstream, lease, released_after(upstream.aiter_raw(), lease))
+        return await relayed(upstream, lease, as_is(upstream, lease))
 
     routes = [
         Route("/ready", ready),
@@ -163,5 +170,6 @@ async def serve(settings: SidecarSettings) -> None:
             timeout_graceful_shutdown=5,
             http=bounded_head_protocol(),
         )
+        quiet_aborts()  # after the Config, which sets up uvicorn's loggers
         server = _DrainingServer(config, drain, settings.drain_timeout)
         await server.serve()

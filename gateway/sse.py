@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 
 def sse_comment(text: str) -> bytes:
     """A comment line: clients and SDKs ignore it, proxies and load balancers see traffic."""
@@ -29,3 +31,88 @@ def error_message(detail: str) -> str | None:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])
     return None
+
+
+MAX_EVENT_BYTES = 1024 * 1024  # one event (a chunk of tokens, or a usage report) is a few hundred bytes
+_FIELDS = (b"data", b"event", b"id", b"retry")
+
+
+class MalformedStream(Exception):
+    """The model's stream cannot be relayed as it is: cut in the middle of an event, ended without
+    `data: [DONE]` (code `stream_broken`), or not OpenAI-shaped SSE (`stream_malformed`). The message says
+    which, for the client's error event; `relayable` holds the whole, good events that came before it in
+    the same chunk, still to be relayed."""
+
+    def __init__(self, message: str, code: str = "stream_malformed", relayable: bytes = b"") -> None:
+        super().__init__(message)
+        self.code = code
+        self.relayable = relayable
+
+
+class WholeEvents:
+    """Relays a model's SSE stream one whole event at a time, so that an error event the relay appends
+    never lands in the middle of one (the SDK then failed on the partial line with a JSONDecodeError
+    instead of raising the error). Every event must be comments and `data`/`event`/`id`/`retry` fields,
+    its `data` JSON or `[DONE]`; the stream must end with `[DONE]` (vLLM, SGLang, TGI and llama.cpp all send
+    it; without it, a reset of a close-delimited answer looked like its end)."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The whole events that `chunk` completes (b"" while an event is still arriving)."""
+        data = self._pending + chunk if self._pending else chunk
+        whole, self._pending = _split_after_last_event(data)
+        if len(self._pending) > MAX_EVENT_BYTES:
+            raise MalformedStream(f"the model sent an event over {MAX_EVENT_BYTES} bytes")
+        if whole:
+            self._check(whole)
+        return whole
+
+    def end(self) -> None:
+        """The stream has ended: MalformedStream unless it ended whole, after `[DONE]`."""
+        if self._pending.strip():
+            raise MalformedStream("the model's stream broke off in the middle of an event", "stream_broken")
+        if not self.done:
+            raise MalformedStream("the model's stream ended before `data: [DONE]`", "stream_broken")
+
+    def _check(self, events: bytes) -> None:
+        split = events.replace(b"\r\n", b"\n").split(b"\n\n")
+        for index, event in enumerate(split):
+            try:
+                self._check_event(event)
+            except MalformedStream as bad:
+                bad.relayable = b"".join(e + b"\n\n" for e in split[:index])
+                raise
+
+    def _check_event(self, event: bytes) -> None:
+        data: list[bytes] = []
+        for line in event.split(b"\n"):
+            if not line or line.startswith(b":"):
+                continue
+            name, _, value = line.partition(b":")
+            if name not in _FIELDS:
+                raise MalformedStream(f"the model sent a line that is not SSE: {line[:80]!r}")
+            if name == b"data":
+                data.append(value[1:] if value.startswith(b" ") else value)
+        if data:
+            self._check_data(b"\n".join(data))
+
+    def _check_data(self, data: bytes) -> None:
+        if self.done:
+            raise MalformedStream("the model sent data after `data: [DONE]`")
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise MalformedStream(f"the model sent data that is not JSON: {data[:80]!r}") from None
+
+
+def _split_after_last_event(data: bytes) -> tuple[bytes, bytes]:
+    """`data` cut after its last blank line (LF or CRLF): the whole events, and the rest."""
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+    end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    return data[:end], data[end:]

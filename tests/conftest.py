@@ -36,6 +36,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
         f"--port={port}",
         f"--runtimes={RUNTIMES}",
         "--max-body-bytes=1048576",
+        "--body-timeout=1s",
         "--cert-reload-seconds=0.2",
     ]
     with hearth_process(args, f"{url}/healthz", tls, tmp / "webhook.log"):

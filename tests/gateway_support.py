@@ -50,7 +50,7 @@ class Processes:
         # /v1/models answers at once, before the simulated start-up is over
         return self._start("simulator", args, "/v1/models", port)
 
-    def sidecar(self, upstream: Proc, drain_timeout: str = "30s") -> Proc:
+    def sidecar(self, upstream: Proc, drain_timeout: str = "30s", *flags: str) -> Proc:
         port = free_port()
         args = [
             "gateway",
@@ -59,6 +59,7 @@ class Processes:
             "--host=127.0.0.1",
             f"--port={port}",
             f"--drain-timeout={drain_timeout}",
+            *flags,
         ]
         return self._start("sidecar", args, "/demand", port)
 

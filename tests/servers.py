@@ -7,8 +7,10 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,6 +80,11 @@ def send_head(url: str, head: bytes, tls: ssl.SSLContext | None = None) -> bytes
         return answer.split(b"\r\n", 1)[0]
 
 
+def send_part_of_a_body(url: str, path: str, tls: ssl.SSLContext | None = None) -> bytes:
+    """Declare a 50-byte body, send one byte of it, and return the status line the server answers with."""
+    return send_head(url, f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{{".encode(), tls)
+
+
 def big_head(size: int) -> bytes:
     return b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * size + b"\r\n\r\n"
 
@@ -88,3 +95,52 @@ def many_headers(count: int) -> bytes:
         + b"".join(b"h%d: x\r\n" % i for i in range(count))
         + b"\r\n"
     )
+
+
+@contextmanager
+def raw_runtime(answer: bytes, *, reset: bool = False) -> Iterator[str]:
+    """A runtime on loopback that answers `GET /health` 200 and every POST with `answer`, raw bytes (head
+    and body, however broken), then closes the connection: with a reset when `reset`. Yields its URL."""
+
+    def serve(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # a client that resets its end
+            reader = conn.makefile("rb")
+            while True:
+                request = reader.readline()
+                if not request:
+                    return
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                reader.read(length)
+                if request.startswith(b"GET"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    continue
+                conn.sendall(answer)
+                if reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

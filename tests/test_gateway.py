@@ -388,7 +388,7 @@ def test_a_backend_header_the_server_cannot_send_is_a_502_through_both_hops(proc
 def test_request_heads_are_bounded_on_the_front_door_and_the_sidecar(procs: Processes) -> None:
     """Envoy's defaults: over 60 KiB of head is a 431, over 100 headers a 400, and the connection closes;
     nothing reaches the runtime (16 MiB headers used to push each server past its memory limit)."""
-    from tests.servers import big_head, many_headers, send_head
+    from tests.servers import big_head, many_headers, send_head, send_part_of_a_body
 
     sim = procs.simulator()
     side = procs.sidecar(sim)
@@ -407,6 +407,8 @@ def test_request_heads_are_bounded_on_the_front_door_and_the_sidecar(procs: Proc
         time.sleep(0.2)  # two reads on the server's side (what is measured is the status, not the time)
         split.sendall(b"\n" + b"x" * 102400)
         assert split.recv(4096).startswith(b"HTTP/1.1 400")  # read whole: not JSON
+    side_of_one_second = procs.sidecar(sim, "30s", "--body-timeout=1s")
+    assert send_part_of_a_body(side_of_one_second.url, "/v1/chat/completions") == b"HTTP/1.1 408 Request Timeout"
     for server in (door, side):  # within the bounds a head is taken (its empty body is then refused)
         assert send_head(server.url, many_headers(90)).startswith(b"HTTP/1.1 4")
     reply = sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)  # still serving

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
 from typing import Any
 
 import httpx
@@ -260,3 +261,14 @@ def test_request_heads_are_bounded(webhook: Webhook) -> None:
     assert send_head(webhook.url, big_head(16 * 1024 * 1024), webhook.tls).startswith(b"HTTP/1.1 431")
     assert send_head(webhook.url, many_headers(101), webhook.tls).startswith(b"HTTP/1.1 400")
     assert httpx.get(f"{webhook.url}/healthz", verify=webhook.tls).status_code == 200
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408(webhook: Webhook) -> None:
+    """The head has its timeout in the protocol; the body its own (the fixture's `--body-timeout=1s`)."""
+    from tests.servers import send_part_of_a_body
+
+    started = time.monotonic()
+    assert send_part_of_a_body(webhook.url, "/mutate/pods", webhook.tls) == b"HTTP/1.1 408 Request Timeout"
+    assert time.monotonic() - started < 5
+    metrics = httpx.get(f"{webhook.url}/metrics", verify=webhook.tls).text
+    assert 'hearth_webhook_reviews_total{endpoint="/mutate/pods",result="too_slow"} 1.0' in metrics

@@ -11,7 +11,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.bodies import BodyTooLarge, read_bounded
+from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
 from policies import RenderSettings
 from webhook.admission import (
     Handler,
@@ -39,19 +39,28 @@ def _error(status: int, message: str) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def create_app(store: RuntimeStore, render: RenderSettings, metrics: WebhookMetrics, max_body_bytes: int) -> FastAPI:
+def create_app(
+    store: RuntimeStore,
+    render: RenderSettings,
+    metrics: WebhookMetrics,
+    max_body_bytes: int,
+    body_timeout: float = 10.0,
+) -> FastAPI:
     app = FastAPI(title="Hearth admission webhook", docs_url=None, redoc_url=None, openapi_url=None)
 
     def route(path: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         reviews = {
             result: metrics.reviews.labels(path, result)
-            for result in ("allowed", "patched", "denied", "malformed", "too_large")
+            for result in ("allowed", "patched", "denied", "malformed", "too_large", "too_slow")
         }
         latency = metrics.latency.labels(path)
 
         async def endpoint(request: Request) -> Response:
             try:
-                body = await read_bounded(request, max_body_bytes)
+                body = await read_bounded(request, max_body_bytes, body_timeout)
+            except BodyTimeout:
+                reviews["too_slow"].inc()
+                return _error(408, f"AdmissionReview body not received within {body_timeout:g}s")
             except BodyTooLarge:
                 reviews["too_large"].inc()
                 return _error(413, f"AdmissionReview body exceeds {max_body_bytes} bytes")

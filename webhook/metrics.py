@@ -10,7 +10,8 @@ class WebhookMetrics:
         self.registry = registry
         self.reviews = Counter(
             "hearth_webhook_reviews",
-            "AdmissionReviews answered, by endpoint and result (allowed, patched, denied, malformed, too_large).",
+            "AdmissionReviews answered, by endpoint and result "
+            "(allowed, patched, denied, malformed, too_large, too_slow).",
             ["endpoint", "result"],
             registry=registry,
         )

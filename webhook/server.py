@@ -103,7 +103,7 @@ def build_store(
 
 
 def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: WebhookMetrics) -> uvicorn.Config:
-    app = create_app(store, settings.render, metrics, settings.max_body_bytes)
+    app = create_app(store, settings.render, metrics, settings.max_body_bytes, settings.body_timeout)
     return uvicorn.Config(
         app,
         host=settings.host,

@@ -38,5 +38,6 @@ class WebhookSettings(SidecarInjection):
     )
     kubeconfig: Path | None = Field(None, description="kubeconfig (default: in-cluster or ~/.kube/config)")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    body_timeout: Duration = Field(10.0, gt=0, description="longest AdmissionReview upload; then 408")
     cert_reload_seconds: Duration = Field(10.0, gt=0, description="how often to look for a rotated certificate")
     log_level: str = Field("info", json_schema_extra={"flag": False})
