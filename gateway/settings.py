@@ -93,6 +93,12 @@ class SidecarSettings(BaseModel):
     host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - reached by the front door
     port: int = Field(8090, ge=1, le=65535, description="port to listen on")
     drain_timeout: Duration = Field(300.0, gt=0, description="longest wait for open streams on termination")
+    drain_token: str | None = Field(
+        None,
+        description="the pod's own secret that GET /drain must carry as `Authorization: Bearer` (the webhook "
+        "writes it into the preStop hook and here); without one, /drain is refused and SIGTERM still drains",
+        json_schema_extra={"env": "HEARTH_DRAIN_TOKEN"},
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     body_timeout: Duration = Field(30.0, gt=0, description="longest body upload; then 408")
     connect_timeout: Duration = Field(5.0, gt=0, description="connecting to the runtime")

@@ -1,6 +1,7 @@
 """The sidecar in every model pod: fronts the runtime, counts in-flight work, and drains on termination.
 
-On SIGTERM (or the model container's preStop `GET /drain`) it turns unready, answers new requests 503 with
+On SIGTERM (or the model container's preStop `GET /drain`, which must carry the pod's own token: no one
+else may drain a pod) it turns unready, answers new requests 503 with
 Retry-After so the front door goes elsewhere, lets every open stream finish, and exits as soon as none is
 left or the drain timeout passes. No fixed sleep: a pod with nothing in flight goes away at once.
 """
@@ -8,6 +9,7 @@ left or the drain timeout passes. No fixed sleep: a pod with nothing in flight g
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
 from types import FrameType
@@ -83,6 +85,16 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
         return JSONResponse({"inFlight": drain.in_flight, "draining": drain.draining, "served": drain.served})
 
     async def drain_hook(request: Request) -> Response:
+        if settings.drain_token is None:
+            return JSONResponse({"error": "this sidecar has no drain token: /drain is off (SIGTERM drains)"}, 403)
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, b"Bearer " + settings.drain_token.encode()):
+            log.warning("refused a /drain without this pod's token, from %s", request.client)
+            return JSONResponse(
+                {"error": "only this pod's own shutdown may drain it (its preStop hook carries the token)"},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         drain.begin()
         done = await drain.wait(settings.drain_timeout)
         return JSONResponse({"drained": done, "inFlight": drain.in_flight})

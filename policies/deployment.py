@@ -10,7 +10,7 @@ from typing import Any
 from policies.annotations import ENABLED_LABEL, PREFIX, RENDERED, PodSpec, ScaleSpec, parse_pod, parse_scale
 from policies.errors import Collector, ContractError, Problem
 from policies.patch import json_copy
-from policies.render import MODEL_CONTAINER, PLACEHOLDER_IMAGE, RenderSettings, render_pod
+from policies.render import MODEL_CONTAINER, PLACEHOLDER_IMAGE, RenderSettings, render_pod, reserved_volume_problems
 from policies.runtime import InferenceRuntime
 from policies.selection import select_runtime
 
@@ -46,6 +46,8 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
             f'must include a container named "{MODEL_CONTAINER}" for the runtime to fill in',
             f"add `- name: {MODEL_CONTAINER}` to the containers",
         )
+    for problem in reserved_volume_problems(template.get("spec"), "spec.template.spec"):
+        errors.problems.append(problem)
     labels = _str_map(template_meta.get("labels"))
     if labels.get(ENABLED_LABEL) != "true":
         errors.add(
@@ -126,9 +128,10 @@ def with_scaler_defaults(deployment: Mapping[str, Any], *, creating: bool) -> di
 
 
 def render_for_pod(
-    pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+    pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings, drain_token: str
 ) -> dict[str, Any]:
-    """Render a pod as the webhook does at CREATE (ContractError when it cannot). The webhook is called once
+    """Render a pod as the webhook does at CREATE (ContractError when it cannot), with `drain_token` as
+    the pod's own drain secret (see render_pod). The webhook is called once
     per CREATE (reinvocationPolicy Never), so a stamp that arrives with the pod was not written by Hearth:
     it is dropped and the pod rendered as any other (a forged stamp used to skip rendering and keep the
     pod's own image)."""
@@ -155,7 +158,7 @@ def render_for_pod(
             ]
         )
     runtime = select_runtime(spec, runtimes, where=POD_WHERE)
-    return render_pod(dict(pod), runtime, spec, served, settings)
+    return render_pod(dict(pod), runtime, spec, served, settings, drain_token)
 
 
 def deployment_name_of(pod: Mapping[str, Any]) -> str | None:

@@ -40,8 +40,14 @@ class RenderSettings:
     sidecar_memory: str = "128Mi"
 
 
-def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings) -> Obj:
-    """Return the runtime pod for `pod`; `pod` itself is never modified."""
+DRAIN_TOKEN_ENV = "HEARTH_DRAIN_TOKEN"  # noqa: S105 - the variable's name
+
+
+def render_pod(
+    pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings, drain_token: str
+) -> Obj:
+    """Return the runtime pod for `pod`; `pod` itself is never modified. `drain_token` is this pod's own
+    secret for its drain hook: the model container's preStop sends it, the sidecar accepts no other."""
     if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
         same: Obj = json_copy(pod)
         return same
@@ -74,9 +80,11 @@ def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: 
             ]
         )
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
-    _fill_model_container(model, runtime, spec, served_name, settings)
-    _put_by_name(containers, _sidecar(rt.container.port, drain, settings))
-    _add_volumes(pod_spec, runtime, spec)
+    ours = _fill_model_container(model, runtime, spec, served_name, settings, drain_token)
+    _put_by_name(containers, _sidecar(rt.container.port, drain, settings, drain_token))
+    foreign = _foreign_mounts(pod_spec, ours, _add_volumes(pod_spec, runtime, spec))
+    if foreign:
+        raise ContractError(foreign)
     pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), **rt.accelerator.node_selector}
     tolerations: list[Obj] = pod_spec.setdefault("tolerations", [])
     for toleration in rt.accelerator.tolerations:
@@ -102,6 +110,64 @@ def render_pod(pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: 
     return out
 
 
+RESERVED_VOLUME_PREFIX = "hearth-"
+_MOUNTING = ("initContainers", "containers", "ephemeralContainers")
+
+
+def reserved_volume_problems(pod_spec: object, where: str) -> list[Problem]:
+    """A template's volumes and mounts that use Hearth's names (`hearth-shm`, `hearth-cache`,
+    `hearth-model`, `hearth-host-N`: the runtime's host paths). Hearth mounts its volumes only where and as
+    it renders them, read-only for host paths and models: a second mount, or one in another container,
+    would get them writable."""
+    problems: list[Problem] = []
+    for index, volume in enumerate(_dicts(pod_spec, "volumes")):
+        name = volume.get("name")
+        if isinstance(name, str) and name.startswith(RESERVED_VOLUME_PREFIX):
+            problems.append(
+                Problem(
+                    f"{where}.volumes[{index}].name",
+                    name,
+                    f"volume names starting with {RESERVED_VOLUME_PREFIX} are Hearth's own",
+                    "rename the volume",
+                )
+            )
+    for kind, container, index, mount in _mounts(pod_spec):
+        name = mount.get("name")
+        if isinstance(name, str) and name.startswith(RESERVED_VOLUME_PREFIX):
+            problems.append(_foreign_mount(where, kind, container, index, name))
+    return problems
+
+
+def _foreign_mounts(pod_spec: Obj, ours: list[Obj], volumes: set[str]) -> list[Problem]:
+    """Mounts of the volumes Hearth rendered other than Hearth's own mounts (`ours`, by identity)."""
+    return [
+        _foreign_mount("spec", kind, container, index, str(mount.get("name")))
+        for kind, container, index, mount in _mounts(pod_spec)
+        if mount.get("name") in volumes and not any(mount is own for own in ours)
+    ]
+
+
+def _foreign_mount(where: str, kind: str, container: Obj, index: int, name: str) -> Problem:
+    return Problem(
+        f'{where}.{kind}["{container.get("name")}"].volumeMounts[{index}].name',
+        name,
+        "Hearth's volumes are mounted only by Hearth, where and as it renders them",
+        "remove the mount (Hearth mounts what the runtime needs into the model container)",
+    )
+
+
+def _mounts(pod_spec: object) -> Iterable[tuple[str, Obj, int, Obj]]:
+    for kind in _MOUNTING:
+        for container in _dicts(pod_spec, kind):
+            for index, mount in enumerate(_dicts(container, "volumeMounts")):
+                yield kind, container, index, mount
+
+
+def _dicts(obj: object, key: str) -> list[Obj]:
+    items = obj.get(key) if isinstance(obj, dict) else None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
 def _writable(pod: Obj) -> Obj:
     """A copy of `pod` that rendering may change: the parts it edits are copied (metadata labels and
     annotations, the spec's lists, the whole model container); everything else is shared with `pod`, so
@@ -125,8 +191,9 @@ def _writable(pod: Obj) -> Obj:
 
 
 def _fill_model_container(
-    model: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings
-) -> None:
+    model: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings, drain_token: str
+) -> list[Obj]:
+    """Fills the model container in; returns the mounts of Hearth's volumes it put there."""
     rt = runtime.spec
     port = rt.container.port
     variables = {
@@ -158,26 +225,35 @@ def _fill_model_container(
     model["readinessProbe"] = _http_probe(probes.path, port, probes.readiness)
     model["livenessProbe"] = _http_probe(probes.path, port, probes.liveness)
     # The runtime is stopped only after the sidecar has drained every open stream: the kubelet waits for
-    # this hook, and the sidecar answers it as soon as nothing is in flight (no fixed sleep).
-    model.setdefault("lifecycle", {})["preStop"] = {"httpGet": {"path": "/drain", "port": settings.sidecar_port}}
-    mounts: list[Obj] = model.setdefault("volumeMounts", [])
-    _put_by_name(mounts, {"name": "hearth-shm", "mountPath": "/dev/shm"})  # noqa: S108 - the in-memory shm mount
+    # this hook, and the sidecar answers it as soon as nothing is in flight (no fixed sleep). Only this
+    # hook may drain the pod: it carries the pod's own token, which the sidecar checks.
+    model.setdefault("lifecycle", {})["preStop"] = {
+        "httpGet": {
+            "path": "/drain",
+            "port": settings.sidecar_port,
+            "httpHeaders": [{"name": "Authorization", "value": f"Bearer {drain_token}"}],
+        }
+    }
+    ours: list[Obj] = [{"name": "hearth-shm", "mountPath": "/dev/shm"}]  # noqa: S108 - the in-memory shm mount
     if spec.model.needs_cache:
-        _put_by_name(mounts, {"name": "hearth-cache", "mountPath": CACHE_DIR})
+        ours.append({"name": "hearth-cache", "mountPath": CACHE_DIR})
     if spec.model.claim is not None:
-        _put_by_name(mounts, {"name": "hearth-model", "mountPath": PVC_MOUNT, "readOnly": True})
+        ours.append({"name": "hearth-model", "mountPath": PVC_MOUNT, "readOnly": True})
     for index, host in enumerate(rt.accelerator.host_mounts):
-        _put_by_name(
-            mounts, {"name": f"hearth-host-{index}", "mountPath": host.mount_path or host.path, "readOnly": True}
-        )
+        ours.append({"name": f"hearth-host-{index}", "mountPath": host.mount_path or host.path, "readOnly": True})
+    mounts: list[Obj] = model.setdefault("volumeMounts", [])
+    for mount in ours:
+        _put_by_name(mounts, mount)
+    return ours
 
 
-def _sidecar(runtime_port: int, drain: int, settings: RenderSettings) -> Obj:
+def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_token: str) -> Obj:
     port = settings.sidecar_port
     return {
         "name": SIDECAR_CONTAINER,
         "image": settings.sidecar_image,
         "command": ["hearth"],
+        "env": [{"name": DRAIN_TOKEN_ENV, "value": drain_token}],
         "args": [
             "gateway",
             "sidecar",
@@ -195,8 +271,10 @@ def _sidecar(runtime_port: int, drain: int, settings: RenderSettings) -> Obj:
     }
 
 
-def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec) -> None:
+def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec) -> set[str]:
+    """Adds Hearth's volumes; returns their names."""
     volumes: list[Obj] = pod_spec.setdefault("volumes", [])
+    before = {id(v) for v in volumes}
     _put_by_name(volumes, {"name": "hearth-shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
     if spec.model.needs_cache:
         cache: Obj = {"sizeLimit": spec.cache_size} if spec.cache_size else {}
@@ -207,6 +285,7 @@ def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec) -> Non
     for index, host in enumerate(runtime.spec.accelerator.host_mounts):
         host_path: Obj = {"path": host.path, "type": host.type} if host.type else {"path": host.path}
         _put_by_name(volumes, {"name": f"hearth-host-{index}", "hostPath": host_path})
+    return {str(v["name"]) for v in volumes if id(v) not in before}
 
 
 def _http_probe(path: str, port: int, probe: Probe) -> Obj:

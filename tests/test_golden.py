@@ -23,6 +23,7 @@ from webhook.admission import mutate_pod
 CASES = sorted(GOLDEN.glob("*.yaml"))
 SETTINGS = RenderSettings()
 UPDATE = os.environ.get("HEARTH_UPDATE_GOLDEN") == "1"
+TOKEN = "golden-drain-token"  # the webhook generates one per pod
 
 
 def rendered_of(case: Path) -> dict[str, Any]:
@@ -30,7 +31,16 @@ def rendered_of(case: Path) -> dict[str, Any]:
     validate_deployment(deployment, runtimes)
     pod = apiserver_pod(deployment)
     del pod["metadata"]["managedFields"]  # the webhook drops them before rendering
-    return render_for_pod(pod, runtimes, SETTINGS)
+    return render_for_pod(pod, runtimes, SETTINGS, TOKEN)
+
+
+def drain_token_of(pod: dict[str, Any]) -> str:
+    """The token the webhook generated for this pod (random per pod), as the preStop hook sends it."""
+    model = next(c for c in pod["spec"]["containers"] if c["name"] == "model")
+    header = model["lifecycle"]["preStop"]["httpGet"]["httpHeaders"][0]
+    assert header["name"] == "Authorization"
+    token: str = header["value"].removeprefix("Bearer ")
+    return token
 
 
 def test_the_required_cases_exist() -> None:
@@ -80,16 +90,20 @@ def test_patch_applies_and_is_idempotent(case: Path) -> None:
     patch = json.loads(base64.b64decode(answer["patch"]))
     assert not any(op["path"].startswith("/metadata/managedFields") for op in patch)
     patched = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
-    expected = render_for_pod(pod, runtimes, SETTINGS)
+    token = drain_token_of(patched)
+    expected = render_for_pod(pod, runtimes, SETTINGS, token)
     expected["metadata"]["managedFields"] = pod["metadata"]["managedFields"]
     assert patched == expected
-    # A re-invocation on the rendered pod changes nothing.
+    # A rendered pod arriving again (a forgery: the webhook sees each pod once) is rendered again, which
+    # changes nothing but its drain token.
     again = mutate_pod(admission_review(patched)["request"], runtimes, SETTINGS)["response"]
-    assert again["allowed"] is True and "patch" not in again
+    ops = json.loads(base64.b64decode(again["patch"]))
+    assert again["allowed"] is True and len(ops) == 2
+    assert all(op["op"] == "replace" and op["path"].endswith("/value") for op in ops)
     # Rendering a rendered pod whose stamp was stripped still adds nothing twice.
     stripped = copy.deepcopy(patched)
     del stripped["metadata"]["annotations"][RENDERED]
-    assert render_for_pod(stripped, runtimes, SETTINGS) == patched
+    assert render_for_pod(stripped, runtimes, SETTINGS, token) == patched
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
@@ -97,5 +111,5 @@ def test_rendering_never_changes_its_input(case: Path) -> None:
     deployment, runtimes = load_case(case)
     pod = apiserver_pod(deployment)
     before = copy.deepcopy(pod)
-    render_for_pod(pod, runtimes, SETTINGS)
+    render_for_pod(pod, runtimes, SETTINGS, TOKEN)
     assert pod == before

@@ -19,10 +19,15 @@ RUNTIME = "http://runtime"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def sidecar(script: ScriptedResponse | Exception) -> tuple[httpx.AsyncClient, Drain]:
+TOKEN = "this-pods-own-token"
+HOOK = {"Authorization": f"Bearer {TOKEN}"}  # what the preStop hook sends
+
+
+def sidecar(script: ScriptedResponse | Exception, token: str | None = TOKEN) -> tuple[httpx.AsyncClient, Drain]:
     drain = Drain()
     upstreams: Any = ScriptedUpstreams({RUNTIME: script})
-    app = create_app(SidecarSettings(upstream=RUNTIME), drain, httpx.AsyncClient(), upstreams)
+    settings = SidecarSettings(upstream=RUNTIME, drain_token=token)
+    app = create_app(settings, drain, httpx.AsyncClient(), upstreams)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar"), drain
 
 
@@ -36,7 +41,7 @@ def test_a_stream_is_counted_while_open_and_the_drain_waits_for_it() -> None:
         while drain.in_flight == 0:  # noqa: ASYNC110 - yield (no timer) until the request is forwarded
             await asyncio.sleep(0)
         seen.append((await client.get("/demand")).json()["inFlight"])
-        drained = asyncio.create_task(client.get("/drain"))  # the model container's preStop hook
+        drained = asyncio.create_task(client.get("/drain", headers=HOOK))  # the model container's preStop hook
         while not drain.draining:  # noqa: ASYNC110 - yield until the drain has begun
             await asyncio.sleep(0)
         refused = await client.post("/v1/chat/completions", json=BODY)  # new work goes elsewhere
@@ -61,3 +66,24 @@ def test_a_runtime_that_cannot_be_reached_is_a_502_and_counts_nothing() -> None:
     answer, in_flight = asyncio.run(scenario())
     assert answer.status_code == 502 and json.loads(answer.content)["error"]["code"] == "upstream_unreachable"
     assert in_flight == 0
+
+
+def test_only_the_pods_own_preStop_hook_may_drain_it() -> None:
+    """An unauthenticated `GET /drain` used to make any pod unready for good."""
+
+    async def scenario(token: str | None, headers: dict[str, str]) -> tuple[httpx.Response, bool, int]:
+        client, drain = sidecar(ScriptedResponse(chunks=(b"{}",)), token)
+        refused = await client.get("/drain", headers=headers)
+        served = await client.post("/v1/chat/completions", json=BODY)  # still serving
+        return refused, drain.draining, served.status_code
+
+    for token, headers in [
+        (TOKEN, {}),
+        (TOKEN, {"Authorization": "Bearer another-pods-token"}),
+        (TOKEN, {"Authorization": TOKEN}),
+        (None, HOOK),  # a sidecar given no token drains on SIGTERM only
+    ]:
+        refused, draining, served = asyncio.run(scenario(token, headers))
+        assert refused.status_code == (401 if token else 403), (token, headers)
+        assert "drain" in refused.json()["error"]
+        assert not draining and served == 200

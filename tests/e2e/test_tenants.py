@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -47,6 +48,30 @@ def test_a_tenant_cannot_rewrite_its_pods_stamp(cluster: Cluster, namespace: str
     added = cluster.kubectl("annotate", "pod", "-n", namespace, "plain", "hearth.dev/rendered={}", check=False)
     assert added.returncode != 0 and "hearth-stamp-is-immutable" in added.stderr
     assert cluster.kubectl("annotate", "pod", "-n", namespace, pod, "note=fine").returncode == 0  # the rest is free
+
+
+def test_a_tenant_can_neither_drain_a_pod_nor_mount_its_host_paths(cluster: Cluster, namespace: str) -> None:
+    """`GET /drain` without the pod's own token is refused, and the pod stays Ready (it used to turn
+    unready for good); an ephemeral container that mounts Hearth's volumes is refused by the apiserver (the
+    policy `hearth-volumes-are-hearths`). The token's positive path is every scale-down's drain."""
+    model = simulated_model(namespace, "guarded")
+    model["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
+    apply(cluster, model)
+    pod = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "guarded"), timeout=90)[0]
+    sidecar = f"http://{pod['status']['podIP']}:8090"
+    for headers in ({}, {"Authorization": "Bearer guessed"}):
+        refused = httpx.get(f"{sidecar}/drain", headers=headers, timeout=10)
+        assert refused.status_code == 401 and "only this pod's own shutdown" in refused.json()["error"]
+    assert httpx.get(f"{sidecar}/ready", timeout=10).status_code == 200
+    debug: dict[str, Any] = {"name": "peek", "image": cluster.image, "command": ["sleep", "60"]}
+    debug["volumeMounts"] = [{"name": "hearth-shm", "mountPath": "/mnt/shm"}]
+    patch = json.dumps({"spec": {"ephemeralContainers": [debug]}})
+    name = pod["metadata"]["name"]
+    refused_debug = cluster.kubectl(
+        "patch", "pod", "-n", namespace, name, "--subresource=ephemeralcontainers", "-p", patch, check=False
+    )
+    assert refused_debug.returncode != 0 and "hearth-volumes-are-hearths" in refused_debug.stderr
+    assert "may not mount Hearth's volumes" in refused_debug.stderr
 
 
 def test_a_forged_stamp_is_skipped_reported_and_stops_nobody_else(cluster: Cluster, namespace: str) -> None:
