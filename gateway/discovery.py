@@ -131,7 +131,8 @@ class KubeDiscovery:
             scale = scale_of(deployment, errors)
             if errors.problems:  # the validating webhook refuses these; tolerate what got in while it was down
                 log.warning("deployment %s: %s", key, errors.problems[0])
-            self.table.upsert(key, served_name_of(deployment), scale)
+            created = str((deployment.get("metadata") or {}).get("creationTimestamp") or "")
+            self.table.upsert(key, served_name_of(deployment), scale, created)
             self.table.set_failure(key, published_failure(deployment))
         for key in [k for k in self.table.models if k not in deployments]:
             self.table.remove(key)

@@ -30,7 +30,7 @@ from gateway.proxy import forward_headers
 from gateway.relay import passthrough
 from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
 from gateway.settings import FrontDoorSettings
-from gateway.table import AmbiguousModel, ModelState, ModelTable, UnknownModel
+from gateway.table import ModelState, ModelTable, UnknownModel
 from gateway.upstream import Upstreams
 
 
@@ -146,15 +146,6 @@ class FrontDoor:
                     "model_not_found",
                 )
             ) from None
-        except AmbiguousModel as exc:
-            raise BadRequest(
-                openai_error(
-                    400,
-                    f"The model `{requested}` is ambiguous; write namespace/name: {exc}",
-                    "invalid_request_error",
-                    "model_ambiguous",
-                )
-            ) from None
 
     async def _activate(
         self, state: ModelState, request: Request, outgoing: Outgoing, arrived: float, stream: bool
@@ -207,7 +198,7 @@ class FrontDoor:
         created = int(time.time())
         data = [
             {
-                "id": s.name if self._unique(s) else s.key,
+                "id": self.table.plain_name(s),
                 "object": "model",
                 "created": created,
                 "owned_by": "hearth",
@@ -216,9 +207,6 @@ class FrontDoor:
             for s in sorted(self.table.models.values(), key=lambda s: s.key)
         ]
         return JSONResponse({"object": "list", "data": data})
-
-    def _unique(self, state: ModelState) -> bool:
-        return sum(1 for s in self.table.models.values() if s.name == state.name) == 1
 
     async def demand(self, request: Request) -> Response:
         return JSONResponse({"models": self.table.demand(), "heldTotal": self.table.held_total})

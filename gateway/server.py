@@ -16,7 +16,9 @@ from starlette.routing import Route
 
 from common.http import bounded_head_protocol
 from common.informer import InformerMetrics
+from common.kube import own_namespace
 from common.kubeapi import KubeAPI
+from common.names import NamesWatch
 from common.peers import Peers
 from gateway.activator import Activator
 from gateway.discovery import KubeDiscovery, StaticUpstreams
@@ -64,7 +66,12 @@ async def serve(settings: FrontDoorSettings) -> None:
                 settings.scaler_port,
                 watch_metrics,
             )
-            background += [asyncio.create_task(discovery.run()), asyncio.create_task(scalers.run())]
+            names = NamesWatch(api, settings.names_namespace or own_namespace(), watch_metrics, table.record_names)
+            background += [
+                asyncio.create_task(discovery.run()),
+                asyncio.create_task(scalers.run()),
+                asyncio.create_task(names.run()),
+            ]
         activator = Activator(client, scalers.urls, metrics, settings.activation_retry_for)
         door = FrontDoor(settings, table, upstreams, metrics, activator)
 

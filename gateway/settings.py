@@ -30,6 +30,10 @@ class FrontDoorSettings(BaseModel):
     namespaces: tuple[str, ...] = Field(
         (), description="only these namespaces (repeat; default: all)", json_schema_extra={"name": "namespace"}
     )
+    names_namespace: str | None = Field(
+        None,
+        description="where the scaler records who holds a contested model name (default: this pod's namespace)",
+    )
     cold_start: Literal["keepalive", "reject"] = Field(
         _SCALE.cold_start, description="for --upstream models (Deployments use hearth.dev/cold-start)"
     )

@@ -62,6 +62,15 @@ class WholeEvents:
 
     def feed(self, chunk: bytes) -> bytes:
         """The whole events that `chunk` completes (b"" while an event is still arriving)."""
+        if not self._pending and chunk.endswith(b"\n\n"):  # the usual read: whole events, nothing after
+            if chunk.startswith(b"data: {") and chunk.count(b"\n") == 2 and not self.done:  # and one data line
+                try:
+                    orjson.loads(memoryview(chunk)[6:-2])
+                    return chunk
+                except orjson.JSONDecodeError:
+                    pass  # the slow path says what is wrong
+            self._check(chunk)
+            return chunk
         data = self._pending + chunk if self._pending else chunk
         whole, self._pending = _split_after_last_event(data)
         if len(self._pending) > MAX_EVENT_BYTES:
@@ -78,10 +87,13 @@ class WholeEvents:
             raise MalformedStream("the model's stream ended before `data: [DONE]`", "stream_broken")
 
     def _check(self, events: bytes) -> None:
-        split = events.replace(b"\r\n", b"\n").split(b"\n\n")
+        split = (events.replace(b"\r\n", b"\n") if b"\r" in events else events).split(b"\n\n")
         for index, event in enumerate(split):
             try:
-                self._check_event(event)
+                if event.startswith(b"data: ") and b"\n" not in event:  # one data line: the usual event
+                    self._check_data(event[6:])
+                elif event:
+                    self._check_event(event)
             except MalformedStream as bad:
                 bad.relayable = b"".join(e + b"\n\n" for e in split[:index])
                 raise

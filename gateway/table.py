@@ -8,9 +8,10 @@ per backend, so that routing takes the least-loaded backend and `/demand` report
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from policies import ScaleSpec
+from policies import Claimant, ScaleSpec, owner
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ModelState:
     held: int = 0
     in_flight: int = 0
     failure: str | None = None  # set when the model cannot start (e.g. Degraded); held requests fail
+    created: str = ""  # the Deployment's creationTimestamp (who keeps a contested plain name)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def enter(self) -> None:
@@ -51,6 +53,10 @@ class ModelState:
     @property
     def name(self) -> str:
         return self.key.split("/", 1)[1]
+
+    @property
+    def claimant(self) -> Claimant:
+        return Claimant(self.key, frozenset({self.name, self.served_name}), self.created)
 
 
 class Holding:
@@ -72,22 +78,22 @@ class UnknownModel(LookupError):
     pass
 
 
-class AmbiguousModel(LookupError):
-    pass
-
-
 class ModelTable:
     def __init__(self) -> None:
         self.models: dict[str, ModelState] = {}
         self.held_total = 0
+        self.recorded_names: Mapping[str, str] = {}  # who holds a contested plain name (policies.names)
 
-    def upsert(self, key: str, served_name: str, scale: ScaleSpec) -> ModelState:
+    def record_names(self, recorded: Mapping[str, str]) -> None:
+        self.recorded_names = recorded
+
+    def upsert(self, key: str, served_name: str, scale: ScaleSpec, created: str = "") -> ModelState:
         state = self.models.get(key)
         if state is None:
-            state = ModelState(key=key, served_name=served_name, scale=scale)
+            state = ModelState(key=key, served_name=served_name, scale=scale, created=created)
             self.models[key] = state
         else:
-            state.served_name, state.scale = served_name, scale
+            state.served_name, state.scale, state.created = served_name, scale, created
         return state
 
     def remove(self, key: str) -> None:
@@ -114,18 +120,25 @@ class ModelTable:
             state.notify()
 
     def lookup(self, requested: str) -> ModelState:
-        """`namespace/name` exactly, or `name` when it is unique across the namespaces served."""
-        if "/" in requested:
-            state = self.models.get(requested)
-            if state is None:
-                raise UnknownModel(requested)
+        """`namespace/name` exactly; else the model a plain name reaches: the only one that answers to it,
+        or, when several do, the one that held it first (policies.names)."""
+        state = self.models.get(requested)
+        if state is not None:
             return state
         matches = [s for s in self.models.values() if requested in (s.name, s.served_name)]
-        if not matches:
+        if len(matches) == 1:
+            return matches[0]
+        holder = owner(requested, [s.claimant for s in matches], self.recorded_names)
+        if holder is None:
             raise UnknownModel(requested)
-        if len(matches) > 1:
-            raise AmbiguousModel(", ".join(sorted(s.key for s in matches)))
-        return matches[0]
+        return self.models[holder.key]
+
+    def plain_name(self, state: ModelState) -> str:
+        """How /v1/models lists a model: its plain name when that reaches it, else namespace/name."""
+        try:
+            return state.name if self.lookup(state.name) is state else state.key
+        except UnknownModel:
+            return state.key
 
     @staticmethod
     def pick(state: ModelState, exclude: set[str]) -> Backend | None:

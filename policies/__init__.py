@@ -17,6 +17,17 @@ from policies.annotations import (
 )
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
+from policies.names import (
+    NAMES_CONFIGMAP,
+    NAMES_LABEL,
+    Claimant,
+    assign_names,
+    claimant_of,
+    names_configmap,
+    names_of_configmap,
+    owner,
+    squatting_warnings,
+)
 from policies.objects import (
     PodBackend,
     backend_of,
@@ -45,6 +56,8 @@ __all__ = [
     "GROUP",
     "KEYS",
     "KIND",
+    "NAMES_CONFIGMAP",
+    "NAMES_LABEL",
     "PHASES",
     "PHASE_LABEL",
     "PREFIX",
@@ -54,6 +67,7 @@ __all__ = [
     "SCALING",
     "SHIPPED_IMAGE",
     "STATUS",
+    "Claimant",
     "Collector",
     "ContractError",
     "InferenceRuntime",
@@ -66,7 +80,9 @@ __all__ = [
     "ScaleSpec",
     "Stamp",
     "Verdict",
+    "assign_names",
     "backend_of",
+    "claimant_of",
     "deployment_name_of",
     "diff",
     "duration_seconds",
@@ -74,6 +90,9 @@ __all__ = [
     "is_ready",
     "model_key",
     "model_key_of",
+    "names_configmap",
+    "names_of_configmap",
+    "owner",
     "parse_pod",
     "parse_scale",
     "parse_stamp",
@@ -86,6 +105,7 @@ __all__ = [
     "select_runtime",
     "served_name_of",
     "sidecar_url",
+    "squatting_warnings",
     "stamp_of",
     "start_failure",
     "validate_deployment",

@@ -30,6 +30,7 @@ from scaler.demand import Demand, DemandCollector
 from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector
 from scaler.metrics import ScalerMetrics
+from scaler.names import NameRecord
 from scaler.view import ClusterView
 
 log = logging.getLogger("hearth.scaler")
@@ -56,6 +57,7 @@ class Scaler:
         elector: LeaderElector,
         metrics: ScalerMetrics,
         clock: Any = time.monotonic,
+        names: NameRecord | None = None,
     ) -> None:
         self.view = view
         self.collector = collector
@@ -63,6 +65,7 @@ class Scaler:
         self.elector = elector
         self.metrics = metrics
         self.clock = clock
+        self.names = names
         self.models: dict[str, ModelMemory] = {}
         self._lock = asyncio.Lock()
         self._reports: set[asyncio.Task[None]] = set()
@@ -88,6 +91,12 @@ class Scaler:
             for gone in [k for k in self.models if k not in self.view.deployments]:
                 del self.models[gone]
                 self.metrics.forget(gone)
+            if self.names is not None:
+                try:
+                    await self.names.sync(deployments.values())
+                except Exception as exc:
+                    self.metrics.failures.labels("names").inc()
+                    log.warning("recording model names failed: %s", exc)
             self.metrics.tick.observe(self.clock() - started)
 
     async def activate(self, key: str, pushed_at: float) -> None:

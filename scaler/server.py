@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from common.informer import InformerMetrics
+from common.kube import own_namespace
 from common.kubeapi import KubeAPI
 from common.peers import Peers
 from scaler.demand import DemandCollector
@@ -23,6 +24,7 @@ from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector, LeaseApi
 from scaler.loop import Scaler
 from scaler.metrics import ScalerMetrics
+from scaler.names import NameRecord
 from scaler.settings import ScalerSettings
 from scaler.view import ClusterView
 
@@ -95,6 +97,7 @@ async def serve(settings: ScalerSettings) -> None:
             KubeWriter(api, settings.identity),
             elector,
             metrics,
+            names=NameRecord(api, settings.names_namespace or own_namespace()),
         )
 
         async def ticks() -> None:

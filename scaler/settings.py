@@ -56,6 +56,9 @@ class ScalerSettings(BaseModel):
         default_factory=_identity, description="this replica's name in the Lease (default: $POD_NAME, else host name)"
     )
     lease_name: str = Field(_LEASE.name, description="the Lease the replicas elect a leader on")
+    names_namespace: str | None = Field(
+        None, description="where to record who holds a contested model name (default: this pod's namespace)"
+    )
     lease_namespace: str = Field(_LEASE.namespace, description="the Lease's namespace")
     lease_duration: Duration = Field(_LEASE.duration, gt=0, description="how long a Lease holds without renewal")
     renew_deadline: Duration = Field(_LEASE.renew_deadline, gt=0, description="a leader stops acting after")

@@ -30,8 +30,8 @@ def door(scripts: dict[str, ScriptedResponse | Exception], **settings: Any) -> t
     return front, upstreams
 
 
-def model(front: FrontDoor, key: str, served: str, backends: dict[str, str], **scale: Any) -> None:
-    front.table.upsert(key, served, ScaleSpec(**scale))
+def model(front: FrontDoor, key: str, served: str, backends: dict[str, str], created: str = "", **scale: Any) -> None:
+    front.table.upsert(key, served, ScaleSpec(**scale), created)
     front.table.set_backends(key, backends)
 
 
@@ -118,17 +118,40 @@ def test_the_served_name_is_what_the_runtime_is_asked_for() -> None:
     assert upstreams.sent[0][1]["model"] == "Qwen/Qwen3-8B"
 
 
-def test_names_are_unique_or_written_in_full() -> None:
+def reached(front: FrontDoor, upstreams: ScriptedUpstreams, name: str) -> str:
+    """The backend a plain or full model name reached."""
+    assert post(front, {"model": name, **CHAT}).status_code == 200
+    return upstreams.sent[-1][0].removesuffix("/v1/chat/completions")
+
+
+def test_a_contested_plain_name_stays_with_the_model_that_held_it_first() -> None:
+    """Namespace B creating a model of the same name used to make A's clients' plain name `400
+    model_ambiguous`; now the name stays with its holder and the newcomer is reached in full."""
     front, upstreams = door({"http://a": ScriptedResponse(chunks=(OK,)), "http://b": ScriptedResponse(chunks=(OK,))})
-    model(front, "team-a/chat", "chat", {"http://a": "pod-a"})
-    model(front, "team-b/chat", "chat", {"http://b": "pod-b"})
-    ambiguous = post(front, {"model": "chat", **CHAT})
-    assert ambiguous.status_code == 400 and ambiguous.json()["error"]["code"] == "model_ambiguous"
-    assert "team-a/chat, team-b/chat" in ambiguous.json()["error"]["message"]
-    assert post(front, {"model": "team-b/chat", **CHAT}).status_code == 200
-    assert upstreams.sent[-1][0] == "http://b/v1/chat/completions"
+    model(front, "team-b/chat", "chat", {"http://b": "pod-b"}, created="2026-01-02T00:00:00Z")
+    assert reached(front, upstreams, "chat") == "http://b"  # the only one
+    # An older Deployment opts in (or renames its served name) today: the record keeps the name with B.
+    front.table.recorded_names = {"chat": "team-b/chat"}
+    model(front, "team-a/chat", "chat", {"http://a": "pod-a"}, created="2025-01-01T00:00:00Z")
+    assert reached(front, upstreams, "chat") == "http://b"
+    assert reached(front, upstreams, "team-a/chat") == "http://a"
+    listed = asyncio.run(front.models(None))  # type: ignore[arg-type]
+    ids = {m["hearth"]["deployment"]: m["id"] for m in json.loads(bytes(listed.body))["data"]}
+    assert ids == {"team-b/chat": "chat", "team-a/chat": "team-a/chat"}
+    # Before the record knows a name (a fresh install), it goes to the oldest claimant.
+    front.table.recorded_names = {}
+    assert reached(front, upstreams, "chat") == "http://a"
     unknown = post(front, {"model": "team-c/chat", **CHAT})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_served_name_with_a_slash_reaches_its_model_but_never_shadows_a_full_name() -> None:
+    front, upstreams = door({"http://a": ScriptedResponse(chunks=(OK,)), "http://b": ScriptedResponse(chunks=(OK,))})
+    model(front, "team-a/chat", "chat", {"http://a": "pod-a"})
+    model(front, "team-b/qwen", "team-a/chat", {"http://b": "pod-b"})  # a served name that mimics a key
+    assert reached(front, upstreams, "team-a/chat") == "http://a"
+    model(front, "team-b/qwen", "Qwen/Qwen3-8B", {"http://b": "pod-b"})
+    assert reached(front, upstreams, "Qwen/Qwen3-8B") == "http://b"
 
 
 def test_max_held_bounds_the_requests_held_across_models() -> None:

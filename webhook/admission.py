@@ -18,9 +18,11 @@ from policies import (
     ContractError,
     InferenceRuntime,
     RenderSettings,
+    claimant_of,
     diff,
     render_for_pod,
     runtime_from_object,
+    squatting_warnings,
     validate_deployment,
     with_scaler_defaults,
 )
@@ -150,8 +152,13 @@ def mutate_deployment(
 
 
 def check_deployment(
-    request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+    request: Mapping[str, Any],
+    runtimes: Sequence[InferenceRuntime],
+    settings: RenderSettings,
+    recorded_names: Mapping[str, str] | None = None,
 ) -> Review:
+    """Validate an opted-in Deployment; warn when a plain name it answers to is held by another model
+    (`recorded_names`, policies.names), since its clients must then write namespace/name."""
     uid = str(request["uid"])
     obj = _opted_in(request, "apps", "Deployment", ("CREATE", "UPDATE"))
     if obj is None:
@@ -160,7 +167,8 @@ def check_deployment(
         verdict = validate_deployment(obj, runtimes)
     except ContractError as exc:
         return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth: {exc.message}")
-    return answer(API_VERSIONS[0], uid, allowed=True, warnings=verdict.warnings)
+    taken = squatting_warnings(claimant_of(obj), recorded_names or {})
+    return answer(API_VERSIONS[0], uid, allowed=True, warnings=[*taken, *verdict.warnings])
 
 
 def check_runtime(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
-from policies import RenderSettings
+from policies import InferenceRuntime, RenderSettings
 from webhook.admission import (
     Handler,
     MalformedReview,
+    Review,
     check_deployment,
     check_runtime,
     mutate_deployment,
@@ -45,6 +47,7 @@ def create_app(
     metrics: WebhookMetrics,
     max_body_bytes: int,
     body_timeout: float = 10.0,
+    names: Callable[[], Mapping[str, str]] = dict,
 ) -> FastAPI:
     app = FastAPI(title="Hearth admission webhook", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -80,7 +83,13 @@ def create_app(
 
         return endpoint
 
-    for path, handler in ENDPOINTS.items():
+    def check_deployment_names(
+        request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+    ) -> Review:
+        return check_deployment(request, runtimes, settings, names())
+
+    handlers = {**ENDPOINTS, "/validate/deployments": check_deployment_names}
+    for path, handler in handlers.items():
         app.add_api_route(path, route(path, handler), methods=["POST"], include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)

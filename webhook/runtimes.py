@@ -16,8 +16,7 @@ import yaml
 from policies import GROUP, KIND, InferenceRuntime, runtime_from_object
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
+    from common.informer import InformerMetrics
     from common.kubeapi import KubeAPI
 
 log = logging.getLogger("hearth.webhook.runtimes")
@@ -54,14 +53,13 @@ class RuntimeWatch:
     left out (the others keep serving); each valid one is parsed once per resourceVersion."""
 
     def __init__(
-        self, store: RuntimeStore, api: KubeAPI, registry: CollectorRegistry | None = None, version: str = "v1alpha1"
+        self, store: RuntimeStore, api: KubeAPI, metrics: InformerMetrics | None = None, version: str = "v1alpha1"
     ) -> None:
-        from common.informer import Informer, InformerMetrics, resource_path  # the client only when watching
+        from common.informer import Informer, resource_path  # the client only when watching
 
         self._store = store
         self._parsed: dict[tuple[str, str], InferenceRuntime] = {}
         path = resource_path(f"{GROUP}/{version}", PLURAL)
-        metrics = InformerMetrics(registry) if registry is not None else None
         self.informer = Informer(api, path, self._changed, check=self._parse, metrics=metrics, resource=PLURAL)
 
     def _parse(self, obj: Mapping[str, Any]) -> InferenceRuntime:

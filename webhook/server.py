@@ -14,8 +14,10 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -90,20 +92,36 @@ class CertReloader:
             self.check()
 
 
-def build_store(
-    settings: WebhookSettings, registry: CollectorRegistry | None = None
-) -> tuple[RuntimeStore, RuntimeWatch | None]:
+@dataclass
+class Sources:
+    """What the webhook answers from: the runtimes, and the record of contested model names (empty when
+    the runtimes come from a file), with the watches that keep them current."""
+
+    store: RuntimeStore
+    names: Callable[[], Mapping[str, str]]
+    watches: list[Callable[[], Coroutine[Any, Any, None]]]
+
+
+def build_sources(settings: WebhookSettings, registry: CollectorRegistry | None = None) -> Sources:
     if settings.runtimes_file is not None:
-        return RuntimeStore(load_runtimes(settings.runtimes_file)), None
-    from common.kubeapi import KubeAPI  # the client's libraries only when watching the cluster
+        return Sources(RuntimeStore(load_runtimes(settings.runtimes_file)), dict, [])
+    from common.informer import InformerMetrics  # the client's libraries only when watching the cluster
+    from common.kube import own_namespace
+    from common.kubeapi import KubeAPI
+    from common.names import NamesWatch
 
     store = RuntimeStore()
     api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None)
-    return store, RuntimeWatch(store, api, registry)
+    metrics = InformerMetrics(registry) if registry is not None else None
+    runtimes = RuntimeWatch(store, api, metrics)
+    names = NamesWatch(api, settings.names_namespace or own_namespace(), metrics)
+    return Sources(store, lambda: names.recorded, [runtimes.run, names.run])
 
 
-def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: WebhookMetrics) -> uvicorn.Config:
-    app = create_app(store, settings.render, metrics, settings.max_body_bytes, settings.body_timeout)
+def uvicorn_config(settings: WebhookSettings, sources: Sources, metrics: WebhookMetrics) -> uvicorn.Config:
+    app = create_app(
+        sources.store, settings.render, metrics, settings.max_body_bytes, settings.body_timeout, sources.names
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -119,17 +137,16 @@ def uvicorn_config(settings: WebhookSettings, store: RuntimeStore, metrics: Webh
 
 async def serve(settings: WebhookSettings) -> None:
     metrics = WebhookMetrics(CollectorRegistry())
-    store, watch = build_store(settings, metrics.registry)
-    config = uvicorn_config(settings, store, metrics)
+    sources = build_sources(settings, metrics.registry)
+    config = uvicorn_config(settings, sources, metrics)
     config.load()
     if config.ssl is None:
         raise RuntimeError("TLS was not configured")
     reloader = CertReloader(config.ssl, settings.cert_dir / "tls.crt", settings.cert_dir / "tls.key", metrics)
     server = uvicorn.Server(config)
     tasks = [asyncio.create_task(reloader.run(settings.cert_reload_seconds))]
-    if watch is not None:
-        tasks.append(asyncio.create_task(watch.run()))
-    log.info("runtimes: %s", ", ".join(r.name for r in store.snapshot()) or "(from the cluster)")
+    tasks += [asyncio.create_task(watch()) for watch in sources.watches]
+    log.info("runtimes: %s", ", ".join(r.name for r in sources.store.snapshot()) or "(from the cluster)")
     try:
         await server.serve()
     finally:

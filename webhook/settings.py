@@ -37,6 +37,9 @@ class WebhookSettings(SidecarInjection):
         None, description="InferenceRuntimes from a file instead of the cluster", json_schema_extra={"name": "runtimes"}
     )
     kubeconfig: Path | None = Field(None, description="kubeconfig (default: in-cluster or ~/.kube/config)")
+    names_namespace: str | None = Field(
+        None, description="where the scaler records who holds a contested model name (default: this pod's namespace)"
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     body_timeout: Duration = Field(10.0, gt=0, description="longest AdmissionReview upload; then 408")
     cert_reload_seconds: Duration = Field(10.0, gt=0, description="how often to look for a rotated certificate")

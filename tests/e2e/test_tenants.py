@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.cluster import MANIFESTS, Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import MESSAGES, apply, expected, get_json, ready_pods, wait_for
+from tests.e2e.conftest import MESSAGES, apply, expected, get_json, ready_pods, replicas, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -125,3 +125,41 @@ def test_a_forged_stamp_is_skipped_reported_and_stops_nobody_else(cluster: Clust
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"] == expected(3)
+
+
+def recorded_names(cluster: Cluster) -> dict[str, str]:
+    found = cluster.kubectl("get", "configmap", "hearth-model-names", "-n", "hearth-system", "-o", "json", check=False)
+    if found.returncode != 0:
+        return {}
+    names: dict[str, str] = json.loads(json.loads(found.stdout)["data"]["names.json"])
+    return names
+
+
+def test_a_newcomer_cannot_take_a_name_that_already_resolves(cluster: Cluster, namespace: str) -> None:
+    """Namespace B creating a model of the same name used to make A's plain name `400 model_ambiguous`
+    for A's clients: the name stays with A, B is warned at apply time and reached as namespace/name."""
+    name = f"twin-{namespace[-8:]}"  # unique to this test: other tests' models keep their names
+    apply(cluster, simulated_model(namespace, name))
+    wait_for("the scaler's record of the name", lambda: recorded_names(cluster).get(name) == f"{namespace}/{name}")
+    other = f"{namespace[:50]}-b"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        applied = apply(cluster, simulated_model(other, name))
+        assert (
+            f"the model name '{name}' is already served by {namespace}/{name}; "
+            f"clients reach this model as {other}/{name}" in applied.stderr
+        ), applied.stderr
+        client = httpx.Client(base_url=cluster.openai_base_url, timeout=120)
+
+        def listed() -> dict[str, str] | None:
+            ids = {m["hearth"]["deployment"]: m["id"] for m in client.get("/models").json()["data"]}
+            return ids if f"{other}/{name}" in ids else None
+
+        ids = wait_for("both models listed", listed, timeout=30)
+        assert ids[f"{namespace}/{name}"] == name and ids[f"{other}/{name}"] == f"{other}/{name}"
+        answer = client.post("/chat/completions", json={"model": name, "messages": MESSAGES, "max_tokens": 3})
+        assert answer.status_code == 200, answer.text
+        assert replicas(cluster, namespace, name) >= 1 and replicas(cluster, other, name) == 0  # A's model answered
+        assert recorded_names(cluster)[name] == f"{namespace}/{name}"
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
