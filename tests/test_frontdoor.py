@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gateway.activator import Activator
@@ -212,3 +214,42 @@ def test_expect_100_continue_is_not_passed_to_the_backend() -> None:
 
     assert asyncio.run(call()).status_code == 200
     assert "expect" not in {name.lower() for name in upstreams.headers[-1]}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+requests = st.fixed_dictionaries(
+    {"model": json_values | st.sampled_from(["chat", "ns/chat", "ns/other", "chat/"])},
+    optional={"stream": json_values | st.booleans(), "messages": json_values, "max_tokens": json_values},
+).map(lambda v: json.dumps(v).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()) | requests,
+    path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]),
+)
+def test_any_body_gets_an_answer_or_an_openai_error_and_leaves_nothing_counted(body: bytes, path: str) -> None:
+    """The front door's request parsing, fuzzed in process (tests/test_gateway.py fuzzes the process): a
+    request is relayed, or refused with a 4xx in OpenAI's shape; never a 5xx, never a count left behind."""
+    front, upstreams = door({"http://a": ScriptedResponse(chunks=(OK,))})
+    model(front, "ns/chat", "chat", {"http://a": "pod-a"})
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(front))
+        async with httpx.AsyncClient(transport=transport, base_url="http://door") as client:
+            return await client.post(path, content=body, headers={"content-type": "application/json"})
+
+    answer = asyncio.run(call())
+    assert answer.status_code in (200, 400, 404), answer.text
+    if answer.status_code != 200:
+        error = answer.json()["error"]
+        assert error["message"] and error["type"] == "invalid_request_error" and error["code"]
+        assert not upstreams.sent  # nothing refused reached the backend
+    else:
+        payload = json.loads(body)
+        assert upstreams.sent[0][1]["model"] == "chat" and payload.get("stream") in (None, True, False)
+    assert in_flight(front, "ns/chat") == (0, [0], 0.0) and front.table.held_total == 0
