@@ -183,6 +183,15 @@ def test_rbac_is_least_privilege(cluster: Cluster) -> None:
     assert can("hearth-webhook", "watch", "inferenceruntimes")
     assert not can("hearth-webhook", "list", "pods", "-n", "ai")
     assert not can("hearth-webhook", "*", "*", "--all-namespaces")
+    # The record of model names: the scaler writes only its own ConfigMap, the others read; no tenant writes.
+    names = ("configmaps/hearth-model-names", "-n", "hearth-system")
+    assert can("hearth-scaler", "update", *names)
+    assert not can("hearth-scaler", "update", "configmaps/other", "-n", "hearth-system")
+    assert not can("hearth-scaler", "update", "configmaps", "-n", "ai")
+    assert can("hearth-gateway", "watch", "configmaps", "-n", "hearth-system")
+    assert can("hearth-webhook", "watch", "configmaps", "-n", "hearth-system")
+    assert not can("hearth-gateway", "update", *names) and not can("hearth-webhook", "update", *names)
+    assert not can("hearth-gateway", "watch", "configmaps", "-n", "ai")
 
 
 def lease_holder(cluster: Cluster) -> str:
