@@ -7,9 +7,15 @@ import json
 from starlette.responses import Response
 
 
-def openai_error(status: int, message: str, kind: str, code: str, retry_after: float | None = None) -> Response:
+def openai_error(
+    status: int, message: str, kind: str, code: str, retry_after: float | None = None, *, final: bool = False
+) -> Response:
+    """An error answer; `retry_after` invites a retry then, `final` tells clients not to retry at all (the
+    OpenAI SDKs honour `x-should-retry: false`, and would otherwise retry a 5xx twice)."""
     body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else {}
+    if final:
+        headers["x-should-retry"] = "false"
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

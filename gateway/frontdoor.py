@@ -154,7 +154,7 @@ class FrontDoor:
         scale = state.scale
         if state.failure:
             return self._refuse(
-                state, 503, "model_start_failed", f"model {state.key} failed to start: {state.failure}", 30
+                state, 503, "model_start_failed", f"model {state.key} failed to start: {state.failure}", None
             )
         if scale.cold_start == "reject":
             return self._refuse(
@@ -188,10 +188,11 @@ class FrontDoor:
         self.metrics.requests.labels(state.key, str(relayed.status_code)).inc()
         return relayed
 
-    def _refuse(self, state: ModelState, status: int, code: str, message: str, retry_after: float) -> Response:
+    def _refuse(self, state: ModelState, status: int, code: str, message: str, retry_after: float | None) -> Response:
+        """A refusal; `retry_after` None: a failure that will not heal by itself, which clients must not retry."""
         self.metrics.rejections.labels(state.key, code).inc()
         self.metrics.requests.labels(state.key, str(status)).inc()
-        return openai_error(status, message, error_type(status), code, retry_after)
+        return openai_error(status, message, error_type(status), code, retry_after, final=retry_after is None)
 
     # --- the rest of the API -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:

@@ -26,9 +26,9 @@ FIRST_PAUSE = 0.5
 
 class Held(Exception):
     """A held request ends without a backend: `status` and `code` say why (timeout, start failure, pods
-    that fail), `retry_after` when to try again."""
+    that fail), `retry_after` when to try again (None: do not, it will not heal by itself)."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after: float = 30) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = 30) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
@@ -69,7 +69,8 @@ class Hold:
         failures = 0
         while True:
             if state.failure:
-                raise Held(503, "model_start_failed", f"model {state.key} failed to start: {state.failure}")
+                message = f"model {state.key} failed to start: {state.failure}"
+                raise Held(503, "model_start_failed", message, retry_after=None)
             changed = state.changed
             wake = deadline
             try:

@@ -98,10 +98,18 @@ def test_start_failure_reaches_the_sdk_as_an_api_error(procs: Processes) -> None
     sim = procs.simulator(fail_start=True)
     door = procs.front_door([("qwen", sim)])
     # Sent before or after a health check has seen the 500: a held request fails as soon as it is seen.
+    retrying = openai.OpenAI(base_url=f"{door.url}/v1", api_key="unused", max_retries=2, timeout=60)
+    started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as caught:
-        sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+        retrying.chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
     assert caught.value.status_code == 503 and "failed to start" in caught.value.message
-    assert caught.value.response.headers["retry-after"] == "30"
+    # It will not heal by itself: no Retry-After, and the SDK is told not to retry (it retried twice, 30 s
+    # apart, before the user saw the error).
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in caught.value.response.headers
+    assert time.monotonic() - started < 30
+    metrics = httpx.get(f"{door.url}/metrics").text
+    assert 'hearth_gateway_requests_total{model="local/qwen",code="503"} 1.0' in metrics
 
 
 def test_start_failure_during_a_held_stream_is_an_sse_error(procs: Processes) -> None:
