@@ -213,6 +213,41 @@ def cost(spec: ScaleSpec, load_seconds: float) -> dict[str, float]:
     }
 
 
+def steady(spec: ScaleSpec, count_starts: bool, hours: float = 1.0, load_seconds: float = 8.0) -> dict[str, float]:
+    """Steady short traffic in simulated time: a 100 ms request every 3 s, scaler ticks every second (half
+    a second out of phase with the requests, so a tick never sees one in flight unless it was held).
+    `count_starts` passes the front doors' count of requests started since the previous tick to the
+    decision, as the scaler now does; without it the decision sees only what is in flight at each tick,
+    as before. A request that arrives at zero replicas is a cold start: held until a replica has loaded."""
+    replicas, memory = 0, Memory()
+    cold_starts, requests, ready_at = 0, 0, None
+    held: list[float] = []
+    last_tick = 0.0
+    end = hours * 3600
+    arrivals = [3.0 * i for i in range(int(end / 3))]
+    next_arrival = 0
+    tick = 0.5
+    while tick < end:
+        started = 0
+        while next_arrival < len(arrivals) and arrivals[next_arrival] <= tick:
+            requests += 1
+            started += 1
+            if replicas == 0 or (ready_at is not None and arrivals[next_arrival] < ready_at):
+                held.append(arrivals[next_arrival])
+                cold_starts += 1 if replicas == 0 and not held[:-1] else 0
+            next_arrival += 1
+        if ready_at is not None and tick >= ready_at:
+            held, ready_at = [], None  # served at once when the replica is ready
+        observation = Observation(demand=len(held), started=started if count_starts else 0)
+        decision = decide(spec, replicas, observation, tick, memory)
+        if replicas == 0 and decision.replicas > 0:
+            ready_at = tick + load_seconds
+        replicas, memory = decision.replicas, decision.memory
+        last_tick = tick
+        tick += TICK
+    return {"requests": requests, "cold_starts": cold_starts, "per_hour": cold_starts / hours, "until": last_tick}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=5)
@@ -225,6 +260,13 @@ def main() -> None:
         f"{day['always_on_max_gpu_hours']:.0f}, always-on at 1 replica {day['always_on_one_gpu_hours']:.0f}"
     )
     print(f"  cold starts: {day['cold_starts']:.0f}, {day['cold_start_seconds']:.0f} s waited in all")
+    short = ScaleSpec(min_replicas=0, max_replicas=3, target=10, scale_down_delay=10)
+    before, after = steady(short, count_starts=False), steady(short, count_starts=True)
+    print("steady short traffic (a 100 ms request every 3 s, 1 h, scale-down-delay 10 s, 8 s load):")
+    print(
+        f"  cold starts per hour: {before['per_hour']:.0f} seeing only what is in flight at each tick, "
+        f"{after['per_hour']:.0f} counting the requests started between ticks ({after['requests']:.0f} requests)"
+    )
     with tempfile.TemporaryDirectory() as state:
         cluster = Cluster(Layout(state=Path(state), port_base=46400, pod_net=40), ensure_binaries(default_cache_dir()))
         cluster.up()

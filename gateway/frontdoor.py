@@ -62,6 +62,7 @@ class FrontDoor:
             state = self._lookup(payload["model"])
         except BadRequest as bad:
             return bad.response
+        state.started += 1
         if payload["model"] != state.served_name:  # the runtime serves the model under its served name
             payload["model"] = state.served_name
             body = orjson.dumps(payload)

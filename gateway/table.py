@@ -35,6 +35,7 @@ class ModelState:
     backends: dict[str, Backend] = field(default_factory=dict)
     held: int = 0
     in_flight: int = 0
+    started: int = 0  # requests for this model since the front door started (the scaler reads its increase)
     failure: str | None = None  # set when the model cannot start (e.g. Degraded); held requests fail
     created: str = ""  # the Deployment's creationTimestamp (who keeps a contested plain name)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -149,6 +150,6 @@ class ModelTable:
 
     def demand(self) -> dict[str, dict[str, int]]:
         return {
-            key: {"held": s.held, "inFlight": s.in_flight, "readyPods": len(s.backends)}
+            key: {"held": s.held, "inFlight": s.in_flight, "readyPods": len(s.backends), "started": s.started}
             for key, s in sorted(self.models.items())
         }

@@ -18,6 +18,7 @@ class Demand:
     gateway_in_flight: int = 0
     sidecar_in_flight: int = 0
     busy_pods: int = 0
+    started: int = 0  # requests started since the previous collection, over every front door
     per_pod: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -48,6 +49,7 @@ class DemandCollector:
         self.front_doors = front_doors
         self.timeout = timeout
         self.require_front_door = require_front_door
+        self._started: dict[tuple[str, str], int] = {}  # each front door's count per model, as last read
 
     async def _get(self, url: str) -> dict[str, Any] | None:
         try:
@@ -58,6 +60,15 @@ class DemandCollector:
         except (httpx.HTTPError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    def _increase(self, url: str, key: str, count: int, seen: dict[tuple[str, str], int]) -> int:
+        """How much a front door's count of started requests grew since the last read: nothing the first
+        time it is read (its history is not this tick's), all of it after it restarted (it fell)."""
+        seen[(url, key)] = count
+        last = self._started.get((url, key))
+        if last is None:
+            return 0
+        return count - last if count >= last else count
 
     async def collect(self, pods_by_model: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Demand], bool]:
         """Demand per model, and whether every source answered."""
@@ -73,7 +84,8 @@ class DemandCollector:
         )
         fresh = all(a is not None for a in answers) and (bool(gateway_urls) or not self.require_front_door)
         demand: dict[str, Demand] = {key: Demand() for key in pods_by_model}
-        for answer in answers[: len(gateway_urls)]:
+        started: dict[tuple[str, str], int] = {}
+        for url, answer in zip(gateway_urls, answers[: len(gateway_urls)], strict=True):
             models = (answer or {}).get("models")
             for key, counts in models.items() if isinstance(models, dict) else ():
                 if not isinstance(counts, dict):
@@ -81,6 +93,10 @@ class DemandCollector:
                 entry = demand.setdefault(str(key), Demand())
                 entry.held += _count(counts.get("held"))
                 entry.gateway_in_flight += _count(counts.get("inFlight"))
+                entry.started += self._increase(url, str(key), _count(counts.get("started")), started)
+            if answer is None:  # keep its last count: a front door that missed a tick is not a new one
+                started.update({k: v for k, v in self._started.items() if k[0] == url})
+        self._started = started
         for (key, url), answer in zip(sidecars, answers[len(gateway_urls) :], strict=True):
             in_flight = _count((answer or {}).get("inFlight"))
             entry = demand[key]

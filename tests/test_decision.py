@@ -110,3 +110,25 @@ def test_a_scripted_day_scales_0_to_n_to_0() -> None:
         decision = decide(SPEC, replicas, Observation(demand=demand), float(now), memory)
         replicas, memory = decision.replicas, decision.memory
         assert replicas == expected, f"t={now} demand={demand}: {replicas} ({decision.reason}), want {expected}"
+
+
+def test_steady_short_requests_between_ticks_keep_the_model_up() -> None:
+    """One ~100 ms request every 3 s, never in flight when a tick looks: it used to be scaled to zero
+    after every delay (a cold start on every 4th to 6th request); the front doors' started counts keep it."""
+    spec = ScaleSpec(min_replicas=0, max_replicas=3, target=10, scale_down_delay=10)
+    trace = [(float(t), Observation(demand=0, started=1 if t % 3 == 0 else 0)) for t in range(0, 120)]
+    replicas = run_trace(spec, trace)
+    assert replicas[0] == 1 and set(replicas) == {1}  # activated by the first start, never back to zero
+    # Once the traffic stops, zero only after no request started for a whole delay.
+    quiet = [*trace, *((float(t), Observation(demand=0)) for t in range(120, 160))]
+    after = run_trace(spec, quiet)
+    last_start = 117
+    first_zero = 120 + after[120:].index(0)
+    assert first_zero - last_start >= spec.scale_down_delay
+
+
+def test_a_request_started_within_the_delay_holds_the_last_replica() -> None:
+    memory = Memory(lower_since=0.0, last_started=50.0)
+    held = decide(SPEC, 1, Observation(demand=0), now=100, memory=memory)
+    assert held.replicas == 1 and "started within scale-down-delay" in held.reason
+    assert decide(SPEC, 1, Observation(demand=0), now=111, memory=held.memory).replicas == 0

@@ -55,7 +55,7 @@ def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hearth keeps idle GPUs at zero and wakes"  # every token, nothing else (no heartbeat)
     assert chunks[-1].choices[0].finish_reason == "length"
-    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1}
+    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 1}
 
 
 def test_raw_stream_shows_heartbeat_comments_during_the_hold(procs: Processes) -> None:
@@ -140,7 +140,7 @@ def test_a_backend_silent_past_the_idle_stream_timeout_ends_the_stream_with_an_e
     with pytest.raises(openai.APIError) as caught:
         list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=3))
     assert "the model's stream broke off" in caught.value.message
-    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1}
+    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 1}
 
 
 def test_full_queue_answers_429_and_disturbs_nothing(procs: Processes) -> None:
@@ -283,7 +283,7 @@ def test_hostile_inputs_get_clear_errors_and_leak_nothing(procs: Processes) -> N
         started = time.monotonic()
         assert slow_head.recv(4096) == b""  # closed by the server
         assert time.monotonic() - started < 3
-    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1}
+    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 0}  # none was a request
     text = httpx.get(f"{door.url}/metrics").text
     assert 'code="5' not in text
 

@@ -107,3 +107,33 @@ def test_a_tick_that_finds_no_front_door_is_not_fresh_when_front_doors_are_disco
 
     assert asyncio.run(collect(require=True)) is False  # no scale-down on the word of nobody
     assert asyncio.run(collect(require=False)) is True  # fixed URLs: none configured is a valid setup
+
+
+def test_requests_started_are_counted_by_their_increase_at_every_front_door() -> None:
+    """Each front door reports a running count of requests started per model; a tick adds up how much each
+    grew since the last one: nothing for a count seen the first time, all of it after a restart (it fell),
+    and a front door that missed a tick keeps its last count."""
+    import httpx
+
+    from scaler.demand import DemandCollector
+
+    counts: dict[str, list[int | None]] = {"a": [5, 8, 8, 2, None, 4], "b": [1, 1, 3, 3, 3, 3]}
+    tick = {"n": 0}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        value = counts[request.url.host][tick["n"]]
+        if value is None:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"models": {"ns/m": {"held": 0, "inFlight": 0, "started": value}}})
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            collector = DemandCollector(client, lambda: ["http://a", "http://b"])
+            seen = []
+            for n in range(6):
+                tick["n"] = n
+                demand, _ = await collector.collect({"ns/m": []})
+                seen.append(demand["ns/m"].started)
+            return seen
+
+    assert asyncio.run(run()) == [0, 3 + 0, 0 + 2, 2 + 0, 0 + 0, 2 + 0]
