@@ -31,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"  # Debian 12: CPython 3.11, the version the wheels below are chosen for
 PYTHON_VERSION = "3.11"
-BASE_PACKAGES = ("python3",)
+# libstdc++6: the C++ runtime of pysimdjson (the relay's JSON check), which Debian's essential set lacks.
+BASE_PACKAGES = ("python3", "libstdc++6")
 MIRROR = "http://deb.debian.org/debian"
 IMAGE_NAME = "localhost/hearth"
 PAUSE_NAME = "localhost/hearth-pause"
