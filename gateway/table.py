@@ -8,6 +8,7 @@ per backend, so that routing takes the least-loaded backend and `/demand` report
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -36,15 +37,27 @@ class ModelState:
     held: int = 0
     in_flight: int = 0
     started: int = 0  # requests for this model since the front door started (the scaler reads its increase)
+    busy_seconds: float = 0.0  # held + in flight, integrated over time since then (request-seconds)
+    busy_since: float = field(default_factory=time.monotonic)  # when busy_seconds was last brought up to date
     failure: str | None = None  # set when the model cannot start (e.g. Degraded); held requests fail
     created: str = ""  # the Deployment's creationTimestamp (who keeps a contested plain name)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def enter(self) -> None:
+        self.account()
         self.in_flight += 1
 
     def leave(self) -> None:
+        self.account()
         self.in_flight -= 1
+
+    def account(self) -> None:
+        """Bring the integral up to now; called before every change of held or in flight."""
+        now = time.monotonic()
+        level = self.held + self.in_flight
+        if level:
+            self.busy_seconds += level * (now - self.busy_since)
+        self.busy_since = now
 
     def notify(self) -> None:
         """Wake every request waiting on this model; each re-checks the state, then waits again."""
@@ -67,10 +80,12 @@ class Holding:
         self._table, self._state = table, state
 
     def enter(self) -> None:
+        self._state.account()
         self._state.held += 1
         self._table.held_total += 1
 
     def leave(self) -> None:
+        self._state.account()
         self._state.held -= 1
         self._table.held_total -= 1
 
@@ -148,8 +163,16 @@ class ModelTable:
             return None
         return min(candidates, key=lambda b: (b.in_flight, b.url))
 
-    def demand(self) -> dict[str, dict[str, int]]:
-        return {
-            key: {"held": s.held, "inFlight": s.in_flight, "readyPods": len(s.backends), "started": s.started}
-            for key, s in sorted(self.models.items())
-        }
+    def demand(self) -> dict[str, dict[str, float]]:
+        """Per model: held and in flight now, ready pods, and the running counts the scaler windows over."""
+        answer: dict[str, dict[str, float]] = {}
+        for key, s in sorted(self.models.items()):
+            s.account()
+            answer[key] = {
+                "held": s.held,
+                "inFlight": s.in_flight,
+                "readyPods": len(s.backends),
+                "started": s.started,
+                "busySeconds": round(s.busy_seconds, 6),
+            }
+        return answer

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +21,21 @@ class Demand:
     sidecar_in_flight: int = 0
     busy_pods: int = 0
     started: int = 0  # requests started since the previous collection, over every front door
+    busy_seconds: float = 0.0  # held + in flight integrated since the previous collection, idem
+    interval: float = 0.0  # seconds since the previous collection
     per_pod: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         # A request in flight through a front door is also in flight at its pod's sidecar: count it once.
         return self.held + max(self.gateway_in_flight, self.sidecar_in_flight)
+
+
+def _seconds(value: Any) -> float:
+    """A duration from another component's JSON: a finite non-negative number, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return 0.0
+    return float(value)
 
 
 def _count(value: Any) -> int:
@@ -49,7 +60,8 @@ class DemandCollector:
         self.front_doors = front_doors
         self.timeout = timeout
         self.require_front_door = require_front_door
-        self._started: dict[tuple[str, str], int] = {}  # each front door's count per model, as last read
+        self._counts: dict[tuple[str, str], tuple[float, float]] = {}  # (started, busySeconds) as last read
+        self._collected: float | None = None
 
     async def _get(self, url: str) -> dict[str, Any] | None:
         try:
@@ -61,14 +73,19 @@ class DemandCollector:
             return None
         return data if isinstance(data, dict) else None
 
-    def _increase(self, url: str, key: str, count: int, seen: dict[tuple[str, str], int]) -> int:
-        """How much a front door's count of started requests grew since the last read: nothing the first
-        time it is read (its history is not this tick's), all of it after it restarted (it fell)."""
-        seen[(url, key)] = count
-        last = self._started.get((url, key))
+    def _increase(
+        self, url: str, key: str, counts: tuple[float, float], seen: dict[tuple[str, str], tuple[float, float]]
+    ) -> tuple[float, float]:
+        """How much a front door's running counts (requests started, busy seconds) grew since the last read:
+        nothing the first time they are read (their history is not this tick's), all of them after the
+        front door restarted (they fell)."""
+        seen[(url, key)] = counts
+        last = self._counts.get((url, key))
         if last is None:
-            return 0
-        return count - last if count >= last else count
+            return 0.0, 0.0
+        if counts[0] < last[0] or counts[1] < last[1]:
+            return counts
+        return counts[0] - last[0], counts[1] - last[1]
 
     async def collect(self, pods_by_model: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Demand], bool]:
         """Demand per model, and whether every source answered."""
@@ -84,7 +101,10 @@ class DemandCollector:
         )
         fresh = all(a is not None for a in answers) and (bool(gateway_urls) or not self.require_front_door)
         demand: dict[str, Demand] = {key: Demand() for key in pods_by_model}
-        started: dict[tuple[str, str], int] = {}
+        now = time.monotonic()
+        interval = now - self._collected if self._collected is not None else 0.0
+        self._collected = now
+        seen: dict[tuple[str, str], tuple[float, float]] = {}
         for url, answer in zip(gateway_urls, answers[: len(gateway_urls)], strict=True):
             models = (answer or {}).get("models")
             for key, counts in models.items() if isinstance(models, dict) else ():
@@ -93,10 +113,14 @@ class DemandCollector:
                 entry = demand.setdefault(str(key), Demand())
                 entry.held += _count(counts.get("held"))
                 entry.gateway_in_flight += _count(counts.get("inFlight"))
-                entry.started += self._increase(url, str(key), _count(counts.get("started")), started)
-            if answer is None:  # keep its last count: a front door that missed a tick is not a new one
-                started.update({k: v for k, v in self._started.items() if k[0] == url})
-        self._started = started
+                running = (float(_count(counts.get("started"))), _seconds(counts.get("busySeconds")))
+                started, busy = self._increase(url, str(key), running, seen)
+                entry.started += int(started)
+                entry.busy_seconds += busy
+                entry.interval = interval
+            if answer is None:  # keep its last counts: a front door that missed a tick is not a new one
+                seen.update({k: v for k, v in self._counts.items() if k[0] == url})
+        self._counts = seen
         for (key, url), answer in zip(sidecars, answers[len(gateway_urls) :], strict=True):
             in_flight = _count((answer or {}).get("inFlight"))
             entry = demand[key]

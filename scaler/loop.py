@@ -153,7 +153,14 @@ class Scaler:
         state = self.models.setdefault(key, ModelMemory())
         spec: ScaleSpec = scale_of(deployment)
         current = self._current(key, deployment)
-        observation = Observation(demand=seen.total, busy_pods=seen.busy_pods, fresh=fresh, started=seen.started)
+        observation = Observation(
+            demand=seen.total,
+            busy_pods=seen.busy_pods,
+            fresh=fresh,
+            started=seen.started,
+            busy_seconds=seen.busy_seconds,
+            interval=seen.interval,
+        )
         decision = decide(spec, current, observation, self.clock(), state.memory)
         state.memory = decision.memory
         state.demand = seen.total

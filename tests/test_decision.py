@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from policies import ScaleSpec
-from scaler.decision import Memory, Observation, decide, wanted
+from scaler.decision import Memory, Observation, decide, short_window, wanted, windowed
 
 SPEC = ScaleSpec(min_replicas=0, max_replicas=3, target=10, scale_down_delay=60)
 
@@ -132,3 +132,52 @@ def test_a_request_started_within_the_delay_holds_the_last_replica() -> None:
     held = decide(SPEC, 1, Observation(demand=0), now=100, memory=memory)
     assert held.replicas == 1 and "started within scale-down-delay" in held.reason
     assert decide(SPEC, 1, Observation(demand=0), now=111, memory=held.memory).replicas == 0
+
+
+def tick(now: float, busy: float = 0.0, demand: int = 0, started: int = 0) -> tuple[float, Observation]:
+    """A tick one second after the previous one: `busy` request-seconds of concurrency in that second."""
+    return now, Observation(demand=demand, started=started, busy_seconds=busy, interval=1.0)
+
+
+@pytest.mark.parametrize(
+    ("samples", "now", "expected"),
+    [
+        ([tick(0, busy=5.0)], 0, 5.0),  # one second at an average of 5 in flight
+        ([tick(0, busy=5.0), tick(1, busy=15.0)], 1, 10.0),  # (5 + 15) / 2 s
+        ([tick(0, busy=30.0), tick(10, busy=0.0)], 10, 0.0),  # the short window (6 s for a 60 s delay) has moved on
+        ([tick(0, busy=0.5)], 0, 0.5),  # a 500 ms request between two ticks is half a request in flight
+    ],
+)
+def test_the_short_window_averages_the_front_doors_integral(
+    samples: list[tuple[float, Observation]], now: float, expected: float
+) -> None:
+    memory = Memory()
+    for at, observation in samples:
+        average, memory = windowed(SPEC, memory, observation, at)
+    assert average == pytest.approx(expected) and now == samples[-1][0]
+
+
+def test_the_short_window_is_a_tenth_of_the_delay_and_never_under_six_seconds() -> None:
+    assert short_window(ScaleSpec(scale_down_delay=60)) == 6
+    assert short_window(ScaleSpec(scale_down_delay=300)) == 30
+    assert short_window(ScaleSpec(scale_down_delay=3)) == 3  # never longer than the stable window itself
+
+
+def test_concurrency_between_ticks_scales_out_at_once() -> None:
+    """25 requests' worth of concurrency in the last second, none in flight when the tick looks."""
+    decision = decide(SPEC, 1, tick(0, busy=25.0)[1], now=0, memory=Memory())
+    assert decision.replicas == 3 and "over target" in decision.reason
+
+
+def test_the_delay_is_the_stable_window_for_the_windowed_level() -> None:
+    """Average 15 for ten seconds (2 replicas), then nothing: one step down only after the level stayed
+    under 2 replicas for the whole delay, then zero a delay later (no request started since)."""
+    spec = ScaleSpec(min_replicas=0, max_replicas=3, target=10, scale_down_delay=30)
+    busy = [tick(t, busy=15.0, started=3) for t in range(10)]
+    quiet = [tick(t) for t in range(10, 100)]
+    replicas = run_trace(spec, [*busy, *quiet])
+    assert replicas[:10] == [2] * 10
+    # Down a full delay after the traffic stopped, and no later than the short window's lag on top of it
+    # (not two delays: the stable window is the wait itself).
+    assert 10 + spec.scale_down_delay <= replicas.index(1) <= 10 + short_window(spec) + spec.scale_down_delay
+    assert replicas.index(0) - replicas.index(1) >= spec.scale_down_delay

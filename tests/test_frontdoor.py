@@ -19,7 +19,7 @@ from gateway.activator import Activator
 from gateway.frontdoor import FrontDoor, create_app
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FrontDoorSettings
-from gateway.table import ModelTable
+from gateway.table import Holding, ModelTable
 from policies import ScaleSpec
 from tests.gateway_fakes import ScriptedResponse, ScriptedUpstreams
 
@@ -253,3 +253,21 @@ def test_any_body_gets_an_answer_or_an_openai_error_and_leaves_nothing_counted(b
         payload = json.loads(body)
         assert upstreams.sent[0][1]["model"] == "chat" and payload.get("stream") in (None, True, False)
     assert in_flight(front, "ns/chat") == (0, [0], 0.0) and front.table.held_total == 0
+
+
+def test_the_front_door_integrates_what_it_holds_and_relays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """busySeconds: held + in flight integrated over time, which the scaler's window averages, so requests
+    that start and end between two of its ticks still count."""
+    clock = [100.0]
+    monkeypatch.setattr("gateway.table.time.monotonic", lambda: clock[0])
+    table = ModelTable()
+    state = table.upsert("ns/m", "m", ScaleSpec())
+    state.busy_since = clock[0]
+    state.enter()  # one in flight for 2 s
+    clock[0] += 2
+    Holding(table, state).enter()  # and one held: two for 1 s
+    clock[0] += 1
+    state.leave()  # one (the held one) for 3 s
+    clock[0] += 3
+    assert table.demand()["ns/m"]["busySeconds"] == 2 * 1 + 1 * 2 + 3 * 1
+    assert table.demand()["ns/m"]["busySeconds"] == 7  # reading does not count twice

@@ -33,8 +33,8 @@ def sdk(door: Proc) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{door.url}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def demand(door: Proc) -> dict[str, int]:
-    models: dict[str, dict[str, int]] = httpx.get(f"{door.url}/demand").json()["models"]
+def demand(door: Proc) -> dict[str, float]:
+    models: dict[str, dict[str, float]] = httpx.get(f"{door.url}/demand").json()["models"]
     return models["local/qwen"]
 
 
@@ -49,13 +49,15 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 10) -> None:
 def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
     sim = procs.simulator(startup="2s", itl="10ms")
     door = procs.front_door([("qwen", sim)])
-    started = time.monotonic()
     chunks = list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=8))
-    assert time.monotonic() - started >= 1.5  # it really was held
+    metrics = httpx.get(f"{door.url}/metrics").text
+    assert 'hearth_gateway_activation_wait_seconds_count{model="local/qwen"} 1.0' in metrics  # it really was held
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hearth keeps idle GPUs at zero and wakes"  # every token, nothing else (no heartbeat)
     assert chunks[-1].choices[0].finish_reason == "length"
-    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 1}
+    counts = demand(door)
+    assert counts.pop("busySeconds") > 0  # held, then streamed: time the scaler's window counts
+    assert counts == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 1}
 
 
 def test_raw_stream_shows_heartbeat_comments_during_the_hold(procs: Processes) -> None:
@@ -109,7 +111,7 @@ def test_start_failure_reaches_the_sdk_as_an_api_error(procs: Processes) -> None
     assert "retry-after" not in caught.value.response.headers
     assert time.monotonic() - started < 30
     metrics = httpx.get(f"{door.url}/metrics").text
-    assert 'hearth_gateway_requests_total{model="local/qwen",code="503"} 1.0' in metrics
+    assert 'hearth_gateway_requests_total{code="503",model="local/qwen"} 1.0' in metrics, metrics
 
 
 def test_start_failure_during_a_held_stream_is_an_sse_error(procs: Processes) -> None:
@@ -140,7 +142,9 @@ def test_a_backend_silent_past_the_idle_stream_timeout_ends_the_stream_with_an_e
     with pytest.raises(openai.APIError) as caught:
         list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=3))
     assert "the model's stream broke off" in caught.value.message
-    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 1}
+    counts = demand(door)
+    assert counts.pop("busySeconds") > 0
+    assert counts == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 1}
 
 
 def test_full_queue_answers_429_and_disturbs_nothing(procs: Processes) -> None:
@@ -283,7 +287,8 @@ def test_hostile_inputs_get_clear_errors_and_leak_nothing(procs: Processes) -> N
         started = time.monotonic()
         assert slow_head.recv(4096) == b""  # closed by the server
         assert time.monotonic() - started < 3
-    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 0}  # none was a request
+    # None was a request: nothing started, no time in flight.
+    assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 0, "busySeconds": 0}
     text = httpx.get(f"{door.url}/metrics").text
     assert 'code="5' not in text
 

@@ -117,23 +117,25 @@ def test_requests_started_are_counted_by_their_increase_at_every_front_door() ->
 
     from scaler.demand import DemandCollector
 
-    counts: dict[str, list[int | None]] = {"a": [5, 8, 8, 2, None, 4], "b": [1, 1, 3, 3, 3, 3]}
+    running: dict[str, list[int | None]] = {"a": [5, 8, 8, 2, None, 4], "b": [1, 1, 3, 3, 3, 3]}
     tick = {"n": 0}
 
     def answer(request: httpx.Request) -> httpx.Response:
-        value = counts[request.url.host][tick["n"]]
+        value = running[request.url.host][tick["n"]]
         if value is None:
             return httpx.Response(503)
-        return httpx.Response(200, json={"models": {"ns/m": {"held": 0, "inFlight": 0, "started": value}}})
+        counts = {"held": 0, "inFlight": 0, "started": value, "busySeconds": value / 2}
+        return httpx.Response(200, json={"models": {"ns/m": counts}})
 
-    async def run() -> list[int]:
+    async def run() -> list[tuple[int, float]]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
             collector = DemandCollector(client, lambda: ["http://a", "http://b"])
             seen = []
             for n in range(6):
                 tick["n"] = n
                 demand, _ = await collector.collect({"ns/m": []})
-                seen.append(demand["ns/m"].started)
+                seen.append((demand["ns/m"].started, demand["ns/m"].busy_seconds))
             return seen
 
-    assert asyncio.run(run()) == [0, 3 + 0, 0 + 2, 2 + 0, 0 + 0, 2 + 0]
+    started = [0, 3 + 0, 0 + 2, 2 + 0, 0 + 0, 2 + 0]
+    assert asyncio.run(run()) == [(n, n / 2) for n in started]  # busy seconds: half of each count here

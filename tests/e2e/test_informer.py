@@ -102,8 +102,9 @@ def test_list_watch_and_skip_what_is_malformed(cluster: Cluster, namespace: str)
 
 
 def test_every_component_reports_its_informers(cluster: Cluster) -> None:
-    """Each component's /metrics counts the lists of its informers: the webhook's InferenceRuntimes, the
-    front doors' Deployments, pods and scaler peers, the scalers' Deployments, pods and front-door peers."""
+    """Each component's /metrics counts the lists of its informers: the webhook's InferenceRuntimes and the
+    model-names record (a ConfigMap), the front doors' Deployments, pods, scaler peers and the record, the
+    scalers' Deployments, pods and front-door peers."""
     import ssl
 
     import httpx
@@ -112,8 +113,8 @@ def test_every_component_reports_its_informers(cluster: Cluster) -> None:
     tls = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
     tls.check_hostname = False  # the certificate names the Service; this reaches each pod by address
     expected = {
-        "hearth-webhook": ("https", 8443, {"inferenceruntimes"}),
-        "hearth-gateway": ("http", 8080, {"deployments", "pods", "peers"}),
+        "hearth-webhook": ("https", 8443, {"inferenceruntimes", "configmaps"}),
+        "hearth-gateway": ("http", 8080, {"deployments", "pods", "peers", "configmaps"}),
         "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers"}),
     }
 
