@@ -43,18 +43,26 @@ class StaticUpstreams:
         defaults: ScaleSpec,
         client: httpx.AsyncClient,
         interval: float,
+        held_interval: float | None = None,
     ) -> None:
         self.table = table
         self.upstreams = {name: list(urls) for name, urls in upstreams.items()}
         self.client = client
         self.interval = interval
+        self.held_interval = min(interval, held_interval if held_interval is not None else interval)
         for name in self.upstreams:
             table.upsert(f"local/{name}", name, defaults)
 
     async def run(self) -> None:
         while True:
             await asyncio.gather(*(self._check(name, urls) for name, urls in self.upstreams.items()))
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.next_check())
+
+    def next_check(self) -> float:
+        """Seconds to the next round of health checks: sooner while any request is held for a model that
+        has no ready backend, so that a start is noticed within `held_interval`, not a whole interval."""
+        waiting = any(s.held and not s.backends for s in self.table.models.values())
+        return self.held_interval if waiting else self.interval
 
     async def _status(self, url: str) -> int:
         try:

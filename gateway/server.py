@@ -51,7 +51,14 @@ async def serve(settings: FrontDoorSettings) -> None:
         background: list[asyncio.Task[Any]] = []
         discovery: KubeDiscovery | None = None
         if settings.upstreams:
-            static = StaticUpstreams(table, settings.upstreams, settings.defaults, client, settings.health_interval)
+            static = StaticUpstreams(
+                table,
+                settings.upstreams,
+                settings.defaults,
+                client,
+                settings.health_interval,
+                settings.held_health_interval,
+            )
             background.append(asyncio.create_task(static.run()))
         if settings.kubeconfig is not None or settings.in_cluster:
             api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster)

@@ -47,6 +47,9 @@ class FrontDoorSettings(BaseModel):
     connect_timeout: Duration = Field(5.0, gt=0, description="connecting to a pod")
     idle_stream_timeout: Duration = Field(600.0, gt=0, description="longest silence from a pod mid-answer")
     health_interval: Duration = Field(0.5, gt=0, description="how often --upstream backends' /health is read")
+    held_health_interval: Duration = Field(
+        0.05, gt=0, description="how often while requests are held for an --upstream model (a start is noticed sooner)"
+    )
     retries: int = Field(3, ge=0, description="other pods tried when one fails before any byte")
     scaler_url: BaseURL | None = Field(
         None, description="where to push activations at once, e.g. http://hearth-scaler:8081"

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gateway.activator import Activator
+from gateway.discovery import StaticUpstreams
 from gateway.frontdoor import FrontDoor, create_app
 from gateway.metrics import GatewayMetrics
 from gateway.settings import FrontDoorSettings
@@ -271,3 +272,20 @@ def test_the_front_door_integrates_what_it_holds_and_relays(monkeypatch: pytest.
     clock[0] += 3
     assert table.demand()["ns/m"]["busySeconds"] == 2 * 1 + 1 * 2 + 3 * 1
     assert table.demand()["ns/m"]["busySeconds"] == 7  # reading does not count twice
+
+
+def test_upstream_health_is_read_sooner_while_requests_are_held() -> None:
+    """In --upstream mode readiness comes from polling /health: every --health-interval (500 ms), and every
+    --held-health-interval (50 ms) while a request waits for a model with no ready backend, so a start is
+    noticed within 50 ms (it was up to 0.4 s late)."""
+    table = ModelTable()
+    static = StaticUpstreams(table, {"m": ["http://x"]}, ScaleSpec(), httpx.AsyncClient(), 0.5, 0.05)
+    assert static.next_check() == 0.5
+    held = Holding(table, table.models["local/m"])
+    held.enter()
+    assert static.next_check() == 0.05
+    table.set_backends("local/m", {"http://x": "m-0"})
+    assert static.next_check() == 0.5  # the held request is being served
+    held.leave()
+    table.set_backends("local/m", {})
+    assert static.next_check() == 0.5
