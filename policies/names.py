@@ -65,8 +65,11 @@ def squatting_warnings(claimant: Claimant, recorded: Mapping[str, str]) -> list[
 
 def names_of_configmap(configmap: Mapping[str, Any]) -> dict[str, str]:
     """The record in the ConfigMap (ValueError when it is not one)."""
-    text = (configmap.get("data") or {}).get(NAMES_KEY, "{}")
-    names = json.loads(text)
+    data = configmap.get("data") or {}
+    text = data.get(NAMES_KEY, "{}") if isinstance(data, Mapping) else None
+    if not isinstance(text, str):
+        raise ValueError(f"{NAMES_KEY} is missing or not text")
+    names = json.loads(text)  # a JSONDecodeError is a ValueError
     if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
         raise ValueError(f"{NAMES_KEY} is not an object of names to namespace/name")
     return names

@@ -47,7 +47,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
-    sim = procs.simulator(startup="2s", itl="10ms")
+    sim = procs.simulator(startup="3s", itl="10ms")  # longer than a front door takes to start: it is held
     door = procs.front_door([("qwen", sim)])
     chunks = list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=8))
     metrics = httpx.get(f"{door.url}/metrics").text
@@ -115,7 +115,9 @@ def test_start_failure_reaches_the_sdk_as_an_api_error(procs: Processes) -> None
 
 
 def test_start_failure_during_a_held_stream_is_an_sse_error(procs: Processes) -> None:
-    sim = procs.simulator(startup="1s", fail_start=True)  # loads for 1 s, then its engine is dead
+    # Loads for 3 s, then its engine is dead: long enough for the front door to start and the request to be
+    # held first (with 1 s, a slow front-door start sometimes saw the 500 before the request came: a 503).
+    sim = procs.simulator(startup="3s", fail_start=True)
     door = procs.front_door([("qwen", sim)])
     with pytest.raises(openai.APIError) as caught:
         list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=2))
