@@ -48,14 +48,21 @@ def _best(candidates: list[InferenceRuntime]) -> InferenceRuntime:
     ranked = sorted(candidates, key=lambda r: (-r.spec.priority, r.name))
     top = ranked[0]
     if len(ranked) > 1 and ranked[1].spec.priority == top.spec.priority:
+        other = ranked[1]
+        if other.spec.vendor == top.spec.vendor:
+            tie = f"tie for vendor {top.spec.vendor} at the same priority"
+            fix = "give one of them a higher spec.priority, or pin one with hearth.dev/runtime"
+        else:  # no vendor preference given: any vendor would do, and two are equally good
+            tie = (
+                f"tie between vendors {top.spec.vendor} and {other.spec.vendor} at the same priority, "
+                "with no vendor preferred"
+            )
+            fix = (
+                f"list the vendors in order of preference with {PREFIX}vendors (e.g. "
+                f'"{top.spec.vendor},{other.spec.vendor}"), give one runtime a higher spec.priority, or pin one '
+                f"with {PREFIX}runtime"
+            )
         raise ContractError(
-            [
-                Problem(
-                    f"InferenceRuntimes {top.name} and {ranked[1].name}",
-                    f"priority {top.spec.priority}",
-                    f"tie for vendor {top.spec.vendor} at the same priority",
-                    "give one of them a higher spec.priority, or pin one with hearth.dev/runtime",
-                )
-            ]
+            [Problem(f"InferenceRuntimes {top.name} and {other.name}", f"priority {top.spec.priority}", tie, fix)]
         )
     return top

@@ -142,6 +142,21 @@ def test_equal_priority_tie_is_an_error_naming_both() -> None:
     assert "vllm-nvidia and vllm-nvidia-b" in caught.value.message and "priority 100" in caught.value.message
 
 
+def test_the_shipped_runtimes_serve_a_deployment_that_prefers_no_vendor() -> None:
+    """vllm-nvidia and vllm-ascend-910b both had priority 100: a Deployment without hearth.dev/vendors or
+    hearth.dev/runtime was unservable, refused as "tie for vendor ascend" although the vendors differ."""
+    assert select_runtime(pod_spec(), sample_runtimes()).name == "vllm-nvidia"
+
+
+def test_a_tie_between_vendors_names_both_and_the_vendors_fix() -> None:
+    ascend = runtime_from_object(variant(metadata__name="ascend-twin", spec__vendor="ascend"))
+    with pytest.raises(ContractError) as caught:
+        select_runtime(pod_spec(), [runtime_from_object(variant()), ascend])
+    message = caught.value.message
+    assert "tie between vendors" in message and "nvidia" in message and "ascend" in message
+    assert "hearth.dev/vendors" in message and "tie for vendor" not in message
+
+
 OLD_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")  # the backtracking pattern, as the oracle on short texts
 
 
