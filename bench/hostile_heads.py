@@ -34,6 +34,7 @@ from bench.harness import python, start
 from certs import issue
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNTIMES = ROOT / "manifests" / "runtimes"
 HUGE = 16 * 1024 * 1024
 LIMITS = {"webhook": "256Mi", "front door": "1Gi", "sidecar": "128Mi"}  # manifests/ and policies/render.py
 
@@ -115,62 +116,41 @@ def main() -> None:
         tls = ssl.create_default_context(cafile=str(tmp / "tls" / "ca.crt"))
         hearth = [python(), "-m", "hearth", "--log-level=warning"]
 
-        def server(name: str, argv: list[str], health: str, verify: ssl.SSLContext | bool = False) -> int:
-            proc = start(hearth + argv, health, verify, tmp / f"{name}.log")
-            stack.callback(proc.terminate)
-            return proc.pid
-
-        servers: dict[str, tuple[int, int, ssl.SSLContext | None]] = {
-            "webhook": (
-                server(
-                    "webhook",
-                    [
-                        "webhook",
-                        f"--cert-dir={tmp / 'tls'}",
-                        "--host=127.0.0.1",
-                        "--port=18611",
-                        f"--runtimes={ROOT / 'manifests' / 'runtimes'}",
-                    ],
-                    "https://127.0.0.1:18611/healthz",
-                    tls,
-                ),
-                18611,
-                tls,
+        # name, port, health path, TLS, arguments after `hearth`; started in this order (each is the next's
+        # upstream), attacked all but the simulator.
+        local = "http://127.0.0.1"
+        plan: list[tuple[str, int, str, ssl.SSLContext | None, list[str]]] = [
+            ("webhook", 18611, "/healthz", tls, ["webhook", f"--cert-dir={tmp / 'tls'}", f"--runtimes={RUNTIMES}"]),
+            (
+                "simulator",
+                18612,
+                "/health",
+                None,
+                ["dev", "simulator", "--served-model-name=qwen", "--startup-duration=0s"],
+            ),
+            ("sidecar", 18613, "/ready", None, ["gateway", "sidecar", f"--upstream={local}:18612"]),
+            ("front door", 18614, "/demand", None, ["gateway", "front-door", f"--upstream=qwen={local}:18613"]),
+        ]
+        servers: dict[str, tuple[int, int, str, ssl.SSLContext | None]] = {}
+        for name, port, health, context, argv in plan:
+            url = f"{'https' if context else 'http'}://127.0.0.1:{port}"
+            proc = start(
+                [*hearth, *argv, "--host=127.0.0.1", f"--port={port}"],
+                url + health,
+                context or False,
+                tmp / f"{name}.log",
             )
-        }
-        server(
-            "simulator",
-            ["dev", "simulator", "--port=18612", "--served-model-name=qwen", "--startup-duration=0s"],
-            "http://127.0.0.1:18612/health",
-        )
-        servers["sidecar"] = (
-            server(
-                "sidecar",
-                ["gateway", "sidecar", "--upstream=http://127.0.0.1:18612", "--host=127.0.0.1", "--port=18613"],
-                "http://127.0.0.1:18613/ready",
-            ),
-            18613,
-            None,
-        )
-        servers["front door"] = (
-            server(
-                "front-door",
-                ["gateway", "front-door", "--upstream=qwen=http://127.0.0.1:18613", "--host=127.0.0.1", "--port=18614"],
-                "http://127.0.0.1:18614/demand",
-            ),
-            18614,
-            None,
-        )
+            stack.callback(proc.terminate)
+            if name != "simulator":
+                servers[name] = (proc.pid, port, url + health, context)
         rows: list[dict[str, Any]] = []
-        for name, (pid, port, context) in servers.items():
+        for name, (pid, port, health_url, context) in servers.items():
             idle = rss_mib(pid)
             row: dict[str, Any] = {"server": name, "idle_mib": round(idle, 1), "limit": LIMITS[name]}
             for kind, send in (("huge", huge), ("many", many), ("slow", slow)):
                 peak, seconds, answers = run_attack(pid, port, context, send, args.clients)
                 row[kind] = {"peak_mib": round(peak, 1), "seconds": round(seconds, 1), "answers": dict(answers)}
-            scheme = "https" if context else "http"
-            health = {"webhook": "/healthz", "sidecar": "/ready", "front door": "/demand"}[name]
-            row["serves_after"] = httpx.get(f"{scheme}://127.0.0.1:{port}{health}", verify=context or False).status_code
+            row["serves_after"] = httpx.get(health_url, verify=context or False).status_code
             row["after_mib"] = round(rss_mib(pid), 1)
             rows.append(row)
     print(f"{args.clients} concurrent hostile heads per attack; peak = VmHWM during the attack\n")
