@@ -46,8 +46,7 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
             f'must include a container named "{MODEL_CONTAINER}" for the runtime to fill in',
             f"add `- name: {MODEL_CONTAINER}` to the containers",
         )
-    for problem in reserved_volume_problems(template.get("spec"), "spec.template.spec"):
-        errors.problems.append(problem)
+    errors.problems.extend(reserved_volume_problems(template.get("spec"), "spec.template.spec"))
     labels = _str_map(template_meta.get("labels"))
     if labels.get(ENABLED_LABEL) != "true":
         errors.add(

@@ -36,12 +36,17 @@ def claimant_of(deployment: Mapping[str, Any]) -> Claimant:
     return Claimant(model_key_of(deployment), names, str(meta.get("creationTimestamp") or ""))
 
 
+def _seniority(claimant: Claimant) -> tuple[str, str]:
+    """The order in which unrecorded names are given out: oldest first, then by key."""
+    return claimant.created, claimant.key
+
+
 def assign_names(recorded: Mapping[str, str], claimants: Iterable[Claimant]) -> dict[str, str]:
     """The record after this change: every recorded name whose owner still claims it stays; every other
     name claimed goes to its oldest claimant (creation time, then key)."""
     by_key = {c.key: c for c in claimants}
     names = {name: key for name, key in recorded.items() if key in by_key and name in by_key[key].names}
-    for claimant in sorted(by_key.values(), key=lambda c: (c.created, c.key)):
+    for claimant in sorted(by_key.values(), key=_seniority):
         for name in sorted(claimant.names):
             names.setdefault(name, claimant.key)
     return names
@@ -49,7 +54,7 @@ def assign_names(recorded: Mapping[str, str], claimants: Iterable[Claimant]) -> 
 
 def owner(name: str, candidates: Iterable[Claimant], recorded: Mapping[str, str]) -> Claimant | None:
     """Which of `candidates` (the models that answer to `name`) a plain `name` reaches."""
-    ranked = sorted(candidates, key=lambda c: (c.created, c.key))
+    ranked = sorted(candidates, key=_seniority)
     holder = recorded.get(name)
     return next((c for c in ranked if c.key == holder), ranked[0] if ranked else None)
 
