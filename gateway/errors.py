@@ -6,6 +6,8 @@ import json
 
 from starlette.responses import Response
 
+from common.bodies import BodyTimeout, BodyTooLarge
+
 
 def openai_error(
     status: int, message: str, kind: str, code: str, retry_after: float | None = None, *, final: bool = False
@@ -22,3 +24,12 @@ def openai_error(
 def error_type(status: int) -> str:
     """OpenAI's error `type` for a status the gateway answers on its own (not the client's fault)."""
     return {429: "rate_limit_exceeded", 502: "upstream_error"}.get(status, "service_unavailable")
+
+
+def body_refusal(refused: BodyTimeout | BodyTooLarge, max_bytes: int, within: float) -> Response:
+    """The answer to a request body `read_bounded` refused: too slow (408) or too large (413)."""
+    if isinstance(refused, BodyTimeout):
+        return openai_error(
+            408, f"request body not received within {within:g}s", "invalid_request_error", "body_timeout"
+        )
+    return openai_error(413, f"request body exceeds {max_bytes} bytes", "invalid_request_error", "body_too_large")

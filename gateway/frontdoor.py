@@ -22,7 +22,7 @@ from starlette.routing import Route
 from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
 from gateway.activator import Activator
 from gateway.clients import ClientGone, unless_disconnected
-from gateway.errors import error_type, openai_error
+from gateway.errors import body_refusal, error_type, openai_error
 from gateway.holding import Held, Hold
 from gateway.lease import LeasedStream
 from gateway.metrics import GatewayMetrics
@@ -86,26 +86,11 @@ class FrontDoor:
 
     async def _read(self, request: Request) -> tuple[bytes, dict[str, Any]]:
         """The request's body and its JSON object with a string `model`, or BadRequest with the client's error."""
+        settings = self.settings
         try:
-            body = await read_bounded(request, self.settings.max_body_bytes, self.settings.body_timeout)
-        except BodyTimeout:
-            raise BadRequest(
-                openai_error(
-                    408,
-                    f"request body not received within {self.settings.body_timeout:g}s",
-                    "invalid_request_error",
-                    "body_timeout",
-                )
-            ) from None
-        except BodyTooLarge:
-            raise BadRequest(
-                openai_error(
-                    413,
-                    f"request body exceeds {self.settings.max_body_bytes} bytes",
-                    "invalid_request_error",
-                    "body_too_large",
-                )
-            ) from None
+            body = await read_bounded(request, settings.max_body_bytes, settings.body_timeout)
+        except (BodyTimeout, BodyTooLarge) as refused:
+            raise BadRequest(body_refusal(refused, settings.max_body_bytes, settings.body_timeout)) from None
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
 from common.http import bounded_head_protocol
-from gateway.errors import openai_error
+from gateway.errors import body_refusal, openai_error
 from gateway.lease import Lease
 from gateway.proxy import forward_headers
 from gateway.relay import as_is, quiet_aborts, relayed
@@ -106,17 +106,8 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             return refused
         try:
             body = await read_bounded(request, settings.max_body_bytes, settings.body_timeout)
-        except BodyTimeout:
-            return openai_error(
-                408,
-                f"request body not received within {settings.body_timeout:g}s",
-                "invalid_request_error",
-                "body_timeout",
-            )
-        except BodyTooLarge:
-            return openai_error(
-                413, f"request body exceeds {settings.max_body_bytes} bytes", "invalid_request_error", "body_too_large"
-            )
+        except (BodyTimeout, BodyTooLarge) as refused:
+            return body_refusal(refused, settings.max_body_bytes, settings.body_timeout)
         lease = Lease(drain)
         try:
             url = settings.upstream + request.url.path
