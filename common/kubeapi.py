@@ -24,6 +24,7 @@ from common.kube import api_client as official_client
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"  # merges lists by key (conditions by type)
 
 
 class ApiError(Exception):
@@ -116,8 +117,14 @@ class KubeAPI:
     async def put(self, path: str, body: Mapping[str, Any], params: Mapping[str, str | int] | None = None) -> Obj:
         return await self.request("PUT", path, body, params)
 
-    async def patch(self, path: str, body: Mapping[str, Any], params: Mapping[str, str | int] | None = None) -> Obj:
-        return await self.request("PATCH", path, body, params, content_type=MERGE_PATCH)
+    async def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        params: Mapping[str, str | int] | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> Obj:
+        return await self.request("PATCH", path, body, params, content_type=content_type)
 
     @asynccontextmanager
     async def watch(

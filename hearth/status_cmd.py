@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from policies import ENABLED_LABEL, PHASE_LABEL, STATUS
+from policies import ENABLED_LABEL, PHASE_LABEL, status_of
 
 COLUMNS = ("NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "AGE")
 
@@ -25,10 +25,7 @@ def age(created: str | None, now: dt.datetime) -> str:
 def row(deployment: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool) -> list[str]:
     meta = deployment.get("metadata") or {}
     labels = meta.get("labels") or {}
-    try:
-        status = json.loads((meta.get("annotations") or {}).get(STATUS, "{}"))
-    except ValueError:
-        status = {}
+    status = status_of(deployment)
     template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
     pinned = (template.get("annotations") or {}).get("hearth.dev/runtime")
     vendors = (template.get("annotations") or {}).get("hearth.dev/vendors")

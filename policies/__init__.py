@@ -41,7 +41,19 @@ from policies.objects import (
     start_failure,
 )
 from policies.patch import diff
-from policies.phase import ACTIVATING, DEGRADED, PHASES, READY, SCALED_TO_ZERO, SCALING, phase
+from policies.phase import (
+    ACTIVATING,
+    CONDITION,
+    DEGRADED,
+    PHASES,
+    READY,
+    SCALED_TO_ZERO,
+    SCALING,
+    condition,
+    phase,
+    phase_since,
+    status_of,
+)
 from policies.render import SHIPPED_IMAGE, RenderSettings, render_pod
 from policies.runtime import API_VERSION, GROUP, KIND, InferenceRuntime, RuntimeSpec, runtime_from_object
 from policies.selection import select_runtime
@@ -51,6 +63,7 @@ from policies.values import duration_seconds, format_duration
 __all__ = [
     "ACTIVATING",
     "API_VERSION",
+    "CONDITION",
     "DEGRADED",
     "ENABLED_LABEL",
     "GROUP",
@@ -83,6 +96,7 @@ __all__ = [
     "assign_names",
     "backend_of",
     "claimant_of",
+    "condition",
     "deployment_name_of",
     "diff",
     "duration_seconds",
@@ -97,6 +111,7 @@ __all__ = [
     "parse_scale",
     "parse_stamp",
     "phase",
+    "phase_since",
     "published_failure",
     "render_for_pod",
     "render_pod",
@@ -108,6 +123,7 @@ __all__ = [
     "squatting_warnings",
     "stamp_of",
     "start_failure",
+    "status_of",
     "validate_deployment",
     "with_scaler_defaults",
 ]

@@ -19,7 +19,7 @@ from policies.values import duration_seconds, is_dns_label, is_dns_subdomain, qu
 PREFIX = "hearth.dev/"
 ENABLED_LABEL = "hearth.dev/enabled"
 RENDERED = "hearth.dev/rendered"  # written by the webhook on pods, never by users
-STATUS = "hearth.dev/status"  # written by the scaler on Deployments (demand, desired replicas, reason)
+STATUS = "hearth.dev/status"  # where older scalers wrote their status; now only removed (see policies.phase)
 PHASE_LABEL = "hearth.dev/phase"  # written by the scaler: ScaledToZero, Activating, Ready, Scaling, Degraded
 Scope = Literal["deployment", "template"]
 DEPLOYMENT_WHERE = "metadata.annotations"

@@ -7,7 +7,8 @@ import datetime as dt
 import logging
 from typing import Any
 
-from common.kubeapi import ApiError, KubeAPI
+from common.kubeapi import STRATEGIC_PATCH, ApiError, KubeAPI
+from policies import STATUS as LEGACY_STATUS
 
 log = logging.getLogger("hearth.scaler")
 FIELD_MANAGER = "hearth-scaler"
@@ -47,10 +48,19 @@ class KubeWriter:
         log.warning("gave up scaling %s/%s after %d conflicts", namespace, name, attempts)
         return None
 
-    async def mark(self, namespace: str, name: str, labels: dict[str, str], annotations: dict[str, str]) -> None:
-        body = {"metadata": {"labels": labels, "annotations": annotations}}
+    async def mark(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        """Labels only: a Deployment's generation moves with its spec and annotations, not its labels. The
+        annotation that older Hearths kept their status in is removed on the way (a no-op once gone)."""
+        body = {"metadata": {"labels": labels, "annotations": {LEGACY_STATUS: None}}}
         path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
         await self.api.patch(path, body, {"fieldManager": FIELD_MANAGER})
+
+    async def condition(self, namespace: str, name: str, condition: dict[str, str]) -> None:
+        """Hearth's condition in the Deployment's status: a strategic merge patch, so the controller's own
+        conditions (merged by type) stay as they are."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"
+        body = {"status": {"conditions": [condition]}}
+        await self.api.patch(path, body, {"fieldManager": FIELD_MANAGER}, content_type=STRATEGIC_PATCH)
 
     async def event(self, deployment: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         meta = deployment["metadata"]

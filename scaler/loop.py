@@ -1,13 +1,13 @@
 """The scaler loop: watch opted-in Deployments and their pods, collect demand from every gateway front
 door and sidecar each tick (and at once on a front door's activation push), decide, and write replicas
-through the scale subresource, while holding the lease. Publishes the phase label, a status annotation
+through the scale subresource, while holding the lease. Publishes the phase label, a status condition
 and Kubernetes Events. The cluster view (scaler.view), the demand (scaler.demand) and the writes
 (scaler.kube) are adapters; this module is the reconciler between them."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,11 +16,12 @@ from typing import Any
 from policies import (
     DEGRADED,
     PHASE_LABEL,
-    STATUS,
     ScaleSpec,
     backend_of,
+    condition,
     model_key_of,
     phase,
+    phase_since,
     scale_of,
     sidecar_url,
     start_failure,
@@ -34,7 +35,7 @@ from scaler.names import NameRecord
 from scaler.view import ClusterView
 
 log = logging.getLogger("hearth.scaler")
-STATUS_EVERY = 15.0  # seconds between status-annotation refreshes when only the demand moved
+STATUS_EVERY = 15.0  # seconds between status-condition refreshes when only the demand moved
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ModelMemory:
     demand: int = 0
     runtime: str | None = None
     last_status: dict[str, Any] | None = None
+    since: str | None = None  # when the phase last changed, as the condition says
 
 
 class Scaler:
@@ -233,8 +235,11 @@ class Scaler:
         if now_phase != state.phase and now_phase == DEGRADED and failed:
             await self.writer.event(deployment, "Degraded", failed[:1000], kind="Warning")
         namespace, name = key.split("/", 1)
-        labels = {PHASE_LABEL: now_phase}
-        await self.writer.mark(namespace, name, labels, {STATUS: json.dumps(status, sort_keys=True)})
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if now_phase != state.phase or state.since is None:
+            state.since = phase_since(deployment, now_phase) or stamp
+        await self.writer.condition(namespace, name, condition(now_phase, status, stamp, state.since))
         if now_phase != state.phase:
+            await self.writer.mark(namespace, name, {PHASE_LABEL: now_phase})
             log.info("%s: phase %s -> %s", key, state.phase, now_phase)
         state.phase, state.status_at, state.last_status = now_phase, self.clock(), status

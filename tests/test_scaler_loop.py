@@ -103,8 +103,11 @@ class Writer:
         self.calls.append(("scale", name, replicas))
         return before
 
-    async def mark(self, namespace: str, name: str, labels: dict[str, str], annotations: dict[str, str]) -> None:
+    async def mark(self, namespace: str, name: str, labels: dict[str, str]) -> None:
         self.calls.append(("mark", name, labels["hearth.dev/phase"]))
+
+    async def condition(self, namespace: str, name: str, condition: dict[str, str]) -> None:
+        self.calls.append(("condition", name, condition["reason"], condition["message"]))
 
     async def event(self, deployment: Obj, reason: str, message: str, kind: str = "Normal") -> None:
         self.calls.append(("event", deployment["metadata"]["name"], reason, kind))
@@ -182,6 +185,8 @@ def test_every_event_reason_is_written_when_it_happens() -> None:
         ("MalformedPod", "Warning"),
     ]
     assert [c[2] for c in writer.calls if c[0] == "mark"][-1] == "Degraded"
+    reason, message = [c[2:] for c in writer.calls if c[0] == "condition"][-1]
+    assert reason == "Degraded" and message.endswith("failed: pods refused: admission webhook denied")
 
 
 def test_a_scale_down_writes_deletion_costs_first_so_idle_pods_go() -> None:

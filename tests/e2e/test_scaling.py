@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
-from policies import sidecar_url
+from policies import CONDITION, sidecar_url, status_of
 from tests.e2e.conftest import MESSAGES, apply, expected, get_json, phase, replicas, wait_for, webhook_runtimes
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +94,7 @@ def _hearth() -> list[str]:
 def test_zero_to_one_streams_through_a_cold_start(cluster: Cluster, namespace: str) -> None:
     apply(cluster, model_deployment(namespace, "cold", startup="2s"))
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "cold") == "ScaledToZero", timeout=30)
+    generation = get_json(cluster, "deploy", "cold", "-n", namespace)["metadata"]["generation"]
     with PhaseRecorder(cluster, namespace, "cold") as phases:
         text = stream_text(cluster, f"{namespace}/cold", 8)
         wait_for("phase Ready", lambda: phase(cluster, namespace, "cold") == "Ready", timeout=30)
@@ -103,6 +104,17 @@ def test_zero_to_one_streams_through_a_cold_start(cluster: Cluster, namespace: s
     assert order[:3] == ["ScaledToZero", "Activating", "Ready"], phases.seen
     events = get_json(cluster, "events", "-n", namespace)["items"]
     assert any(e["reason"] == "Activated" and e["involvedObject"]["name"] == "cold" for e in events)
+    # Only the one scale write moved the generation: the phase and status writes of the whole cold start
+    # did not (an annotation would have, and been copied onto the ReplicaSet as well).
+    serving = lambda: status_of(get_json(cluster, "deploy", "cold", "-n", namespace)).get("ready") == "1"  # noqa: E731
+    wait_for("the status condition says 1 ready", serving, timeout=30)
+    deployment = get_json(cluster, "deploy", "cold", "-n", namespace)
+    assert deployment["metadata"]["generation"] == generation + 1
+    assert deployment["status"]["observedGeneration"] == generation + 1
+    assert "hearth.dev/status" not in (deployment["metadata"].get("annotations") or {})
+    assert {c["type"] for c in deployment["status"]["conditions"]} >= {"Available", "Progressing", CONDITION}
+    for replicaset in get_json(cluster, "rs", "-n", namespace, "-l", "app=cold")["items"]:
+        assert "hearth.dev/status" not in (replicaset["metadata"].get("annotations") or {})
 
 
 def test_load_above_target_scales_out_and_idle_goes_back_to_zero(cluster: Cluster, namespace: str) -> None:
@@ -171,6 +183,8 @@ def test_rbac_is_least_privilege(cluster: Cluster) -> None:
 
     assert can("hearth-scaler", "update", "deployments", "--subresource=scale", "-n", "ai")
     assert can("hearth-scaler", "patch", "deployments", "-n", "ai")
+    assert can("hearth-scaler", "patch", "deployments", "--subresource=status", "-n", "ai")
+    assert not can("hearth-scaler", "update", "deployments", "--subresource=status", "-n", "ai")
     assert can("hearth-scaler", "create", "events", "-n", "ai")
     assert can("hearth-scaler", "update", "leases", "-n", "hearth-system")
     assert not can("hearth-scaler", "update", "leases", "-n", "kube-system")
