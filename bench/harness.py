@@ -21,7 +21,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def loadgen() -> Path:
     """Build bench/loadgen once into the user's cache, keyed by the source's hash."""
     source = HERE / "loadgen"
-    digest = hashlib.sha256(b"".join((source / n).read_bytes() for n in ("go.mod", "main.go"))).hexdigest()[:12]
+    files = [source / "go.mod", *sorted(source.glob("*.go"))]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench" / f"loadgen-{digest}"
     if not cache.exists():
         go = shutil.which("go")

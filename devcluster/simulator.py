@@ -160,9 +160,10 @@ def create_app(settings: SimSettings) -> FastAPI:
 
         async with _slot():
             try:
+                # As vLLM: the first chunk (the role) comes with the first token, after the prefill.
+                await asyncio.sleep(settings.ttft_seconds)
                 if chat:
                     yield chunk(None, None, role=True)
-                await asyncio.sleep(settings.ttft_seconds)
                 for i in range(max_tokens):
                     if i:
                         await asyncio.sleep(settings.itl_seconds)

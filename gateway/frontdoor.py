@@ -71,11 +71,8 @@ class FrontDoor:
         try:
             # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
             # is the wait raced against the client leaving (which costs two tasks per request).
-            attempt = self.router.open(state, outgoing)
-            try:
-                upstream = await attempt if stream else await unless_disconnected(request, attempt)
-            except BackendsFailed:
-                upstream = None  # held, and tried again a few times (gateway.holding)
+            # While held requests are let in after a cold start, a newcomer queues behind them (arrival order).
+            upstream = None if state.wake.busy else await self._attempt(state, request, outgoing, stream)
             if upstream is not None:
                 self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
                 return await self._relay(state, upstream, arrived, stream=stream)
@@ -83,6 +80,13 @@ class FrontDoor:
         except ClientGone:
             self.metrics.rejections.labels(state.key, "client_gone").inc()
             return Response(status_code=499)
+
+    async def _attempt(self, state: ModelState, request: Request, outgoing: Outgoing, stream: bool) -> Upstream | None:
+        attempt = self.router.open(state, outgoing)
+        try:
+            return await attempt if stream else await unless_disconnected(request, attempt)
+        except BackendsFailed:
+            return None  # held, and tried again a few times (gateway.holding)
 
     async def _read(self, request: Request) -> tuple[bytes, dict[str, Any]]:
         """The request's body and its JSON object with a string `model`, or BadRequest with the client's error."""
@@ -136,7 +140,8 @@ class FrontDoor:
     async def _activate(
         self, state: ModelState, request: Request, outgoing: Outgoing, arrived: float, stream: bool
     ) -> Response:
-        self.activator.poke(state.key)
+        if not state.backends:
+            self.activator.poke(state.key)
         scale = state.scale
         if state.failure:
             return self._refuse(
@@ -160,9 +165,10 @@ class FrontDoor:
             )
         with held:
             try:
-                upstream = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline))
+                upstream, turn = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline))
             except Held as failed:
                 return self._refuse(state, failed.status, failed.code, failed.message, failed.retry_after)
+        turn.started()  # a whole answer's head comes with the answer: it has started
         return await self._relay(state, upstream, arrived, stream=False)
 
     def _first_byte(self, state: ModelState, arrived: float) -> Callable[[], None]:

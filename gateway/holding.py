@@ -4,6 +4,7 @@ clients, and a clear error when the wait ends without one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -16,6 +17,7 @@ from gateway.relay import into_stream
 from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
 from gateway.sse import sse_comment, sse_error
 from gateway.table import Holding, ModelState, ModelTable
+from gateway.wake import Turn
 
 # A model whose ready pods fail before answering is tried this many times, the pauses between doubling
 # from the first, then the request fails (Knative's activator likewise retries a failed proxy attempt a
@@ -62,43 +64,59 @@ class Hold:
 
     async def wait(
         self, state: ModelState, outgoing: Outgoing, deadline: float, heartbeat: Callable[[float], None] | None = None
-    ) -> Upstream:
-        """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval."""
+    ) -> tuple[Upstream, Turn]:
+        """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval. The
+        request waits in the model's line (gateway.wake) and goes when its turn comes, in arrival order;
+        the caller says when its answer starts (`Turn.started`) or ends without one (`Turn.end`)."""
         started = time.monotonic()
         next_beat = started + state.scale.heartbeat_interval
         failures = 0
-        while True:
-            if state.failure:
-                message = f"model {state.key} failed to start: {state.failure}"
-                raise Held(503, "model_start_failed", message, retry_after=None)
-            changed = state.changed
-            wake = deadline
-            try:
-                upstream = await self.router.open(state, outgoing)
-            except BackendsFailed as failed:
-                failures += 1
-                if failures >= FAILED_ATTEMPTS:
-                    message = f"the ready pods of model {state.key} failed {failures} times before answering ({failed})"
-                    raise Held(502, "upstream_unreachable", message, retry_after=1) from None
-                upstream, wake = None, min(deadline, time.monotonic() + FIRST_PAUSE * 2 ** (failures - 1))
-            if upstream is not None:
-                return upstream
-            now = time.monotonic()
-            if now >= deadline:
-                raise Held(
-                    504,
-                    "activation_timeout",
-                    f"model {state.key} did not become ready within {state.scale.activation_timeout:g}s",
-                )
-            if heartbeat is not None:
-                wake = min(wake, next_beat)
-            try:
-                await asyncio.wait_for(changed.wait(), max(0.0, wake - now))
-            except TimeoutError:
+        ticket = state.wake.ticket()
+        place: asyncio.Future[bool] | None = None
+        try:
+            while True:
+                if state.failure:
+                    message = f"model {state.key} failed to start: {state.failure}"
+                    raise Held(503, "model_start_failed", message, retry_after=None)
+                changed = state.changed
+                wake = min(deadline, next_beat) if heartbeat is not None else deadline
+                if place is None:
+                    place = state.wake.join(ticket)
+                await asyncio.wait({place}, timeout=max(0.0, wake - time.monotonic()))  # keeps the place
+                if place.done():
+                    granted, place = place.result(), None
+                    if granted:
+                        turn, upstream = Turn(state.wake), None
+                        try:
+                            upstream = await self.router.open(state, outgoing)
+                        except BackendsFailed as failed:
+                            failures += 1
+                            if failures >= FAILED_ATTEMPTS:
+                                times = f"failed {failures} times before answering ({failed})"
+                                message = f"the ready pods of model {state.key} {times}"
+                                raise Held(502, "upstream_unreachable", message, retry_after=1) from None
+                            wake = min(wake, time.monotonic() + FIRST_PAUSE * 2 ** (failures - 1))
+                        finally:
+                            if upstream is None:  # no answer: the place goes back to the line
+                                turn.end()
+                        if upstream is not None:
+                            return upstream, turn
+                        # Its pods failed or are all draining: wait for the model to change, then line up.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(changed.wait(), max(0.0, wake - time.monotonic()))
                 now = time.monotonic()
-                if heartbeat is not None and next_beat <= now < deadline:
+                if now >= deadline:
+                    raise Held(
+                        504,
+                        "activation_timeout",
+                        f"model {state.key} did not become ready within {state.scale.activation_timeout:g}s",
+                    )
+                if heartbeat is not None and next_beat <= now:
                     heartbeat(now - started)
                     next_beat = now + state.scale.heartbeat_interval
+        finally:
+            if place is not None:
+                state.wake.quit(ticket, place)
 
     async def stream(
         self, state: ModelState, outgoing: Outgoing, deadline: float, held: Lease, first_byte: Callable[[], None]
@@ -124,14 +142,20 @@ class Hold:
                     next_beat.cancel()
             held.release()
             try:
-                upstream = hold.result()
+                found = hold.result()
             except Held as failed:
                 self.metrics.rejections.labels(state.key, failed.code).inc()
                 self.metrics.requests.labels(state.key, str(failed.status)).inc()
                 yield sse_error(failed.message, error_type(failed.status), failed.code)
                 return
+            upstream, turn = found
             self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
-            async for chunk in into_stream(upstream, first_byte):
+
+            def first() -> None:
+                turn.started()
+                first_byte()
+
+            async for chunk in into_stream(upstream, first):
                 yield chunk
         finally:
             if next_beat is not None:
@@ -140,8 +164,10 @@ class Hold:
                 hold.cancel()
                 self.metrics.rejections.labels(state.key, "client_gone").inc()
             elif not hold.cancelled() and hold.exception() is None:
-                # A backend found just as the client left: give its request back (a no-op once relayed).
-                found = hold.result()
-                await found.response.aclose()
-                found.lease.release()
+                # A backend found just as the client left: give its request and turn back (no-ops once
+                # relayed).
+                upstream, turn = hold.result()
+                turn.end()
+                await upstream.response.aclose()
+                upstream.lease.release()
             held.release()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.wake import Wake
 from policies import Claimant, ScaleSpec, owner
 
 
@@ -42,6 +43,10 @@ class ModelState:
     failure: str | None = None  # set when the model cannot start (e.g. Degraded); held requests fail
     created: str = ""  # the Deployment's creationTimestamp (who keeps a contested plain name)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: Wake = field(init=False)  # the line of held requests, let in by arrival (gateway.wake)
+
+    def __post_init__(self) -> None:
+        self.wake = Wake(lambda: self.scale.target * len(self.backends))
 
     def enter(self) -> None:
         self.account()
@@ -60,9 +65,14 @@ class ModelState:
         self.busy_since = now
 
     def notify(self) -> None:
-        """Wake every request waiting on this model; each re-checks the state, then waits again."""
+        """The model changed: wake the requests waiting on it (each re-checks the state, then waits again),
+        and let held requests in as its ready pods allow, or all of them out if it failed."""
         self.changed.set()
         self.changed = asyncio.Event()
+        if self.failure:
+            self.wake.recheck()
+        else:
+            self.wake.kick()
 
     @property
     def name(self) -> str:

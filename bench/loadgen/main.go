@@ -31,8 +31,15 @@ func main() {
 	stream := flag.Bool("stream", false, "read SSE streams: count tokens and time to first token")
 	hold := flag.Int("hold", 0, "open this many streams, report when all got their 200, keep them for -d")
 	auth := flag.String("auth", "", "Authorization header value, e.g. 'Bearer sk-...'")
+	wakeN := flag.Int("wake", 0, "hold this many streams on a model at zero, one every -gap, and time their first tokens")
+	gap := flag.Duration("gap", 2*time.Millisecond, "with -wake: time between two clients")
+	health := flag.String("health", "", "with -wake: the model's health URL, watched to know when it became ready")
 	flag.Parse()
 	raiseFileLimit()
+	if *wakeN > 0 {
+		wake(*url, *bodyFile, *health, *wakeN, *gap)
+		return
+	}
 	if *stream || *hold > 0 {
 		streaming(*url, *bodyFile, *auth, *concurrency, *duration, *warmup, *hold)
 		return
