@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -115,6 +116,32 @@ def test_zero_to_one_streams_through_a_cold_start(cluster: Cluster, namespace: s
     assert {c["type"] for c in deployment["status"]["conditions"]} >= {"Available", "Progressing", CONDITION}
     for replicaset in get_json(cluster, "rs", "-n", namespace, "-l", "app=cold")["items"]:
         assert "hearth.dev/status" not in (replicaset["metadata"].get("annotations") or {})
+
+
+def test_a_deployment_whose_pods_are_refused_fails_its_request_at_once_without_retries(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Pinned to a runtime that does not exist, the model's pods are refused by the webhook: the held
+    request fails with model_start_failed and x-should-retry: false, so the SDK (with its default two
+    retries) raises at once instead of retrying for a minute."""
+    refused = model_deployment(namespace, "refused")
+    refused["spec"]["template"]["metadata"]["annotations"]["hearth.dev/runtime"] = "no-such-runtime"
+    apply(cluster, refused)
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "refused") == "ScaledToZero", timeout=30)
+    before = get_json(cluster, "deploy", "refused", "-n", namespace)["status"].get("conditions") or []
+    assert "ReplicaFailure" not in {c["type"] for c in before}  # nothing was refused yet: the request starts it
+    sdk = openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=2, timeout=120)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model=f"{namespace}/refused", messages=MESSAGES, max_tokens=2)
+    took = time.monotonic() - started
+    assert caught.value.status_code == 503 and "no-such-runtime" in caught.value.message, caught.value.message
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert took < 20, took  # the SDK's two retries alone would have waited 60 s (Retry-After: 30)
+    print(f"refused Deployment: the SDK raised {took:.2f} s after its request")
+    wait_for("phase Degraded", lambda: phase(cluster, namespace, "refused") == "Degraded", timeout=30)
+    status = status_of(get_json(cluster, "deploy", "refused", "-n", namespace))
+    assert status["desired"] == "1" and status["ready"] == "0"
 
 
 def test_load_above_target_scales_out_and_idle_goes_back_to_zero(cluster: Cluster, namespace: str) -> None:
