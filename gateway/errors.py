@@ -14,11 +14,16 @@ def openai_error(
 ) -> Response:
     """An error answer; `retry_after` invites a retry then, `final` tells clients not to retry at all (the
     OpenAI SDKs honour `x-should-retry: false`, and would otherwise retry a 5xx twice)."""
-    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+    body = error_body(message, kind, code)
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else {}
     if final:
         headers["x-should-retry"] = "false"
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def error_body(message: str, kind: str, code: str) -> bytes:
+    """OpenAI's error object, as JSON."""
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
 def error_type(status: int) -> str:

@@ -23,7 +23,7 @@ from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
 from gateway.activator import Activator
 from gateway.clients import ClientGone, unless_disconnected
 from gateway.errors import body_refusal, error_type, openai_error
-from gateway.holding import Held, Hold
+from gateway.holding import JSON_WHITESPACE, SSE, Held, Hold
 from gateway.lease import LeasedStream
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import forward_headers
@@ -155,17 +155,19 @@ class FrontDoor:
             return self._refuse(state, 429, "queue_full", f"too many requests are waiting for model {state.key}", 5)
         deadline = arrived + scale.activation_timeout
         held = self.hold.lease(state, arrived)
-        if stream:
+        ticket = state.wake.ticket()  # its place in line: arrival order
+        if stream or scale.json_keepalive:
+            framing, media = (SSE, "text/event-stream") if stream else (JSON_WHITESPACE, "application/json")
             first_byte = self._first_byte(state, arrived)
             return LeasedStream(
-                self.hold.stream(state, outgoing, deadline, held, first_byte),
+                self.hold.stream(state, outgoing, deadline, held, ticket, first_byte, framing),
                 held,
-                media_type="text/event-stream",
+                media_type=media,
                 headers={"Cache-Control": "no-cache"},
             )
         with held:
             try:
-                upstream, turn = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline))
+                upstream, turn = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline, ticket))
             except Held as failed:
                 return self._refuse(state, failed.status, failed.code, failed.message, failed.retry_after)
         turn.started()  # a whole answer's head comes with the answer: it has started

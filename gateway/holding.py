@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from prometheus_client import Histogram
 
-from gateway.errors import error_type
+from gateway.errors import error_body, error_type
 from gateway.lease import GaugeCount, Lease
 from gateway.metrics import GatewayMetrics
-from gateway.relay import into_stream
+from gateway.relay import into_stream, into_whole
 from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
 from gateway.sse import sse_comment, sse_error
 from gateway.table import Holding, ModelState, ModelTable
@@ -48,6 +49,35 @@ class WaitTimer:
         self._histogram.observe(time.monotonic() - self._arrived)
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How a held answer that has already begun as a 200 says that it waits, how it fails, and how the
+    model's answer follows."""
+
+    opening: Callable[[str], bytes]  # the model's key -> the first bytes, sent at once
+    beat: Callable[[float], bytes]  # seconds held so far -> a heartbeat
+    error: Callable[[Held], bytes]
+    relay: Callable[[Upstream, Callable[[], None]], AsyncIterator[bytes]]
+
+
+# A streaming request: SSE comments while held, an error event if the hold fails.
+SSE = Framing(
+    opening=lambda key: sse_comment(f"hearth: model {key} is starting; holding this request"),
+    beat=lambda waited: sse_comment(f"hearth: still starting ({waited:.0f}s)"),
+    error=lambda failed: sse_error(failed.message, error_type(failed.status), failed.code),
+    relay=into_stream,
+)
+# A whole-answer request kept alive through proxies' idle timeouts (hearth.dev/json-keepalive): spaces
+# while held (JSON allows whitespace before a value), then the answer's body, or the error object. The
+# status is committed as 200 before the answer is known: an error arrives as a 200 with an `error` body.
+JSON_WHITESPACE = Framing(
+    opening=lambda key: b" ",
+    beat=lambda waited: b" ",
+    error=lambda failed: error_body(failed.message, error_type(failed.status), failed.code),
+    relay=into_whole,
+)
+
+
 class Hold:
     def __init__(self, table: ModelTable, router: Router, metrics: GatewayMetrics) -> None:
         self.table = table
@@ -63,15 +93,20 @@ class Hold:
         )
 
     async def wait(
-        self, state: ModelState, outgoing: Outgoing, deadline: float, heartbeat: Callable[[float], None] | None = None
+        self,
+        state: ModelState,
+        outgoing: Outgoing,
+        deadline: float,
+        ticket: int,
+        heartbeat: Callable[[float], None] | None = None,
     ) -> tuple[Upstream, Turn]:
         """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval. The
         request waits in the model's line (gateway.wake) and goes when its turn comes, in arrival order;
-        the caller says when its answer starts (`Turn.started`) or ends without one (`Turn.end`)."""
+        the caller says when its answer starts (`Turn.started`) or ends without one (`Turn.end`). `ticket`
+        is its place in line, taken when its hold began (`state.wake.ticket()`)."""
         started = time.monotonic()
         next_beat = started + state.scale.heartbeat_interval
         failures = 0
-        ticket = state.wake.ticket()
         place: asyncio.Future[bool] | None = None
         try:
             while True:
@@ -119,25 +154,33 @@ class Hold:
                 state.wake.quit(ticket, place)
 
     async def stream(
-        self, state: ModelState, outgoing: Outgoing, deadline: float, held: Lease, first_byte: Callable[[], None]
+        self,
+        state: ModelState,
+        outgoing: Outgoing,
+        deadline: float,
+        held: Lease,
+        ticket: int,
+        first_byte: Callable[[], None],
+        framing: Framing = SSE,
     ) -> AsyncIterator[bytes]:
-        """A streaming client's answer while its model starts: a comment at once, heartbeats while held, then
-        the model's stream (or an error event). `held` is released as soon as the hold ends."""
+        """A held client's answer, begun at once as a 200 (`framing` says in what words): an opening at
+        once, heartbeats while held, then the model's answer (or the error). `held` is released as soon as
+        the hold ends."""
         beats: asyncio.Queue[float] = asyncio.Queue(maxsize=1)
 
         def beat(waited: float) -> None:
             if beats.empty():
                 beats.put_nowait(waited)
 
-        hold = asyncio.ensure_future(self.wait(state, outgoing, deadline, heartbeat=beat))
+        hold = asyncio.ensure_future(self.wait(state, outgoing, deadline, ticket, heartbeat=beat))
         next_beat: asyncio.Future[float] | None = None
         try:
-            yield sse_comment(f"hearth: model {state.key} is starting; holding this request")
+            yield framing.opening(state.key)
             while not hold.done():
                 next_beat = asyncio.ensure_future(beats.get())
                 await asyncio.wait({hold, next_beat}, return_when=asyncio.FIRST_COMPLETED)
                 if next_beat.done():
-                    yield sse_comment(f"hearth: still starting ({next_beat.result():.0f}s)")
+                    yield framing.beat(next_beat.result())
                 else:
                     next_beat.cancel()
             held.release()
@@ -146,7 +189,7 @@ class Hold:
             except Held as failed:
                 self.metrics.rejections.labels(state.key, failed.code).inc()
                 self.metrics.requests.labels(state.key, str(failed.status)).inc()
-                yield sse_error(failed.message, error_type(failed.status), failed.code)
+                yield framing.error(failed)
                 return
             upstream, turn = found
             self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
@@ -155,7 +198,7 @@ class Hold:
                 turn.started()
                 first_byte()
 
-            async for chunk in into_stream(upstream, first):
+            async for chunk in framing.relay(upstream, first):
                 yield chunk
         finally:
             if next_beat is not None:

@@ -129,3 +129,14 @@ async def into_stream(upstream: Upstream, first_byte: Callable[[], None]) -> Asy
     finally:
         await response.aclose()
         upstream.lease.release()
+
+
+async def into_whole(upstream: Upstream, first_byte: Callable[[], None]) -> AsyncIterator[bytes]:
+    """A whole answer inside a committed 200 (a held request kept alive with whitespace): its body as it is,
+    whatever its status, aborted if it breaks off. Ends the upstream and its lease when done."""
+    try:
+        async for chunk in body(upstream, stream=False, first_byte=first_byte):
+            yield chunk
+    finally:
+        await upstream.response.aclose()
+        upstream.lease.release()

@@ -38,6 +38,11 @@ class FrontDoorSettings(BaseModel):
         _SCALE.cold_start, description="for --upstream models (Deployments use hearth.dev/cold-start)"
     )
     heartbeat_interval: Duration = Field(_SCALE.heartbeat_interval, gt=0, description="SSE comment heartbeat")
+    json_keepalive: bool = Field(
+        _SCALE.json_keepalive,
+        description="for --upstream models: a held non-streaming request gets a 200 and spaces while held "
+        "(Deployments use hearth.dev/json-keepalive)",
+    )
     activation_timeout: Duration = Field(_SCALE.activation_timeout, gt=0, description="longest hold")
     queue_size: int = Field(_SCALE.queue_size, ge=0, description="held requests per model")
     max_held: int = Field(10_000, ge=0, description="held requests in total, all models")
@@ -88,6 +93,7 @@ class FrontDoorSettings(BaseModel):
         return ScaleSpec(
             cold_start=self.cold_start,
             heartbeat_interval=self.heartbeat_interval,
+            json_keepalive=self.json_keepalive,
             activation_timeout=self.activation_timeout,
             queue_size=self.queue_size,
         )

@@ -8,6 +8,8 @@ from typing import Any
 
 import simdjson
 
+from gateway.errors import error_body
+
 
 def sse_comment(text: str) -> bytes:
     """A comment line: clients and SDKs ignore it, proxies and load balancers see traffic."""
@@ -15,8 +17,7 @@ def sse_comment(text: str) -> bytes:
 
 
 def sse_error(message: str, kind: str, code: str) -> bytes:
-    payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    return b"data: " + error_body(message, kind, code) + b"\n\n"
 
 
 def error_message(detail: str) -> str | None:

@@ -48,6 +48,13 @@ KEYS: tuple[Key, ...] = (
     Key(
         "heartbeat-interval", "deployment", "10s", "Interval of SSE comment heartbeats sent to held streaming clients."
     ),
+    Key(
+        "json-keepalive",
+        "deployment",
+        "false",
+        "`true`: a held non-streaming request gets a 200 at once and a space every heartbeat interval, so "
+        "proxies with idle timeouts keep it; errors then come as a 200 with an `error` body.",
+    ),
     Key("activation-timeout", "deployment", "10m", "How long a request is held waiting for a ready pod."),
     Key("queue-size", "deployment", "100", "Requests held per model while it has no ready pod; beyond it: 429."),
     Key(
@@ -84,6 +91,7 @@ class ScaleSpec:
     scale_down_delay: float = 300.0
     cold_start: Literal["keepalive", "reject"] = "keepalive"
     heartbeat_interval: float = 10.0
+    json_keepalive: bool = False
     activation_timeout: float = 600.0
     queue_size: int = 100
 
@@ -186,6 +194,12 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
         values["heartbeat_interval"] = duration_seconds(
             errors, at("heartbeat-interval"), raw["heartbeat-interval"], 1, 300, "10s"
         )
+    if "json-keepalive" in raw:
+        flag = raw["json-keepalive"].strip()
+        if flag in ("true", "false"):
+            values["json_keepalive"] = flag == "true"
+        else:
+            errors.add(at("json-keepalive"), raw["json-keepalive"], "must be true or false", 'write "true" or "false"')
     if "activation-timeout" in raw:
         values["activation_timeout"] = duration_seconds(
             errors, at("activation-timeout"), raw["activation-timeout"], 1, 7200, "10m"

@@ -66,6 +66,7 @@ def test_the_example_deployment_is_valid() -> None:
         ({"hearth.dev/target": "0"}, None, ["target", '"0"', "from 1 to 100000"]),
         ({"hearth.dev/scale-down-delay": "5 minutes"}, None, ["scale-down-delay", '"5 minutes"', "duration", '"5m"']),
         ({"hearth.dev/cold-start": "warm"}, None, ["cold-start", '"warm"', "keepalive or reject"]),
+        ({"hearth.dev/json-keepalive": "yes"}, None, ["json-keepalive", '"yes"', "true or false"]),
         (
             {"hearth.dev/max-replica": "3"},
             None,

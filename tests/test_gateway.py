@@ -429,3 +429,33 @@ def test_request_heads_are_bounded_on_the_front_door_and_the_sidecar(procs: Proc
     reply = sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)  # still serving
     assert reply.choices[0].message.content == "Hearth keeps"
     assert sum(_sim_outcomes(sim).values()) == 1  # (the count does count completions)
+
+
+def test_json_keepalive_sends_spaces_while_held_then_the_answer(procs: Processes) -> None:
+    """Behind a proxy that drops a connection silent for 60 s, a whole-answer request held through a long
+    load would fail: with --json-keepalive (hearth.dev/json-keepalive) it gets a 200 at once and a space
+    every heartbeat, then the answer, which JSON parsers (and the OpenAI SDK) read past the spaces."""
+    sim = procs.simulator(startup="2s")
+    door = procs.front_door([("qwen", sim)], "--json-keepalive")
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    started = time.monotonic()
+    with httpx.stream("POST", f"{door.url}/v1/chat/completions", json=body, timeout=30) as raw:
+        assert raw.status_code == 200 and raw.headers["content-type"] == "application/json"
+        chunks = [(time.monotonic() - started, chunk) for chunk in raw.iter_raw()]
+    text = b"".join(chunk for _, chunk in chunks)
+    assert chunks[0][0] < 1.0 and chunks[0][1].isspace()  # the first byte comes at once, not with the answer
+    assert text.startswith(b"  ")  # the opening space and at least one heartbeat (every 500 ms, 2 s held)
+    assert json.loads(text)["choices"][0]["message"]["content"] == "Hearth keeps"
+    answer = sdk(door).chat.completions.create(model="qwen", messages=CHAT, max_tokens=2)
+    assert answer.choices[0].message.content == "Hearth keeps"
+
+
+def test_json_keepalive_reports_a_failed_start_in_the_body_of_its_200(procs: Processes) -> None:
+    """The trade-off of committing the status early: a hold that fails can only say so in the body."""
+    sim = procs.simulator(startup="2s", fail_start=True)
+    door = procs.front_door([("qwen", sim)], "--json-keepalive")
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}
+    answer = httpx.post(f"{door.url}/v1/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["error"]["code"] == "model_start_failed"
+    assert demand(door)["held"] == 0

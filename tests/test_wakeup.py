@@ -90,18 +90,16 @@ def test_held_streams_reach_the_new_replica_in_arrival_order_a_window_at_a_time(
                 text = "".join(r.iter_text())
             done.append(text)
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-        for thread in threads:  # one at a time, so that the front door sees them in this order
-            thread.start()
-            time.sleep(0.03)
-
         def held() -> int:
             return int(httpx.get(f"{door.url}/demand").json()["models"]["local/qwen"]["held"])
 
-        deadline = time.monotonic() + 10
-        while held() < CLIENTS and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert held() == CLIENTS
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+        for count, thread in enumerate(threads, 1):  # each held before the next is sent: a known order
+            thread.start()
+            deadline = time.monotonic() + 10
+            while held() < count and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert held() == count
         state.ready.set()
         for thread in threads:
             thread.join(timeout=60)
