@@ -63,6 +63,12 @@ KEYS: tuple[Key, ...] = (
         "(required)",
         "Model URI: hf://, huggingface://, modelscope://, pvc://claim[/sub], s3://bucket/prefix.",
     ),
+    Key(
+        "container",
+        "template",
+        "(see below)",
+        "Which container is the model, when none is named `model` and the rule below cannot tell.",
+    ),
     Key("vendors", "template", "(any)", "Accelerator vendors in order of preference, e.g. `nvidia,ascend`."),
     Key("runtime", "template", "(none)", "Pin one InferenceRuntime by name (instead of `vendors`)."),
     Key("accelerators", "template", "1", "Accelerators per pod (the runtime's resource, as a limit)."),
@@ -109,6 +115,7 @@ class PodSpec:
     cache_size: str | None = None
     shm_size: str = "2Gi"
     served_name: str | None = None
+    container: str | None = None  # the model container's name (policies.adoption)
 
 
 def _where(scope_where: str, key: str) -> str:
@@ -281,6 +288,12 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
         values["cache_size"] = quantity(errors, at("cache-size"), raw["cache-size"], "100Gi")
     if "shm-size" in raw:
         values["shm_size"] = quantity(errors, at("shm-size"), raw["shm-size"], "2Gi")
+    if "container" in raw:
+        name = raw["container"].strip()
+        if is_dns_label(name):
+            values["container"] = name
+        else:
+            errors.add(at("container"), raw["container"], "must be a container name", 'write e.g. "vllm"')
     if "served-name" in raw:
         served = raw["served-name"].strip()
         if not served or len(served) > 253 or any(c.isspace() or c in "\"'" for c in served):

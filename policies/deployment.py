@@ -7,8 +7,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies.annotations import ENABLED_LABEL, PREFIX, RENDERED, PodSpec, ScaleSpec, parse_pod, parse_scale
+from policies.adoption import CONTAINER_KEY, clean_path, dropped_command, model_container
+from policies.annotations import (
+    ENABLED_LABEL,
+    PREFIX,
+    RENDERED,
+    TEMPLATE_WHERE,
+    PodSpec,
+    ScaleSpec,
+    parse_pod,
+    parse_scale,
+)
 from policies.errors import Collector, ContractError, Problem
+from policies.modelsource import PVC_MOUNT
 from policies.patch import json_copy
 from policies.render import MODEL_CONTAINER, PLACEHOLDER_IMAGE, RenderSettings, render_pod, reserved_volume_problems
 from policies.runtime import InferenceRuntime
@@ -37,15 +48,14 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
     template_meta = _mapping(template.get("metadata"))
     scale = parse_scale(_str_map(meta.get("annotations")), errors)
     pod = parse_pod(_str_map(template_meta.get("annotations")), errors)
-    containers = _mapping(template.get("spec")).get("containers") or []
-    names = [c.get("name") for c in containers if isinstance(c, Mapping)]
-    if MODEL_CONTAINER not in names:
-        errors.add(
-            "spec.template.spec.containers",
-            ", ".join(str(n) for n in names) or "(none)",
-            f'must include a container named "{MODEL_CONTAINER}" for the runtime to fill in',
-            f"add `- name: {MODEL_CONTAINER}` to the containers",
-        )
+    containers = [c for c in _mapping(template.get("spec")).get("containers") or [] if isinstance(c, Mapping)]
+    resources = {r.spec.accelerator.resource for r in runtimes or ()}
+    named = _str_map(template_meta.get("annotations")).get(CONTAINER_KEY)
+    model_name: str | None = None
+    try:
+        model_name = model_container(containers, named.strip() if named else None, resources, TEMPLATE_WHERE)
+    except ContractError as exc:
+        errors.problems.extend(exc.problems)
     errors.problems.extend(reserved_volume_problems(template.get("spec"), "spec.template.spec"))
     labels = _str_map(template_meta.get("labels"))
     if labels.get(ENABLED_LABEL) != "true":
@@ -64,17 +74,37 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
             f"{PREFIX}scale-down-delay is {scale.scale_down_delay:g}s: a model restart costs minutes, so a delay "
             "this short trades accelerator-hours for frequent cold starts"
         )
-    model = next((c for c in containers if isinstance(c, Mapping) and c.get("name") == MODEL_CONTAINER), {})
+    model = next(c for c in containers if c.get("name") == model_name)
     if model.get("image") and model.get("image") != PLACEHOLDER_IMAGE:
         warnings.append(
-            f'container "{MODEL_CONTAINER}" sets image {model.get("image")}, which the InferenceRuntime replaces'
+            f'container "{model_name}" sets image {model.get("image")}, which the InferenceRuntime replaces'
         )
+    dropped = dropped_command(model)
+    if dropped:
+        warnings.append(dropped)
     if runtimes is not None:
         try:
-            select_runtime(pod, runtimes)
+            runtime = select_runtime(pod, runtimes)
         except ContractError as exc:
             warnings.append(f"no runtime can serve these pods yet, so they will be refused: {exc.message}")
+        else:
+            warnings.extend(_mounts_left_out(model, runtime, pod))
     return Verdict(scale=scale, pod=pod, warnings=tuple(warnings))
+
+
+def _mounts_left_out(model: Mapping[str, Any], runtime: InferenceRuntime, pod: PodSpec) -> list[str]:
+    """The user's mounts that rendering leaves out because Hearth mounts the same path (policies.adoption)."""
+    theirs = {
+        clean_path(h.mount_path or h.path): "the runtime's host path" for h in runtime.spec.accelerator.host_mounts
+    }
+    if pod.model.claim is not None:
+        theirs[PVC_MOUNT] = f"the model's claim {pod.model.claim}"
+    return [
+        f'container "{model.get("name")}": the mount of volume {m.get("name")} at {m.get("mountPath")} is left out: '
+        f"Hearth mounts {theirs[clean_path(m.get('mountPath'))]} there"
+        for m in model.get("volumeMounts") or []
+        if isinstance(m, Mapping) and clean_path(m.get("mountPath")) in theirs
+    ]
 
 
 def replicas_set_by_user(obj: Mapping[str, Any]) -> bool:
@@ -119,9 +149,12 @@ def with_scaler_defaults(deployment: Mapping[str, Any], *, creating: bool) -> di
         scale = parse_scale(_str_map(_mapping(out.get("metadata")).get("annotations")), errors)
         if not errors.problems:  # an invalid Deployment is refused by validation: leave it as it is
             out["spec"]["replicas"] = scale.min_replicas
-    containers = _mapping(_mapping(_mapping(out.get("spec")).get("template")).get("spec")).get("containers")
-    for container in containers if isinstance(containers, list) else []:
-        if isinstance(container, dict) and container.get("name") == MODEL_CONTAINER and not container.get("image"):
+    template = _mapping(_mapping(out.get("spec")).get("template"))
+    containers = _mapping(template.get("spec")).get("containers")
+    named = _str_map(_mapping(template.get("metadata")).get("annotations")).get(CONTAINER_KEY)
+    items = [c for c in containers if isinstance(c, dict)] if isinstance(containers, list) else []
+    for container in items:  # the model container names no image when the runtime gives it one
+        if not container.get("image") and (container.get("name") in (named, MODEL_CONTAINER) or len(items) == 1):
             container["image"] = PLACEHOLDER_IMAGE
     return out
 
@@ -157,7 +190,8 @@ def render_for_pod(
             ]
         )
     runtime = select_runtime(spec, runtimes, where=POD_WHERE)
-    return render_pod(dict(pod), runtime, spec, served, settings, drain_token)
+    accelerators = {r.spec.accelerator.resource for r in runtimes}
+    return render_pod(dict(pod), runtime, spec, served, settings, drain_token, accelerators)
 
 
 def deployment_name_of(pod: Mapping[str, Any]) -> str | None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from policies.adoption import HUB_DEFAULTS, SHM, clean_path, model_container, user_cache
 from policies.annotations import PREFIX, RENDERED, PodSpec
 from policies.errors import ContractError, Problem
 from policies.modelsource import CACHE_DIR, PVC_MOUNT
@@ -44,10 +45,18 @@ DRAIN_TOKEN_ENV = "HEARTH_DRAIN_TOKEN"  # noqa: S105 - the variable's name
 
 
 def render_pod(
-    pod: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings, drain_token: str
+    pod: Obj,
+    runtime: InferenceRuntime,
+    spec: PodSpec,
+    served_name: str,
+    settings: RenderSettings,
+    drain_token: str,
+    accelerators: Iterable[str] = (),
 ) -> Obj:
     """Return the runtime pod for `pod`; `pod` itself is never modified. `drain_token` is this pod's own
-    secret for its drain hook: the model container's preStop sends it, the sidecar accepts no other."""
+    secret for its drain hook: the model container's preStop sends it, the sidecar accepts no other.
+    `accelerators` are the resources of every known runtime, which tell the model container apart
+    (policies.adoption)."""
     if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
         same: Obj = json_copy(pod)
         return same
@@ -63,26 +72,18 @@ def render_pod(
                 )
             ]
         )
-    out = _writable(pod)
+    containers_in = (pod.get("spec") or {}).get("containers") or []
+    resources = {rt.accelerator.resource, *accelerators}
+    name = model_container(containers_in, spec.container, resources, "metadata.annotations")
+    out = _writable(pod, name)
     meta = out.setdefault("metadata", {})
     pod_spec = out.setdefault("spec", {})
     containers: list[Obj] = pod_spec.setdefault("containers", [])
-    model = next((c for c in containers if c.get("name") == MODEL_CONTAINER), None)
-    if model is None:
-        raise ContractError(
-            [
-                Problem(
-                    "spec.template.spec.containers",
-                    ", ".join(str(c.get("name")) for c in containers) or "(none)",
-                    f'must include a container named "{MODEL_CONTAINER}" for the runtime to fill in',
-                    f"add `- name: {MODEL_CONTAINER}` to the containers",
-                )
-            ]
-        )
+    model = next(c for c in containers if c.get("name") == name)
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
     ours = _fill_model_container(model, runtime, spec, served_name, settings, drain_token)
     _put_by_name(containers, _sidecar(rt.container.port, drain, settings, drain_token))
-    foreign = _foreign_mounts(pod_spec, ours, _add_volumes(pod_spec, runtime, spec))
+    foreign = _foreign_mounts(pod_spec, ours, _add_volumes(pod_spec, runtime, spec, ours))
     if foreign:
         raise ContractError(foreign)
     pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), **rt.accelerator.node_selector}
@@ -168,7 +169,7 @@ def _dicts(obj: object, key: str) -> list[Obj]:
     return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
-def _writable(pod: Obj) -> Obj:
+def _writable(pod: Obj, model: str) -> Obj:
     """A copy of `pod` that rendering may change: the parts it edits are copied (metadata labels and
     annotations, the spec's lists, the whole model container); everything else is shared with `pod`, so
     that the diff skips it by identity instead of walking it."""
@@ -185,7 +186,7 @@ def _writable(pod: Obj) -> Obj:
             spec[key] = list(spec[key])
     containers = spec.get("containers") or []
     for index, container in enumerate(containers):
-        if isinstance(container, dict) and container.get("name") == MODEL_CONTAINER:
+        if isinstance(container, dict) and container.get("name") == model:
             containers[index] = json_copy(container)
     return out
 
@@ -208,7 +209,9 @@ def _fill_model_container(
         model["command"] = [fill_template(a, variables) for a in rt.container.command]
     model["args"] = [fill_template(a, variables) for a in rt.container.args] + list(spec.extra_args)
     runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
-    source_env = [{"name": k, "value": v} for k, v in spec.model.env.items()]
+    caches = {k: user_cache(model, k) for k in spec.model.env if k in HUB_DEFAULTS}
+    kept_cache = any(caches.values())  # the user mounts a hub cache already: it is used, not replaced
+    source_env = [{"name": k, "value": caches.get(k) or v} for k, v in spec.model.env.items()]
     model["env"] = _merged(runtime_env + source_env, model.get("env") or [])
     ports = [p for p in model.get("ports") or [] if p.get("containerPort") != port and p.get("name") != "runtime"]
     model["ports"] = [{"name": "runtime", "containerPort": port, "protocol": "TCP"}, *ports]
@@ -234,14 +237,19 @@ def _fill_model_container(
             "httpHeaders": [{"name": "Authorization", "value": f"Bearer {drain_token}"}],
         }
     }
-    ours: list[Obj] = [{"name": "hearth-shm", "mountPath": "/dev/shm"}]  # noqa: S108 - the in-memory shm mount
-    if spec.model.needs_cache:
+    mounts: list[Obj] = model.setdefault("volumeMounts", [])
+    user_paths = {clean_path(m.get("mountPath")) for m in mounts}
+    ours: list[Obj] = [] if SHM in user_paths else [{"name": "hearth-shm", "mountPath": SHM}]  # the user's wins
+    if spec.model.needs_cache and not kept_cache:
         ours.append({"name": "hearth-cache", "mountPath": CACHE_DIR})
     if spec.model.claim is not None:
         ours.append({"name": "hearth-model", "mountPath": PVC_MOUNT, "readOnly": True})
     for index, host in enumerate(rt.accelerator.host_mounts):
         ours.append({"name": f"hearth-host-{index}", "mountPath": host.mount_path or host.path, "readOnly": True})
-    mounts: list[Obj] = model.setdefault("volumeMounts", [])
+    # One mount per path: where Hearth mounts (the runtime's host paths, the model's claim), the user's own
+    # mount at that path is left out of the pod.
+    taken = {clean_path(m["mountPath"]) for m in ours}
+    mounts[:] = [m for m in mounts if clean_path(m.get("mountPath")) not in taken]
     for mount in ours:
         _put_by_name(mounts, mount)
     return ours
@@ -271,12 +279,14 @@ def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_toke
     }
 
 
-def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec) -> set[str]:
-    """Adds Hearth's volumes; returns their names."""
+def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec, ours: list[Obj]) -> set[str]:
+    """Adds Hearth's volumes that its mounts (`ours`) use; returns their names."""
     volumes: list[Obj] = pod_spec.setdefault("volumes", [])
     before = {id(v) for v in volumes}
-    _put_by_name(volumes, {"name": "hearth-shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
-    if spec.model.needs_cache:
+    used = {m["name"] for m in ours}
+    if "hearth-shm" in used:
+        _put_by_name(volumes, {"name": "hearth-shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}})
+    if "hearth-cache" in used:
         cache: Obj = {"sizeLimit": spec.cache_size} if spec.cache_size else {}
         _put_by_name(volumes, {"name": "hearth-cache", "emptyDir": cache})
     if spec.model.claim is not None:

@@ -27,7 +27,7 @@ def load_case(path: Path) -> tuple[dict[str, Any], list[InferenceRuntime]]:
             runtimes.append(runtime_from_object(doc))
     if deployment is None:
         raise ValueError(f"{path} has no Deployment")
-    return deployment, runtimes
+    return deployment, runtimes or sample_runtimes()  # a case without runtimes meets the shipped samples
 
 
 def sample_runtimes() -> list[InferenceRuntime]:

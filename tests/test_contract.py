@@ -150,13 +150,40 @@ def test_all_problems_are_reported_at_once() -> None:
     assert message.startswith("3 problems")
 
 
-def test_model_container_and_opt_in_label_are_required() -> None:
+def test_an_unknowable_model_container_and_the_opt_in_label_are_required() -> None:
     obj = copy.deepcopy(DEPLOYMENT)
-    obj["spec"]["template"]["spec"]["containers"][0]["name"] = "main"
+    obj["spec"]["template"]["spec"]["containers"] = [{"name": "main", "image": "a"}, {"name": "logs", "image": "b"}]
     del obj["spec"]["template"]["metadata"]["labels"]["hearth.dev/enabled"]
     message = problems_of(obj)
-    assert 'named "model"' in message and '"main"' in message
+    assert '"main, logs"' in message and "cannot tell which container is the model" in message
+    assert "add the pod-template annotation hearth.dev/container: NAME" in message
     assert 'hearth.dev/enabled: "true"' in message
+
+
+GPU = {"limits": {"nvidia.com/gpu": "1"}}
+
+
+@pytest.mark.parametrize(
+    ("containers", "named", "chosen"),
+    [
+        ([{"name": "only"}], None, "only"),
+        ([{"name": "logs"}, {"name": "model"}], None, "model"),  # the first wave's contract keeps working
+        ([{"name": "logs"}, {"name": "vllm", "resources": GPU}], None, "vllm"),  # the one asking for a GPU
+        ([{"name": "a", "resources": GPU}, {"name": "b", "resources": GPU}], "b", "b"),
+        ([{"name": "model"}, {"name": "llm"}], "llm", "llm"),  # the annotation wins over the name
+    ],
+)
+def test_which_container_is_the_model(containers: list[dict[str, Any]], named: str | None, chosen: str) -> None:
+    from policies.adoption import model_container
+
+    assert model_container(containers, named, {"nvidia.com/gpu"}, "here") == chosen
+
+
+def test_a_container_annotation_naming_no_container_lists_them() -> None:
+    obj = copy.deepcopy(DEPLOYMENT)
+    obj["spec"]["template"]["metadata"]["annotations"]["hearth.dev/container"] = "vllm"
+    message = problems_of(obj)
+    assert '"hearth.dev/container"]' in message and "names no container; the containers are model" in message
 
 
 def test_durations() -> None:

@@ -36,7 +36,7 @@ def rendered_of(case: Path) -> dict[str, Any]:
 
 def drain_token_of(pod: dict[str, Any]) -> str:
     """The token the webhook generated for this pod (random per pod), as the preStop hook sends it."""
-    model = next(c for c in pod["spec"]["containers"] if c["name"] == "model")
+    model = next(c for c in pod["spec"]["containers"] if "preStop" in (c.get("lifecycle") or {}))
     header = model["lifecycle"]["preStop"]["httpGet"]["httpHeaders"][0]
     assert header["name"] == "Authorization"
     token: str = header["value"].removeprefix("Bearer ")

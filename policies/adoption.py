@@ -1,0 +1,139 @@
+"""Taking the Deployments users already have: which container is the model, what of the user's own model
+container survives rendering, and what the runtime drops (said in a warning, with the fix). Pure.
+
+The rules (the README's annotation reference says the same):
+- the model container is the one `hearth.dev/container` names; else the one named `model`; else the only
+  container that asks for an accelerator resource of any InferenceRuntime; else the only container;
+- a user's mount at a path Hearth also mounts is merged into one: the user's wins for `/dev/shm` and for
+  a hub cache (the user's volume, often a PVC, is kept and used), Hearth's wins for the runtime's host
+  paths and the model's claim (the user's mount at that path is left out of the pod);
+- the user's command and args are replaced by the runtime's; the warning quotes them and gives the
+  `hearth.dev/extra-args` value that keeps the flags the runtime does not own."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from policies.annotations import OWNED_FLAGS, PREFIX
+from policies.errors import ContractError, Problem
+
+CONTAINER_KEY = PREFIX + "container"
+LEGACY_NAME = "model"
+SHM = "/dev/shm"  # noqa: S108 - the in-memory shm mount, not a temporary file
+# Where hub clients cache when the user's image runs as root and sets nothing (HF_HOME, MODELSCOPE_CACHE).
+HUB_DEFAULTS = {"HF_HOME": "/root/.cache/huggingface", "MODELSCOPE_CACHE": "/root/.cache/modelscope"}
+_SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env"}
+
+
+def model_container(
+    containers: Sequence[Mapping[str, Any]], named: str | None, accelerators: Iterable[str], where: str
+) -> str:
+    """The name of the container Hearth treats as the model (see the module's rules), or ContractError
+    listing the containers and the fix."""
+    names = [str(c.get("name")) for c in containers]
+    listed = ", ".join(names) or "(none)"
+    if named is not None:
+        if named in names:
+            return named
+        raise ContractError(
+            [Problem(f'{where}["{CONTAINER_KEY}"]', named, f"names no container; the containers are {listed}", "")]
+        )
+    if LEGACY_NAME in names:
+        return LEGACY_NAME
+    wanted = set(accelerators)
+    asking = [str(c.get("name")) for c in containers if wanted & set(_resources(c))]
+    if len(asking) == 1:
+        return asking[0]
+    if len(names) == 1:
+        return names[0]
+    why = (
+        f"several containers ask for accelerators ({', '.join(asking)})"
+        if asking
+        else "no container asks for an accelerator"
+    )
+    raise ContractError(
+        [
+            Problem(
+                "spec.template.spec.containers",
+                listed,
+                f"cannot tell which container is the model: {why}",
+                f"add the pod-template annotation {CONTAINER_KEY}: NAME",
+            )
+        ]
+    )
+
+
+def _resources(container: Mapping[str, Any]) -> list[str]:
+    resources = container.get("resources") or {}
+    return [name for section in ("limits", "requests") for name in (resources.get(section) or {})]
+
+
+def user_cache(container: Mapping[str, Any], variable: str) -> str | None:
+    """The hub cache the user already mounts for `variable` (HF_HOME or MODELSCOPE_CACHE): the variable's
+    own value when a mount covers it, else the client's default under a mounted `/root/.cache`; None when
+    the user mounts none (Hearth then gives the pod an emptyDir)."""
+    mounts = [clean_path(m.get("mountPath")) for m in container.get("volumeMounts") or []]
+    env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+    candidates = [env[variable]] if isinstance(env.get(variable), str) else []
+    candidates += [HUB_DEFAULTS[variable]]
+    for path in candidates:
+        if any(_covers(mount, path) for mount in mounts if mount):
+            return str(path)
+    return None
+
+
+def clean_path(path: object) -> str:
+    """A mount path without a trailing slash or `..` (empty when it is not a string)."""
+    return posixpath.normpath(path) if isinstance(path, str) and path else ""
+
+
+def _covers(mount: str, path: str) -> bool:
+    path = posixpath.normpath(path)
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def dropped_command(container: Mapping[str, Any]) -> str | None:
+    """The warning for a model container whose command or args the runtime replaces, with the
+    `hearth.dev/extra-args` value that keeps the flags the runtime does not own; None when it has neither."""
+    command = [str(a) for a in container.get("command") or []]
+    args = [str(a) for a in container.get("args") or []]
+    if not command and not args:
+        return None
+    words = command + args
+    if words and words[0] in _SHELLS and "-c" in words:  # /bin/sh -c "vllm serve ... --flag": the shell's words
+        script = words[words.index("-c") + 1] if words.index("-c") + 1 < len(words) else ""
+        try:
+            words = shlex.split(script)
+        except ValueError:
+            words = script.split()
+    kept = extra_args(words)
+    said = shlex.join(command + args)
+    message = f'container "{container.get("name")}": the runtime replaces its command and args ({said[:300]})'
+    if kept:
+        return f'{message}; to keep the flags it does not set, add {PREFIX}extra-args: "{kept}"'
+    return message
+
+
+def extra_args(words: Sequence[str]) -> str:
+    """The flags of a server's command line that Hearth would pass on: from the first `--flag`, without the
+    ones the runtime owns (and their values)."""
+    out: list[str] = []
+    skip_value = False
+    flagging = False
+    for word in words:
+        if skip_value:
+            skip_value = False
+            if not word.startswith("-"):
+                continue
+        if word.startswith("--"):
+            flagging = True
+            name = word.split("=", 1)[0].replace("_", "-")
+            if name in OWNED_FLAGS:
+                skip_value = "=" not in word
+                continue
+        if flagging:
+            out.append(word)
+    return shlex.join(out)

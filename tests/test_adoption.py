@@ -1,0 +1,101 @@
+"""Taking the Deployments users already have (the adopt-* golden cases, written from each project's own
+docs): what survives rendering, what the runtime drops (with a warning that says how to keep it), and
+that no rendered pod has two volumes of one name, two mounts at one path or two env vars of one name."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policies import RenderSettings, render_for_pod, validate_deployment
+from tests.support import GOLDEN, apiserver_pod, load_case
+
+CASES = sorted(GOLDEN.glob("*.yaml"))
+ADOPTED = [c for c in CASES if c.stem.startswith("adopt-")]
+
+
+def rendered(case: Path) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]:
+    deployment, runtimes = load_case(case)
+    verdict = validate_deployment(deployment, runtimes)
+    pod = apiserver_pod(deployment)
+    del pod["metadata"]["managedFields"]
+    return deployment, render_for_pod(pod, runtimes, RenderSettings(), "token"), verdict.warnings
+
+
+def containers(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = pod["spec"]
+    return {c["name"]: c for kind in ("initContainers", "containers") for c in spec.get(kind) or []}
+
+
+def model_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in pod["spec"]["containers"] if "preStop" in (c.get("lifecycle") or {}))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+def test_one_volume_per_name_one_mount_per_path_one_variable_per_name(case: Path) -> None:
+    _, pod, _ = rendered(case)
+    assert not [n for n, k in Counter(v["name"] for v in pod["spec"].get("volumes") or []).items() if k > 1]
+    for container in containers(pod).values():
+        paths = Counter(m["mountPath"] for m in container.get("volumeMounts") or [])
+        assert not [p for p, k in paths.items() if k > 1], container["name"]
+        names = Counter(e["name"] for e in container.get("env") or [])
+        assert not [n for n, k in names.items() if k > 1], container["name"]
+
+
+@pytest.mark.parametrize("case", ADOPTED, ids=[c.stem for c in ADOPTED])
+def test_what_the_user_wrote_survives_but_the_model_containers_command(case: Path) -> None:
+    deployment, pod, _ = rendered(case)
+    template = deployment["spec"]["template"]["spec"]
+    model = model_of(pod)
+    theirs = next(c for c in template["containers"] if c["name"] == model["name"])
+    for variable in theirs.get("env") or []:  # every variable, Secret references included, as written
+        assert variable in model["env"], variable
+    assert model.get("envFrom") == theirs.get("envFrom")
+    for section in ("limits", "requests"):
+        for name, value in (theirs.get("resources") or {}).get(section, {}).items():
+            assert model["resources"][section][name] == value
+    if "securityContext" in theirs:
+        assert model["securityContext"] == theirs["securityContext"]
+    assert pod["spec"].get("securityContext") == template.get("securityContext")
+    others = {c["name"]: c for c in [*template.get("initContainers", []), *template["containers"]]}
+    del others[model["name"]]
+    rendered_others = containers(pod)
+    for name, container in others.items():  # unchanged but for the defaults the apiserver filled in
+        assert {k: rendered_others[name][k] for k in container} == container
+
+
+def test_the_vllm_guides_deployment_keeps_its_cache_and_shm_and_is_told_which_flags_to_keep() -> None:
+    _, pod, warnings = rendered(GOLDEN / "adopt-vllm-gpu.yaml")
+    model = model_of(pod)
+    assert model["name"] == "mistral-7b"  # found by its GPU: no renaming
+    mounts = {m["mountPath"]: m["name"] for m in model["volumeMounts"]}
+    assert mounts == {"/root/.cache/huggingface": "cache-volume", "/dev/shm": "shm"}  # the user's, not Hearth's
+    assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in model["env"]  # the PVC is the hub cache
+    assert not {"hearth-shm", "hearth-cache"} & {v["name"] for v in pod["spec"]["volumes"]}
+    (dropped,) = [w for w in warnings if "replaces its command and args" in w]
+    assert 'hearth.dev/extra-args: "--trust-remote-code --enable-chunked-prefill --max_num_batched_tokens 1024"' in (
+        dropped
+    )
+
+
+def test_an_args_style_deployment_keeps_its_flags_but_those_the_runtime_owns() -> None:
+    _, pod, warnings = rendered(GOLDEN / "adopt-vllm-args.yaml")
+    (dropped,) = [w for w in warnings if "replaces its command and args" in w]
+    assert dropped.endswith('hearth.dev/extra-args: "--max-model-len 8192 --gpu-memory-utilization 0.90"')
+    model = model_of(pod)
+    assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in model["env"]  # under the mounted /root/.cache
+
+
+def test_the_runtimes_host_paths_win_over_the_users_and_say_so() -> None:
+    _, pod, warnings = rendered(GOLDEN / "adopt-vllm-ascend.yaml")
+    model = model_of(pod)
+    mounts = {m["mountPath"]: m for m in model["volumeMounts"]}
+    assert mounts["/usr/local/Ascend/driver"]["name"].startswith("hearth-host-")
+    assert mounts["/usr/local/Ascend/driver"]["readOnly"] is True
+    assert mounts["/dev/shm"]["name"] == "shm"  # the user's 16Gi
+    left_out = [w for w in warnings if "is left out" in w]
+    assert len(left_out) == 4 and "volume driver at /usr/local/Ascend/driver" in left_out[0]
+    assert {"name": "MODELSCOPE_CACHE", "value": "/var/cache/hearth/modelscope"} in model["env"]  # none mounted
