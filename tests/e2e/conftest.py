@@ -4,6 +4,7 @@ its own ports and address ranges, so it never touches a developer's `hearth dev 
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 import subprocess
 import time
@@ -87,7 +88,9 @@ def ready_pods(cluster: Cluster, namespace: str, app: str) -> list[dict[str, Any
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = "e2e-" + request.node.name.replace("_", "-").lower()[:40].rstrip("-")
+    # Named after the test, with a digest of its whole id: parametrized cases get namespaces of their own.
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]
+    name = "e2e-" + request.node.originalname.replace("_", "-").lower()[:40].rstrip("-") + "-" + digest
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -17,6 +17,7 @@ import yaml
 
 from devcluster.cluster import DEV_RUNTIMES, MANIFESTS, Cluster
 from tests.e2e.conftest import apply, get_json, ready_pods, wait_for, webhook_runtimes
+from tests.support import GOLDEN, load_case
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = yaml.safe_load((Path(__file__).parents[2] / "examples" / "qwen3-8b.yaml").read_text())
@@ -320,3 +321,26 @@ def test_hearth_status_lists_every_namespace_with_a_and_one_without(
         assert one[1].split()[2] == "sim-nvidia"
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+ADOPTED = sorted(GOLDEN.glob("adopt-*.yaml"))
+
+
+@pytest.mark.parametrize("case", ADOPTED, ids=[c.stem for c in ADOPTED])
+def test_an_adopted_deployment_gets_pods_the_apiserver_accepts(cluster: Cluster, namespace: str, case: Path) -> None:
+    """Each real-world shape, applied as its user would: the ReplicaSet's pods are created (no FailedCreate:
+    the apiserver accepts what the webhook rendered), with the user's env (Secret references) kept. Their
+    PVCs and images do not exist here, so the pods go no further than Pending or the image pull."""
+    adopted, _ = load_case(case)
+    adopted["metadata"]["namespace"] = namespace
+    adopted["metadata"].setdefault("annotations", {})["hearth.dev/min-replicas"] = "1"
+    apply(cluster, adopted)
+    selector = ",".join(f"{k}={v}" for k, v in adopted["spec"]["selector"]["matchLabels"].items())
+    pods = wait_for("a pod", lambda: get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"], timeout=60)
+    assert "hearth.dev/rendered" in pods[0]["metadata"]["annotations"]
+    model = next(c for c in pods[0]["spec"]["containers"] if "preStop" in (c.get("lifecycle") or {}))
+    theirs = next(c for c in adopted["spec"]["template"]["spec"]["containers"] if c["name"] == model["name"])
+    for variable in theirs.get("env") or []:
+        assert variable in model["env"]
+    events = get_json(cluster, "events", "-n", namespace)["items"]
+    assert not [e["message"] for e in events if e["reason"] == "FailedCreate"]
