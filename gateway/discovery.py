@@ -26,7 +26,7 @@ from policies import (
     backend_of,
     published_failure,
     scale_of,
-    served_name_of,
+    served_names_of,
     stamp_of,
 )
 
@@ -140,7 +140,7 @@ class KubeDiscovery:
             if errors.problems:  # the validating webhook refuses these; tolerate what got in while it was down
                 log.warning("deployment %s: %s", key, errors.problems[0])
             created = str((deployment.get("metadata") or {}).get("creationTimestamp") or "")
-            self.table.upsert(key, served_name_of(deployment), scale, created)
+            self.table.upsert(key, served_names_of(deployment), scale, created)
             self.table.set_failure(key, published_failure(deployment))
         for key in [k for k in self.table.models if k not in deployments]:
             self.table.remove(key)

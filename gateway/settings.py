@@ -106,6 +106,12 @@ class SidecarSettings(BaseModel):
     host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - reached by the front door
     port: int = Field(8090, ge=1, le=65535, description="port to listen on")
     drain_timeout: Duration = Field(300.0, gt=0, description="longest wait for open streams on termination")
+    health_path: str = Field(
+        "/health",
+        pattern=r"^/",
+        description="the runtime's health check, which /ready follows (keep mode: the model container's "
+        "readiness probe path)",
+    )
     drain_token: str | None = Field(
         None,
         description="the pod's own secret that GET /drain must carry as `Authorization: Bearer` (the webhook "

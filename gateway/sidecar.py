@@ -73,7 +73,7 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
         if drain.draining:
             return Response("draining", status_code=503)
         try:
-            health = await client.get(f"{settings.upstream}/health", timeout=1.0)
+            health = await client.get(f"{settings.upstream}{settings.health_path}", timeout=1.0)
         except httpx.HTTPError:
             return Response("runtime unreachable", status_code=503)
         return Response(

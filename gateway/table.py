@@ -32,7 +32,7 @@ class Backend:
 @dataclass
 class ModelState:
     key: str  # namespace/name
-    served_name: str
+    served_name: str  # what the model's server serves: the front door asks it for this name
     scale: ScaleSpec = field(default_factory=ScaleSpec)
     backends: dict[str, Backend] = field(default_factory=dict)
     held: int = 0
@@ -42,6 +42,7 @@ class ModelState:
     busy_since: float = field(default_factory=time.monotonic)  # when busy_seconds was last brought up to date
     failure: str | None = None  # set when the model cannot start (e.g. Degraded); held requests fail
     created: str = ""  # the Deployment's creationTimestamp (who keeps a contested plain name)
+    aliases: tuple[str, ...] = ()  # further names clients may use (hearth.dev/served-name after the first)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     wake: Wake = field(init=False)  # the line of held requests, let in by arrival (gateway.wake)
 
@@ -80,7 +81,7 @@ class ModelState:
 
     @property
     def claimant(self) -> Claimant:
-        return Claimant(self.key, frozenset({self.name, self.served_name}), self.created)
+        return Claimant(self.key, frozenset({self.name, self.served_name, *self.aliases}), self.created)
 
 
 class Holding:
@@ -113,13 +114,15 @@ class ModelTable:
     def record_names(self, recorded: Mapping[str, str]) -> None:
         self.recorded_names = recorded
 
-    def upsert(self, key: str, served_name: str, scale: ScaleSpec, created: str = "") -> ModelState:
+    def upsert(self, key: str, served: str | tuple[str, ...], scale: ScaleSpec, created: str = "") -> ModelState:
+        """A model and the names it is served as (the first is its server's; the rest are aliases)."""
+        first, *aliases = (served,) if isinstance(served, str) else served
         state = self.models.get(key)
         if state is None:
-            state = ModelState(key=key, served_name=served_name, scale=scale, created=created)
+            state = ModelState(key=key, served_name=first, scale=scale, created=created, aliases=tuple(aliases))
             self.models[key] = state
         else:
-            state.served_name, state.scale, state.created = served_name, scale, created
+            state.served_name, state.aliases, state.scale, state.created = first, tuple(aliases), scale, created
         return state
 
     def remove(self, key: str) -> None:
@@ -151,7 +154,7 @@ class ModelTable:
         state = self.models.get(requested)
         if state is not None:
             return state
-        matches = [s for s in self.models.values() if requested in (s.name, s.served_name)]
+        matches = [s for s in self.models.values() if requested in (s.name, s.served_name, *s.aliases)]
         if len(matches) == 1:
             return matches[0]
         holder = owner(requested, [s.claimant for s in matches], self.recorded_names)

@@ -37,6 +37,7 @@ from policies.objects import (
     published_failure,
     scale_of,
     served_name_of,
+    served_names_of,
     sidecar_url,
     start_failure,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "scale_of",
     "select_runtime",
     "served_name_of",
+    "served_names_of",
     "sidecar_url",
     "squatting_warnings",
     "stamp_of",

@@ -21,6 +21,7 @@ from policies.annotations import OWNED_FLAGS, PREFIX
 from policies.errors import ContractError, Problem
 
 CONTAINER_KEY = PREFIX + "container"
+SIDECAR_CONTAINER = "hearth-gateway"  # Hearth's own, added to every pod: never the model
 LEGACY_NAME = "model"
 SHM = "/dev/shm"  # noqa: S108 - the in-memory shm mount, not a temporary file
 # Where hub clients cache when the user's image runs as root and sets nothing (HF_HOME, MODELSCOPE_CACHE).
@@ -33,6 +34,7 @@ def model_container(
 ) -> str:
     """The name of the container Hearth treats as the model (see the module's rules), or ContractError
     listing the containers and the fix."""
+    containers = [c for c in containers if c.get("name") != SIDECAR_CONTAINER]
     names = [str(c.get("name")) for c in containers]
     listed = ", ".join(names) or "(none)"
     if named is not None:
@@ -102,19 +104,47 @@ def dropped_command(container: Mapping[str, Any]) -> str | None:
     args = [str(a) for a in container.get("args") or []]
     if not command and not args:
         return None
-    words = command + args
-    if words and words[0] in _SHELLS and "-c" in words:  # /bin/sh -c "vllm serve ... --flag": the shell's words
-        script = words[words.index("-c") + 1] if words.index("-c") + 1 < len(words) else ""
-        try:
-            words = shlex.split(script)
-        except ValueError:
-            words = script.split()
+    words = command_words(container)
     kept = extra_args(words)
     said = shlex.join(command + args)
     message = f'container "{container.get("name")}": the runtime replaces its command and args ({said[:300]})'
     if kept:
         return f'{message}; to keep the flags it does not set, add {PREFIX}extra-args: "{kept}"'
     return message
+
+
+def command_words(container: Mapping[str, Any]) -> list[str]:
+    """The server's command line: command and args, or the script's words when a shell runs it
+    (`/bin/sh -c "vllm serve ..."`, as vLLM's own Kubernetes guide writes it)."""
+    words = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    if words and words[0] in _SHELLS and "-c" in words:
+        at = words.index("-c") + 1
+        script = words[at] if at < len(words) else ""
+        try:
+            return shlex.split(script)
+        except ValueError:
+            return script.split()
+    return words
+
+
+# The flags that name the model a server reports in /v1/models, most telling first: vLLM and SGLang's
+# --served-model-name, llama.cpp's --alias, then the model itself (vLLM's --model or `vllm serve MODEL`,
+# SGLang's --model-path, TGI's --model-id).
+_NAME_FLAGS = ("--served-model-name", "--alias", "--model", "--model-path", "--model-id")
+
+
+def reported_name(container: Mapping[str, Any]) -> str | None:
+    """The model name the server in `container` most likely reports, read off its command line."""
+    words = command_words(container)
+    found: dict[str, str] = {}
+    for index, word in enumerate(words):
+        flag, _, value = word.partition("=")
+        if flag.replace("_", "-") in _NAME_FLAGS:
+            value = value or (words[index + 1] if index + 1 < len(words) else "")
+            found.setdefault(flag.replace("_", "-"), value.split(",")[0])
+        elif word == "serve" and index + 1 < len(words) and not words[index + 1].startswith("-"):
+            found.setdefault("--model", words[index + 1])
+    return next((found[f] for f in _NAME_FLAGS if found.get(f)), None)
 
 
 def extra_args(words: Sequence[str]) -> str:

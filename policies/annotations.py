@@ -60,8 +60,15 @@ KEYS: tuple[Key, ...] = (
     Key(
         "model",
         "template",
-        "(required)",
-        "Model URI: hf://, huggingface://, modelscope://, pvc://claim[/sub], s3://bucket/prefix.",
+        "(none: keep mode)",
+        "Model URI: hf://, huggingface://, modelscope://, pvc://claim[/sub], s3://bucket/prefix; the model "
+        "container is then rendered from a runtime. Without it, the containers run as written (keep mode).",
+    ),
+    Key(
+        "port",
+        "template",
+        "(first containerPort, else 8000)",
+        "Keep mode: the port the model container's server listens on, where the sidecar sends requests.",
     ),
     Key(
         "container",
@@ -82,7 +89,13 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("cache-size", "template", "(unbounded)", "Size limit of the emptyDir that caches hub downloads."),
     Key("shm-size", "template", "2Gi", "Size of the in-memory /dev/shm."),
-    Key("served-name", "template", "(Deployment name)", "Model name served by the runtime and used by clients."),
+    Key(
+        "served-name",
+        "template",
+        "(Deployment name)",
+        "Model names clients may use, comma-separated; the first is the one the server serves (in render mode "
+        "passed as --served-model-name; in keep mode the name your server reports in /v1/models).",
+    ),
 )
 KEYS_BY_NAME = {PREFIX + key.name: key for key in KEYS}
 
@@ -106,7 +119,7 @@ class ScaleSpec:
 class PodSpec:
     """What the webhook reads from a pod template to render the runtime pod."""
 
-    model: ModelSource
+    model: ModelSource | None  # None: keep mode, the containers run as written
     vendors: tuple[str, ...] = ()
     runtime: str | None = None
     accelerators: int = 1
@@ -114,8 +127,18 @@ class PodSpec:
     extra_args: tuple[str, ...] = ()
     cache_size: str | None = None
     shm_size: str = "2Gi"
-    served_name: str | None = None
+    served_names: tuple[str, ...] = ()
     container: str | None = None  # the model container's name (policies.adoption)
+    port: int | None = None  # keep mode: the server's port
+
+    @property
+    def served_name(self) -> str | None:
+        """The name the server serves (the first of `served_names`), None for the Deployment's name."""
+        return self.served_names[0] if self.served_names else None
+
+
+# Keys that shape the rendered model container: meaningless in keep mode, where the containers run as written.
+RENDER_ONLY = ("vendors", "runtime", "accelerators", "extra-args", "cache-size", "shm-size")
 
 
 def _where(scope_where: str, key: str) -> str:
@@ -226,20 +249,28 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
 
 
 def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: str = TEMPLATE_WHERE) -> PodSpec | None:
-    """Parse the pod-template keys; returns None when a required key is missing or broken."""
+    """Parse the pod-template keys; returns None when the model URI is broken. Without `hearth.dev/model`
+    the spec is keep mode (`model` None)."""
     raw = _check_keys(errors, annotations or {}, "template", where)
     at: Callable[[str], str] = lambda name: _where(where, PREFIX + name)  # noqa: E731
-    model: ModelSource | None = None
-    if "model" not in raw:
-        errors.add(
-            at("model"),
-            None,
-            "is missing; every Hearth pod needs a model URI",
-            'add e.g. hearth.dev/model: "hf://Qwen/Qwen3-8B"',
-        )
-    else:
-        model = parse_model_uri(errors, at("model"), raw["model"])
     values: dict[str, object] = {}
+    model: ModelSource | None = None
+    if "model" in raw:
+        model = parse_model_uri(errors, at("model"), raw["model"])
+        if "port" in raw:
+            errors.add(at("port"), raw["port"], "is for keep mode; here the runtime sets the port", "remove it")
+    else:
+        for key in RENDER_ONLY:
+            if key in raw:
+                errors.add(
+                    at(key),
+                    raw[key],
+                    f"renders the model container from a runtime, which needs {PREFIX}model (without it, the "
+                    "containers run as written: keep mode)",
+                    f"add {PREFIX}model, or remove {PREFIX}{key}",
+                )
+        if "port" in raw:
+            values["port"] = whole_number(errors, at("port"), raw["port"], 1, 65535, 8000)
     if "vendors" in raw:
         vendors = tuple(v.strip() for v in raw["vendors"].split(",") if v.strip())
         bad = [v for v in vendors if not is_dns_label(v)]
@@ -295,17 +326,17 @@ def parse_pod(annotations: Mapping[str, str] | None, errors: Collector, where: s
         else:
             errors.add(at("container"), raw["container"], "must be a container name", 'write e.g. "vllm"')
     if "served-name" in raw:
-        served = raw["served-name"].strip()
-        if not served or len(served) > 253 or any(c.isspace() or c in "\"'" for c in served):
+        names = tuple(n.strip() for n in raw["served-name"].split(","))
+        if not all(n and len(n) <= 253 and not any(c.isspace() or c in "\"'" for c in n) for n in names):
             errors.add(
                 at("served-name"),
                 raw["served-name"],
-                "must be a model name without spaces or quotes",
-                'write e.g. "qwen3-8b"',
+                "must be model names without spaces or quotes, separated by commas",
+                'write e.g. "qwen3-8b" or "Qwen/Qwen3-8B,qwen3"',
             )
         else:
-            values["served_name"] = served
-    if model is None:
+            values["served_names"] = tuple(dict.fromkeys(names))
+    if "model" in raw and model is None:  # a broken URI (recorded): nothing to render from
         return None
     clean = {k: v for k, v in values.items() if v is not None}
     return PodSpec(model=model, **clean)  # type: ignore[arg-type]

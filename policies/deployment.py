@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies.adoption import CONTAINER_KEY, clean_path, dropped_command, model_container
+from policies.adoption import CONTAINER_KEY, clean_path, dropped_command, model_container, reported_name
 from policies.annotations import (
     ENABLED_LABEL,
     PREFIX,
@@ -19,7 +19,7 @@ from policies.annotations import (
     parse_scale,
 )
 from policies.errors import Collector, ContractError, Problem
-from policies.modelsource import PVC_MOUNT
+from policies.modelsource import PVC_MOUNT, ModelSource
 from policies.patch import json_copy
 from policies.render import MODEL_CONTAINER, PLACEHOLDER_IMAGE, RenderSettings, render_pod, reserved_volume_problems
 from policies.runtime import InferenceRuntime
@@ -75,10 +75,39 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
             "this short trades accelerator-hours for frequent cold starts"
         )
     model = next(c for c in containers if c.get("name") == model_name)
-    if model.get("image") and model.get("image") != PLACEHOLDER_IMAGE:
+    if pod.model is None:
+        warnings.extend(_keep_warnings(model, pod, str(meta.get("name") or "")))
+    else:
+        warnings.extend(_render_warnings(model, pod, pod.model, runtimes))
+    return Verdict(scale=scale, pod=pod, warnings=tuple(warnings))
+
+
+def _keep_warnings(model: Mapping[str, Any], pod: PodSpec, deployment: str) -> list[str]:
+    """Keep mode: the front door asks the server for the first served name; a server that reports another
+    name answers 404, so say which name its command line suggests. A preStop of the user's own is kept."""
+    warnings = []
+    reported = reported_name(model)
+    if pod.served_name is None and reported is not None and reported != deployment:
         warnings.append(
-            f'container "{model_name}" sets image {model.get("image")}, which the InferenceRuntime replaces'
+            f'keep mode: the front door asks the server for model "{deployment}", but its command line serves '
+            f'"{reported}"; add {PREFIX}served-name: "{reported}" (clients may still use "{deployment}")'
         )
+    if "preStop" in (model.get("lifecycle") or {}):
+        warnings.append(
+            f'container "{model.get("name")}" has a preStop hook of its own, which is kept: Hearth cannot drain '
+            "open streams before it stops (remove the hook to let Hearth drain them)"
+        )
+    return warnings
+
+
+def _render_warnings(
+    model: Mapping[str, Any], pod: PodSpec, source: ModelSource, runtimes: Sequence[InferenceRuntime] | None
+) -> list[str]:
+    """Render mode: what the runtime replaces or leaves out of the user's model container."""
+    warnings = []
+    image = model.get("image")
+    if image and image != PLACEHOLDER_IMAGE:
+        warnings.append(f'container "{model.get("name")}" sets image {image}, which the InferenceRuntime replaces')
     dropped = dropped_command(model)
     if dropped:
         warnings.append(dropped)
@@ -88,17 +117,17 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
         except ContractError as exc:
             warnings.append(f"no runtime can serve these pods yet, so they will be refused: {exc.message}")
         else:
-            warnings.extend(_mounts_left_out(model, runtime, pod))
-    return Verdict(scale=scale, pod=pod, warnings=tuple(warnings))
+            warnings.extend(_mounts_left_out(model, runtime, source))
+    return warnings
 
 
-def _mounts_left_out(model: Mapping[str, Any], runtime: InferenceRuntime, pod: PodSpec) -> list[str]:
+def _mounts_left_out(model: Mapping[str, Any], runtime: InferenceRuntime, source: ModelSource) -> list[str]:
     """The user's mounts that rendering leaves out because Hearth mounts the same path (policies.adoption)."""
     theirs = {
         clean_path(h.mount_path or h.path): "the runtime's host path" for h in runtime.spec.accelerator.host_mounts
     }
-    if pod.model.claim is not None:
-        theirs[PVC_MOUNT] = f"the model's claim {pod.model.claim}"
+    if source.claim is not None:
+        theirs[PVC_MOUNT] = f"the model's claim {source.claim}"
     return [
         f'container "{model.get("name")}": the mount of volume {m.get("name")} at {m.get("mountPath")} is left out: '
         f"Hearth mounts {theirs[clean_path(m.get('mountPath'))]} there"
@@ -189,7 +218,7 @@ def render_for_pod(
                 )
             ]
         )
-    runtime = select_runtime(spec, runtimes, where=POD_WHERE)
+    runtime = None if spec.model is None else select_runtime(spec, runtimes, where=POD_WHERE)
     accelerators = {r.spec.accelerator.resource for r in runtimes}
     return render_pod(dict(pod), runtime, spec, served, settings, drain_token, accelerators)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from policies.objects import model_key_of, served_name_of
+from policies.objects import model_key_of, served_names_of
 
 NAMES_CONFIGMAP = "hearth-model-names"
 NAMES_KEY = "names.json"
@@ -32,7 +32,7 @@ class Claimant:
 
 def claimant_of(deployment: Mapping[str, Any]) -> Claimant:
     meta = deployment.get("metadata") or {}
-    names = frozenset({str(meta.get("name", "")), served_name_of(deployment)} - {""})
+    names = frozenset({str(meta.get("name", "")), *served_names_of(deployment)} - {""})
     return Claimant(model_key_of(deployment), names, str(meta.get("creationTimestamp") or ""))
 
 

@@ -49,11 +49,18 @@ def scale_of(deployment: Mapping[str, Any], errors: Collector | None = None) -> 
     return parse_scale({str(k): str(v) for k, v in annotations.items()}, errors or Collector())
 
 
-def served_name_of(deployment: Mapping[str, Any]) -> str:
-    """The name clients ask for: `hearth.dev/served-name` of the pod template, else the Deployment's name."""
+def served_names_of(deployment: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names clients may ask for besides the Deployment's: `hearth.dev/served-name` of the pod template,
+    comma-separated, the first being the one the server serves; else the Deployment's name alone."""
     template = _mapping(_mapping(_mapping(deployment.get("spec")).get("template")).get("metadata"))
-    served = _mapping(template.get("annotations")).get("hearth.dev/served-name")
-    return str(served or _mapping(deployment.get("metadata")).get("name"))
+    served = str(_mapping(template.get("annotations")).get("hearth.dev/served-name") or "")
+    names = tuple(dict.fromkeys(n.strip() for n in served.split(",") if n.strip()))
+    return names or (str(_mapping(deployment.get("metadata")).get("name")),)
+
+
+def served_name_of(deployment: Mapping[str, Any]) -> str:
+    """The name the model's server serves, which the front door asks it for (see `served_names_of`)."""
+    return served_names_of(deployment)[0]
 
 
 def rollout_failure(deployment: Mapping[str, Any]) -> str | None:

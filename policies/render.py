@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from policies.adoption import HUB_DEFAULTS, SHM, clean_path, model_container, user_cache
+from policies.adoption import HUB_DEFAULTS, SHM, SIDECAR_CONTAINER, clean_path, model_container, user_cache
 from policies.annotations import PREFIX, RENDERED, PodSpec
 from policies.errors import ContractError, Problem
-from policies.modelsource import CACHE_DIR, PVC_MOUNT
+from policies.modelsource import CACHE_DIR, PVC_MOUNT, ModelSource
 from policies.patch import json_copy
 from policies.runtime import InferenceRuntime, Probe, fill_template
 from policies.stamp import Stamp
@@ -23,7 +23,6 @@ MODEL_CONTAINER = "model"
 # Deployments must name an image for every container; the user's contract leaves the model container's
 # to the runtime, so the webhook writes this placeholder into the template and replaces it in each pod.
 PLACEHOLDER_IMAGE = "hearth.dev/placeholder:filled-by-runtime"
-SIDECAR_CONTAINER = "hearth-gateway"
 RUNTIME_LABEL = PREFIX + "runtime"
 VENDOR_LABEL = PREFIX + "vendor"
 Obj = dict[str, Any]
@@ -46,20 +45,90 @@ DRAIN_TOKEN_ENV = "HEARTH_DRAIN_TOKEN"  # noqa: S105 - the variable's name
 
 def render_pod(
     pod: Obj,
-    runtime: InferenceRuntime,
+    runtime: InferenceRuntime | None,
     spec: PodSpec,
     served_name: str,
     settings: RenderSettings,
     drain_token: str,
     accelerators: Iterable[str] = (),
 ) -> Obj:
-    """Return the runtime pod for `pod`; `pod` itself is never modified. `drain_token` is this pod's own
-    secret for its drain hook: the model container's preStop sends it, the sidecar accepts no other.
+    """Return the pod Hearth runs for `pod`; `pod` itself is never modified. With a model URI the model
+    container is rendered from `runtime`; without one (keep mode, `runtime` None) the containers stay as
+    written and only the sidecar, the drain hook and the grace period are added. `drain_token` is this pod's
+    own secret for its drain hook: the model container's preStop sends it, the sidecar accepts no other.
     `accelerators` are the resources of every known runtime, which tell the model container apart
     (policies.adoption)."""
     if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
         same: Obj = json_copy(pod)
         return same
+    resources = set(accelerators) | ({runtime.spec.accelerator.resource} if runtime else set())
+    containers_in = (pod.get("spec") or {}).get("containers") or []
+    name = model_container(containers_in, spec.container, resources, "metadata.annotations")
+    out = _writable(pod, name)
+    containers: list[Obj] = out.setdefault("spec", {}).setdefault("containers", [])
+    model = next(c for c in containers if c.get("name") == name)
+    if spec.model is None or runtime is None:
+        stamp = _keep(out, model, spec, served_name, settings, drain_token)
+    else:
+        stamp = _from_runtime(out, model, runtime, spec, spec.model, served_name, settings, drain_token)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[RENDERED] = stamp.annotation()
+    return out
+
+
+KEEP = "keep"  # the stamp's runtime in keep mode: no runtime rendered the pod
+KEEP_DRAIN_SECONDS = 300
+KEEP_SHUTDOWN_SECONDS = 30
+DEFAULT_PORT = 8000
+
+
+def _keep(out: Obj, model: Obj, spec: PodSpec, served_name: str, settings: RenderSettings, token: str) -> Stamp:
+    """Keep mode: the user's containers run as written (image, command, env, volumes, probes); the sidecar
+    goes in front of the model container's port, whose preStop drains it (unless the user has a preStop of
+    their own, which is kept), and the grace period covers the drain."""
+    pod_spec = out["spec"]
+    ports = [p.get("containerPort") for p in model.get("ports") or [] if isinstance(p, dict)]
+    port = spec.port or next((int(p) for p in ports if isinstance(p, int)), DEFAULT_PORT)
+    theirs = [c for c in pod_spec["containers"] if c.get("name") != SIDECAR_CONTAINER]
+    taken = {p.get("containerPort") for c in theirs for p in c.get("ports") or [] if isinstance(p, dict)}
+    if port == settings.sidecar_port or settings.sidecar_port in taken:
+        raise ContractError(
+            [
+                Problem(
+                    "spec.template.spec.containers[*].ports",
+                    str(settings.sidecar_port),
+                    "is the port of Hearth's gateway sidecar, which shares the pod's network",
+                    "move your server to another port",
+                )
+            ]
+        )
+    drain = int(spec.drain_timeout if spec.drain_timeout is not None else KEEP_DRAIN_SECONDS)
+    lifecycle = model.setdefault("lifecycle", {})
+    hook = (lifecycle.get("preStop") or {}).get("httpGet") or {}
+    if "preStop" not in lifecycle or (hook.get("path"), hook.get("port")) == ("/drain", settings.sidecar_port):
+        lifecycle["preStop"] = _drain_hook(settings, token)  # the user's own hook is kept
+    probe = ((model.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
+    health = probe if isinstance(probe, str) and probe.startswith("/") else "/health"
+    _put_by_name(pod_spec["containers"], _sidecar(port, drain, settings, token, health))
+    grace = pod_spec.get("terminationGracePeriodSeconds")
+    pod_spec["terminationGracePeriodSeconds"] = max(
+        grace if isinstance(grace, int) else 30, drain + KEEP_SHUTDOWN_SECONDS
+    )
+    return Stamp(
+        runtime=KEEP, stamp=KEEP, served_name=served_name, sidecar_port=settings.sidecar_port, runtime_port=port
+    )
+
+
+def _from_runtime(
+    out: Obj,
+    model: Obj,
+    runtime: InferenceRuntime,
+    spec: PodSpec,
+    source: ModelSource,
+    served_name: str,
+    settings: RenderSettings,
+    token: str,
+) -> Stamp:
+    """Render mode: the model container filled in from `runtime`, the user's spec merged (policies.adoption)."""
     rt = runtime.spec
     if rt.container.port == settings.sidecar_port:
         raise ContractError(
@@ -72,18 +141,11 @@ def render_pod(
                 )
             ]
         )
-    containers_in = (pod.get("spec") or {}).get("containers") or []
-    resources = {rt.accelerator.resource, *accelerators}
-    name = model_container(containers_in, spec.container, resources, "metadata.annotations")
-    out = _writable(pod, name)
-    meta = out.setdefault("metadata", {})
-    pod_spec = out.setdefault("spec", {})
-    containers: list[Obj] = pod_spec.setdefault("containers", [])
-    model = next(c for c in containers if c.get("name") == name)
+    pod_spec = out["spec"]
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
-    ours = _fill_model_container(model, runtime, spec, served_name, settings, drain_token)
-    _put_by_name(containers, _sidecar(rt.container.port, drain, settings, drain_token))
-    foreign = _foreign_mounts(pod_spec, ours, _add_volumes(pod_spec, runtime, spec, ours))
+    ours = _fill_model_container(model, runtime, spec, source, served_name, settings, token)
+    _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings, token))
+    foreign = _foreign_mounts(pod_spec, ours, _add_volumes(pod_spec, runtime, spec, source, ours))
     if foreign:
         raise ContractError(foreign)
     pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), **rt.accelerator.node_selector}
@@ -97,18 +159,16 @@ def render_pod(
     if not pod_spec["nodeSelector"]:
         del pod_spec["nodeSelector"]
     pod_spec["terminationGracePeriodSeconds"] = drain + rt.lifecycle.shutdown_seconds
-    labels = meta.setdefault("labels", {})
+    labels = out.setdefault("metadata", {}).setdefault("labels", {})
     labels[RUNTIME_LABEL] = runtime.name
     labels[VENDOR_LABEL] = rt.vendor
-    stamp = Stamp(
+    return Stamp(
         runtime=runtime.name,
         stamp=runtime.stamp,
         served_name=served_name,
         sidecar_port=settings.sidecar_port,
         runtime_port=rt.container.port,
     )
-    meta.setdefault("annotations", {})[RENDERED] = stamp.annotation()
-    return out
 
 
 RESERVED_VOLUME_PREFIX = "hearth-"
@@ -192,15 +252,21 @@ def _writable(pod: Obj, model: str) -> Obj:
 
 
 def _fill_model_container(
-    model: Obj, runtime: InferenceRuntime, spec: PodSpec, served_name: str, settings: RenderSettings, drain_token: str
+    model: Obj,
+    runtime: InferenceRuntime,
+    spec: PodSpec,
+    source: ModelSource,
+    served_name: str,
+    settings: RenderSettings,
+    drain_token: str,
 ) -> list[Obj]:
     """Fills the model container in; returns the mounts of Hearth's volumes it put there."""
     rt = runtime.spec
     port = rt.container.port
     variables = {
-        "model.path": spec.model.path,
+        "model.path": source.path,
         "model.name": served_name,
-        "model.uri": spec.model.uri,
+        "model.uri": source.uri,
         "port": str(port),
         "accelerators": str(spec.accelerators),
     }
@@ -209,9 +275,9 @@ def _fill_model_container(
         model["command"] = [fill_template(a, variables) for a in rt.container.command]
     model["args"] = [fill_template(a, variables) for a in rt.container.args] + list(spec.extra_args)
     runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
-    caches = {k: user_cache(model, k) for k in spec.model.env if k in HUB_DEFAULTS}
+    caches = {k: user_cache(model, k) for k in source.env if k in HUB_DEFAULTS}
     kept_cache = any(caches.values())  # the user mounts a hub cache already: it is used, not replaced
-    source_env = [{"name": k, "value": caches.get(k) or v} for k, v in spec.model.env.items()]
+    source_env = [{"name": k, "value": caches.get(k) or v} for k, v in source.env.items()]
     model["env"] = _merged(runtime_env + source_env, model.get("env") or [])
     ports = [p for p in model.get("ports") or [] if p.get("containerPort") != port and p.get("name") != "runtime"]
     model["ports"] = [{"name": "runtime", "containerPort": port, "protocol": "TCP"}, *ports]
@@ -230,19 +296,13 @@ def _fill_model_container(
     # The runtime is stopped only after the sidecar has drained every open stream: the kubelet waits for
     # this hook, and the sidecar answers it as soon as nothing is in flight (no fixed sleep). Only this
     # hook may drain the pod: it carries the pod's own token, which the sidecar checks.
-    model.setdefault("lifecycle", {})["preStop"] = {
-        "httpGet": {
-            "path": "/drain",
-            "port": settings.sidecar_port,
-            "httpHeaders": [{"name": "Authorization", "value": f"Bearer {drain_token}"}],
-        }
-    }
+    model.setdefault("lifecycle", {})["preStop"] = _drain_hook(settings, drain_token)
     mounts: list[Obj] = model.setdefault("volumeMounts", [])
     user_paths = {clean_path(m.get("mountPath")) for m in mounts}
     ours: list[Obj] = [] if SHM in user_paths else [{"name": "hearth-shm", "mountPath": SHM}]  # the user's wins
-    if spec.model.needs_cache and not kept_cache:
+    if source.needs_cache and not kept_cache:
         ours.append({"name": "hearth-cache", "mountPath": CACHE_DIR})
-    if spec.model.claim is not None:
+    if source.claim is not None:
         ours.append({"name": "hearth-model", "mountPath": PVC_MOUNT, "readOnly": True})
     for index, host in enumerate(rt.accelerator.host_mounts):
         ours.append({"name": f"hearth-host-{index}", "mountPath": host.mount_path or host.path, "readOnly": True})
@@ -255,8 +315,22 @@ def _fill_model_container(
     return ours
 
 
-def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_token: str) -> Obj:
+def _drain_hook(settings: RenderSettings, token: str) -> Obj:
+    """The model container's preStop: the runtime is stopped only after the sidecar has drained every open
+    stream (the kubelet waits for this hook, and the sidecar answers it as soon as nothing is in flight: no
+    fixed sleep). Only this hook may drain the pod: it carries the pod's own token, which the sidecar checks."""
+    return {
+        "httpGet": {
+            "path": "/drain",
+            "port": settings.sidecar_port,
+            "httpHeaders": [{"name": "Authorization", "value": f"Bearer {token}"}],
+        }
+    }
+
+
+def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_token: str, health: str = "/health") -> Obj:
     port = settings.sidecar_port
+    health_flag = [] if health == "/health" else [f"--health-path={health}"]
     return {
         "name": SIDECAR_CONTAINER,
         "image": settings.sidecar_image,
@@ -268,6 +342,7 @@ def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_toke
             f"--port={port}",
             f"--upstream=http://127.0.0.1:{runtime_port}",
             f"--drain-timeout={drain}s",
+            *health_flag,
         ],
         "ports": [{"name": "hearth-http", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 2, "failureThreshold": 1},
@@ -279,7 +354,9 @@ def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_toke
     }
 
 
-def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec, ours: list[Obj]) -> set[str]:
+def _add_volumes(
+    pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec, source: ModelSource, ours: list[Obj]
+) -> set[str]:
     """Adds Hearth's volumes that its mounts (`ours`) use; returns their names."""
     volumes: list[Obj] = pod_spec.setdefault("volumes", [])
     before = {id(v) for v in volumes}
@@ -289,8 +366,8 @@ def _add_volumes(pod_spec: Obj, runtime: InferenceRuntime, spec: PodSpec, ours: 
     if "hearth-cache" in used:
         cache: Obj = {"sizeLimit": spec.cache_size} if spec.cache_size else {}
         _put_by_name(volumes, {"name": "hearth-cache", "emptyDir": cache})
-    if spec.model.claim is not None:
-        claim = {"claimName": spec.model.claim, "readOnly": True}
+    if source.claim is not None:
+        claim = {"claimName": source.claim, "readOnly": True}
         _put_by_name(volumes, {"name": "hearth-model", "persistentVolumeClaim": claim})
     for index, host in enumerate(runtime.spec.accelerator.host_mounts):
         host_path: Obj = {"path": host.path, "type": host.type} if host.type else {"path": host.path}

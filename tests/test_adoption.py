@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from policies import RenderSettings, render_for_pod, validate_deployment
+from policies import ContractError, RenderSettings, render_for_pod, validate_deployment
 from tests.support import GOLDEN, apiserver_pod, load_case
 
 CASES = sorted(GOLDEN.glob("*.yaml"))
@@ -99,3 +99,50 @@ def test_the_runtimes_host_paths_win_over_the_users_and_say_so() -> None:
     left_out = [w for w in warnings if "is left out" in w]
     assert len(left_out) == 4 and "volume driver at /usr/local/Ascend/driver" in left_out[0]
     assert {"name": "MODELSCOPE_CACHE", "value": "/var/cache/hearth/modelscope"} in model["env"]  # none mounted
+
+
+KEPT = [c for c in CASES if c.stem.startswith("keep-")]
+
+
+@pytest.mark.parametrize("case", KEPT, ids=[c.stem for c in KEPT])
+def test_keep_mode_runs_the_users_containers_as_written_with_the_sidecar_in_front(case: Path) -> None:
+    deployment, pod, _ = rendered(case)
+    template = deployment["spec"]["template"]["spec"]
+    drained = {c["name"] for c in pod["spec"]["containers"] if "httpGet" in c.get("lifecycle", {}).get("preStop", {})}
+    after = containers(pod)
+    sidecar = after.pop("hearth-gateway")
+    for theirs in [*template.get("initContainers", []), *template["containers"]]:
+        got = dict(after[theirs["name"]])
+        if theirs["name"] in drained:
+            assert got.pop("lifecycle")["preStop"]["httpGet"]["path"] == "/drain"  # the one thing added
+        assert {k: got[k] for k in theirs} == theirs  # image, command, args, env, probes, mounts: as written
+        assert set(got) - set(theirs) <= {"imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy"}
+    assert pod["spec"].get("volumes") == template.get("volumes")  # no volume of Hearth's
+    upstream = next(a for a in sidecar["args"] if a.startswith("--upstream="))
+    ports = [p["containerPort"] for c in template["containers"] for p in c.get("ports") or []]
+    assert int(upstream.rsplit(":", 1)[1]) in ports
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 330  # the drain (300 s) and a shutdown
+
+
+def test_keep_mode_follows_the_servers_own_readiness_path_and_keeps_its_prestop() -> None:
+    _, pod, warnings = rendered(GOLDEN / "keep-ollama.yaml")
+    sidecar = containers(pod)["hearth-gateway"]
+    assert "--health-path=/" in sidecar["args"] and "--upstream=http://127.0.0.1:11434" in sidecar["args"]
+    assert containers(pod)["ollama"]["lifecycle"]["preStop"] == {"exec": {"command": ["sh", "-c", "sleep 5"]}}
+    assert any("preStop hook of its own, which is kept" in w for w in warnings)
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 600  # the user's, longer than the drain
+
+
+def test_keep_mode_says_which_name_the_server_reports_when_none_is_given() -> None:
+    deployment, _ = load_case(GOLDEN / "keep-vllm-cpu.yaml")
+    del deployment["spec"]["template"]["metadata"]["annotations"]["hearth.dev/served-name"]
+    warnings = validate_deployment(deployment).warnings
+    assert any('add hearth.dev/served-name: "meta-llama/Llama-3.2-1B-Instruct"' in w for w in warnings), warnings
+
+
+def test_keep_mode_refuses_a_server_on_the_sidecars_port() -> None:
+    deployment, runtimes = load_case(GOLDEN / "keep-tgi.yaml")
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 8090}]
+    pod = apiserver_pod(deployment)
+    with pytest.raises(ContractError, match="is the port of Hearth's gateway sidecar"):
+        render_for_pod(pod, runtimes, RenderSettings(), "token")

@@ -82,7 +82,14 @@ def test_the_example_deployment_is_valid() -> None:
             {"hearth.dev/model": "hf://a/b", "hearth.dev/target": "3"},
             ["spec.template.metadata.annotations", "target", "never restarts"],
         ),
-        (None, {}, ['"hearth.dev/model"]', "is missing", "add e.g. hearth.dev/model"]),
+        (
+            None,
+            {"hearth.dev/vendors": "nvidia"},
+            ['"hearth.dev/vendors"]', "needs hearth.dev/model", "keep mode", "add hearth.dev/model, or remove"],
+        ),
+        (None, {"hearth.dev/model": "hf://a/b", "hearth.dev/port": "8000"}, ['"hearth.dev/port"]', "keep mode"]),
+        (None, {"hearth.dev/port": "http"}, ['"hearth.dev/port"]', '"http"', "whole number"]),
+        (None, {"hearth.dev/served-name": "a,,b"}, ["served-name", "separated by commas"]),
         (None, {"hearth.dev/model": "ftp://x/y"}, ['"ftp://x/y"', "hf://", "modelscope://", "pvc://"]),
         (None, {"hearth.dev/model": "hf://just-a-name"}, ["ORGANISATION/MODEL"]),
         (None, {"hearth.dev/model": "pvc://Models/x"}, ["PersistentVolumeClaim name"]),
@@ -146,7 +153,9 @@ def test_extra_args_the_runtime_does_not_own_pass(args: str) -> None:
 
 
 def test_all_problems_are_reported_at_once() -> None:
-    message = problems_of(with_annotations({"hearth.dev/max-replicas": "x", "hearth.dev/target": "y"}, {}))
+    message = problems_of(
+        with_annotations({"hearth.dev/max-replicas": "x", "hearth.dev/target": "y"}, {"hearth.dev/port": "x"})
+    )
     assert message.startswith("3 problems")
 
 

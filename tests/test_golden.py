@@ -36,10 +36,8 @@ def rendered_of(case: Path) -> dict[str, Any]:
 
 def drain_token_of(pod: dict[str, Any]) -> str:
     """The token the webhook generated for this pod (random per pod), as the preStop hook sends it."""
-    model = next(c for c in pod["spec"]["containers"] if "preStop" in (c.get("lifecycle") or {}))
-    header = model["lifecycle"]["preStop"]["httpGet"]["httpHeaders"][0]
-    assert header["name"] == "Authorization"
-    token: str = header["value"].removeprefix("Bearer ")
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "hearth-gateway")
+    token: str = next(e["value"] for e in sidecar["env"] if e["name"] == "HEARTH_DRAIN_TOKEN")
     return token
 
 
@@ -98,7 +96,8 @@ def test_patch_applies_and_is_idempotent(case: Path) -> None:
     # changes nothing but its drain token.
     again = mutate_pod(admission_review(patched)["request"], runtimes, SETTINGS)["response"]
     ops = json.loads(base64.b64decode(again["patch"]))
-    assert again["allowed"] is True and len(ops) == 2
+    hooks = [c for c in patched["spec"]["containers"] if "httpGet" in c.get("lifecycle", {}).get("preStop", {})]
+    assert again["allowed"] is True and len(ops) == 1 + len(hooks)  # the sidecar's token and the hook's
     assert all(op["op"] == "replace" and op["path"].endswith("/value") for op in ops)
     # Rendering a rendered pod whose stamp was stripped still adds nothing twice.
     stripped = copy.deepcopy(patched)

@@ -349,3 +349,49 @@ def test_every_pods_logs_survive_the_other_kubelets_garbage_collection(cluster: 
             continue  # other tests' pods may be going away
         result = cluster.kubectl("logs", "-n", pod_namespace, name, "--all-containers", "--tail=1", check=False)
         assert result.returncode == 0, f"{pod_namespace}/{name}: {result.stderr}"
+
+
+def test_a_kept_deployment_runs_as_written_and_scales_from_zero(cluster: Cluster, namespace: str) -> None:
+    """Keep mode on the real cluster: the user's own server (here the simulator, as an image and command of
+    the user's) runs as written; Hearth only puts its sidecar in front, and the model wakes from zero on a
+    request that names it by its alias."""
+    command = ["hearth", "dev", "simulator", "--port=9000", "--served-model-name=Org/Kept-Model-1B"]
+    kept: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "kept",
+            "namespace": namespace,
+            "labels": {"hearth.dev/enabled": "true"},
+            "annotations": {"hearth.dev/scale-down-delay": "3s"},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "kept"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "kept", "hearth.dev/enabled": "true"},
+                    "annotations": {"hearth.dev/served-name": "Org/Kept-Model-1B,kept-alias"},
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "server",
+                            "image": cluster.image,
+                            "command": [*command, "--startup-duration=1s"],
+                            "ports": [{"containerPort": 9000}],
+                            "readinessProbe": {"httpGet": {"path": "/health", "port": 9000}, "periodSeconds": 1},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    apply(cluster, kept)
+    wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "kept") == "ScaledToZero", timeout=30)
+    assert stream_text(cluster, "kept-alias", 5) == expected(5)  # an alias reaches it, from zero
+    (pod,) = [p for p in cluster.pods(namespace, "app=kept") if not p["metadata"].get("deletionTimestamp")]
+    server = next(c for c in pod["spec"]["containers"] if c["name"] == "server")
+    assert server["image"] == cluster.image and server["command"] == [*command, "--startup-duration=1s"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["server", "hearth-gateway"]
+    assert stream_text(cluster, f"{namespace}/kept", 3) == expected(3)  # and its namespace/name
+    wait_for("back to zero", lambda: replicas(cluster, namespace, "kept") == 0, timeout=60)
