@@ -20,6 +20,25 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return run(args.file, args.runtimes, settings_from(args.parser, args, SidecarInjection).render)
 
 
+def _cmd_adopt(args: argparse.Namespace) -> int:
+    from hearth.adopt_cmd import run
+    from webhook import load_runtimes
+
+    keys = {
+        f"hearth.dev/{name}": value
+        for name, value in (
+            ("model", args.model),
+            ("vendors", args.vendors),
+            ("runtime", args.runtime),
+            ("container", args.container),
+            ("served-name", args.served_name),
+        )
+        if value
+    }
+    runtimes = load_runtimes(args.runtimes) if args.runtimes else []
+    return run(args.file, keys, runtimes, args.in_place)
+
+
 def _cmd_certs(args: argparse.Namespace) -> int:
     from certs import expires_within, issue, patch_file, patch_live
 
@@ -61,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--runtimes", type=Path, required=True, help="YAML file or folder of InferenceRuntimes")
     add_flags(render, SidecarInjection)
     render.set_defaults(func=_cmd_render, parser=render)
+
+    adopt = sub.add_parser(
+        "adopt",
+        help="add Hearth's label and annotations to a Deployment manifest, keeping its comments and order",
+    )
+    adopt.add_argument("-f", "--file", type=Path, required=True, help="YAML file with the Deployment(s)")
+    adopt.add_argument("-i", "--in-place", action="store_true", help="rewrite the file instead of printing")
+    adopt.add_argument("--model", help="model URI (render mode); without it the server runs as written")
+    adopt.add_argument("--vendors", help="render mode: accelerator vendors in order of preference")
+    adopt.add_argument("--runtime", help="render mode: pin one InferenceRuntime")
+    adopt.add_argument("--container", help="the model container, when Hearth cannot tell")
+    adopt.add_argument("--served-name", help="names clients use, comma-separated (the first is the server's)")
+    adopt.add_argument("--runtimes", type=Path, help="InferenceRuntimes (file or folder) for the webhook's checks")
+    adopt.set_defaults(func=_cmd_adopt)
 
     certs = sub.add_parser("certs", help="make a CA and a serving certificate for the webhook")
     certs.add_argument("--out", type=Path, required=True, help="folder for ca.crt, ca.key, tls.crt, tls.key")

@@ -3,6 +3,7 @@
 No I/O and no clock: data in, data out. Every other component calls it.
 """
 
+from policies.adoption import CONTAINER_KEY, model_container, reported_name
 from policies.annotations import (
     ENABLED_LABEL,
     KEYS,
@@ -10,6 +11,7 @@ from policies.annotations import (
     PREFIX,
     RENDERED,
     STATUS,
+    TEMPLATE_WHERE,
     PodSpec,
     ScaleSpec,
     parse_pod,
@@ -65,6 +67,7 @@ __all__ = [
     "ACTIVATING",
     "API_VERSION",
     "CONDITION",
+    "CONTAINER_KEY",
     "DEGRADED",
     "ENABLED_LABEL",
     "GROUP",
@@ -81,6 +84,7 @@ __all__ = [
     "SCALING",
     "SHIPPED_IMAGE",
     "STATUS",
+    "TEMPLATE_WHERE",
     "Claimant",
     "Collector",
     "ContractError",
@@ -103,6 +107,7 @@ __all__ = [
     "duration_seconds",
     "format_duration",
     "is_ready",
+    "model_container",
     "model_key",
     "model_key_of",
     "names_configmap",
@@ -116,6 +121,7 @@ __all__ = [
     "published_failure",
     "render_for_pod",
     "render_pod",
+    "reported_name",
     "runtime_from_object",
     "scale_of",
     "select_runtime",
