@@ -17,6 +17,9 @@ from policies.annotations import (
     parse_pod,
     parse_scale,
 )
+from policies.annotations import (
+    RENDER_ONLY as RENDER_ONLY_KEYS,
+)
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
 from policies.names import (
@@ -80,6 +83,7 @@ __all__ = [
     "PREFIX",
     "READY",
     "RENDERED",
+    "RENDER_ONLY_KEYS",
     "SCALED_TO_ZERO",
     "SCALING",
     "SHIPPED_IMAGE",

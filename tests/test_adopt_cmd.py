@@ -78,3 +78,38 @@ def test_the_command_line_prints_warnings_and_rewrites_in_place(tmp_path: Path) 
         check=False,
     )
     assert refused.returncode == 2 and "holds no Deployment" in refused.stderr
+
+
+def without_hearth(text: str) -> str:
+    """A golden case as its user had it before adopting: Hearth's lines taken out (and a flow map's
+    Hearth entry, and an `annotations:` left empty)."""
+    lines = [
+        line.replace(', hearth.dev/enabled: "true"', "").replace('{hearth.dev/enabled: "true"}', "{}")
+        for line in text.splitlines()
+        if not line.strip().startswith("hearth.dev/")
+    ]
+    lines = [line for line in lines if line.strip() != "labels: {}"]
+    kept = []
+    for index, line in enumerate(lines):
+        nxt = lines[index + 1] if index + 1 < len(lines) else ""
+        indent = len(line) - len(line.lstrip())
+        if line.strip() in ("annotations:", "labels:") and len(nxt) - len(nxt.lstrip()) <= indent:
+            continue  # it held only Hearth's keys
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+CORPUS = sorted(GOLDEN.glob("adopt-*.yaml")) + sorted(GOLDEN.glob("keep-*.yaml"))
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.stem for c in CORPUS])
+def test_adopting_each_corpus_file_as_its_user_had_it_adds_only_hearths_lines(case: Path) -> None:
+    golden = yaml.safe_load(case.read_text())
+    keys = golden["spec"]["template"]["metadata"].get("annotations") or {}
+    before = without_hearth(case.read_text())
+    assert "hearth.dev/" not in yaml.safe_dump(yaml.safe_load(before))  # comments may name it
+    after, _ = adopt_text(before, keys, sample_runtimes())
+    removed, added = changed_lines(before, after)
+    assert all("hearth.dev/" in line or line.strip() in ("annotations:", "labels:") for line in added), added
+    assert all(any(new.startswith(line.rstrip("}").rstrip()) for new in added) for line in removed), removed
+    assert yaml.safe_load(after) == golden  # the same Deployment the golden case holds

@@ -323,14 +323,15 @@ def test_hearth_status_lists_every_namespace_with_a_and_one_without(
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
 
-ADOPTED = sorted(GOLDEN.glob("adopt-*.yaml"))
+ADOPTED = sorted(GOLDEN.glob("adopt-*.yaml")) + sorted(GOLDEN.glob("keep-*.yaml"))
 
 
 @pytest.mark.parametrize("case", ADOPTED, ids=[c.stem for c in ADOPTED])
 def test_an_adopted_deployment_gets_pods_the_apiserver_accepts(cluster: Cluster, namespace: str, case: Path) -> None:
     """Each real-world shape, applied as its user would: the ReplicaSet's pods are created (no FailedCreate:
-    the apiserver accepts what the webhook rendered), with the user's env (Secret references) kept. Their
-    PVCs and images do not exist here, so the pods go no further than Pending or the image pull."""
+    the apiserver accepts what the webhook rendered), with the user's env (Secret references) kept, and in
+    keep mode the user's image and command. Their PVCs and images do not exist here, so the pods go no
+    further than Pending or the image pull."""
     adopted, _ = load_case(case)
     adopted["metadata"]["namespace"] = namespace
     adopted["metadata"].setdefault("annotations", {})["hearth.dev/min-replicas"] = "1"
@@ -342,5 +343,11 @@ def test_an_adopted_deployment_gets_pods_the_apiserver_accepts(cluster: Cluster,
     theirs = next(c for c in adopted["spec"]["template"]["spec"]["containers"] if c["name"] == model["name"])
     for variable in theirs.get("env") or []:
         assert variable in model["env"]
+    if case.stem.startswith("keep-"):
+        assert (model["image"], model.get("command"), model.get("args")) == (
+            theirs["image"],
+            theirs.get("command"),
+            theirs.get("args"),
+        )
     events = get_json(cluster, "events", "-n", namespace)["items"]
     assert not [e["message"] for e in events if e["reason"] == "FailedCreate"]
