@@ -18,6 +18,8 @@ import yaml
 from devcluster.cluster import DEV_RUNTIMES, MANIFESTS, Cluster
 from tests.e2e.conftest import apply, get_json, ready_pods, wait_for, webhook_runtimes
 from tests.support import GOLDEN, load_case
+from tests.test_golden_modes import CASES as MODE_CASES
+from tests.test_golden_modes import other_mode
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = yaml.safe_load((Path(__file__).parents[2] / "examples" / "qwen3-8b.yaml").read_text())
@@ -323,16 +325,22 @@ def test_hearth_status_lists_every_namespace_with_a_and_one_without(
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
 
-ADOPTED = sorted(GOLDEN.glob("adopt-*.yaml")) + sorted(GOLDEN.glob("keep-*.yaml"))
+ADOPTED = [
+    *[(c, "as-written") for c in sorted(GOLDEN.glob("adopt-*.yaml")) + sorted(GOLDEN.glob("keep-*.yaml"))],
+    *[(c, "other-mode") for c in MODE_CASES],
+]
 
 
-@pytest.mark.parametrize("case", ADOPTED, ids=[c.stem for c in ADOPTED])
-def test_an_adopted_deployment_gets_pods_the_apiserver_accepts(cluster: Cluster, namespace: str, case: Path) -> None:
+@pytest.mark.parametrize(("case", "variant"), ADOPTED, ids=[f"{c.stem}-{v}" for c, v in ADOPTED])
+def test_an_adopted_deployment_gets_pods_the_apiserver_accepts(
+    cluster: Cluster, namespace: str, case: Path, variant: str
+) -> None:
     """Each real-world shape, applied as its user would: the ReplicaSet's pods are created (no FailedCreate:
     the apiserver accepts what the webhook rendered), with the user's env (Secret references) kept, and in
     keep mode the user's image and command. Their PVCs and images do not exist here, so the pods go no
     further than Pending or the image pull."""
-    adopted, _ = load_case(case)
+    adopted = load_case(case)[0] if variant == "as-written" else other_mode(case)[1]
+    kept = "hearth.dev/model" not in adopted["spec"]["template"]["metadata"].get("annotations", {})
     adopted["metadata"]["namespace"] = namespace
     adopted["metadata"].setdefault("annotations", {})["hearth.dev/min-replicas"] = "1"
     apply(cluster, adopted)
@@ -343,7 +351,7 @@ def test_an_adopted_deployment_gets_pods_the_apiserver_accepts(cluster: Cluster,
     theirs = next(c for c in adopted["spec"]["template"]["spec"]["containers"] if c["name"] == model["name"])
     for variable in theirs.get("env") or []:
         assert variable in model["env"]
-    if case.stem.startswith("keep-"):
+    if kept:
         assert (model["image"], model.get("command"), model.get("args")) == (
             theirs["image"],
             theirs.get("command"),
