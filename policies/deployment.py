@@ -180,8 +180,10 @@ def with_scaler_defaults(deployment: Mapping[str, Any], *, creating: bool) -> di
             out["spec"]["replicas"] = scale.min_replicas
     template = _mapping(_mapping(out.get("spec")).get("template"))
     containers = _mapping(template.get("spec")).get("containers")
-    named = _str_map(_mapping(template.get("metadata")).get("annotations")).get(CONTAINER_KEY)
-    items = [c for c in containers if isinstance(c, dict)] if isinstance(containers, list) else []
+    annotations = _str_map(_mapping(template.get("metadata")).get("annotations"))
+    named = annotations.get(CONTAINER_KEY)
+    rendered = PREFIX + "model" in annotations  # in keep mode the user's image runs: none is filled in
+    items = [c for c in containers if isinstance(c, dict)] if isinstance(containers, list) and rendered else []
     for container in items:  # the model container names no image when the runtime gives it one
         if not container.get("image") and (container.get("name") in (named, MODEL_CONTAINER) or len(items) == 1):
             container["image"] = PLACEHOLDER_IMAGE

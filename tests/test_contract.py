@@ -263,6 +263,17 @@ def test_creation_starts_at_min_replicas_unless_the_manifest_sets_replicas() -> 
     assert with_scaler_defaults(created, creating=True)["spec"]["replicas"] == 1  # written by the user: kept
 
 
+def test_keep_mode_gets_no_placeholder_image() -> None:
+    """Without hearth.dev/model the user's image runs: a container without one is the apiserver's to refuse,
+    not Hearth's to fill with an image that does not exist."""
+    from policies.deployment import with_scaler_defaults
+
+    kept = copy.deepcopy(DEPLOYMENT)
+    del kept["spec"]["template"]["metadata"]["annotations"]["hearth.dev/model"]
+    del kept["spec"]["template"]["metadata"]["annotations"]["hearth.dev/vendors"]
+    assert "image" not in with_scaler_defaults(kept, creating=True)["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_readme_documents_every_key_with_its_default() -> None:
     from policies.annotations import KEYS
 
