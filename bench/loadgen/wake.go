@@ -23,6 +23,9 @@ func wake(url, bodyFile, health string, n int, gap time.Duration) {
 	readyNs := int64(0)
 	done := make(chan struct{})
 	go func() {
+		if health == "" {
+			return // no health URL: ready_ns stays 0
+		}
 		probe := &http.Client{Timeout: time.Second}
 		for {
 			select {

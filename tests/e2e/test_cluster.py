@@ -359,3 +359,7 @@ def test_an_adopted_deployment_gets_pods_the_apiserver_accepts(
         )
     events = get_json(cluster, "events", "-n", namespace)["items"]
     assert not [e["message"] for e in events if e["reason"] == "FailedCreate"]
+    # Gone before the next test: a scheduled pod holds its accelerator (gpu-node-0 has four) until its object
+    # is deleted, and these pods (their images cannot be pulled) have nothing to drain.
+    cluster.kubectl("delete", "deploy", adopted["metadata"]["name"], "-n", namespace, "--wait=false")
+    cluster.kubectl("delete", "pods", "-n", namespace, "-l", selector, "--grace-period=0", "--force")
