@@ -24,6 +24,7 @@ from policies import (
     TEMPLATE_WHERE,
     ContractError,
     InferenceRuntime,
+    accelerator_resources,
     model_container,
     reported_name,
     validate_deployment,
@@ -126,9 +127,8 @@ def _pod_keys(doc: Any, pod_keys: Mapping[str, str], runtimes: Sequence[Inferenc
         return wanted
     template = (doc.get("spec") or {}).get("template") or {}
     containers = [c for c in (template.get("spec") or {}).get("containers") or [] if isinstance(c, Mapping)]
-    resources = {r.spec.accelerator.resource for r in runtimes}
     try:
-        name = model_container(containers, wanted.get(CONTAINER_KEY), resources, TEMPLATE_WHERE)
+        name = model_container(containers, wanted.get(CONTAINER_KEY), accelerator_resources(runtimes), TEMPLATE_WHERE)
     except ContractError:
         return wanted  # the validator says why
     reported = reported_name(next(c for c in containers if c.get("name") == name))

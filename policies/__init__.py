@@ -3,7 +3,7 @@
 No I/O and no clock: data in, data out. Every other component calls it.
 """
 
-from policies.adoption import CONTAINER_KEY, model_container, reported_name
+from policies.adoption import CONTAINER_KEY, accelerator_resources, model_container, reported_name
 from policies.annotations import (
     ENABLED_LABEL,
     KEYS,
@@ -41,7 +41,6 @@ from policies.objects import (
     model_key_of,
     published_failure,
     scale_of,
-    served_name_of,
     served_names_of,
     sidecar_url,
     start_failure,
@@ -102,6 +101,7 @@ __all__ = [
     "ScaleSpec",
     "Stamp",
     "Verdict",
+    "accelerator_resources",
     "assign_names",
     "backend_of",
     "claimant_of",
@@ -129,7 +129,6 @@ __all__ = [
     "runtime_from_object",
     "scale_of",
     "select_runtime",
-    "served_name_of",
     "served_names_of",
     "sidecar_url",
     "squatting_warnings",

@@ -19,14 +19,20 @@ from typing import Any
 
 from policies.annotations import OWNED_FLAGS, PREFIX
 from policies.errors import ContractError, Problem
+from policies.runtime import InferenceRuntime
 
 CONTAINER_KEY = PREFIX + "container"
 SIDECAR_CONTAINER = "hearth-gateway"  # Hearth's own, added to every pod: never the model
-LEGACY_NAME = "model"
+MODEL_CONTAINER = "model"  # the first wave's contract: still chosen first
 SHM = "/dev/shm"  # noqa: S108 - the in-memory shm mount, not a temporary file
 # Where hub clients cache when the user's image runs as root and sets nothing (HF_HOME, MODELSCOPE_CACHE).
 HUB_DEFAULTS = {"HF_HOME": "/root/.cache/huggingface", "MODELSCOPE_CACHE": "/root/.cache/modelscope"}
 _SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env"}
+
+
+def accelerator_resources(runtimes: Iterable[InferenceRuntime]) -> set[str]:
+    """The accelerator resources of the runtimes: a container asking for one of them is a model's."""
+    return {r.spec.accelerator.resource for r in runtimes}
 
 
 def model_container(
@@ -43,8 +49,8 @@ def model_container(
         raise ContractError(
             [Problem(f'{where}["{CONTAINER_KEY}"]', named, f"names no container; the containers are {listed}", "")]
         )
-    if LEGACY_NAME in names:
-        return LEGACY_NAME
+    if MODEL_CONTAINER in names:
+        return MODEL_CONTAINER
     wanted = set(accelerators)
     asking = [str(c.get("name")) for c in containers if wanted & set(_resources(c))]
     if len(asking) == 1:

@@ -7,7 +7,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies.adoption import CONTAINER_KEY, clean_path, dropped_command, model_container, reported_name
+from policies.adoption import (
+    CONTAINER_KEY,
+    MODEL_CONTAINER,
+    accelerator_resources,
+    clean_path,
+    dropped_command,
+    model_container,
+    reported_name,
+)
 from policies.annotations import (
     ENABLED_LABEL,
     PREFIX,
@@ -21,7 +29,7 @@ from policies.annotations import (
 from policies.errors import Collector, ContractError, Problem
 from policies.modelsource import PVC_MOUNT, ModelSource
 from policies.patch import json_copy
-from policies.render import MODEL_CONTAINER, PLACEHOLDER_IMAGE, RenderSettings, render_pod, reserved_volume_problems
+from policies.render import PLACEHOLDER_IMAGE, RenderSettings, render_pod, reserved_volume_problems
 from policies.runtime import InferenceRuntime
 from policies.selection import select_runtime
 
@@ -49,7 +57,7 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
     scale = parse_scale(_str_map(meta.get("annotations")), errors)
     pod = parse_pod(_str_map(template_meta.get("annotations")), errors)
     containers = [c for c in _mapping(template.get("spec")).get("containers") or [] if isinstance(c, Mapping)]
-    resources = {r.spec.accelerator.resource for r in runtimes or ()}
+    resources = accelerator_resources(runtimes or ())
     named = _str_map(template_meta.get("annotations")).get(CONTAINER_KEY)
     model_name: str | None = None
     try:
@@ -221,8 +229,7 @@ def render_for_pod(
             ]
         )
     runtime = None if spec.model is None else select_runtime(spec, runtimes, where=POD_WHERE)
-    accelerators = {r.spec.accelerator.resource for r in runtimes}
-    return render_pod(dict(pod), runtime, spec, served, settings, drain_token, accelerators)
+    return render_pod(dict(pod), runtime, spec, served, settings, drain_token, accelerator_resources(runtimes))
 
 
 def deployment_name_of(pod: Mapping[str, Any]) -> str | None:

@@ -58,11 +58,6 @@ def served_names_of(deployment: Mapping[str, Any]) -> tuple[str, ...]:
     return names or (str(_mapping(deployment.get("metadata")).get("name")),)
 
 
-def served_name_of(deployment: Mapping[str, Any]) -> str:
-    """The name the model's server serves, which the front door asks it for (see `served_names_of`)."""
-    return served_names_of(deployment)[0]
-
-
 def rollout_failure(deployment: Mapping[str, Any]) -> str | None:
     """Pods the ReplicaSet may not create (e.g. refused by the webhook), or a rollout past its deadline."""
     for condition in _mapping(deployment.get("status")).get("conditions") or []:

@@ -11,7 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from policies.adoption import HUB_DEFAULTS, SHM, SIDECAR_CONTAINER, clean_path, model_container, user_cache
+from policies.adoption import (
+    HUB_DEFAULTS,
+    SHM,
+    SIDECAR_CONTAINER,
+    clean_path,
+    model_container,
+    user_cache,
+)
 from policies.annotations import PREFIX, RENDERED, PodSpec
 from policies.errors import ContractError, Problem
 from policies.modelsource import CACHE_DIR, PVC_MOUNT, ModelSource
@@ -19,7 +26,6 @@ from policies.patch import json_copy
 from policies.runtime import InferenceRuntime, Probe, fill_template
 from policies.stamp import Stamp
 
-MODEL_CONTAINER = "model"
 # Deployments must name an image for every container; the user's contract leaves the model container's
 # to the runtime, so the webhook writes this placeholder into the template and replaces it in each pod.
 PLACEHOLDER_IMAGE = "hearth.dev/placeholder:filled-by-runtime"

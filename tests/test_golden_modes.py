@@ -13,8 +13,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from policies import RENDER_ONLY_KEYS, RenderSettings, render_for_pod, reported_name, validate_deployment
-from tests.support import GOLDEN, apiserver_pod, load_case
+from policies import (
+    RENDER_ONLY_KEYS,
+    RenderSettings,
+    accelerator_resources,
+    render_for_pod,
+    reported_name,
+    validate_deployment,
+)
+from tests.support import GOLDEN, apiserver_pod, load_case, sample_runtimes
 from tests.test_adoption import containers
 
 MODES = GOLDEN / "modes"
@@ -22,7 +29,7 @@ UPDATE = os.environ.get("HEARTH_UPDATE_GOLDEN") == "1"
 
 
 def asks_for_an_accelerator(deployment: dict[str, Any]) -> bool:
-    names = {"nvidia.com/gpu", "huawei.com/Ascend910", "huawei.com/Ascend310P"}
+    names = accelerator_resources(sample_runtimes())
     return any(
         names & set((c.get("resources") or {}).get("limits") or {})
         for c in deployment["spec"]["template"]["spec"]["containers"]
