@@ -89,6 +89,7 @@ class Informer:
         metrics: InformerMetrics | None = None,
         resource: str | None = None,
         backoff: Backoff | None = None,
+        transform: Callable[[Obj], Obj] | None = None,
     ) -> None:
         self.api = api
         self.path = path
@@ -99,6 +100,7 @@ class Informer:
         self.metrics = metrics
         self.resource = resource or path.rsplit("/", 1)[-1]
         self.backoff = backoff or Backoff()
+        self.transform = transform  # what is kept of an admitted object (e.g. a Secret's digest, not its data)
         self.objects: dict[str, Obj] = {}
         self.malformed: dict[str, str] = {}  # key -> resourceVersion already reported
         self.synced = asyncio.Event()
@@ -161,7 +163,7 @@ class Informer:
         self.malformed = {}
         for key, obj in listed.items():
             if self._admit(key, obj, seen_malformed.get(key)):
-                self.objects[key] = obj
+                self.objects[key] = self._kept(obj)
         self.synced.set()
         self.on_change(self.view)
 
@@ -205,10 +207,13 @@ class Informer:
             return
         if self._admit(key, obj, self.malformed.get(key)):
             self.malformed.pop(key, None)
-            self.objects[key] = obj
+            self.objects[key] = self._kept(obj)
             self.on_change(self.view)
         elif self.objects.pop(key, None) is not None:
             self.on_change(self.view)
+
+    def _kept(self, obj: Obj) -> Obj:
+        return obj if self.transform is None else self.transform(obj)
 
     def _admit(self, key: str, obj: Obj, reported: str | None) -> bool:
         """True when `obj` passes `check`; else it is reported (once per resourceVersion) and skipped."""

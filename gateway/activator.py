@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
+from common.callers import CallerToken
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("hearth.frontdoor")
@@ -28,8 +29,10 @@ class Activator:
         scalers: Callable[[], list[str]],
         metrics: GatewayMetrics,
         retry_for: float = 30.0,
+        token: CallerToken | None = None,
     ) -> None:
         self._client = client
+        self._token = token  # this front door's ServiceAccount token: the scalers answer only front doors
         self._scalers = scalers
         self._metrics = metrics
         self._retry_for = retry_for
@@ -46,7 +49,8 @@ class Activator:
 
     async def _post(self, url: str, key: str) -> int:
         try:
-            response = await self._client.post(f"{url}/activate", json={"model": key}, timeout=2.0)
+            headers = self._token.headers() if self._token is not None else {}
+            response = await self._client.post(f"{url}/activate", json={"model": key}, timeout=2.0, headers=headers)
         except httpx.HTTPError as exc:
             log.info("activation push of %s to %s failed: %s", key, url, exc)
             return 0

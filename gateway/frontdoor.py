@@ -9,34 +9,43 @@ under a lease from gateway.lease), holding (gateway.holding), relaying (gateway.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
+from common.callers import CallerCheck, NotAllowed
+from gateway.access import CallRecord, record_of
 from gateway.activator import Activator
+from gateway.calls import BadCall, Call, read_call
 from gateway.clients import ClientGone, unless_disconnected
 from gateway.errors import body_refusal, error_type, openai_error
 from gateway.holding import JSON_WHITESPACE, SSE, Held, Hold
+from gateway.keys import KeyRing, OverLimit, Unauthorized
 from gateway.lease import LeasedStream
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import forward_headers
 from gateway.relay import passthrough
 from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
 from gateway.settings import FrontDoorSettings
-from gateway.table import ModelState, ModelTable, UnknownModel
+from gateway.table import Allowed, ModelState, ModelTable, UnknownModel
 from gateway.upstream import Upstreams
+from policies import ApiKey
 
 
 class BadRequest(Exception):
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "api-key"})  # Hearth's key stops at the front door
 
 
 class FrontDoor:
@@ -47,27 +56,38 @@ class FrontDoor:
         upstreams: Upstreams,
         metrics: GatewayMetrics,
         activator: Activator,
+        keys: KeyRing | None = None,
+        internal: CallerCheck | None = None,
     ) -> None:
         self.settings = settings
         self.table = table
         self.metrics = metrics
         self.activator = activator
+        self.keys = keys  # None: no API keys (a trusted network); every model is open to every caller
+        self.internal = internal  # None: /demand answers anyone (outside a cluster)
         self.router = Router(table, upstreams, metrics, settings.retries)
         self.hold = Hold(table, self.router, metrics)
+        self.started = int(time.time())
 
-    async def completions(self, request: Request) -> Response:
+    async def call(self, request: Request) -> Response:
+        """Any request that names a model: chat, completions, embeddings, responses, rerank, score, audio."""
         arrived = time.monotonic()
+        record = record_of(request)
         try:
-            body, payload = await self._read(request)
-            state = self._lookup(payload["model"])
+            key = self._admit(request, record)
+            call = await self._read(request)
+            state = self._lookup(call.model, key)
         except BadRequest as bad:
             return bad.response
+        if record is not None:
+            record.model = state.key
         state.started += 1
-        if payload["model"] != state.served_name:  # the runtime serves the model under its served name
-            payload["model"] = state.served_name
-            body = orjson.dumps(payload)
-        outgoing = Outgoing(request.url.path, body, forward_headers(request.headers.items()))
-        stream = bool(payload.get("stream"))
+        headers = forward_headers(request.headers.items())
+        if key is not None:  # the model's server never sees a client's key
+            headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+        # The runtime serves the model under its served name.
+        outgoing = Outgoing(request.url.path, call.renamed(state.served_name), headers)
+        stream = call.stream
         try:
             # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
             # is the wait raced against the client leaving (which costs two tasks per request).
@@ -81,6 +101,42 @@ class FrontDoor:
             self.metrics.rejections.labels(state.key, "client_gone").inc()
             return Response(status_code=499)
 
+    def _admit(self, request: Request, record: CallRecord | None) -> ApiKey | None:
+        """The caller's key, counted against its limits (its place released when the answer ends); None
+        when keys are off. BadRequest with 401 or 429 otherwise."""
+        key = self._authenticate(request)
+        if key is None:
+            return None
+        if record is not None:
+            record.key = key.name
+        try:
+            release = self.keys.admit(key) if self.keys is not None else None
+        except OverLimit as over:
+            self.metrics.rejections.labels("-", over.code).inc()
+            raise BadRequest(
+                openai_error(429, over.message, "rate_limit_exceeded", over.code, over.retry_after)
+            ) from None
+        if release is not None and record is not None:
+            record.releases.append(release)
+        return key
+
+    def _authenticate(self, request: Request) -> ApiKey | None:
+        if self.keys is None:
+            return None
+        try:
+            return self.keys.authenticate(request.headers)
+        except Unauthorized as refused:
+            self.metrics.auth_failures.labels(refused.reason).inc()
+            message = (
+                "You didn't provide an API key: send `Authorization: Bearer KEY` (a key is a Secret labelled "
+                "hearth.dev/api-key in the namespace of the models it calls)"
+                if refused.reason == "missing"
+                else "Incorrect API key provided (unknown or revoked)"
+            )
+            response = openai_error(401, message, "invalid_request_error", "invalid_api_key")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            raise BadRequest(response) from None
+
     async def _attempt(self, state: ModelState, request: Request, outgoing: Outgoing, stream: bool) -> Upstream | None:
         attempt = self.router.open(state, outgoing)
         try:
@@ -88,46 +144,27 @@ class FrontDoor:
         except BackendsFailed:
             return None  # held, and tried again a few times (gateway.holding)
 
-    async def _read(self, request: Request) -> tuple[bytes, dict[str, Any]]:
-        """The request's body and its JSON object with a string `model`, or BadRequest with the client's error."""
+    async def _read(self, request: Request) -> Call:
+        """The call the body makes (gateway.calls), or BadRequest with the client's error."""
         settings = self.settings
         try:
             body = await read_bounded(request, settings.max_body_bytes, settings.body_timeout)
         except (BodyTimeout, BodyTooLarge) as refused:
             raise BadRequest(body_refusal(refused, settings.max_body_bytes, settings.body_timeout)) from None
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise BadRequest(
-                openai_error(400, "request body is not valid JSON", "invalid_request_error", "invalid_json")
-            ) from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
-            raise BadRequest(
-                openai_error(
-                    400,
-                    "request body must be a JSON object with a string `model`",
-                    "invalid_request_error",
-                    "missing_model",
-                )
-            )
-        stream = payload.get("stream")
-        if stream is not None and not isinstance(stream, bool):  # "false" is a string, and truthy: refuse it
-            kind = type(stream).__name__
-            raise BadRequest(
-                openai_error(
-                    400,
-                    f"Invalid type for 'stream': expected a boolean, but got {kind} instead",
-                    "invalid_request_error",
-                    "invalid_type",
-                )
-            )
-        return body, payload
+            return read_call(body, request.headers.get("content-type"))
+        except BadCall as bad:
+            raise BadRequest(openai_error(400, bad.message, "invalid_request_error", bad.code)) from None
 
-    def _lookup(self, requested: str) -> ModelState:
+    def _lookup(self, requested: str, key: ApiKey | None) -> ModelState:
+        """The model a name reaches for this caller; a model the key may not call does not exist for it
+        (404, not 403: its existence is not revealed)."""
+        allowed = key.may_call if key is not None else None
         try:
-            return self.table.lookup(requested)
+            return self.table.lookup(requested, allowed)
         except UnknownModel:
-            known = ", ".join(sorted(s.key for s in self.table.models.values())) or "none"
+            visible = self.table.visible(allowed)
+            known = ", ".join(sorted(self.table.plain_name(s, allowed) for s in visible)) or "none"
             raise BadRequest(
                 openai_error(
                     404,
@@ -190,29 +227,83 @@ class FrontDoor:
 
     # --- the rest of the API -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
-        created = int(time.time())
-        data = [
-            {
-                "id": self.table.plain_name(s),
-                "object": "model",
-                "created": created,
-                "owned_by": "hearth",
-                "hearth": {"deployment": s.key, "readyPods": len(s.backends)},
-            }
-            for s in sorted(self.table.models.values(), key=lambda s: s.key)
-        ]
+        try:
+            key = self._authenticate(request)
+        except BadRequest as bad:
+            return bad.response
+        allowed = key.may_call if key is not None else None
+        data = [self._model(s, allowed) for s in sorted(self.table.visible(allowed), key=lambda s: s.key)]
         return JSONResponse({"object": "list", "data": data})
 
+    async def model(self, request: Request) -> Response:
+        """GET /v1/models/{id}: one model, as the list shows it."""
+        try:
+            key = self._authenticate(request)
+            allowed = key.may_call if key is not None else None
+            state = self._lookup(request.path_params["model"], key)
+        except BadRequest as bad:
+            return bad.response
+        return JSONResponse(self._model(state, allowed))
+
+    def _model(self, state: ModelState, allowed: Allowed | None) -> dict[str, Any]:
+        return {
+            "id": self.table.plain_name(state, allowed),
+            "object": "model",
+            "created": epoch_seconds(state.created) or self.started,
+            "owned_by": state.key.split("/", 1)[0],
+            "hearth": {"deployment": state.key, "readyPods": len(state.backends)},
+        }
+
     async def demand(self, request: Request) -> Response:
+        if self.internal is not None:
+            try:
+                await self.internal.check(request.headers)
+            except NotAllowed as refused:
+                self.metrics.auth_failures.labels("internal").inc()
+                return openai_error(refused.status, refused.message, "invalid_request_error", "not_allowed")
         return JSONResponse({"models": self.table.demand(), "heldTotal": self.table.held_total})
+
+
+def epoch_seconds(timestamp: str) -> int | None:
+    """A Kubernetes timestamp (RFC 3339) in seconds since the epoch; None when there is none."""
+    try:
+        return int(dt.datetime.fromisoformat(timestamp).timestamp()) if timestamp else None
+    except ValueError:
+        return None
+
+
+# Every route of vLLM's OpenAI-compatible server that names a model in its body (a form field for audio).
+MODEL_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/rerank",
+    "/v1/score",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+)
+
+
+async def _unknown(request: Request, exc: Exception) -> Response:
+    """Starlette's 404 and 405, in OpenAI's shape (the SDK reads `error.message`)."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 405:
+        message, code = f"Method {request.method} is not allowed on {request.url.path}", "method_not_allowed"
+    elif status == 404:
+        message, code = f"Unknown request URL: {request.method} {request.url.path}", "unknown_url"
+    else:
+        message, code = "the front door failed on this request; see its log", "internal_error"
+    return openai_error(status, message, "invalid_request_error" if status < 500 else "server_error", code)
 
 
 def create_app(door: FrontDoor, extra_routes: list[Route] | None = None) -> Starlette:
     routes = [
-        Route("/v1/chat/completions", door.completions, methods=["POST"]),
-        Route("/v1/completions", door.completions, methods=["POST"]),
+        *(Route(path, door.call, methods=["POST"]) for path in MODEL_ROUTES),
         Route("/v1/models", door.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", door.model, methods=["GET"]),
         Route("/demand", door.demand, methods=["GET"]),
         *(extra_routes or []),
     ]
-    return Starlette(routes=routes)
+    handlers = {404: _unknown, 405: _unknown, 500: _unknown}
+    return Starlette(routes=routes, exception_handlers=handlers)

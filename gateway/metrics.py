@@ -67,6 +67,30 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.key_requests = Counter(
+            "hearth_gateway_key_requests",
+            "Calls to models answered, by API key name (namespace/secret, never the key) and HTTP status.",
+            ["key", "code"],
+            registry=registry,
+        )
+        self.key_tokens = Counter(
+            "hearth_gateway_key_tokens",
+            "Tokens the answers reported in their usage, by API key name and kind (prompt, completion).",
+            ["key", "kind"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "hearth_gateway_auth_failures",
+            "Requests refused before any model was named: no key (missing), an unknown or revoked key "
+            "(invalid), an internal endpoint called by someone else (internal).",
+            ["reason"],
+            registry=registry,
+        )
+
+    def forget_key(self, name: str) -> None:
+        """Remove the children of an API key that no longer exists."""
+        _remove_children((self.key_requests, self.key_tokens), "key", name)
+
     def forget(self, model: str) -> None:
         """Remove every child labelled with a model that no longer exists."""
         metrics = (
@@ -80,13 +104,17 @@ class GatewayMetrics:
             self.activation_pushes,
             self.activation_push,
         )
-        for metric in metrics:
-            children = {
-                tuple(s.labels[n] for n in metric._labelnames)
-                for m in metric.collect()
-                for s in m.samples
-                if s.labels.get("model") == model
-            }
-            for labels in children:
-                with contextlib.suppress(KeyError):
-                    metric.remove(*labels)
+        _remove_children(metrics, "model", model)
+
+
+def _remove_children(metrics: tuple[Counter | Gauge | Histogram, ...], label: str, value: str) -> None:
+    for metric in metrics:
+        children = {
+            tuple(s.labels[n] for n in metric._labelnames)
+            for m in metric.collect()
+            for s in m.samples
+            if s.labels.get(label) == value
+        }
+        for labels in children:
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)

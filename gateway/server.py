@@ -14,15 +14,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from common.callers import CallerCheck, CallerToken, service_account
 from common.http import bounded_head_protocol
 from common.informer import InformerMetrics
 from common.kube import own_namespace
 from common.kubeapi import KubeAPI
 from common.names import NamesWatch
 from common.peers import Peers
+from gateway.access import AccessLog, access_logger
 from gateway.activator import Activator
 from gateway.discovery import KubeDiscovery, StaticUpstreams
 from gateway.frontdoor import FrontDoor, create_app
+from gateway.keys import KeyRing, KeyWatch
 from gateway.metrics import GatewayMetrics
 from gateway.relay import quiet_aborts
 from gateway.settings import FrontDoorSettings
@@ -30,6 +33,12 @@ from gateway.table import ModelTable
 from gateway.upstream import Upstreams, UpstreamTimeouts
 
 log = logging.getLogger("hearth.frontdoor")
+
+
+def _why_open(settings: FrontDoorSettings) -> str:
+    if settings.trusted_network:
+        return "--trusted-network"
+    return "keys are read from Secrets: only with --kubeconfig or --in-cluster"
 
 
 def http_client(settings: FrontDoorSettings) -> httpx.AsyncClient:
@@ -50,6 +59,8 @@ async def serve(settings: FrontDoorSettings) -> None:
         scalers = Peers(scaler_urls)
         background: list[asyncio.Task[Any]] = []
         discovery: KubeDiscovery | None = None
+        api: KubeAPI | None = None
+        watch_metrics: InformerMetrics | None = None
         if settings.upstreams:
             static = StaticUpstreams(
                 table,
@@ -79,20 +90,37 @@ async def serve(settings: FrontDoorSettings) -> None:
                 asyncio.create_task(scalers.run()),
                 asyncio.create_task(names.run()),
             ]
-        activator = Activator(client, scalers.urls, metrics, settings.activation_retry_for)
-        door = FrontDoor(settings, table, upstreams, metrics, activator)
+        token = CallerToken(settings.token_file) if settings.token_file else None
+        activator = Activator(client, scalers.urls, metrics, settings.activation_retry_for, token)
+        keys: KeyRing | None = None
+        internal: CallerCheck | None = None
+        key_watch: KeyWatch | None = None
+        if api is not None:
+            if not settings.trusted_network:
+                keys = KeyRing(on_removed=metrics.forget_key)
+                key_watch = KeyWatch(keys, api, settings.namespaces, watch_metrics)
+                background.append(asyncio.create_task(key_watch.run()))
+            if settings.internal_callers:
+                callers = frozenset(service_account(ref) for ref in settings.internal_callers)
+                internal = CallerCheck(api, callers)
+        if keys is None:
+            log.warning("no API keys: every caller may call every model (%s)", _why_open(settings))
+        door = FrontDoor(settings, table, upstreams, metrics, activator, keys, internal)
 
         async def healthz(request: Request) -> Response:
             if discovery is not None and not discovery.synced:
                 return Response("discovering models", status_code=503)
+            if key_watch is not None and not key_watch.synced:
+                return Response("reading API keys", status_code=503)
             return Response("ok")
 
         async def prometheus(request: Request) -> Response:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
         app = create_app(door, [Route("/healthz", healthz), Route("/metrics", prometheus)])
+        logged = AccessLog(app, metrics, None if settings.no_access_log else access_logger())
         server_config = uvicorn.Config(
-            app,
+            logged,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,

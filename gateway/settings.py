@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common.callers import ServiceAccountRef
 from common.flags import BaseURL, Duration
 from policies import ScaleSpec
 
@@ -67,6 +68,21 @@ class FrontDoorSettings(BaseModel):
     scaler_namespace: str | None = Field(None, description="where the scaler pods run (default: this pod's namespace)")
     scaler_port: int = Field(8081, ge=1, le=65535, description="the scaler pods' port")
     activation_retry_for: Duration = Field(30.0, gt=0, description="keep pushing an activation this long")
+    trusted_network: bool = Field(
+        False,
+        description="serve every model to every caller without an API key (by default a call needs a key: "
+        "a Secret labelled hearth.dev/api-key in the namespace of the models it calls)",
+    )
+    internal_callers: tuple[ServiceAccountRef, ...] = Field(
+        (),
+        description="a ServiceAccount, NAMESPACE/NAME, whose token (audience hearth) may read /demand (repeat; "
+        "none: /demand answers anyone)",
+        json_schema_extra={"name": "internal-caller", "metavar": "NAMESPACE/NAME"},
+    )
+    token_file: Path | None = Field(
+        None, description="this pod's ServiceAccount token for the audience hearth, sent with activation pushes"
+    )
+    no_access_log: bool = Field(False, description="no JSON access log line per call on stdout")
     log_level: str = Field("info", json_schema_extra={"flag": False})
 
     @field_validator("upstreams", mode="before")

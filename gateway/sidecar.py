@@ -81,14 +81,24 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             status_code=200 if health.status_code == 200 else 503,
         )
 
+    def own_token(request: Request) -> bool:
+        given = request.headers.get("authorization", "").encode()
+        return settings.drain_token is not None and hmac.compare_digest(
+            given, b"Bearer " + settings.drain_token.encode()
+        )
+
     async def demand(request: Request) -> Response:
+        # The scaler reads it with the pod's token (from the pod's spec); a sidecar without one is open.
+        if settings.drain_token is not None and not own_token(request):
+            return JSONResponse(
+                {"error": "/demand needs this pod's own token"}, 401, headers={"WWW-Authenticate": "Bearer"}
+            )
         return JSONResponse({"inFlight": drain.in_flight, "draining": drain.draining, "served": drain.served})
 
     async def drain_hook(request: Request) -> Response:
         if settings.drain_token is None:
             return JSONResponse({"error": "this sidecar has no drain token: /drain is off (SIGTERM drains)"}, 403)
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, b"Bearer " + settings.drain_token.encode()):
+        if not own_token(request):
             log.warning("refused a /drain without this pod's token, from %s", request.client)
             return JSONResponse(
                 {"error": "only this pod's own shutdown may drain it (its preStop hook carries the token)"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.wake import Wake
@@ -80,6 +80,10 @@ class ModelState:
         return self.key.split("/", 1)[1]
 
     @property
+    def namespace(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @property
     def claimant(self) -> Claimant:
         return Claimant(self.key, frozenset({self.name, self.served_name, *self.aliases}), self.created)
 
@@ -99,6 +103,9 @@ class Holding:
         self._state.account()
         self._state.held -= 1
         self._table.held_total -= 1
+
+
+Allowed = Callable[[str, str], bool]  # (namespace, deployment) -> may the caller call it
 
 
 class UnknownModel(LookupError):
@@ -148,13 +155,24 @@ class ModelTable:
             state.failure = reason
             state.notify()
 
-    def lookup(self, requested: str) -> ModelState:
+    def visible(self, allowed: Allowed | None = None) -> list[ModelState]:
+        """The models a caller may call (`allowed(namespace, deployment)`; None: all of them)."""
+        if allowed is None:
+            return list(self.models.values())
+        return [s for s in self.models.values() if allowed(s.namespace, s.name)]
+
+    def lookup(self, requested: str, allowed: Allowed | None = None) -> ModelState:
         """`namespace/name` exactly; else the model a plain name reaches: the only one that answers to it,
-        or, when several do, the one that held it first (policies.names)."""
+        or, when several do, the one that held it first (policies.names). A caller limited by `allowed`
+        (an API key: one namespace) reaches only the models it may call, and plain names resolve among them:
+        a model of another namespace neither answers nor takes a name from it."""
         state = self.models.get(requested)
         if state is not None:
-            return state
-        matches = [s for s in self.models.values() if requested in (s.name, s.served_name, *s.aliases)]
+            if allowed is None or allowed(state.namespace, state.name):
+                return state
+            raise UnknownModel(requested)
+        candidates = self.visible(allowed)
+        matches = [s for s in candidates if requested in (s.name, s.served_name, *s.aliases)]
         if len(matches) == 1:
             return matches[0]
         holder = owner(requested, [s.claimant for s in matches], self.recorded_names)
@@ -162,10 +180,10 @@ class ModelTable:
             raise UnknownModel(requested)
         return self.models[holder.key]
 
-    def plain_name(self, state: ModelState) -> str:
+    def plain_name(self, state: ModelState, allowed: Allowed | None = None) -> str:
         """How /v1/models lists a model: its plain name when that reaches it, else namespace/name."""
         try:
-            return state.name if self.lookup(state.name) is state else state.key
+            return state.name if self.lookup(state.name, allowed) is state else state.key
         except UnknownModel:
             return state.key
 

@@ -22,6 +22,8 @@ from policies.annotations import (
 )
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
+from policies.keys import KEY_LABEL, ApiKey, api_key_of
+from policies.keys import digest as key_digest
 from policies.names import (
     NAMES_CONFIGMAP,
     NAMES_LABEL,
@@ -39,6 +41,7 @@ from policies.objects import (
     is_ready,
     model_key,
     model_key_of,
+    pod_token,
     published_failure,
     scale_of,
     served_names_of,
@@ -74,6 +77,7 @@ __all__ = [
     "ENABLED_LABEL",
     "GROUP",
     "KEYS",
+    "KEY_LABEL",
     "KIND",
     "NAMES_CONFIGMAP",
     "NAMES_LABEL",
@@ -88,6 +92,7 @@ __all__ = [
     "SHIPPED_IMAGE",
     "STATUS",
     "TEMPLATE_WHERE",
+    "ApiKey",
     "Claimant",
     "Collector",
     "ContractError",
@@ -102,6 +107,7 @@ __all__ = [
     "Stamp",
     "Verdict",
     "accelerator_resources",
+    "api_key_of",
     "assign_names",
     "backend_of",
     "claimant_of",
@@ -111,6 +117,7 @@ __all__ = [
     "duration_seconds",
     "format_duration",
     "is_ready",
+    "key_digest",
     "model_container",
     "model_key",
     "model_key_of",
@@ -122,6 +129,7 @@ __all__ = [
     "parse_stamp",
     "phase",
     "phase_since",
+    "pod_token",
     "published_failure",
     "render_for_pod",
     "render_pod",

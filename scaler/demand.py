@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from policies import sidecar_url
+from common.callers import CallerToken
+from policies import pod_token, sidecar_url
 
 
 @dataclass
@@ -55,17 +56,19 @@ class DemandCollector:
         front_doors: Callable[[], list[str]],
         timeout: float = 0.5,
         require_front_door: bool = False,
+        token: CallerToken | None = None,
     ) -> None:
         self.client = client
+        self.token = token  # the scaler's ServiceAccount token: front doors answer /demand only to it
         self.front_doors = front_doors
         self.timeout = timeout
         self.require_front_door = require_front_door
         self._counts: dict[tuple[str, str], tuple[float, float]] = {}  # (started, busySeconds) as last read
         self._collected: float | None = None
 
-    async def _get(self, url: str) -> dict[str, Any] | None:
+    async def _get(self, url: str, headers: dict[str, str]) -> dict[str, Any] | None:
         try:
-            response = await self.client.get(url, timeout=self.timeout)
+            response = await self.client.get(url, timeout=self.timeout, headers=headers)
             if response.status_code != 200:
                 return None
             data = response.json()
@@ -90,15 +93,18 @@ class DemandCollector:
     async def collect(self, pods_by_model: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Demand], bool]:
         """Demand per model, and whether every source answered."""
         sidecars: list[tuple[str, str]] = []
+        reads = []
+        gateway_urls = self.front_doors()
+        own = self.token.headers() if self.token is not None else {}
+        reads = [self._get(f"{u}/demand", own) for u in gateway_urls]
         for key, pods in pods_by_model.items():
             for pod in pods:
                 url = sidecar_url(pod)
                 if url is not None:
                     sidecars.append((key, url))
-        gateway_urls = self.front_doors()
-        answers = await asyncio.gather(
-            *(self._get(f"{u}/demand") for u in gateway_urls), *(self._get(f"{url}/demand") for _, url in sidecars)
-        )
+                    token = pod_token(pod)  # a sidecar answers /demand only with its pod's own token
+                    reads.append(self._get(f"{url}/demand", {"Authorization": f"Bearer {token}"} if token else {}))
+        answers = await asyncio.gather(*reads)
         fresh = all(a is not None for a in answers) and (bool(gateway_urls) or not self.require_front_door)
         demand: dict[str, Demand] = {key: Demand() for key in pods_by_model}
         now = time.monotonic()

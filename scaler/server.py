@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.callers import CallerCheck, CallerToken, NotAllowed, service_account
 from common.informer import InformerMetrics
 from common.kube import own_namespace
 from common.kubeapi import KubeAPI
@@ -31,11 +32,17 @@ from scaler.view import ClusterView
 log = logging.getLogger("hearth.scaler")
 
 
-def create_app(scaler: Scaler, registry: CollectorRegistry) -> Starlette:
+def create_app(scaler: Scaler, registry: CollectorRegistry, callers: CallerCheck | None = None) -> Starlette:
+    """`callers`: who may push to /activate (None: anyone)."""
     pending: set[asyncio.Task[None]] = set()
 
     async def activate(request: Request) -> Response:
         pushed_at = scaler.clock()
+        if callers is not None:
+            try:
+                await callers.check(request.headers)
+            except NotAllowed as refused:
+                return JSONResponse({"error": refused.message}, status_code=refused.status)
         try:
             body = await request.json()
             key = str(body["model"])
@@ -90,10 +97,18 @@ async def serve(settings: ScalerSettings) -> None:
         settings.gateway_port,
         watch_metrics,
     )
+    callers = None
+    if settings.internal_callers:
+        callers = CallerCheck(api, frozenset(service_account(ref) for ref in settings.internal_callers))
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
         scaler = Scaler(
             view,
-            DemandCollector(client, front_doors.urls, require_front_door=bool(settings.gateway_selector)),
+            DemandCollector(
+                client,
+                front_doors.urls,
+                require_front_door=bool(settings.gateway_selector),
+                token=CallerToken(settings.token_file) if settings.token_file else None,
+            ),
             KubeWriter(api, settings.identity),
             elector,
             metrics,
@@ -112,7 +127,7 @@ async def serve(settings: ScalerSettings) -> None:
 
         tasks = [asyncio.create_task(c) for c in (view.run(), front_doors.run(), elector.run(), ticks())]
         config = uvicorn.Config(
-            create_app(scaler, registry),
+            create_app(scaler, registry, callers),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,

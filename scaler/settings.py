@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from common.callers import ServiceAccountRef
 from common.flags import BaseURL, Duration
 
 
@@ -63,6 +64,15 @@ class ScalerSettings(BaseModel):
     lease_duration: Duration = Field(_LEASE.duration, gt=0, description="how long a Lease holds without renewal")
     renew_deadline: Duration = Field(_LEASE.renew_deadline, gt=0, description="a leader stops acting after")
     retry_period: Duration = Field(_LEASE.retry_period, gt=0, description="standby retry interval")
+    internal_callers: tuple[ServiceAccountRef, ...] = Field(
+        (),
+        description="a ServiceAccount, NAMESPACE/NAME, whose token (audience hearth) may push to /activate "
+        "(repeat; none: /activate answers anyone)",
+        json_schema_extra={"name": "internal-caller", "metavar": "NAMESPACE/NAME"},
+    )
+    token_file: Path | None = Field(
+        None, description="this pod's ServiceAccount token for the audience hearth, sent to read /demand"
+    )
     log_level: str = Field("info", json_schema_extra={"flag": False})
 
     @model_validator(mode="after")

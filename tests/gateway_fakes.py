@@ -42,11 +42,14 @@ class ScriptedUpstreams:
 
     def __init__(self, scripts: dict[str, ScriptedResponse | Exception]) -> None:
         self.scripts = scripts
-        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.sent: list[tuple[str, dict[str, Any]]] = []  # JSON bodies
+        self.bodies: list[bytes] = []  # every body as sent
         self.headers: list[Mapping[str, str]] = []
 
     async def open(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> ScriptedResponse:
-        self.sent.append((url, json.loads(body)))
+        self.bodies.append(body)
+        if body.startswith(b"{"):
+            self.sent.append((url, json.loads(body)))
         self.headers.append(dict(headers))
         script = self.scripts[url.split("/v1/", maxsplit=1)[0]]
         if isinstance(script, Exception):

@@ -272,7 +272,7 @@ def test_hostile_inputs_get_clear_errors_and_leak_nothing(procs: Processes) -> N
     cases = [
         (httpx.post(post, content=b"{not json"), 400, "not valid JSON"),
         (httpx.post(post, json=["model"]), 400, "string `model`"),
-        (httpx.post(post, json={"model": "nope", "messages": CHAT}), 404, "does not exist; known: local/qwen"),
+        (httpx.post(post, json={"model": "nope", "messages": CHAT}), 404, "does not exist; known: qwen"),
         (httpx.post(post, content=b"x" * 200_000), 413, "exceeds 100000 bytes"),
     ]
     for response, status, fragment in cases:

@@ -40,7 +40,7 @@ def test_a_stream_is_counted_while_open_and_the_drain_waits_for_it() -> None:
         request = asyncio.create_task(client.post("/v1/chat/completions", json=BODY))
         while drain.in_flight == 0:  # noqa: ASYNC110 - yield (no timer) until the request is forwarded
             await asyncio.sleep(0)
-        seen.append((await client.get("/demand")).json()["inFlight"])
+        seen.append((await client.get("/demand", headers=HOOK)).json()["inFlight"])
         drained = asyncio.create_task(client.get("/drain", headers=HOOK))  # the model container's preStop hook
         while not drain.draining:  # noqa: ASYNC110 - yield until the drain has begun
             await asyncio.sleep(0)

@@ -1,0 +1,172 @@
+"""Who is calling: API keys owned by namespaces (policies.keys), kept as SHA-256 digests in memory,
+learned from labelled Secrets by a watch (a new or revoked key takes effect as the event arrives), and each
+key's limits: a rate (a token bucket) and requests at once (held or in flight).
+
+The key presented is hashed and its digest looked up; the stored digest is then compared with
+`hmac.compare_digest`. The dictionary lookup's timing depends only on digests, which say nothing usable
+about any key (finding a key from its digest is a preimage attack on SHA-256)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from common.informer import Informer, InformerMetrics, resource_path
+from common.kubeapi import KubeAPI
+from policies import KEY_LABEL, ApiKey, api_key_of
+from policies import key_digest as digest
+
+log = logging.getLogger("hearth.keys")
+
+
+class Unauthorized(Exception):
+    """No key, or one that no Secret holds: `reason` is `missing` or `invalid` (for the metric)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OverLimit(Exception):
+    """A key over one of its limits: `code` says which, `retry_after` when a retry can succeed."""
+
+    def __init__(self, code: str, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.code, self.message, self.retry_after = code, message, retry_after
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key of `Authorization: Bearer KEY`, else of `api-key: KEY` (Azure-style clients)."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    api_key = headers.get("api-key")
+    return api_key.strip() if api_key and api_key.strip() else None
+
+
+@dataclass
+class Usage:
+    """One key's limits in use: its token bucket and its requests at once."""
+
+    tokens: float
+    refilled: float
+    open: int = 0
+
+
+@dataclass
+class KeyRing:
+    """The keys by digest, and each key's usage (kept across a Secret's edits, dropped with the key)."""
+
+    clock: Callable[[], float] = time.monotonic
+    keys: dict[bytes, ApiKey] = field(default_factory=dict)
+    usage: dict[str, Usage] = field(default_factory=dict)
+    on_removed: Callable[[str], None] = lambda name: None
+
+    def replace(self, keys: list[ApiKey]) -> None:
+        """Every key there is now (a Secret's watch calls this with all of them)."""
+        self.keys = {key.digest: key for key in keys}
+        names = {key.name for key in keys}
+        for gone in [name for name in self.usage if name not in names]:
+            del self.usage[gone]
+            self.on_removed(gone)
+
+    def authenticate(self, headers: Mapping[str, str]) -> ApiKey:
+        presented = presented_key(headers)
+        if presented is None:
+            raise Unauthorized("missing")
+        wanted = digest(presented)
+        found = self.keys.get(wanted)
+        if found is None or not hmac.compare_digest(found.digest, wanted):
+            raise Unauthorized("invalid")
+        return found
+
+    def admit(self, key: ApiKey) -> Callable[[], None]:
+        """Count one request against the key's limits, or OverLimit. Returns the release of its place
+        among the key's requests at once (call it once, when the answer ends)."""
+        now = self.clock()
+        usage = self.usage.get(key.name)
+        if usage is None:
+            usage = self.usage[key.name] = Usage(tokens=_burst(key), refilled=now)
+        if key.max_concurrent is not None and usage.open >= key.max_concurrent:
+            raise OverLimit(
+                "concurrency_limit_exceeded",
+                f"key {key.name} already has {usage.open} requests open (limit {key.max_concurrent})",
+                1,
+            )
+        if key.requests_per_minute is not None:
+            rate = key.requests_per_minute / 60.0
+            usage.tokens = min(_burst(key), usage.tokens + (now - usage.refilled) * rate)
+            usage.refilled = now
+            if usage.tokens < 1.0:
+                raise OverLimit(
+                    "rate_limit_exceeded",
+                    f"key {key.name} is over its limit of {key.requests_per_minute} requests per minute",
+                    (1.0 - usage.tokens) / rate,
+                )
+            usage.tokens -= 1.0
+        usage.open += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                usage.open -= 1
+
+        return release
+
+
+def _burst(key: ApiKey) -> float:
+    """A key's bucket: a second's worth of its rate, at least one request."""
+    return max(1.0, (key.requests_per_minute or 60) / 60.0)
+
+
+class KeyWatch:
+    """Secrets labelled as API keys, in every watched namespace, into the ring. Of each Secret only the
+    parsed key (its digest, scope and limits) is kept: the informer never holds a Secret's data. A Secret
+    that is not a usable key is left out, logged once per version with the reason (never with its data)."""
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        api: KubeAPI,
+        namespaces: tuple[str, ...],
+        metrics: InformerMetrics | None = None,
+    ) -> None:
+        self.ring = ring
+        self.stores: dict[str, Mapping[str, dict[str, Any]]] = {}
+        self.informers = [
+            Informer(
+                api,
+                resource_path("v1", "secrets", scope),
+                partial(self._changed, scope or "*"),
+                selector=f"{KEY_LABEL}=true",
+                check=api_key_of,
+                metrics=metrics,
+                resource="secrets",
+                transform=lambda secret: {_PARSED: api_key_of(secret)},
+            )
+            for scope in namespaces or (None,)
+        ]
+
+    @property
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(informer.run() for informer in self.informers))
+
+    def _changed(self, scope: str, objects: Mapping[str, dict[str, Any]]) -> None:
+        self.stores[scope] = objects
+        self.ring.replace([kept[_PARSED] for store in self.stores.values() for kept in store.values()])
+
+
+_PARSED = "apiKey"

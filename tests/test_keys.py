@@ -1,0 +1,117 @@
+"""API keys: what a key Secret says (policies.keys), and the ring that authenticates and limits (pure, a
+fake clock). The front door with keys, in process, is in tests/test_auth.py; live, in tests/e2e."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from gateway.keys import KeyRing, OverLimit, Unauthorized, presented_key
+from policies import ApiKey, ContractError, api_key_of
+
+KEY = "sk-team-a-0123456789abcdef0123"
+
+
+def secret(key: str | None = KEY, namespace: str = "team-a", name: str = "ci", **annotations: str) -> dict[str, object]:
+    data = {"key": base64.b64encode(key.encode()).decode()} if key is not None else {}
+    meta = {"name": name, "namespace": namespace, "labels": {"hearth.dev/api-key": "true"}}
+    return {"metadata": {**meta, "annotations": annotations}, "data": data}
+
+
+def test_a_key_secret_is_its_namespace_its_digest_and_its_limits() -> None:
+    key = api_key_of(secret(**{"hearth.dev/models": "qwen3-8b, embedder", "hearth.dev/requests-per-minute": "600"}))
+    assert key.name == "team-a/ci" and key.namespace == "team-a"
+    assert key.models == frozenset({"qwen3-8b", "embedder"})
+    assert key.requests_per_minute == 600 and key.max_concurrent is None
+    assert KEY.encode() not in repr(key).encode()  # only the digest is kept
+    assert key.may_call("team-a", "qwen3-8b") and not key.may_call("team-a", "other")
+    assert not key.may_call("team-b", "qwen3-8b")
+    assert api_key_of(secret()).models is None  # no list: every model of the namespace
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        (secret(key=None), "the key, under the entry `key`"),
+        (secret(key="short"), "at least 20 characters"),
+        (secret(**{"hearth.dev/models": "Not A Name"}), "comma-separated Deployment names"),
+        (secret(**{"hearth.dev/requests-per-minute": "-3"}), "a whole number above 0"),
+        (secret(**{"hearth.dev/max-concurrent": "lots"}), "a whole number above 0"),
+    ],
+)
+def test_an_unusable_key_secret_is_refused_with_the_fix_and_never_quoted(bad: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ContractError) as refused:
+        api_key_of(bad)
+    assert fragment in str(refused.value) and "Secret team-a/ci" in str(refused.value)
+    assert "short" not in str(refused.value) and KEY not in str(refused.value)
+
+
+def test_a_key_is_read_from_bearer_or_api_key_headers() -> None:
+    assert presented_key({"authorization": f"Bearer {KEY}"}) == KEY
+    assert presented_key({"authorization": f"bearer  {KEY} "}) == KEY
+    assert presented_key({"api-key": KEY}) == KEY
+    assert presented_key({"authorization": f"Basic {KEY}"}) is None
+    assert presented_key({}) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ring_with(*keys: ApiKey) -> tuple[KeyRing, Clock, list[str]]:
+    clock, removed = Clock(), list[str]()
+    ring = KeyRing(clock=clock, on_removed=removed.append)
+    ring.replace(list(keys))
+    return ring, clock, removed
+
+
+def test_only_a_held_key_authenticates_and_a_revoked_one_stops_at_once() -> None:
+    key = api_key_of(secret())
+    ring, _, removed = ring_with(key)
+    assert ring.authenticate({"authorization": f"Bearer {KEY}"}) == key
+    for headers, reason in (({}, "missing"), ({"authorization": f"Bearer {KEY}x"}, "invalid")):
+        with pytest.raises(Unauthorized) as refused:
+            ring.authenticate(headers)
+        assert refused.value.reason == reason
+    ring.admit(key)  # has usage now
+    ring.replace([])  # the Secret was deleted
+    with pytest.raises(Unauthorized):
+        ring.authenticate({"authorization": f"Bearer {KEY}"})
+    assert removed == ["team-a/ci"]  # its metrics go with it
+
+
+def test_a_rate_refuses_with_the_time_to_the_next_request_then_admits_again() -> None:
+    key = api_key_of(secret(**{"hearth.dev/requests-per-minute": "30"}))  # one every 2 s, bursts of 1
+    ring, clock, _ = ring_with(key)
+    ring.admit(key)()
+    with pytest.raises(OverLimit) as over:
+        ring.admit(key)
+    assert over.value.code == "rate_limit_exceeded" and over.value.retry_after == pytest.approx(2.0)
+    clock.now = 1.5
+    with pytest.raises(OverLimit) as over:
+        ring.admit(key)
+    assert over.value.retry_after == pytest.approx(0.5)
+    clock.now = 2.0
+    ring.admit(key)()
+
+
+def test_requests_at_once_are_bounded_and_each_place_is_given_back_once() -> None:
+    key = api_key_of(secret(**{"hearth.dev/max-concurrent": "2"}))
+    ring, _, _ = ring_with(key)
+    first, second = ring.admit(key), ring.admit(key)
+    with pytest.raises(OverLimit) as over:
+        ring.admit(key)
+    assert over.value.code == "concurrency_limit_exceeded"
+    first()
+    first()  # a second release is a no-op: it must not free the other request's place
+    third = ring.admit(key)
+    with pytest.raises(OverLimit):
+        ring.admit(key)
+    second()
+    third()
+    assert ring.usage["team-a/ci"].open == 0
