@@ -36,7 +36,7 @@ def replicas(cluster: Cluster, name: str) -> int:
     return int(out or 0)
 
 
-def first_token(url: str, model: str) -> float:
+def first_token(url: str, model: str, key: str) -> float:
     """Seconds from sending a streamed chat request to the first content delta."""
     body: dict[str, Any] = {
         "model": model,
@@ -45,7 +45,9 @@ def first_token(url: str, model: str) -> float:
         "messages": [{"role": "user", "content": "hi"}],
     }
     started = time.monotonic()
-    with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=httpx.Timeout(10, read=120)) as response:
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = httpx.Timeout(10, read=120)
+    with httpx.stream("POST", f"{url}/chat/completions", json=body, headers=headers, timeout=timeout) as response:
         for line in response.iter_lines():
             if line.startswith("data: ") and '"content"' in line:
                 return time.monotonic() - started
@@ -64,6 +66,7 @@ def main() -> None:
             model = simulated_model("bench", "cold", max_replicas=1, delay="2s", startup="0s", itl="1ms")
             cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(model))
             url = cluster.openai_base_url
+            key = cluster.api_key("bench")
             times = []
             for _ in range(args.cycles):
                 deadline = time.monotonic() + 120
@@ -74,7 +77,7 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise TimeoutError("the model did not go back to zero")
                     time.sleep(0.5)
-                times.append(first_token(url, "bench/cold"))
+                times.append(first_token(url, "bench/cold", key))
             pushes = activation_pushes(cluster)
         finally:
             cluster.down()

@@ -109,7 +109,7 @@ def wait(what: str, probe: Any, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def first_token(url: str, name: str, tokens: int = 4) -> float:
+def first_token(url: str, name: str, tokens: int = 4, key: str = "") -> float:
     request = {
         "model": f"bench/{name}",
         "stream": True,
@@ -117,7 +117,9 @@ def first_token(url: str, name: str, tokens: int = 4) -> float:
         "messages": [{"role": "user", "content": "hi"}],
     }
     first: float | None = None
-    with httpx.stream("POST", f"{url}/chat/completions", json=request, timeout=httpx.Timeout(10, read=120)) as resp:
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = httpx.Timeout(10, read=120)
+    with httpx.stream("POST", f"{url}/chat/completions", json=request, headers=headers, timeout=timeout) as resp:
         for line in resp.iter_lines():  # read to the end; remember when the first token came
             if first is None and line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
                 first = time.monotonic()
@@ -132,11 +134,12 @@ def activation(cluster: Cluster, cycles: int) -> dict[str, list[float]]:
     watcher = Watcher(cluster, name)
     to_write, ready_to_token = [], []
     url = cluster.openai_base_url
+    key = cluster.api_key("bench")
     for _ in range(cycles):
         wait("zero", lambda: bool(watcher.replicas) and watcher.replicas[-1][1] == 0 and not _pods(cluster, name))
         time.sleep(1.5)
         sent = time.monotonic()
-        token_at = first_token(url, name)
+        token_at = first_token(url, name, key=key)
         written = watcher.first_after(watcher.replicas, sent, lambda r: r >= 1)
         ready = watcher.first_after(watcher.ready, sent, lambda _: True)
         if written is None or ready is None:
@@ -155,11 +158,12 @@ def step(cluster: Cluster) -> dict[str, float]:
     name = "step"
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(deployment(name, "10m", "1s")))
     watcher = Watcher(cluster, name)
-    first_token(cluster.openai_base_url, name)  # at one replica now
+    key = cluster.api_key("bench")
+    first_token(cluster.openai_base_url, name, key=key)  # at one replica now
     wait("one ready pod", lambda: len(watcher.ready) >= 1)
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(12) as pool:  # 12 streams of ~5 s: demand 12, target 4 -> 3
-        futures = [pool.submit(first_token, cluster.openai_base_url, name, 250) for _ in range(12)]
+        futures = [pool.submit(first_token, cluster.openai_base_url, name, 250, key) for _ in range(12)]
         wait("three replicas", lambda: watcher.replicas[-1][1] == 3, timeout=30)
         reached = watcher.first_after(watcher.replicas, started, lambda r: r == 3) or time.monotonic()
         for future in futures:

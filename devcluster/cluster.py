@@ -13,14 +13,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from certs import issue
@@ -33,12 +36,14 @@ from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check
 from devcluster.node import start as start_node
 from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
-from policies import SHIPPED_IMAGE
+from policies import KEY_LABEL, SHIPPED_IMAGE
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
 HEARTH_NAMESPACE = "hearth-system"
+_KEYS_LOCK = threading.Lock()
+DEMO_NAMESPACE = "demo"  # where the demo's model runs; `hearth dev up` gives it an API key
 HEARTH_COMPONENTS = ("hearth-webhook", "hearth-gateway", "hearth-scaler")
 CONTROL_PLANE = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 NODE_PROCESSES = ("kube-proxy", "device-plugin", "kubelet", "containerd", "holder")
@@ -140,6 +145,8 @@ class Cluster:
             self._node(node, self.binaries, [pause.archive, image.archive], pause.ref)
         self.wait_nodes_ready(120)
         self.install_hearth(image)
+        self.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
+        self.api_key(DEMO_NAMESPACE)
         elapsed = time.monotonic() - started
         print(f"Dev cluster ready in {elapsed:.1f}s.", flush=True)
         return elapsed
@@ -398,6 +405,42 @@ class Cluster:
         """The front door's Service, reached from this machine through node 0 (see devcluster/network.py)."""
         return f"http://{self.gateway_ip}/v1"
 
+    def api_key(self, namespace: str, name: str = "hearth-dev-key", wait: bool = True) -> str:
+        """An API key for `namespace`'s models, as a namespace admin makes one (a labelled Secret); kept in
+        the state folder so that `hearth dev env` can print it. Waits until every front door takes it."""
+        with _KEYS_LOCK:  # tests ask from several threads at once: one key per namespace
+            return self._api_key(namespace, name, wait)
+
+    def _api_key(self, namespace: str, name: str, wait: bool) -> str:
+        path = self.layout.state / "keys" / f"{namespace}.{name}"
+        if path.exists():
+            return path.read_text().strip()
+        key = "sk-hearth-" + secrets.token_hex(20)
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": {KEY_LABEL: "true"}},
+            "stringData": {"key": key},
+        }
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(secret))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        if wait:
+            self.wait_key_taken(key)
+        return key
+
+    def wait_key_taken(self, key: str, timeout: float = 30.0) -> None:
+        """Until every front-door pod answers the key (each learns keys from its own watch)."""
+        deadline = time.monotonic() + timeout
+        headers = {"Authorization": f"Bearer {key}"}
+        for door in self.hearth_pods("hearth-gateway"):
+            url = f"http://{door['status']['podIP']}:8080/v1/models"
+            while httpx.get(url, headers=headers, timeout=5).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise processes.StartError(f"front door {door['metadata']['name']} did not take the key")
+                time.sleep(0.1)
+
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.get_json("pods", "-n", namespace, "-l", selector)["items"]
         return items
@@ -444,6 +487,7 @@ class Cluster:
         if self.layout.pids.exists():
             self.layout.pids.unlink()
         shutil.rmtree(self.layout.state / "etcd", ignore_errors=True)  # a fresh cluster each `up`
+        shutil.rmtree(self.layout.state / "keys", ignore_errors=True)  # and its keys went with it
         if not quiet:
             print(f"Dev cluster in {self.layout.state} stopped; no process left.")
 
@@ -461,9 +505,10 @@ class Cluster:
         print(f"kubeconfig: {self.layout.kubeconfig}")
         return 0 if healthy and len(running) == len(recorded) else 1
 
-    def env(self) -> str:
+    def env(self, namespace: str = DEMO_NAMESPACE) -> str:
+        key = self.api_key(namespace, wait=False)
         return (
             f"export KUBECONFIG={self.layout.kubeconfig}\n"
             f"export OPENAI_BASE_URL={self.openai_base_url}\n"
-            "export OPENAI_API_KEY=hearth-dev  # the SDK wants one; the dev gateway does not check it\n"
+            f"export OPENAI_API_KEY={key}  # the key of namespace {namespace} (Secret hearth-dev-key)\n"
         )

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from devcluster.cluster import REPO, Cluster
+from devcluster.cluster import DEMO_NAMESPACE, REPO, Cluster
 
 MANIFEST = REPO / "examples" / "demo.yaml"
-NAMESPACE, NAME = "demo", "qwen3-8b"
+NAMESPACE, NAME = DEMO_NAMESPACE, "qwen3-8b"
 
 
 class Timeline:
@@ -49,7 +49,7 @@ def wait_until(what: str, probe: Any, timeout: float) -> Any:
     raise TimeoutError(f"the demo waited {timeout:.0f}s for {what}; see `hearth dev status` and the logs")
 
 
-def stream(url: str, tokens: int, on_comment: Any = None) -> tuple[str, float | None]:
+def stream(url: str, key: str, tokens: int, on_comment: Any = None) -> tuple[str, float | None]:
     """One streamed chat completion over raw SSE; returns the text and the time to its first token."""
     request = {
         "model": NAME,
@@ -58,7 +58,11 @@ def stream(url: str, tokens: int, on_comment: Any = None) -> tuple[str, float | 
         "messages": [{"role": "user", "content": "Why scale to zero?"}],
     }
     began, first, words = time.monotonic(), None, []
-    with httpx.stream("POST", f"{url}/chat/completions", json=request, timeout=httpx.Timeout(10, read=120)) as resp:
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = httpx.Timeout(10, read=120)
+    with httpx.stream("POST", f"{url}/chat/completions", json=request, headers=headers, timeout=timeout) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {resp.read().decode(errors='replace')}")
         for line in resp.iter_lines():
             if line.startswith(":") and on_comment is not None:
                 on_comment(line)
@@ -78,6 +82,8 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
     timeline = Timeline()
     url = cluster.openai_base_url
     cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    key = cluster.api_key(NAMESPACE)  # `hearth dev up` made it: a Secret labelled hearth.dev/api-key
+    timeline.say(f"API key of namespace {NAMESPACE}: the Secret hearth-dev-key (kubectl get secret -n {NAMESPACE})")
     cluster.kubectl("delete", "deploy", NAME, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
     applied = cluster.kubectl("apply", "-f", str(manifest))
     timeline.say(f"kubectl apply -f {manifest.relative_to(REPO)}: {applied.stdout.strip()}")
@@ -91,7 +97,7 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
         beats.append(line)
         timeline.say(f"  SSE {line}")
 
-    text, first = stream(url, 12, on_comment=heartbeat)
+    text, first = stream(url, key, 12, on_comment=heartbeat)
     timeline.say(f'  tokens: "{text}"')
     ready_at = time.monotonic()
     timeline.say(
@@ -107,7 +113,7 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
 
     print("\n2. A burst: 12 concurrent streams, target 4 per replica")
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        futures = [pool.submit(stream, url, 250) for _ in range(12)]
+        futures = [pool.submit(stream, url, key, 250) for _ in range(12)]
         peak = 1
         while not all(f.done() for f in futures):
             phase, replicas, ready = _state(cluster)
@@ -134,9 +140,10 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
     timeline.say("back at zero GPUs")
     print()
     print("Send your own requests (any OpenAI client works):")
-    print(f'  eval "$(hearth dev env)"   # KUBECONFIG, OPENAI_BASE_URL={url}')
+    print(f'  eval "$(hearth dev env)"   # KUBECONFIG, OPENAI_BASE_URL={url}, OPENAI_API_KEY')
     print(
-        f"  curl -N $OPENAI_BASE_URL/chat/completions -H 'content-type: application/json' \\\n"
+        f'  curl -N $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\\n'
+        f"       -H 'content-type: application/json' \\\n"
         f'       -d \'{{"model": "{NAME}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}\''
     )
     print(f"  hearth status -n {NAMESPACE}; kubectl get deploy -n {NAMESPACE} -L hearth.dev/phase")

@@ -62,7 +62,8 @@ def owner(name: str, candidates: Iterable[Claimant], recorded: Mapping[str, str]
 def squatting_warnings(claimant: Claimant, recorded: Mapping[str, str]) -> list[str]:
     """What a Deployment is told at apply time about names another model holds."""
     return [
-        f"the model name {name!r} is already served by {holder}; clients reach this model as {claimant.key}"
+        f"the model name {name!r} is already served by {holder}; clients reach this model as {claimant.key} "
+        f"(or as {name!r} with an API key of its namespace)"
         for name in sorted(claimant.names)
         if (holder := recorded.get(name)) is not None and holder != claimant.key
     ]

@@ -143,7 +143,10 @@ def test_a_newcomer_is_warned_at_apply_time_how_its_clients_reach_it() -> None:
     request = admission_review(opted_in, group="apps", kind="Deployment", resource="deployments")["request"]
     answer = check_deployment(request, RUNTIMES, RenderSettings(), {name: f"team-a/{name}"})["response"]
     assert answer["allowed"]
-    expected = f"the model name {name!r} is already served by team-a/{name}; clients reach this model as team-b/{name}"
+    expected = (
+        f"the model name {name!r} is already served by team-a/{name}; clients reach this model as team-b/{name} "
+        f"(or as {name!r} with an API key of its namespace)"
+    )
     assert expected in answer["warnings"]
     mine = check_deployment(request, RUNTIMES, RenderSettings(), {name: f"team-b/{name}"})["response"]
     assert not any("already served" in w for w in mine.get("warnings", []))

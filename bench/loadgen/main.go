@@ -37,7 +37,7 @@ func main() {
 	flag.Parse()
 	raiseFileLimit()
 	if *wakeN > 0 {
-		wake(*url, *bodyFile, *health, *wakeN, *gap)
+		wake(*url, *bodyFile, *health, *auth, *wakeN, *gap)
 		return
 	}
 	if *stream || *hold > 0 {

@@ -15,7 +15,7 @@ import (
 // and watches the model's health URL every 2 ms. It prints, in Unix nanoseconds, when the health URL first
 // answered 200 and when each client (in sending order) got its first data event, plus how many streams
 // ended with [DONE]. The caller computes latencies after readiness and how well arrival order was kept.
-func wake(url, bodyFile, health string, n int, gap time.Duration) {
+func wake(url, bodyFile, health, auth string, n int, gap time.Duration) {
 	body, err := os.ReadFile(bodyFile)
 	check(err)
 	transport := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n, DisableCompression: true}
@@ -55,6 +55,9 @@ func wake(url, bodyFile, health string, n int, gap time.Duration) {
 			req, err := http.NewRequest("POST", url, bytes.NewReader(body))
 			check(err)
 			req.Header.Set("Content-Type", "application/json")
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
 			resp, err := client.Do(req)
 			ok := false
 			reason := ""

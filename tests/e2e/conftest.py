@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import openai
 import pytest
 import yaml
 
@@ -94,6 +95,16 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def sdk(cluster: Cluster, namespace: str, retries: int = 0, timeout: float = 120) -> openai.OpenAI:
+    """The OpenAI SDK with the API key of `namespace` (whose models it calls)."""
+    key = cluster.api_key(namespace)
+    return openai.OpenAI(base_url=cluster.openai_base_url, api_key=key, max_retries=retries, timeout=timeout)
+
+
+def auth(cluster: Cluster, namespace: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {cluster.api_key(namespace)}"}
 
 
 def write(tmp: Path, name: str, text: str) -> Path:

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from devcluster.cluster import DEV_RUNTIMES, MANIFESTS, Cluster
-from tests.e2e.conftest import apply, get_json, ready_pods, wait_for, webhook_runtimes
+from policies import pod_token
+from tests.e2e.conftest import apply, get_json, ready_pods, sdk, wait_for, webhook_runtimes
 from tests.support import GOLDEN, load_case
 from tests.test_golden_modes import CASES as MODE_CASES
 from tests.test_golden_modes import other_mode
@@ -237,11 +238,10 @@ def test_with_the_webhook_down_only_hearth_workloads_are_refused(cluster: Cluste
 
 
 def test_request_goes_through_front_door_and_sidecar_to_the_pod(cluster: Cluster, namespace: str) -> None:
-    import openai
 
     apply(cluster, deployment(namespace, name="chat", **{"hearth.dev/runtime": "sim-nvidia"}))
     pod = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "chat"), timeout=90)[0]
-    client = openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=0, timeout=30)
+    client = sdk(cluster, namespace, timeout=30)
     chunks = list(
         client.chat.completions.create(
             model=f"{namespace}/chat", stream=True, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
@@ -250,7 +250,9 @@ def test_request_goes_through_front_door_and_sidecar_to_the_pod(cluster: Cluster
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hearth keeps idle GPUs at"
     assert chunks[0].model == "chat"  # the runtime serves the Deployment's name
     stamp = json.loads(pod["metadata"]["annotations"]["hearth.dev/rendered"])
-    sidecar = httpx.get(f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/demand").json()  # pod IPs route
+    own = {"Authorization": f"Bearer {pod_token(pod)}"}  # a sidecar's /demand answers its pod's token only
+    assert httpx.get(f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/demand").status_code == 401
+    sidecar = httpx.get(f"http://{pod['status']['podIP']}:{stamp['sidecarPort']}/demand", headers=own).json()
     assert sidecar["served"] == 1 and sidecar["inFlight"] == 0  # it went through the pod's sidecar
     assert "chat" in {m.id for m in client.models.list()}
 

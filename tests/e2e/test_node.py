@@ -19,7 +19,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster.build import CONTAINERD_VERSION, KUBERNETES_VERSION
 from devcluster.cluster import HEARTH_COMPONENTS, Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import MESSAGES, apply, expected, get_json, phase, ready_pods, replicas, wait_for
+from tests.e2e.conftest import (
+    MESSAGES,
+    apply,
+    auth,
+    expected,
+    get_json,
+    phase,
+    ready_pods,
+    replicas,
+    sdk,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -107,10 +118,6 @@ def ready(cluster: Cluster, namespace: str, app: str, count: int = 1) -> bool:
     return len(ready_pods(cluster, namespace, app) or []) >= count
 
 
-def sdk(cluster: Cluster, retries: int = 0) -> openai.OpenAI:
-    return openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=retries, timeout=60)
-
-
 def stream(client: openai.OpenAI, model: str, tokens: int) -> str:
     chunks = client.chat.completions.create(model=model, messages=MESSAGES, stream=True, max_tokens=tokens)
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -123,7 +130,7 @@ def test_deleting_a_front_door_pod_loses_no_request(cluster: Cluster, namespace:
     model["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
     apply(cluster, model)
     wait_for("fd Ready", lambda: ready(cluster, namespace, "fd"), timeout=90)
-    client = sdk(cluster)
+    client = sdk(cluster, namespace, timeout=60)
     victim = cluster.hearth_pods("hearth-gateway")[0]["metadata"]["name"]
     results: list[str] = []
     lock = threading.Lock()
@@ -154,7 +161,7 @@ def test_a_killed_front_door_is_routed_around(cluster: Cluster, namespace: str) 
     victim = cluster.hearth_pods("hearth-gateway")[0]
     for pid in cluster.container_pids(victim, "gateway"):
         os.kill(pid, signal.SIGKILL)
-    client = sdk(cluster, retries=3)
+    client = sdk(cluster, namespace, retries=3, timeout=60)
     texts = [stream(client, f"{namespace}/fk", 5) for _ in range(20)]
     assert texts == [expected(5)] * 20
     cluster.wait_hearth_ready(120)
@@ -179,12 +186,14 @@ def test_held_requests_at_each_front_door_activate_and_demand_is_their_sum(clust
         apply(cluster, simulated_model(namespace, name, max_replicas=3, target=1, startup="120s"))
     wait_for("both at zero", lambda: all(phase(cluster, namespace, n) == "ScaledToZero" for n in ("sum-a", "sum-b")))
     stop = threading.Event()
+    key = auth(cluster, namespace)
 
     def hold(door: dict[str, Any], model: str) -> None:
         url = f"http://{door['status']['podIP']}:8080/v1/chat/completions"
         body = {"model": f"{namespace}/{model}", "messages": MESSAGES, "stream": True, "max_tokens": 3}
         try:
-            with httpx.stream("POST", url, json=body, timeout=httpx.Timeout(5, read=None)) as response:
+            timeout = httpx.Timeout(5, read=None)
+            with httpx.stream("POST", url, json=body, headers=key, timeout=timeout) as response:
                 for _ in response.iter_lines():
                     if stop.is_set():
                         return

@@ -18,8 +18,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
-from policies import CONDITION, sidecar_url, status_of
-from tests.e2e.conftest import MESSAGES, apply, expected, get_json, phase, replicas, wait_for, webhook_runtimes
+from policies import CONDITION, pod_token, sidecar_url, status_of
+from tests.e2e.conftest import (
+    MESSAGES,
+    apply,
+    expected,
+    get_json,
+    phase,
+    replicas,
+    sdk,
+    wait_for,
+    webhook_runtimes,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +38,8 @@ def model_deployment(namespace: str, name: str, **options: Any) -> dict[str, Any
     return simulated_model(namespace, name, **options)
 
 
-def client(cluster: Cluster) -> openai.OpenAI:
-    return openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=0, timeout=120)
+def client(cluster: Cluster, namespace: str) -> openai.OpenAI:
+    return sdk(cluster, namespace)
 
 
 class PhaseRecorder:
@@ -64,8 +74,11 @@ class PhaseRecorder:
         self._record(self._now())
 
 
-def stream_text(cluster: Cluster, model: str, tokens: int) -> str:
-    chunks = client(cluster).chat.completions.create(model=model, messages=MESSAGES, stream=True, max_tokens=tokens)
+def stream_text(cluster: Cluster, model: str, tokens: int, namespace: str | None = None) -> str:
+    """Streamed with the key of `namespace` (by default the one `model` names as namespace/name)."""
+    chunks = client(cluster, namespace or model.split("/", 1)[0]).chat.completions.create(
+        model=model, messages=MESSAGES, stream=True, max_tokens=tokens
+    )
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
@@ -130,10 +143,11 @@ def test_a_deployment_whose_pods_are_refused_fails_its_request_at_once_without_r
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "refused") == "ScaledToZero", timeout=30)
     before = get_json(cluster, "deploy", "refused", "-n", namespace)["status"].get("conditions") or []
     assert "ReplicaFailure" not in {c["type"] for c in before}  # nothing was refused yet: the request starts it
-    sdk = openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=2, timeout=120)
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as caught:
-        sdk.chat.completions.create(model=f"{namespace}/refused", messages=MESSAGES, max_tokens=2)
+        sdk(cluster, namespace, retries=2).chat.completions.create(
+            model=f"{namespace}/refused", messages=MESSAGES, max_tokens=2
+        )
     took = time.monotonic() - started
     assert caught.value.status_code == 503 and "no-such-runtime" in caught.value.message, caught.value.message
     assert caught.value.response.headers["x-should-retry"] == "false"
@@ -175,7 +189,13 @@ def test_an_open_stream_survives_its_pod_being_scaled_away(cluster: Cluster, nam
     found = get_json(cluster, "pods", "-n", namespace, "-l", "app=drain")["items"][0]
     sidecar = sidecar_url(found)
     assert sidecar is not None
-    wait_for("the stream to reach the pod", lambda: httpx.get(f"{sidecar}/demand").json()["inFlight"] == 1, 30, 0.05)
+    own = {"Authorization": f"Bearer {pod_token(found)}"}
+    wait_for(
+        "the stream to reach the pod",
+        lambda: httpx.get(f"{sidecar}/demand", headers=own).json()["inFlight"] == 1,
+        30,
+        0.05,
+    )
     pod = found["metadata"]["name"]
     cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")  # as a scale-down would
     streaming.join(timeout=60)
@@ -190,7 +210,7 @@ def test_no_request_is_lost_across_three_cycles(cluster: Cluster, namespace: str
 
         def one(index: int) -> bool:
             if index % 2:
-                reply = client(cluster).chat.completions.create(
+                reply = client(cluster, namespace).chat.completions.create(
                     model=f"{namespace}/cycles", messages=MESSAGES, max_tokens=20
                 )
                 return reply.choices[0].message.content == expected(20)
@@ -220,7 +240,12 @@ def test_rbac_is_least_privilege(cluster: Cluster) -> None:
     assert not can("hearth-scaler", "create", "pods", "-n", "ai")
     assert can("hearth-gateway", "watch", "pods", "-n", "ai")
     assert not can("hearth-gateway", "patch", "deployments", "-n", "ai")
+    # The front door watches key Secrets (labelled; RBAC cannot say so) but never gets one by name or writes.
+    assert can("hearth-gateway", "watch", "secrets", "-n", "ai")
     assert not can("hearth-gateway", "get", "secrets", "-n", "ai")
+    assert not can("hearth-gateway", "update", "secrets", "-n", "ai")
+    assert can("hearth-gateway", "create", "tokenreviews") and can("hearth-scaler", "create", "tokenreviews")
+    assert not can("hearth-webhook", "create", "tokenreviews")
     assert can("hearth-webhook", "watch", "inferenceruntimes")
     assert not can("hearth-webhook", "list", "pods", "-n", "ai")
     assert not can("hearth-webhook", "*", "*", "--all-namespaces")
@@ -388,7 +413,7 @@ def test_a_kept_deployment_runs_as_written_and_scales_from_zero(cluster: Cluster
     }
     apply(cluster, kept)
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "kept") == "ScaledToZero", timeout=30)
-    assert stream_text(cluster, "kept-alias", 5) == expected(5)  # an alias reaches it, from zero
+    assert stream_text(cluster, "kept-alias", 5, namespace) == expected(5)  # an alias reaches it, from zero
     (pod,) = [p for p in cluster.pods(namespace, "app=kept") if not p["metadata"].get("deletionTimestamp")]
     server = next(c for c in pod["spec"]["containers"] if c["name"] == "server")
     assert server["image"] == cluster.image and server["command"] == [*command, "--startup-duration=1s"]

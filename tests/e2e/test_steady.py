@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import time
 
-import openai
 import pytest
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import MESSAGES, apply, get_json, phase, replicas, wait_for
+from tests.e2e.conftest import MESSAGES, apply, get_json, phase, replicas, sdk, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +22,11 @@ REQUESTS = 20
 def test_steady_short_requests_wake_the_model_once_and_keep_it(cluster: Cluster, namespace: str) -> None:
     apply(cluster, simulated_model(namespace, "steady", delay="10s", startup="1s", itl="1ms"))
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "steady") == "ScaledToZero", timeout=30)
-    sdk = openai.OpenAI(base_url=cluster.openai_base_url, api_key="unused", max_retries=0, timeout=60)
+    client = sdk(cluster, namespace, timeout=60)
     lowest = None
     for index in range(REQUESTS):
         started = time.monotonic()
-        answer = sdk.chat.completions.create(model=f"{namespace}/steady", messages=MESSAGES, max_tokens=2)
+        answer = client.chat.completions.create(model=f"{namespace}/steady", messages=MESSAGES, max_tokens=2)
         assert answer.choices[0].message.content
         if index:  # after the first (the cold start), the model must never be at zero
             count = replicas(cluster, namespace, "steady")

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster.cluster import MANIFESTS, Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import MESSAGES, apply, expected, get_json, ready_pods, replicas, wait_for
+from tests.e2e.conftest import MESSAGES, apply, auth, expected, get_json, ready_pods, replicas, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,7 @@ def test_a_forged_stamp_is_skipped_reported_and_stops_nobody_else(cluster: Clust
         timeout=30,
     )
     apply(cluster, simulated_model(namespace, "fresh"))  # at zero: a front door must find it, the scaler wake it
-    client = httpx.Client(base_url=cluster.openai_base_url, timeout=120)
+    client = httpx.Client(base_url=cluster.openai_base_url, headers=auth(cluster, namespace), timeout=120)
     answer = client.post(
         "/chat/completions", json={"model": f"{namespace}/fresh", "messages": MESSAGES, "max_tokens": 3}
     )
@@ -137,7 +137,9 @@ def recorded_names(cluster: Cluster) -> dict[str, str]:
 
 def test_a_newcomer_cannot_take_a_name_that_already_resolves(cluster: Cluster, namespace: str) -> None:
     """Namespace B creating a model of the same name used to make A's plain name `400 model_ambiguous`
-    for A's clients: the name stays with A, B is warned at apply time and reached as namespace/name."""
+    for A's clients: the name stays with A (recorded for front doors without keys), B is warned at apply
+    time; with API keys each namespace's key reaches its own model by the plain name and never sees the
+    other's."""
     name = f"twin-{namespace[-8:]}"  # unique to this test: other tests' models keep their names
     apply(cluster, simulated_model(namespace, name))
     wait_for("the scaler's record of the name", lambda: recorded_names(cluster).get(name) == f"{namespace}/{name}")
@@ -147,19 +149,26 @@ def test_a_newcomer_cannot_take_a_name_that_already_resolves(cluster: Cluster, n
         applied = apply(cluster, simulated_model(other, name))
         assert (
             f"the model name '{name}' is already served by {namespace}/{name}; "
-            f"clients reach this model as {other}/{name}" in applied.stderr
+            f"clients reach this model as {other}/{name} (or as '{name}' with an API key of its namespace)"
+            in applied.stderr
         ), applied.stderr
-        client = httpx.Client(base_url=cluster.openai_base_url, timeout=120)
+        a, b = (
+            httpx.Client(base_url=cluster.openai_base_url, headers=auth(cluster, ns), timeout=120)
+            for ns in (namespace, other)
+        )
 
         def listed() -> dict[str, str] | None:
-            ids = {m["hearth"]["deployment"]: m["id"] for m in client.get("/models").json()["data"]}
-            return ids if f"{other}/{name}" in ids else None
+            ids = {m["hearth"]["deployment"]: m["id"] for m in b.get("/models").json()["data"]}
+            return ids or None
 
-        ids = wait_for("both models listed", listed, timeout=30)
-        assert ids[f"{namespace}/{name}"] == name and ids[f"{other}/{name}"] == f"{other}/{name}"
-        answer = client.post("/chat/completions", json={"model": name, "messages": MESSAGES, "max_tokens": 3})
+        assert wait_for("B's model listed for B's key", listed, timeout=30) == {f"{other}/{name}": name}
+        listed_a = {m["hearth"]["deployment"]: m["id"] for m in a.get("/models").json()["data"]}
+        assert listed_a == {f"{namespace}/{name}": name}  # nothing of B's shows to A's key
+        answer = a.post("/chat/completions", json={"model": name, "messages": MESSAGES, "max_tokens": 3})
         assert answer.status_code == 200, answer.text
         assert replicas(cluster, namespace, name) >= 1 and replicas(cluster, other, name) == 0  # A's model answered
+        crossing = a.post("/chat/completions", json={"model": f"{other}/{name}", "messages": MESSAGES})
+        assert crossing.status_code == 404 and crossing.json()["error"]["code"] == "model_not_found"
         assert recorded_names(cluster)[name] == f"{namespace}/{name}"
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)

@@ -49,7 +49,8 @@ def test_a_thousand_streams_held_at_one_front_door_all_complete_after_a_cold_sta
     body = tmp_path / "body.json"
     body.write_text(json.dumps({"model": f"{namespace}/herd", "messages": MESSAGES, "stream": True, "max_tokens": 4}))
     url = f"http://{door['status']['podIP']}:8080/v1/chat/completions"
-    argv = [str(loadgen()), f"-wake={held}", "-gap=1ms", f"-url={url}", f"-body={body}"]
+    key = f"-auth=Bearer {cluster.api_key(namespace)}"
+    argv = [str(loadgen()), f"-wake={held}", "-gap=1ms", f"-url={url}", f"-body={body}", key]
     result = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300).stdout)
     assert (result["complete"], result["errors"]) == (held, 0), result["first_error"]
     firsts = result["first_ns"]
