@@ -1,7 +1,10 @@
 """The gateway, side by side in one run on the same simulator: direct; through the front door; through
-front door + sidecar; through LiteLLM's proxy (the Python peer users would pick).
+the front door with API keys (and its access log); through front door + sidecar; through LiteLLM's proxy
+(the Python peer users would pick); with --tree, through the front door of another checkout (before).
 
-    .venv/bin/python bench/gateway.py [--seconds 5] [--held 10000] [--no-litellm]
+    .venv/bin/python bench/gateway.py [--seconds 5] [--held 10000] [--no-litellm] [--tree OLD_CHECKOUT]
+
+Also the cost of authenticating one request in the front door (hash, lookup, compare, limits), in process.
 
 Reports added time to first token (p50/p99, at concurrency 1), relayed tokens per second at 1, 64 and
 256 concurrent streams with zero simulated latency (the relay ceiling), CPU-ms per 1,000 tokens relayed,
@@ -54,11 +57,17 @@ class Stack:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, name: str, argv: list[str], base: str, health_path: str, timeout: float = 60
+        self,
+        name: str,
+        argv: list[str],
+        base: str,
+        health_path: str,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
     ) -> tuple[subprocess.Popen[bytes], str]:
         health = base + health_path
         log = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(proc)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -72,10 +81,13 @@ class Stack:
                 break
         raise SystemExit(f"{name} did not start:\n{(self.tmp / f'{name}.log').read_text()[-2000:]}")
 
-    def hearth(self, name: str, args: list[str], health_path: str) -> tuple[subprocess.Popen[bytes], str]:
+    def hearth(
+        self, name: str, args: list[str], health_path: str, tree: Path | None = None
+    ) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         argv = [sys.executable, "-m", "hearth", "--log-level=warning", *[a.replace("PORT", str(port)) for a in args]]
-        return self.start(name, argv, f"http://127.0.0.1:{port}", health_path)
+        env = {**os.environ, "PYTHONPATH": str(tree)} if tree is not None else None  # another checkout's code
+        return self.start(name, argv, f"http://127.0.0.1:{port}", health_path, env=env)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -139,6 +151,36 @@ def litellm(stack: Stack, sim_url: str) -> tuple[subprocess.Popen[bytes], str] |
             break
     print("LiteLLM did not start; leaving it out:\n" + (stack.tmp / "litellm.log").read_text()[-1500:])
     return None
+
+
+KEYS = f"""apiVersion: v1
+kind: Secret
+metadata: {{name: bench, namespace: local, labels: {{hearth.dev/api-key: "true"}}}}
+stringData: {{key: {MASTER_KEY}}}
+"""
+
+
+def auth_cost(calls: int = 20_000, rounds: int = 7) -> dict[str, float]:
+    """Microseconds per authenticated request in the front door's own code: the header read, SHA-256,
+    the lookup, the constant-time compare and the limits (a rate and a concurrency cap), median of rounds."""
+    from gateway.keys import KeyRing, keys_from_file
+
+    path = Path(tempfile.mkstemp(suffix=".yaml")[1])
+    path.write_text(KEYS)
+    ring = KeyRing()
+    (key,) = keys_from_file(path)
+    path.unlink()
+    limited = type(key)(key.name, key.namespace, key.digest, None, 10**9, 10**6)
+    ring.replace([limited])
+    headers = {"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"}
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            ring.admit(ring.authenticate(headers))()
+        times.append((time.perf_counter() - started) / calls * 1e6)
+    times.sort()
+    return {"p50_us": times[len(times) // 2], "best_us": times[0]}
 
 
 def stream_load(
@@ -214,6 +256,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--held", type=int, default=10_000)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--tree", type=Path, help="also through the front door of this checkout (before)")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers below
@@ -222,6 +265,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         body = tmp / "request.json"
         body.write_bytes(json.dumps(REQUEST).encode())
+        keys = tmp / "keys.yaml"
+        keys.write_text(KEYS)
         stack = Stack(tmp)
         try:
             _, sim_url = stack.hearth(
@@ -237,6 +282,18 @@ def main() -> None:
                 ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={sim_url}"],
                 "/healthz",
             )
+            keyed, keyed_url = stack.hearth(
+                "keyed",
+                [
+                    "gateway",
+                    "front-door",
+                    "--host=127.0.0.1",
+                    "--port=PORT",
+                    f"--upstream=qwen={sim_url}",
+                    f"--api-keys={keys}",
+                ],
+                "/healthz",
+            )
             door2, door2_url = stack.hearth(
                 "door2",
                 ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={side_url}"],
@@ -245,8 +302,17 @@ def main() -> None:
             paths: dict[str, tuple[str, list[int]]] = {
                 "direct": (sim_url, []),
                 "front door": (door_url, [door.pid]),
+                "front door + keys, access log": (keyed_url, [keyed.pid]),
                 "front door + sidecar": (door2_url, [door2.pid, side.pid]),
             }
+            if args.tree is not None:
+                before, before_url = stack.hearth(
+                    "before",
+                    ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={sim_url}"],
+                    "/healthz",
+                    tree=args.tree.resolve(),
+                )
+                paths[f"front door ({args.tree.name})"] = (before_url, [before.pid])
             if not args.no_litellm:
                 found = litellm(stack, sim_url)
                 if found is not None:
@@ -287,7 +353,12 @@ def main() -> None:
         f"{held['baseline_mib']:.0f} MiB idle -> {held['loaded_mib']:.0f} MiB held "
         f"({held['kib_per_client']:.1f} KiB per held client)"
     )
-    print(json.dumps({"results": results, "held": held}))
+    cost = auth_cost()
+    print(
+        f"Authentication in the front door: {cost['p50_us']:.2f} us per request at the median "
+        f"(best round {cost['best_us']:.2f} us; target < 100 us)"
+    )
+    print(json.dumps({"results": results, "held": held, "auth": cost}))
 
 
 if __name__ == "__main__":

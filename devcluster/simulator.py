@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+EMBEDDING_SIZE = 8
 WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
 
 
@@ -192,5 +193,137 @@ def create_app(settings: SimSettings) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         return await complete(request, chat=False)
+
+    # --- the rest of vLLM's OpenAI surface, answered in its shapes (the content is made up) ---------
+    async def accepted(request: Request) -> dict[str, Any] | JSONResponse:
+        """The JSON body of a request this model may answer now, or the error vLLM would give."""
+        if not ready():
+            return _error(503, "model is still loading", "ServiceUnavailableError")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "request body is not valid JSON", "BadRequestError")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object", "BadRequestError")
+        if body.get("model") not in settings.served_names:
+            return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model")
+        return body
+
+    def texts(value: object) -> list[str]:
+        return [value] if isinstance(value, str) else [str(v) for v in value] if isinstance(value, list) else []
+
+    def vector(text: str, index: int) -> list[float]:
+        seed = sum(text.encode()) + index
+        return [round(((seed * (i + 7)) % 97) / 97.0, 4) for i in range(EMBEDDING_SIZE)]
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        body = await accepted(request)
+        if isinstance(body, JSONResponse):
+            return body
+        inputs = texts(body.get("input"))
+        await asyncio.sleep(settings.ttft_seconds)
+        finished.labels("completed").inc()
+        data = [{"object": "embedding", "index": i, "embedding": vector(t, i)} for i, t in enumerate(inputs)]
+        tokens = sum(len(t.split()) for t in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        body = await accepted(request)
+        if isinstance(body, JSONResponse):
+            return body
+        if body.get("stream"):
+            return _error(400, "this simulator answers responses whole (stream is not simulated)", "BadRequestError")
+        tokens = body.get("max_output_tokens") or settings.default_max_tokens
+        await asyncio.sleep(settings.ttft_seconds + settings.itl_seconds * (int(tokens) - 1))
+        finished.labels("completed").inc()
+        text = "".join(WORDS[i % len(WORDS)] for i in range(int(tokens)))
+        message = {
+            "type": "message",
+            "id": f"msg_{uuid.uuid4().hex}",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        return JSONResponse(
+            {
+                "id": f"resp_{uuid.uuid4().hex}",
+                "object": "response",
+                "created_at": int(time.time()),
+                "model": body["model"],
+                "status": "completed",
+                "output": [message],
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "usage": {
+                    "input_tokens": 8,
+                    "output_tokens": int(tokens),
+                    "total_tokens": 8 + int(tokens),
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                },
+            }
+        )
+
+    def relevance(query: str, document: str) -> float:
+        shared = set(query.lower().split()) & set(document.lower().split())
+        return round(len(shared) / (1 + len(document.split())), 4)
+
+    @app.post("/v1/rerank")
+    async def rerank(request: Request) -> Response:
+        body = await accepted(request)
+        if isinstance(body, JSONResponse):
+            return body
+        query, documents = str(body.get("query", "")), texts(body.get("documents"))
+        scored = sorted(
+            (
+                {"index": i, "document": {"text": d}, "relevance_score": relevance(query, d)}
+                for i, d in enumerate(documents)
+            ),
+            key=lambda r: -float(r["relevance_score"]),  # type: ignore[arg-type]
+        )
+        usage = {"total_tokens": sum(len(d.split()) for d in documents) + len(query.split())}
+        return JSONResponse(
+            {"id": f"rerank-{uuid.uuid4().hex}", "model": body["model"], "usage": usage, "results": scored}
+        )
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> Response:
+        body = await accepted(request)
+        if isinstance(body, JSONResponse):
+            return body
+        first, second = texts(body.get("text_1")), texts(body.get("text_2"))
+        pairs = [(first[0] if len(first) == 1 else first[i], t) for i, t in enumerate(second)]
+        data = [{"index": i, "object": "score", "score": relevance(a, b)} for i, (a, b) in enumerate(pairs)]
+        created = int(time.time())
+        return JSONResponse(
+            {
+                "id": f"score-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": created,
+                "model": body["model"],
+                "data": data,
+            }
+        )
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        if not ready():
+            return _error(503, "model is still loading", "ServiceUnavailableError")
+        form = await request.form()
+        model, upload = form.get("model"), form.get("file")
+        if model not in settings.served_names:
+            return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+        if upload is None or isinstance(upload, str):
+            return _error(400, "the form needs a `file`", "BadRequestError", "file")
+        audio = await upload.read()
+        finished.labels("completed").inc()
+        # One word per KiB of audio: the answer shows the whole file came through.
+        words = max(1, len(audio) // 1024)
+        text = "".join(WORDS[i % len(WORDS)] for i in range(words)).strip()
+        return JSONResponse({"text": text, "usage": {"type": "duration", "seconds": max(1, len(audio) // 32000)}})
 
     return app

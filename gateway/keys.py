@@ -15,7 +15,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from common.informer import Informer, InformerMetrics, resource_path
 from common.kubeapi import KubeAPI
@@ -68,11 +71,15 @@ class KeyRing:
     clock: Callable[[], float] = time.monotonic
     keys: dict[bytes, ApiKey] = field(default_factory=dict)
     usage: dict[str, Usage] = field(default_factory=dict)
+    sources: dict[str, dict[bytes, ApiKey]] = field(default_factory=dict)
     on_removed: Callable[[str], None] = lambda name: None
 
-    def replace(self, keys: list[ApiKey]) -> None:
-        """Every key there is now (a Secret's watch calls this with all of them)."""
-        self.keys = {key.digest: key for key in keys}
+    def replace(self, keys: list[ApiKey], source: str = "watch") -> None:
+        """Every key there is now (a Secret's watch calls this with all of them); `source` adds to them
+        (the watch's and a file's keys are kept apart)."""
+        self.sources[source] = {key.digest: key for key in keys}
+        self.keys = {digest: key for known in self.sources.values() for digest, key in known.items()}
+        keys = list(self.keys.values())
         names = {key.name for key in keys}
         for gone in [name for name in self.usage if name not in names]:
             del self.usage[gone]
@@ -122,6 +129,13 @@ class KeyRing:
                 usage.open -= 1
 
         return release
+
+
+def keys_from_file(path: Path) -> list[ApiKey]:
+    """The keys of a YAML file of key Secrets; a Secret that is not a usable key stops the start (ValueError
+    naming it and the fix): a file is the operator's own, not a tenant's."""
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return [api_key_of(d) for d in documents if isinstance(d, dict) and d.get("kind") == "Secret"]
 
 
 def _burst(key: ApiKey) -> float:

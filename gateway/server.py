@@ -25,7 +25,7 @@ from gateway.access import AccessLog, access_logger
 from gateway.activator import Activator
 from gateway.discovery import KubeDiscovery, StaticUpstreams
 from gateway.frontdoor import FrontDoor, create_app
-from gateway.keys import KeyRing, KeyWatch
+from gateway.keys import KeyRing, KeyWatch, keys_from_file
 from gateway.metrics import GatewayMetrics
 from gateway.relay import quiet_aborts
 from gateway.settings import FrontDoorSettings
@@ -103,6 +103,9 @@ async def serve(settings: FrontDoorSettings) -> None:
             if settings.internal_callers:
                 callers = frozenset(service_account(ref) for ref in settings.internal_callers)
                 internal = CallerCheck(api, callers)
+        if settings.api_keys is not None:
+            keys = keys or KeyRing(on_removed=metrics.forget_key)
+            keys.replace(keys_from_file(settings.api_keys), source=str(settings.api_keys))
         if keys is None:
             log.warning("no API keys: every caller may call every model (%s)", _why_open(settings))
         door = FrontDoor(settings, table, upstreams, metrics, activator, keys, internal)

@@ -73,6 +73,11 @@ class FrontDoorSettings(BaseModel):
         description="serve every model to every caller without an API key (by default a call needs a key: "
         "a Secret labelled hearth.dev/api-key in the namespace of the models it calls)",
     )
+    api_keys: Path | None = Field(
+        None,
+        description="API keys from this file of key Secrets (YAML, as kubectl applies them), read at start: for "
+        "--upstream models outside a cluster, where there are no Secrets to watch",
+    )
     internal_callers: tuple[ServiceAccountRef, ...] = Field(
         (),
         description="a ServiceAccount, NAMESPACE/NAME, whose token (audience hearth) may read /demand (repeat; "

@@ -459,3 +459,71 @@ def test_json_keepalive_reports_a_failed_start_in_the_body_of_its_200(procs: Pro
     assert answer.status_code == 200
     assert answer.json()["error"]["code"] == "model_start_failed"
     assert demand(door)["held"] == 0
+
+
+def wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
+    """A small generated recording: a 440 Hz tone, 16-bit mono PCM in a WAV container."""
+    import io
+    import math
+    import struct
+    import wave
+
+    frames = b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(int(seconds * rate))
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as recording:
+        recording.setnchannels(1)
+        recording.setsampwidth(2)
+        recording.setframerate(rate)
+        recording.writeframes(frames)
+    return out.getvalue()
+
+
+def test_the_openai_surface_vllm_serves_is_held_at_zero_and_routed(procs: Processes) -> None:
+    """Embeddings, responses, rerank, score and an audio transcription (a multipart form whose `model` is a
+    field) through the front door and a sidecar, with the real SDK, the first held while the model loads; a
+    model retrieved by id; errors and unknown routes in OpenAI's shape. (Renaming to the served name, JSON
+    and form alike: tests/test_auth.py, tests/test_calls.py.)"""
+    sim = procs.simulator(startup="2s")
+    door = procs.front_door([("qwen", procs.sidecar(sim))])
+    client = sdk(door)
+    embedded = client.embeddings.create(model="qwen", input=["a cat", "a dog"])  # held: the model loads
+    assert [e.index for e in embedded.data] == [0, 1] and len(embedded.data[0].embedding) == 8
+    metrics = httpx.get(f"{door.url}/metrics").text
+    assert 'hearth_gateway_activation_wait_seconds_count{model="local/qwen"} 1.0' in metrics  # it was held
+    answered = client.responses.create(model="qwen", input="hi", max_output_tokens=3)
+    assert answered.output_text == "Hearth keeps idle"
+    transcript = client.audio.transcriptions.create(model="qwen", file=("tone.wav", wav(), "audio/wav"))
+    assert transcript.text.startswith("Hearth keeps idle GPUs")  # one word per KiB: the whole file came
+    reranked = httpx.post(
+        f"{door.url}/v1/rerank",
+        json={"model": "qwen", "query": "a cat", "documents": ["a dog", "a cat sat"]},
+    ).json()
+    assert [r["index"] for r in reranked["results"]] == [1, 0]
+    scored = httpx.post(f"{door.url}/v1/score", json={"model": "qwen", "text_1": "a cat", "text_2": ["a cat"]})
+    assert scored.json()["data"][0]["object"] == "score"
+    retrieved = client.models.retrieve("qwen")
+    assert retrieved.id == "qwen" and retrieved.created > 0
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("nope")
+    assert missing.value.code == "model_not_found"
+    unknown = httpx.post(f"{door.url}/v1/nothing", json={})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_url"
+
+
+def test_keys_from_a_file_guard_upstream_models_outside_a_cluster(procs: Processes, tmp_path: Path) -> None:
+    key = "sk-file-key-0123456789abcdef"
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bench\n  namespace: local\n"
+        f"  labels: {{hearth.dev/api-key: 'true'}}\nstringData:\n  key: {key}\n"
+    )
+    door = procs.front_door([("qwen", procs.simulator())], f"--api-keys={keys}")
+    with pytest.raises(openai.AuthenticationError):
+        sdk(door).models.list()
+    keyed = openai.OpenAI(base_url=f"{door.url}/v1", api_key=key, max_retries=0, timeout=60)
+    assert keyed.chat.completions.create(model="qwen", messages=CHAT, max_tokens=2).choices[0].message.content
+    assert [m.id for m in keyed.models.list()] == ["qwen"]
+    log = door.log.read_text()
+    assert '"key":"local/bench","model":"local/qwen"' in log and key not in log
