@@ -20,18 +20,26 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def loadgen() -> Path:
     """Build bench/loadgen once into the user's cache, keyed by the source's hash."""
-    source = HERE / "loadgen"
-    files = [source / "go.mod", *sorted(source.glob("*.go"))]
+    return go_tool(HERE / "loadgen")
+
+
+def go_tool(source: Path) -> Path:
+    """Build the Go program in `source` (a folder with its go.mod) once into the user's cache, keyed by the
+    hash of its sources; later calls return the cached binary."""
+    files = [source / "go.mod", *sorted(source.glob("go.sum")), *sorted(source.glob("*.go"))]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench" / f"loadgen-{digest}"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench"
+    cache = root / f"{source.name}-{digest}"
     if not cache.exists():
         go = shutil.which("go")
         if go is None:
-            raise SystemExit("the benchmarks need Go to build their load generator")
+            raise SystemExit(f"Go is needed to build {source.name} (apt-get install golang, or see go.dev)")
         cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(cache.name + ".partial")
         subprocess.run(
-            [go, "build", "-o", str(cache), "."], cwd=source, check=True, env={**os.environ, "CGO_ENABLED": "0"}
+            [go, "build", "-o", str(partial), "."], cwd=source, check=True, env={**os.environ, "CGO_ENABLED": "0"}
         )
+        partial.rename(cache)  # a build cut short never passes for a finished one
     return cache
 
 

@@ -146,6 +146,7 @@ class Cluster:
         self.wait_nodes_ready(120)
         self.install_hearth(image)
         self.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
+        self.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", str(MANIFESTS / "tenant"))  # as a tenant's admin would
         self.api_key(DEMO_NAMESPACE)
         elapsed = time.monotonic() - started
         print(f"Dev cluster ready in {elapsed:.1f}s.", flush=True)

@@ -25,6 +25,7 @@ class Demand:
     busy_seconds: float = 0.0  # held + in flight integrated since the previous collection, idem
     interval: float = 0.0  # seconds since the previous collection
     per_pod: dict[str, int] = field(default_factory=dict)
+    answering_pods: int = 0  # pods whose sidecar answered
 
     @property
     def total(self) -> int:
@@ -133,4 +134,5 @@ class DemandCollector:
             entry.sidecar_in_flight += in_flight
             entry.per_pod[url] = in_flight
             entry.busy_pods += 1 if in_flight > 0 else 0
+            entry.answering_pods += 1 if answer is not None else 0
         return demand, fresh

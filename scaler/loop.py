@@ -168,6 +168,7 @@ class Scaler:
         state.demand = seen.total
         self.metrics.demand.labels(key).set(seen.total)
         self.metrics.desired.labels(key).set(decision.replicas)
+        self.metrics.sidecars_answering.labels(key).set(seen.answering_pods)
         if decision.changes(current):
             await self._scale(key, deployment, pods, current, decision, seen, None)
         await self._publish(key, deployment, pods, decision, seen)

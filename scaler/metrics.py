@@ -15,6 +15,13 @@ class ScalerMetrics:
             "hearth_scaler_demand", "Held + in-flight requests seen last tick.", ["model"], registry=registry
         )
         self.desired = Gauge("hearth_scaler_desired_replicas", "Replicas last decided.", ["model"], registry=registry)
+        self.sidecars_answering = Gauge(
+            "hearth_scaler_sidecars_answering",
+            "Model pods whose sidecar answered /demand last tick (fewer than the pods: a NetworkPolicy, a token "
+            "or a broken pod keeps the scaler from counting them).",
+            ["model"],
+            registry=registry,
+        )
         self.decisions = Counter(
             "hearth_scaler_scale_writes",
             "Replica changes written, by direction.",
@@ -36,6 +43,6 @@ class ScalerMetrics:
         )
 
     def forget(self, model: str) -> None:
-        for metric in (self.demand, self.desired):
+        for metric in (self.demand, self.desired, self.sidecars_answering):
             with contextlib.suppress(KeyError):
                 metric.remove(model)
