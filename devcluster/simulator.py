@@ -209,6 +209,9 @@ def create_app(settings: SimSettings) -> FastAPI:
             return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model")
         return body
 
+    def words(tokens: int) -> str:
+        return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
+
     def texts(value: object) -> list[str]:
         return [value] if isinstance(value, str) else [str(v) for v in value] if isinstance(value, list) else []
 
@@ -234,12 +237,38 @@ def create_app(settings: SimSettings) -> FastAPI:
         body = await accepted(request)
         if isinstance(body, JSONResponse):
             return body
+        tokens = int(body.get("max_output_tokens") or settings.default_max_tokens)
         if body.get("stream"):
-            return _error(400, "this simulator answers responses whole (stream is not simulated)", "BadRequestError")
-        tokens = body.get("max_output_tokens") or settings.default_max_tokens
-        await asyncio.sleep(settings.ttft_seconds + settings.itl_seconds * (int(tokens) - 1))
+            return StreamingResponse(response_events(str(body["model"]), tokens), media_type="text/event-stream")
+        await asyncio.sleep(settings.ttft_seconds + settings.itl_seconds * (tokens - 1))
         finished.labels("completed").inc()
-        text = "".join(WORDS[i % len(WORDS)] for i in range(int(tokens)))
+        return JSONResponse(response_object(str(body["model"]), tokens, words(tokens)))
+
+    async def response_events(model: str, tokens: int) -> AsyncIterator[bytes]:
+        """As vLLM streams /v1/responses: named events, no `data: [DONE]`; the last is response.completed."""
+        started = response_object(model, tokens, "")
+        yield _event("response.created", {"response": {**started, "status": "in_progress"}}, 0)
+        await asyncio.sleep(settings.ttft_seconds)
+        item = started["output"][0]["id"]
+        for i in range(tokens):
+            if i:
+                await asyncio.sleep(settings.itl_seconds)
+            delta = {
+                "item_id": item,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": WORDS[i % len(WORDS)],
+                "logprobs": [],
+            }
+            yield _event("response.output_text.delta", delta, 1 + i)
+        finished.labels("completed").inc()
+        yield _event("response.completed", {"response": response_object(model, tokens, words(tokens))}, 1 + tokens)
+
+    def _event(kind: str, payload: dict[str, Any], sequence: int) -> bytes:
+        data = json.dumps({"type": kind, "sequence_number": sequence, **payload}, separators=(",", ":"))
+        return f"event: {kind}\ndata: {data}\n\n".encode()
+
+    def response_object(model: str, tokens: int, text: str) -> dict[str, Any]:
         message = {
             "type": "message",
             "id": f"msg_{uuid.uuid4().hex}",
@@ -247,26 +276,24 @@ def create_app(settings: SimSettings) -> FastAPI:
             "status": "completed",
             "content": [{"type": "output_text", "text": text, "annotations": []}],
         }
-        return JSONResponse(
-            {
-                "id": f"resp_{uuid.uuid4().hex}",
-                "object": "response",
-                "created_at": int(time.time()),
-                "model": body["model"],
-                "status": "completed",
-                "output": [message],
-                "parallel_tool_calls": True,
-                "tool_choice": "auto",
-                "tools": [],
-                "usage": {
-                    "input_tokens": 8,
-                    "output_tokens": int(tokens),
-                    "total_tokens": 8 + int(tokens),
-                    "input_tokens_details": {"cached_tokens": 0},
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                },
-            }
-        )
+        return {
+            "id": f"resp_{uuid.uuid4().hex}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": model,
+            "status": "completed",
+            "output": [message],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": 8,
+                "output_tokens": tokens,
+                "total_tokens": 8 + tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
 
     def relevance(query: str, document: str) -> float:
         shared = set(query.lower().split()) & set(document.lower().split())

@@ -17,7 +17,7 @@ from gateway.errors import openai_error
 from gateway.lease import Lease, LeasedStream
 from gateway.proxy import forward_headers, unsendable_header
 from gateway.routing import Upstream
-from gateway.sse import MalformedStream, WholeEvents, error_message, sse_error
+from gateway.sse import MalformedStream, WholeEvents, error_message, last_events_of, sse_error
 from gateway.upstream import UpstreamError, UpstreamResponse
 
 log = logging.getLogger("hearth.relay")
@@ -36,7 +36,7 @@ async def body(upstream: Upstream, *, stream: bool, first_byte: Callable[[], Non
     is malformed; any other answer aborted if it breaks off. The lease ends with the last byte (before the
     response's last message: a client that read it all never sees it counted)."""
     first = True
-    events = WholeEvents() if stream and is_event_stream(upstream.response) else None
+    events = WholeEvents(last_events_of(upstream.path)) if stream and is_event_stream(upstream.response) else None
     try:
         async for raw in upstream.response.aiter_raw():
             chunk = raw if events is None else events.feed(raw)

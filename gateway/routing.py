@@ -39,6 +39,7 @@ class Upstream:
     backend: Backend
     response: UpstreamResponse
     lease: Lease
+    path: str = "/v1/chat/completions"  # the route asked: how its stream ends (gateway.sse.last_events_of)
 
 
 class Router:
@@ -78,7 +79,7 @@ class Router:
                 lease.release()
                 await response.aclose()
                 continue
-            return Upstream(backend, response, lease)
+            return Upstream(backend, response, lease, outgoing.path)
         if failure is not None:
             raise BackendsFailed(failure)
         return None

@@ -34,6 +34,15 @@ def error_message(detail: str) -> str | None:
     return None
 
 
+# The Responses API's stream has no `data: [DONE]`: it ends after one of these events (vLLM and OpenAI).
+RESPONSES_LAST_EVENTS = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
+
+
+def last_events_of(path: str) -> frozenset[bytes] | None:
+    """How a stream of this route ends: after one of these named events, or (None) after `data: [DONE]`."""
+    return RESPONSES_LAST_EVENTS if path.rstrip("/") == "/v1/responses" else None
+
+
 MAX_EVENT_BYTES = 1024 * 1024  # one event (a chunk of tokens, or a usage report) is a few hundred bytes
 _FIELDS = (b"data", b"event", b"id", b"retry")
 
@@ -55,10 +64,12 @@ class WholeEvents:
     never lands in the middle of one (the SDK then failed on the partial line with a JSONDecodeError
     instead of raising the error). Every event must be comments and `data`/`event`/`id`/`retry` fields,
     its `data` JSON or `[DONE]`; the stream must end with `[DONE]` (vLLM, SGLang, TGI and llama.cpp all send
-    it; without it, a reset of a close-delimited answer looked like its end)."""
+    it; without it, a reset of a close-delimited answer looked like its end), or, given `last_events` (the
+    Responses API's), with an event of one of those names."""
 
-    def __init__(self) -> None:
+    def __init__(self, last_events: frozenset[bytes] | None = None) -> None:
         self._pending = b""
+        self._last_events = last_events
         self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -81,7 +92,8 @@ class WholeEvents:
         if self._pending.strip():
             raise MalformedStream("the model's stream broke off in the middle of an event", "stream_broken")
         if not self.done:
-            raise MalformedStream("the model's stream ended before `data: [DONE]`", "stream_broken")
+            expected = "`data: [DONE]`" if self._last_events is None else "its last event (response.completed)"
+            raise MalformedStream(f"the model's stream ended before {expected}", "stream_broken")
 
     def _check(self, events: bytes) -> None:
         split = (events.replace(b"\r\n", b"\n") if b"\r" in events else events).split(b"\n\n")
@@ -97,19 +109,25 @@ class WholeEvents:
 
     def _check_event(self, event: bytes) -> None:
         data: list[bytes] = []
+        kind = b""
         for line in event.split(b"\n"):
             if not line or line.startswith(b":"):
                 continue
             name, _, value = line.partition(b":")
             if name not in _FIELDS:
                 raise MalformedStream(f"the model sent a line that is not SSE: {line[:80]!r}")
+            value = value[1:] if value.startswith(b" ") else value
             if name == b"data":
-                data.append(value[1:] if value.startswith(b" ") else value)
+                data.append(value)
+            elif name == b"event":
+                kind = value
         if data:
             self._check_data(b"\n".join(data))
+        if self._last_events is not None and kind in self._last_events:
+            self.done = True
 
     def _check_data(self, data: bytes) -> None:
-        if self.done:
+        if self.done and self._last_events is None:
             raise MalformedStream("the model sent data after `data: [DONE]`")
         if data == b"[DONE]":
             self.done = True

@@ -485,7 +485,7 @@ def test_the_openai_surface_vllm_serves_is_held_at_zero_and_routed(procs: Proces
     field) through the front door and a sidecar, with the real SDK, the first held while the model loads; a
     model retrieved by id; errors and unknown routes in OpenAI's shape. (Renaming to the served name, JSON
     and form alike: tests/test_auth.py, tests/test_calls.py.)"""
-    sim = procs.simulator(startup="2s")
+    sim = procs.simulator(startup="6s")  # longer than a sidecar and a front door take to start: it is held
     door = procs.front_door([("qwen", procs.sidecar(sim))])
     client = sdk(door)
     embedded = client.embeddings.create(model="qwen", input=["a cat", "a dog"])  # held: the model loads
@@ -494,6 +494,11 @@ def test_the_openai_surface_vllm_serves_is_held_at_zero_and_routed(procs: Proces
     assert 'hearth_gateway_activation_wait_seconds_count{model="local/qwen"} 1.0' in metrics  # it was held
     answered = client.responses.create(model="qwen", input="hi", max_output_tokens=3)
     assert answered.output_text == "Hearth keeps idle"
+    # A streamed response ends at response.completed, with no `data: [DONE]` (as vLLM sends it): relayed
+    # whole, with no error event appended.
+    events = list(client.responses.create(model="qwen", input="hi", max_output_tokens=3, stream=True))
+    assert [e.type for e in events] == ["response.created", *["response.output_text.delta"] * 3, "response.completed"]
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Hearth keeps idle"
     transcript = client.audio.transcriptions.create(model="qwen", file=("tone.wav", wav(), "audio/wav"))
     assert transcript.text.startswith("Hearth keeps idle GPUs")  # one word per KiB: the whole file came
     reranked = httpx.post(

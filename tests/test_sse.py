@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.sse import MalformedStream, WholeEvents
+from gateway.sse import MalformedStream, WholeEvents, last_events_of
 
 texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 events = st.lists(
@@ -86,3 +86,30 @@ def test_an_event_that_never_ends_is_refused_before_it_fills_memory() -> None:
     with pytest.raises(MalformedStream, match="event over"):
         for _ in range(2000):
             framer.feed(b"data: " + b"x" * 1024)
+
+
+RESPONSES_STREAM = (
+    b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hi"}\n\n'
+    b'event: response.completed\ndata: {"type":"response.completed","sequence_number":2}\n\n'
+)
+
+
+def test_a_responses_stream_ends_at_its_last_event_not_at_done() -> None:
+    """vLLM's /v1/responses stream (like OpenAI's) names its events and sends no `data: [DONE]`: it is
+    whole after response.completed, and broken if it stops before."""
+    last = last_events_of("/v1/responses")
+    framer = WholeEvents(last)
+    assert framer.feed(RESPONSES_STREAM) == RESPONSES_STREAM
+    framer.end()
+    cut = RESPONSES_STREAM[: RESPONSES_STREAM.index(b"event: response.completed")]
+    framer = WholeEvents(last)
+    assert framer.feed(cut) == cut
+    with pytest.raises(MalformedStream, match="before its last event") as caught:
+        framer.end()
+    assert caught.value.code == "stream_broken"
+    assert last_events_of("/v1/chat/completions") is None  # chat and the rest end with [DONE]
+    with pytest.raises(MalformedStream, match=r"before `data: \[DONE\]`"):
+        chat = WholeEvents(last_events_of("/v1/chat/completions"))
+        chat.feed(RESPONSES_STREAM)
+        chat.end()
