@@ -163,7 +163,7 @@ stringData: {{key: {MASTER_KEY}}}
 def auth_cost(calls: int = 20_000, rounds: int = 7) -> dict[str, float]:
     """Microseconds per authenticated request in the front door's own code: the header read, SHA-256,
     the lookup, the constant-time compare and the limits (a rate and a concurrency cap), median of rounds."""
-    from gateway.keys import KeyRing, keys_from_file
+    from gateway import KeyRing, keys_from_file
 
     path = Path(tempfile.mkstemp(suffix=".yaml")[1])
     path.write_text(KEYS)
