@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.metrics import GatewayMetrics
 
 RECORD = "hearth.call"
-TAIL = 2048  # the usage object comes last in a whole answer and in a stream's last events
+TAIL = 2048  # bytes kept from the last `"usage"` on: the usage object is small
 
 
 @dataclass
@@ -35,13 +35,23 @@ class CallRecord:
     tail: bytes = b""
 
 
+def keep_usage(record: CallRecord, chunk: bytes) -> None:
+    """Keep the answer from its last `"usage"` on (bounded): one search per chunk, no copy of the rest. A
+    usage object split between two reads of a whole answer is missed (its tokens are then unknown)."""
+    at = chunk.rfind(b'"usage"')
+    if at >= 0:
+        record.tail = chunk[at : at + TAIL]
+    elif record.tail and len(record.tail) < TAIL:
+        record.tail += chunk[: TAIL - len(record.tail)]
+
+
 def record_of(request: Request) -> CallRecord | None:
     record = request.scope.get(RECORD)
     return record if isinstance(record, CallRecord) else None
 
 
 def usage_of(tail: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of the last `"usage": {...}` in an answer's tail, if any."""
+    """(prompt, completion) tokens of the last `"usage": {...}` in what `keep_usage` kept, if any."""
     at = tail.rfind(b'"usage"')
     if at < 0:
         return None
@@ -95,13 +105,14 @@ class AccessLog:
             if message["type"] == "http.response.start":
                 record.status = int(message["status"])
             elif message["type"] == "http.response.body":
-                chunk = message.get("body", b"")
-                if chunk:
-                    record.tail = (record.tail + chunk)[-TAIL:]
+                keep_usage(record, message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
+        except Exception:
+            record.status = record.status or 500  # the server's error answer comes after this middleware
+            raise
         finally:
             self._finish(scope, record)
 

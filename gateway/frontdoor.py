@@ -10,19 +10,21 @@ under a lease from gateway.lease), holding (gateway.holding), relaying (gateway.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
 from common.callers import CallerCheck, NotAllowed
-from gateway.access import CallRecord, record_of
+from gateway.access import AccessLog, CallRecord, record_of
 from gateway.activator import Activator
 from gateway.calls import BadCall, Call, read_call
 from gateway.clients import ClientGone, unless_disconnected
@@ -297,7 +299,11 @@ async def _unknown(request: Request, exc: Exception) -> Response:
     return openai_error(status, message, "invalid_request_error" if status < 500 else "server_error", code)
 
 
-def create_app(door: FrontDoor, extra_routes: list[Route] | None = None) -> Starlette:
+def create_app(
+    door: FrontDoor, extra_routes: list[Route] | None = None, access_log: logging.Logger | None = None
+) -> Starlette:
+    """The front door's app. Every call to a model is recorded from arrival to last byte (gateway.access):
+    its key's place among its requests at once is given back there, and `access_log` gets its line."""
     routes = [
         *(Route(path, door.call, methods=["POST"]) for path in MODEL_ROUTES),
         Route("/v1/models", door.models, methods=["GET"]),
@@ -306,4 +312,5 @@ def create_app(door: FrontDoor, extra_routes: list[Route] | None = None) -> Star
         *(extra_routes or []),
     ]
     handlers = {404: _unknown, 405: _unknown, 500: _unknown}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    recorded = Middleware(AccessLog, metrics=door.metrics, logger=access_log)
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=[recorded])

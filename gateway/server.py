@@ -21,7 +21,7 @@ from common.kube import own_namespace
 from common.kubeapi import KubeAPI
 from common.names import NamesWatch
 from common.peers import Peers
-from gateway.access import AccessLog, access_logger
+from gateway.access import access_logger
 from gateway.activator import Activator
 from gateway.discovery import KubeDiscovery, StaticUpstreams
 from gateway.frontdoor import FrontDoor, create_app
@@ -120,10 +120,10 @@ async def serve(settings: FrontDoorSettings) -> None:
         async def prometheus(request: Request) -> Response:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-        app = create_app(door, [Route("/healthz", healthz), Route("/metrics", prometheus)])
-        logged = AccessLog(app, metrics, None if settings.no_access_log else access_logger())
+        extra = [Route("/healthz", healthz), Route("/metrics", prometheus)]
+        app = create_app(door, extra, None if settings.no_access_log else access_logger())
         server_config = uvicorn.Config(
-            logged,
+            app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,

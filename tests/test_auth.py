@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.access import AccessLog, usage_of
+from gateway.access import usage_of
 from gateway.activator import Activator
 from gateway.frontdoor import FrontDoor, create_app
 from gateway.keys import KeyRing
@@ -52,7 +52,7 @@ class Door:
         logger.addHandler(logging.StreamHandler(self.log))
         logger.setLevel(logging.INFO)
         logger.propagate = False
-        self.app = AccessLog(create_app(self.front), self.metrics, logger)
+        self.app = create_app(self.front, access_log=logger)
 
     def calls(self, *requests: tuple[str, str, dict[str, Any]]) -> list[httpx.Response]:
         async def run() -> list[httpx.Response]:
@@ -186,3 +186,16 @@ def test_unknown_routes_and_methods_answer_in_openai_shape() -> None:
 )
 def test_usage_is_read_from_an_answers_tail(tail: bytes, usage: tuple[int, int] | None) -> None:
     assert usage_of(tail) == usage
+
+
+def test_usage_is_kept_from_the_last_report_across_reads() -> None:
+    from gateway.access import CallRecord, keep_usage
+
+    record = CallRecord(started=0.0)
+    for chunk in (b'data: {"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n', b"data: {}\n\n" * 50):
+        keep_usage(record, chunk)
+    keep_usage(record, b'data: {"choices":[],"usage":{"prompt_tokens":8,')
+    keep_usage(record, b'"completion_tokens":5}}\n\ndata: [DONE]\n\n')  # the object split across two reads
+    assert usage_of(record.tail) == (8, 5)
+    keep_usage(record, b"x" * 5000)
+    assert len(record.tail) <= 2048  # bounded, whatever follows
