@@ -36,7 +36,7 @@ from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check
 from devcluster.node import start as start_node
 from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
-from policies import KEY_LABEL, SHIPPED_IMAGE
+from policies import KEY_LABEL, SHIPPED_IMAGE, is_ready
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
@@ -47,6 +47,13 @@ DEMO_NAMESPACE = "demo"  # where the demo's model runs; `hearth dev up` gives it
 HEARTH_COMPONENTS = ("hearth-webhook", "hearth-gateway", "hearth-scaler")
 CONTROL_PLANE = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 NODE_PROCESSES = ("kube-proxy", "device-plugin", "kubelet", "containerd", "holder")
+
+
+def _answers(url: str, headers: dict[str, str]) -> bool:
+    try:
+        return httpx.get(url, headers=headers, timeout=5).status_code == 200
+    except httpx.HTTPError:  # a front door that died since it was listed: its restart lists every key
+        return False
 
 
 class Cluster:
@@ -432,12 +439,14 @@ class Cluster:
         return key
 
     def wait_key_taken(self, key: str, timeout: float = 30.0) -> None:
-        """Until every front-door pod answers the key (each learns keys from its own watch)."""
+        """Until every serving front-door pod answers the key (each learns keys from its own watch). A pod
+        that is not Ready is not waited for: it turns Ready only after it has listed every key."""
         deadline = time.monotonic() + timeout
         headers = {"Authorization": f"Bearer {key}"}
-        for door in self.hearth_pods("hearth-gateway"):
+        serving = [p for p in self.hearth_pods("hearth-gateway") if is_ready(p) and p["status"].get("podIP")]
+        for door in serving:
             url = f"http://{door['status']['podIP']}:8080/v1/models"
-            while httpx.get(url, headers=headers, timeout=5).status_code != 200:
+            while not _answers(url, headers):
                 if time.monotonic() > deadline:
                     raise processes.StartError(f"front door {door['metadata']['name']} did not take the key")
                 time.sleep(0.1)

@@ -87,17 +87,10 @@ def create_app(settings: SimSettings) -> FastAPI:
         return JSONResponse({"running": running.labels(name)._value.get(), "outcomes": values})
 
     async def complete(request: Request, chat: bool) -> Response:
-        if not ready():
-            return _error(503, "model is still loading", "ServiceUnavailableError")
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return _error(400, "request body is not valid JSON", "BadRequestError")
-        if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object", "BadRequestError")
-        model = body.get("model")
-        if model not in settings.served_names:
-            return _error(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
+        body = await accepted(request)
+        if isinstance(body, JSONResponse):
+            return body
+        model = body["model"]
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or settings.default_max_tokens
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _error(400, "max_tokens must be a positive integer", "BadRequestError", "max_tokens")
@@ -194,7 +187,6 @@ def create_app(settings: SimSettings) -> FastAPI:
     async def completions(request: Request) -> Response:
         return await complete(request, chat=False)
 
-    # --- the rest of vLLM's OpenAI surface, answered in its shapes (the content is made up) ---------
     async def accepted(request: Request) -> dict[str, Any] | JSONResponse:
         """The JSON body of a request this model may answer now, or the error vLLM would give."""
         if not ready():
@@ -209,6 +201,7 @@ def create_app(settings: SimSettings) -> FastAPI:
             return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model")
         return body
 
+    # --- the rest of vLLM's OpenAI surface, answered in its shapes (the content is made up) ---------
     def words(tokens: int) -> str:
         return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
 

@@ -171,13 +171,7 @@ func streaming(url, bodyFile, auth string, concurrency int, duration, warmup tim
 				if hold == 0 && began.After(stop) {
 					return
 				}
-				req, err := http.NewRequest("POST", url, bytes.NewReader(body))
-				check(err)
-				req.Header.Set("Content-Type", "application/json")
-				if auth != "" {
-					req.Header.Set("Authorization", auth)
-				}
-				resp, err := client.Do(req)
+				resp, err := client.Do(post(url, body, auth))
 				if err != nil || resp.StatusCode != 200 {
 					reason := ""
 					if err != nil {
@@ -252,4 +246,15 @@ func streaming(url, bodyFile, auth string, concurrency int, duration, warmup tim
 		"first_error": firstError,
 	}
 	check(json.NewEncoder(os.Stdout).Encode(out))
+}
+
+// post is one JSON request of the load, with the Authorization header when one is given.
+func post(url string, body []byte, auth string) *http.Request {
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	check(err)
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	return req
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -52,13 +51,7 @@ func wake(url, bodyFile, health, auth string, n int, gap time.Duration) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			req, err := http.NewRequest("POST", url, bytes.NewReader(body))
-			check(err)
-			req.Header.Set("Content-Type", "application/json")
-			if auth != "" {
-				req.Header.Set("Authorization", auth)
-			}
-			resp, err := client.Do(req)
+			resp, err := client.Do(post(url, body, auth))
 			ok := false
 			reason := ""
 			if err != nil {

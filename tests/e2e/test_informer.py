@@ -103,8 +103,8 @@ def test_list_watch_and_skip_what_is_malformed(cluster: Cluster, namespace: str)
 
 def test_every_component_reports_its_informers(cluster: Cluster) -> None:
     """Each component's /metrics counts the lists of its informers: the webhook's InferenceRuntimes and the
-    model-names record (a ConfigMap), the front doors' Deployments, pods, scaler peers and the record, the
-    scalers' Deployments, pods and front-door peers."""
+    model-names record (a ConfigMap), the front doors' Deployments, pods, scaler peers, the record and the
+    key Secrets, the scalers' Deployments, pods and front-door peers."""
     import ssl
 
     import httpx
@@ -114,7 +114,7 @@ def test_every_component_reports_its_informers(cluster: Cluster) -> None:
     tls.check_hostname = False  # the certificate names the Service; this reaches each pod by address
     expected = {
         "hearth-webhook": ("https", 8443, {"inferenceruntimes", "configmaps"}),
-        "hearth-gateway": ("http", 8080, {"deployments", "pods", "peers", "configmaps"}),
+        "hearth-gateway": ("http", 8080, {"deployments", "pods", "peers", "configmaps", "secrets"}),
         "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers"}),
     }
 

@@ -158,10 +158,10 @@ def test_a_killed_front_door_is_routed_around(cluster: Cluster, namespace: str) 
     model["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
     apply(cluster, model)
     wait_for("fk Ready", lambda: ready(cluster, namespace, "fk"), timeout=90)
+    client = sdk(cluster, namespace, retries=3, timeout=60)  # its key taken by both front doors first
     victim = cluster.hearth_pods("hearth-gateway")[0]
     for pid in cluster.container_pids(victim, "gateway"):
         os.kill(pid, signal.SIGKILL)
-    client = sdk(cluster, namespace, retries=3, timeout=60)
     texts = [stream(client, f"{namespace}/fk", 5) for _ in range(20)]
     assert texts == [expected(5)] * 20
     cluster.wait_hearth_ready(120)
