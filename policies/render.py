@@ -46,6 +46,7 @@ class RenderSettings:
     sidecar_memory: str = "128Mi"
 
 
+SIDECAR_UID = 65532  # the user of Hearth's image (Containerfile, devcluster/image.py)
 DRAIN_TOKEN_ENV = "HEARTH_DRAIN_TOKEN"  # noqa: S105 - the variable's name
 
 
@@ -356,7 +357,16 @@ def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_toke
             "requests": {"cpu": settings.sidecar_cpu, "memory": settings.sidecar_memory},
             "limits": {"memory": settings.sidecar_memory},
         },
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+        # Non-root whatever the pod runs its model as (vLLM images often run as root): the image's own user.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_UID,
+            "runAsGroup": SIDECAR_UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
 
 

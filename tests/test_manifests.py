@@ -1,0 +1,44 @@
+"""What `kubectl apply -k manifests/` installs, read as the files say: every object labelled, each
+component's disruption budget and spreading, probes on every component."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from tests.support import ROOT
+
+MANIFESTS = ROOT / "manifests"
+COMPONENTS = ("hearth-webhook", "hearth-gateway", "hearth-scaler")
+
+
+def installed() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    files = [MANIFESTS / name for name in kustomization["resources"]]
+    return [d for path in files for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_every_installed_object_carries_the_recommended_labels() -> None:
+    objects = installed() + list(yaml.safe_load_all((MANIFESTS / "tenant" / "model-pods.yaml").read_text()))
+    unlabelled = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in objects
+        if not {"app.kubernetes.io/name", "app.kubernetes.io/part-of"} <= set(o["metadata"].get("labels") or {})
+        or o["metadata"]["labels"]["app.kubernetes.io/part-of"] != "hearth"
+    ]
+    assert len(objects) > 30 and unlabelled == []
+
+
+def test_each_component_survives_a_drain_and_spreads_over_nodes() -> None:
+    objects = installed()
+    budgets = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PodDisruptionBudget"}
+    deployments = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "Deployment"}
+    for name in COMPONENTS:
+        selector = deployments[name]["selector"]["matchLabels"]
+        assert budgets[name] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+        assert deployments[name]["replicas"] >= 2  # a budget of one unavailable leaves one serving
+        (spread,) = deployments[name]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["labelSelector"]["matchLabels"] == selector
+        for container in deployments[name]["template"]["spec"]["containers"]:
+            assert {"readinessProbe", "livenessProbe"} <= set(container), (name, container["name"])
