@@ -40,6 +40,8 @@ def _cmd_adopt(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
+    from ruamel.yaml.error import YAMLError
+
     from certs import expires_within, issue, patch_file, patch_live
 
     if args.if_expiring_within is not None and not expires_within(args.out / "tls.crt", args.if_expiring_within):
@@ -48,7 +50,11 @@ def _cmd_certs(args: argparse.Namespace) -> int:
     ca = issue(args.out, args.host, args.key_type, args.days)
     print(f"wrote {args.out}/ca.crt, tls.crt, tls.key for {', '.join(args.host)}")
     for manifest in args.patch or []:
-        count = patch_file(manifest, ca.cert_pem())
+        try:
+            count = patch_file(manifest, ca.cert_pem())
+        except (OSError, ValueError, YAMLError) as refused:
+            print(f"error: {manifest}: {refused}", file=sys.stderr)
+            return 1
         print(f"caBundle written into {count} webhook configuration(s) in {manifest}")
     if args.kubeconfig is not None:
         for name in patch_live(str(args.kubeconfig), ca.cert_pem()):

@@ -70,6 +70,11 @@ def test_cli_writes_the_ca_bundle_into_manifests(tmp_path: Path) -> None:
     hooks = [h for d in docs for h in d["webhooks"]]
     assert len(hooks) == 4
     assert all(base64.b64decode(h["clientConfig"]["caBundle"]) == bundle for h in hooks)
+    # Only the four caBundle lines were added: every comment and line of the file is where it was.
+    original = (Path(__file__).parent.parent / "manifests" / "webhooks.yaml").read_text().splitlines()
+    patched = manifest.read_text().splitlines()
+    assert [line for line in patched if "caBundle:" not in line] == original
+    assert len(patched) == len(original) + 4
     assert main(["certs", "--out", str(tmp_path / "tls"), "--host", "x", "--if-expiring-within", "30"]) == 0
     assert (tmp_path / "tls" / "ca.crt").read_bytes() == bundle
 
@@ -182,3 +187,31 @@ def test_a_half_written_pair_keeps_the_old_certificate_until_the_next_check(tmp_
     assert counted("reloaded") == 1
     assert served_certificate(context, live / "ca.crt") == (staged / "tls.crt").read_bytes()
     assert reloader.check() is False and counted("failed") == 1  # nothing changed since: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        (  # a caBundle already there: its value only is replaced, the comment after it kept
+            "kind: MutatingWebhookConfiguration\nwebhooks:\n- name: a\n  clientConfig:\n"
+            "    caBundle: b2xk  # rotated by hearth certs\n    url: https://x\n",
+            "kind: MutatingWebhookConfiguration\nwebhooks:\n- name: a\n  clientConfig:\n"
+            "    caBundle: bmV3  # rotated by hearth certs\n    url: https://x\n",
+        ),
+        (  # a flow-style clientConfig gets the key inside its braces
+            "kind: ValidatingWebhookConfiguration\nwebhooks:\n- name: a\n  clientConfig: {url: 'https://x'}\n",
+            "kind: ValidatingWebhookConfiguration\nwebhooks:\n- name: a\n  clientConfig: {caBundle: bmV3, url: 'https://x'}\n",
+        ),
+        (  # other documents are left byte for byte
+            "# a Service\nkind: Service\nmetadata: {name: s}\n---\nkind: MutatingWebhookConfiguration\nwebhooks:\n"
+            "- name: a\n  clientConfig:\n    service: {name: s}\n",
+            "# a Service\nkind: Service\nmetadata: {name: s}\n---\nkind: MutatingWebhookConfiguration\nwebhooks:\n"
+            "- name: a\n  clientConfig:\n    caBundle: bmV3\n    service: {name: s}\n",
+        ),
+    ],
+)
+def test_the_ca_bundle_is_written_in_place(written: str, expected: str) -> None:
+    from certs.bundle import patch_text
+
+    assert patch_text(written, b"new") == (expected, 1)
+    assert patch_text(expected, b"new") == (expected, 1)  # idempotent
