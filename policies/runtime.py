@@ -6,6 +6,7 @@ structural schema so that kube-apiserver refuses the same objects even when the 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -32,17 +33,31 @@ class _Strict(BaseModel):
 
 
 class EnvVar(_Strict):
-    name: str = Field(pattern=_ENV_NAME, max_length=253)
-    value: str = ""
+    name: str = Field(pattern=_ENV_NAME, max_length=253, description="The variable's name.")
+    value: str = Field("", description="Its value (template variables are not filled in here).")
 
 
 class Container(_Strict):
-    image: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
-    command: list[str] | None = None
-    args: list[str] = Field(default_factory=list)
-    env: list[EnvVar] = Field(default_factory=list)
-    port: Port = 8000
-    resources: dict[str, dict[str, str]] | None = None
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        pattern=r"^\S+$",
+        description="The runtime's image, e.g. vllm/vllm-openai with a tag.",
+    )
+    command: list[str] | None = Field(
+        None, description="The entrypoint, when the image's is not the server (template variables allowed)."
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        description="The server's arguments. Template variables: {{ model.path }}, {{ model.name }}, {{ model.uri }}, "
+        "{{ port }}, {{ accelerators }}; one of them must pass the model.",
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables of the model container.")
+    port: Port = Field(8000, description="The port the server listens on ({{ port }}); the sidecar fronts it.")
+    resources: dict[str, dict[str, str]] | None = Field(
+        None,
+        description="Requests and limits of the model container besides the accelerator (e.g. limits: {memory: 64Gi}).",
+    )
 
     @field_validator("args", "command")
     @classmethod
@@ -55,24 +70,47 @@ class Container(_Strict):
 
 
 class Toleration(_Strict):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+    key: str | None = Field(None, description="The taint's key, e.g. nvidia.com/gpu.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default Equal).")
+    value: str | None = Field(None, description="The taint's value, with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="The taint effect tolerated (empty: every effect)."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, alias="tolerationSeconds", description="With NoExecute: how long the pod stays after the taint."
+    )
 
 
 class HostMount(_Strict):
-    path: str = Field(pattern=r"^/[^\s]*$", max_length=4096)
-    mount_path: str | None = Field(default=None, alias="mountPath", pattern=r"^/[^\s]*$")
-    type: Literal["", "Directory", "File", "DirectoryOrCreate", "FileOrCreate", "Socket", "CharDevice"] = ""
+    path: str = Field(pattern=r"^/[^\s]*$", max_length=4096, description="The path on the node.")
+    mount_path: str | None = Field(
+        default=None,
+        alias="mountPath",
+        pattern=r"^/[^\s]*$",
+        description="Where it appears in the container (default: the same path).",
+    )
+    type: Literal["", "Directory", "File", "DirectoryOrCreate", "FileOrCreate", "Socket", "CharDevice"] = Field(
+        "", description="The hostPath type the kubelet checks before mounting (empty: no check)."
+    )
 
 
 class Accelerator(_Strict):
-    resource: str = Field(pattern=_RESOURCE, max_length=253)
-    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
-    tolerations: list[Toleration] = Field(default_factory=list)
-    host_mounts: list[HostMount] = Field(default_factory=list, alias="hostMounts")
+    resource: str = Field(
+        pattern=_RESOURCE,
+        max_length=253,
+        description="The extended resource a pod asks for, e.g. nvidia.com/gpu or huawei.com/Ascend910.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, alias="nodeSelector", description="Node labels the model pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints of accelerator nodes that the model pods tolerate."
+    )
+    host_mounts: list[HostMount] = Field(
+        default_factory=list,
+        alias="hostMounts",
+        description="Host paths mounted read-only into the model container, e.g. the Ascend driver.",
+    )
 
     @field_validator("resource")
     @classmethod
@@ -83,38 +121,77 @@ class Accelerator(_Strict):
 
 
 class Probe(_Strict):
-    period_seconds: int = Field(default=10, ge=1, le=300, alias="periodSeconds")
-    failure_threshold: int = Field(default=3, ge=1, le=10_000, alias="failureThreshold")
-    timeout_seconds: int = Field(default=5, ge=1, le=300, alias="timeoutSeconds")
+    period_seconds: int = Field(default=10, ge=1, le=300, alias="periodSeconds", description="Seconds between probes.")
+    failure_threshold: int = Field(
+        default=3, ge=1, le=10_000, alias="failureThreshold", description="Failures in a row before the probe fails."
+    )
+    timeout_seconds: int = Field(
+        default=5, ge=1, le=300, alias="timeoutSeconds", description="Seconds one probe may take."
+    )
 
 
 class Probes(_Strict):
-    path: str = Field(default="/health", pattern=r"^/\S*$")
+    path: str = Field(
+        default="/health",
+        pattern=r"^/\S*$",
+        description="The runtime's health path, answering 200 once the model is loaded.",
+    )
     # 10 s x 180 = 30 minutes for a large model to download and load before the pod is killed.
-    startup: Probe = Probe(period_seconds=10, failure_threshold=180)
-    readiness: Probe = Probe(period_seconds=5, failure_threshold=3)
-    liveness: Probe = Probe(period_seconds=10, failure_threshold=6)
+    startup: Probe = Field(
+        Probe(period_seconds=10, failure_threshold=180),
+        description="While the model loads (default 10 s x 180: half an hour) before the pod is restarted.",
+    )
+    readiness: Probe = Field(
+        Probe(period_seconds=5, failure_threshold=3), description="When the pod may take requests."
+    )
+    liveness: Probe = Field(
+        Probe(period_seconds=10, failure_threshold=6), description="When a loaded runtime is restarted."
+    )
 
 
 class Lifecycle(_Strict):
-    drain_timeout_seconds: int = Field(default=300, ge=0, le=3600, alias="drainTimeoutSeconds")
-    # Time the runtime gets after draining to shut down before SIGKILL.
-    shutdown_seconds: int = Field(default=30, ge=0, le=600, alias="shutdownSeconds")
+    drain_timeout_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        alias="drainTimeoutSeconds",
+        description="Longest wait for open streams when a pod goes away.",
+    )
+    shutdown_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=600,
+        alias="shutdownSeconds",
+        description="Time the runtime gets after draining to shut down before SIGKILL.",
+    )
 
 
 class Metrics(_Strict):
-    port: Port | None = None
-    path: str = Field(default="/metrics", pattern=r"^/\S*$")
+    port: Port | None = Field(None, description="The port of the runtime's metrics (default: its serving port).")
+    path: str = Field(default="/metrics", pattern=r"^/\S*$", description="The path of the runtime's metrics.")
 
 
 class RuntimeSpec(_Strict):
-    vendor: str = Field(pattern=_NAME, max_length=63)
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    container: Container
-    accelerator: Accelerator
-    probes: Probes = Probes()
-    lifecycle: Lifecycle = Lifecycle()
-    metrics: Metrics = Metrics()
+    """An admin's profile of one serving backend: the model container and the accelerator it runs on,
+    which the webhook renders into the pods of every Deployment that chooses it."""
+
+    vendor: str = Field(
+        pattern=_NAME,
+        max_length=63,
+        description="Accelerator vendor, e.g. nvidia or ascend (open to more); Deployments choose vendors with "
+        "hearth.dev/vendors.",
+    )
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="Higher wins among runtimes of one vendor; an equal-priority tie is an error.",
+    )
+    container: Container = Field(description="The model container rendered into every pod that uses this runtime.")
+    accelerator: Accelerator = Field(description="The accelerator it uses and how its pods reach nodes that have it.")
+    probes: Probes = Field(Probes(), description="The runtime's health path and the kubelet's probes of it.")
+    lifecycle: Lifecycle = Field(Lifecycle(), description="How a pod that goes away drains and stops.")
+    metrics: Metrics = Field(Metrics(), description="Where the runtime exports its Prometheus metrics.")
 
     @model_validator(mode="after")
     def _model_is_loaded(self) -> RuntimeSpec:
@@ -223,3 +300,25 @@ def _problem(where: str, err: Any) -> Problem:
     if err["type"] == "extra_forbidden":
         fix = "remove the field or fix its spelling"
     return Problem(f"{where} {loc}", shown, msg, fix)
+
+
+def field_descriptions(model: type[BaseModel] = RuntimeSpec, prefix: str = "spec") -> dict[str, str]:
+    """Each field's description by its path in the object as written (aliases, `[]` for list items), for
+    the CRD's descriptions: written once here, beside the rules they describe."""
+    found: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}.{field.alias or name}"
+        inner = _model_of(field.annotation)
+        if inner is not None:
+            listed = typing.get_origin(field.annotation) is list
+            found.update(
+                {k: v for k, v in field_descriptions(inner, path + ("[]" if listed else "")).items() if k != path}
+            )
+        if field.description:
+            found[path] = field.description
+    return found
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)

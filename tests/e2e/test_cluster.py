@@ -48,6 +48,18 @@ def test_runtimes_are_listed_with_printer_columns(cluster: Cluster) -> None:
     assert rows["vllm-ascend-310p"][2] == "huawei.com/Ascend310P"
 
 
+def test_kubectl_explain_describes_every_field_of_a_runtime(cluster: Cluster) -> None:
+    """The apiserver publishes the CRD's descriptions (the validator's own): `kubectl explain` shows them."""
+    from policies.runtime import field_descriptions
+
+    explained = cluster.kubectl("explain", "inferenceruntime.spec.accelerator", "--recursive=false").stdout
+    described = field_descriptions()
+    assert described["spec.accelerator"] in " ".join(explained.split())
+    for field in ("resource", "nodeSelector", "tolerations", "hostMounts"):
+        assert " ".join(described[f"spec.accelerator.{field}"].split()) in " ".join(explained.split()), field
+    assert "<no description>" not in explained
+
+
 def test_the_crd_itself_refuses_what_the_validator_refuses(cluster: Cluster) -> None:
     """Server-side dry runs against the real apiserver: the CRD's schema and its CEL rule (which the unit
     tier cannot evaluate) refuse each invalid runtime before any webhook is asked, and accept the samples."""
