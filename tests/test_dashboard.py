@@ -8,6 +8,7 @@ import re
 import yaml
 from prometheus_client import CollectorRegistry
 
+from common.informer import InformerMetrics
 from gateway.metrics import GatewayMetrics
 from scaler.metrics import ScalerMetrics
 from tests.support import ROOT
@@ -19,6 +20,7 @@ def exported_names() -> set[str]:
     GatewayMetrics(registry)
     ScalerMetrics(registry)
     WebhookMetrics(registry)
+    InformerMetrics(registry)
     names: set[str] = set()
     for metric in registry.collect():
         names.add(metric.name)
