@@ -23,11 +23,12 @@ def loadgen() -> Path:
     return go_tool(HERE / "loadgen")
 
 
-def go_tool(source: Path) -> Path:
-    """Build the Go program in `source` (a folder with its go.mod) once into the user's cache, keyed by the
-    hash of its sources; later calls return the cached binary."""
+def go_tool(source: Path, package: str = ".") -> Path:
+    """Build the Go program in `source` (a folder with its go.mod; `package` names a required module's
+    command instead of the folder's own) once into the user's cache, keyed by the hash of its sources;
+    later calls return the cached binary."""
     files = [source / "go.mod", *sorted(source.glob("go.sum")), *sorted(source.glob("*.go"))]
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files) + package.encode()).hexdigest()[:12]
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench"
     cache = root / f"{source.name}-{digest}"
     if not cache.exists():
@@ -37,7 +38,10 @@ def go_tool(source: Path) -> Path:
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_name(cache.name + ".partial")
         subprocess.run(
-            [go, "build", "-o", str(partial), "."], cwd=source, check=True, env={**os.environ, "CGO_ENABLED": "0"}
+            [go, "build", "-o", str(partial), package],
+            cwd=source,
+            check=True,
+            env={**os.environ, "CGO_ENABLED": "0"},
         )
         partial.rename(cache)  # a build cut short never passes for a finished one
     return cache
