@@ -14,7 +14,8 @@ from bench.harness import go_tool
 from tests.support import ROOT
 from tests.test_dashboard import exported_names
 
-MONITORING = ROOT / "manifests" / "monitoring"
+MONITORING = ROOT / "manifests" / "components" / "monitoring"
+OVERLAY = ROOT / "examples" / "kustomize" / "prometheus-operator"
 
 
 def rules() -> list[dict[str, Any]]:
@@ -58,11 +59,10 @@ def test_every_alert_is_explained_and_ranked() -> None:
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
-def test_the_monitoring_kustomization_renders_labelled_objects() -> None:
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(MONITORING)], capture_output=True, text=True, check=True
-    ).stdout
-    kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
+def test_the_prometheus_operator_overlay_adds_the_monitoring_objects() -> None:
+    rendered = subprocess.run(["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, check=True).stdout
+    monitoring = [d for d in yaml.safe_load_all(rendered) if d and d["apiVersion"].startswith("monitoring.coreos.com")]
+    kinds = sorted(d["kind"] for d in monitoring)
     assert kinds == ["PodMonitor", "PrometheusRule", "ServiceMonitor", "ServiceMonitor", "ServiceMonitor"]
-    for doc in yaml.safe_load_all(rendered):
+    for doc in monitoring:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "hearth"

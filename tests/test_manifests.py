@@ -42,3 +42,24 @@ def test_each_component_survives_a_drain_and_spreads_over_nodes() -> None:
         assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["labelSelector"]["matchLabels"] == selector
         for container in deployments[name]["template"]["spec"]["containers"]:
             assert {"readinessProbe", "livenessProbe"} <= set(container), (name, container["name"])
+
+
+def test_the_cert_manager_overlay_issues_the_webhooks_secret_and_injects_its_ca() -> None:
+    import subprocess
+
+    overlay = ROOT / "examples" / "kustomize" / "cert-manager"
+    text = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
+    objects = [d for d in yaml.safe_load_all(text) if d]
+    certificates = {d["metadata"]["name"]: d["spec"] for d in objects if d["kind"] == "Certificate"}
+    mounted = next(
+        v["secret"]["secretName"]
+        for d in objects
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "hearth-webhook"
+        for v in d["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    )
+    assert certificates["hearth-webhook"]["secretName"] == mounted == "hearth-webhook-tls"
+    assert "hearth-webhook.hearth-system.svc" in certificates["hearth-webhook"]["dnsNames"]
+    for config in (d for d in objects if d["kind"].endswith("WebhookConfiguration")):
+        assert config["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "hearth-system/hearth-webhook"}
+        assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
