@@ -12,10 +12,13 @@ import asyncio
 import hmac
 import logging
 import signal
+from collections.abc import Iterator
 from types import FrameType
 
 import httpx
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -68,7 +71,46 @@ class Drain:
         return True
 
 
-def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClient, upstreams: Upstreams) -> Starlette:
+OWN_METRICS = "/hearth/metrics"  # the sidecar's own; /metrics is the runtime's, passed through as it is
+
+
+class SidecarMetrics:
+    """The sidecar's own metrics, apart from the runtime's (which /metrics relays byte for byte)."""
+
+    def __init__(self, drain: Drain, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        in_flight = Gauge("hearth_sidecar_in_flight", "Requests being relayed to the runtime.", registry=self.registry)
+        in_flight.set_function(lambda: drain.in_flight)
+        draining = Gauge("hearth_sidecar_draining", "1 once the pod drains.", registry=self.registry)
+        draining.set_function(lambda: 1.0 if drain.draining else 0.0)
+        self.registry.register(_Served(drain))
+        self.refused = Counter(
+            "hearth_sidecar_refused",
+            "Requests not relayed, by reason: draining, upstream_unreachable, body (too large or too slow).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+
+class _Served:
+    """The drain's own count of requests relayed, exported as a counter (read, never counted twice)."""
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("hearth_sidecar_served", "Requests relayed to their end.", value=self._drain.served)
+
+
+def create_app(
+    settings: SidecarSettings,
+    drain: Drain,
+    client: httpx.AsyncClient,
+    upstreams: Upstreams,
+    metrics: SidecarMetrics | None = None,
+) -> Starlette:
+    own = metrics or SidecarMetrics(drain)
+
     async def ready(request: Request) -> Response:
         if drain.draining:
             return Response("draining", status_code=503)
@@ -111,12 +153,14 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
 
     async def forward(request: Request) -> Response:
         if drain.draining:
+            own.refused.labels("draining").inc()
             refused = openai_error(503, "this replica is shutting down; retry", "service_unavailable", "draining", 1)
             refused.headers["X-Hearth-Draining"] = "1"  # the front door retries on another pod
             return refused
         try:
             body = await read_bounded(request, settings.max_body_bytes, settings.body_timeout)
         except (BodyTimeout, BodyTooLarge) as refused:
+            own.refused.labels("body").inc()
             return body_refusal(refused, settings.max_body_bytes, settings.body_timeout)
         lease = Lease(drain)
         try:
@@ -124,6 +168,7 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             upstream = await upstreams.open(request.method, url, body, forward_headers(request.headers.items()))
         except UpstreamError as exc:
             lease.release()
+            own.refused.labels("upstream_unreachable").inc()
             return openai_error(
                 502,
                 f"the model runtime did not answer: {type(exc).__name__}",
@@ -136,7 +181,11 @@ def create_app(settings: SidecarSettings, drain: Drain, client: httpx.AsyncClien
             raise
         return await relayed(upstream, lease, as_is(upstream, lease))
 
+    async def own_metrics(request: Request) -> Response:
+        return Response(generate_latest(own.registry), media_type=CONTENT_TYPE_LATEST)
+
     routes = [
+        Route(OWN_METRICS, own_metrics),
         Route("/ready", ready),
         Route("/demand", demand),
         Route("/drain", drain_hook, methods=["GET", "POST"]),

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ScriptedResponse:
@@ -51,7 +52,8 @@ class ScriptedUpstreams:
         if body.startswith(b"{"):
             self.sent.append((url, json.loads(body)))
         self.headers.append(dict(headers))
-        script = self.scripts[url.split("/v1/", maxsplit=1)[0]]
+        parts = urlsplit(url)
+        script = self.scripts[f"{parts.scheme}://{parts.netloc}"]
         if isinstance(script, Exception):
             raise script
         return script

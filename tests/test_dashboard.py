@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from common.informer import InformerMetrics
 from gateway.metrics import GatewayMetrics
+from gateway.sidecar import Drain, SidecarMetrics
 from scaler.metrics import ScalerMetrics
 from tests.support import ROOT
 from webhook.metrics import WebhookMetrics
@@ -21,6 +22,7 @@ def exported_names() -> set[str]:
     ScalerMetrics(registry)
     WebhookMetrics(registry)
     InformerMetrics(registry)
+    SidecarMetrics(Drain(), registry)
     names: set[str] = set()
     for metric in registry.collect():
         names.add(metric.name)

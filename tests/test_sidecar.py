@@ -87,3 +87,24 @@ def test_only_the_pods_own_preStop_hook_may_drain_it() -> None:
         assert refused.status_code == (401 if token else 403), (token, headers)
         assert "drain" in refused.json()["error"]
         assert not draining and served == 200
+
+
+def test_the_sidecar_has_metrics_of_its_own_apart_from_the_runtimes() -> None:
+    """/metrics is the runtime's, relayed as it is; the sidecar's own are at /hearth/metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scenario() -> tuple[dict[str, float], httpx.Response]:
+        client, drain = sidecar(ScriptedResponse(chunks=(b"vllm:num_requests_running 0\n",)))
+        await client.post("/v1/chat/completions", json=BODY)
+        runtime = await client.get("/metrics")  # forwarded to the runtime
+        drain.begin()
+        await client.post("/v1/chat/completions", json=BODY)  # refused: draining
+        text = (await client.get("/hearth/metrics")).text
+        values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        return values, runtime
+
+    values, runtime = asyncio.run(scenario())
+    assert runtime.content == b"vllm:num_requests_running 0\n"
+    assert values["hearth_sidecar_served_total"] == 2.0  # the chat and the runtime's /metrics
+    assert values["hearth_sidecar_draining"] == 1.0 and values["hearth_sidecar_in_flight"] == 0.0
+    assert values["hearth_sidecar_refused_total"] == 1.0
