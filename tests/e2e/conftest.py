@@ -32,8 +32,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     binaries = ensure_binaries(default_cache_dir())
     layout = Layout(state=tmp_path_factory.mktemp("devcluster"), port_base=26400, pod_net=20)
     dev = Cluster(layout, binaries)
-    dev.up()
     try:
+        dev.up()  # inside: a start that fails half-way is stopped too, leaving nothing running
         yield dev
     finally:
         dev.down()
