@@ -63,3 +63,14 @@ def test_the_cert_manager_overlay_issues_the_webhooks_secret_and_injects_its_ca(
     for config in (d for d in objects if d["kind"].endswith("WebhookConfiguration")):
         assert config["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "hearth-system/hearth-webhook"}
         assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
+
+
+def test_every_shipped_yaml_file_parses() -> None:
+    files = [
+        *(ROOT / "manifests").rglob("*.yaml"),
+        *(ROOT / "examples").rglob("*.yaml"),
+        *(ROOT / "charts").glob("*/*.yaml"),
+    ]
+    assert len(files) > 30
+    for path in files:
+        assert list(yaml.safe_load_all(path.read_text())), path
