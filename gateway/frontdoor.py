@@ -113,13 +113,14 @@ class FrontDoor:
             record.key = key.name
         try:
             release = self.keys.admit(key) if self.keys is not None else None
-        except OverLimit as over:
-            self.metrics.rejections.labels("-", over.code).inc()
+        except OverLimit as over:  # counted by key in hearth_gateway_key_requests_total{code="429"}
             raise BadRequest(
                 openai_error(429, over.message, "rate_limit_exceeded", over.code, over.retry_after)
             ) from None
         if release is not None and record is not None:
-            record.releases.append(release)
+            record.releases.append(release)  # given back when the answer ends (gateway.access)
+        elif release is not None:
+            release()  # no record (an app built without create_app): given back now rather than leaked
         return key
 
     def _authenticate(self, request: Request) -> ApiKey | None:
