@@ -109,8 +109,6 @@ class FrontDoor:
         key = self._authenticate(request)
         if key is None:
             return None
-        if record is not None:
-            record.key = key.name
         try:
             release = self.keys.admit(key) if self.keys is not None else None
         except OverLimit as over:  # counted by key in hearth_gateway_key_requests_total{code="429"}
@@ -127,7 +125,7 @@ class FrontDoor:
         if self.keys is None:
             return None
         try:
-            return self.keys.authenticate(request.headers)
+            key = self.keys.authenticate(request.headers)
         except Unauthorized as refused:
             self.metrics.auth_failures.labels(refused.reason).inc()
             message = (
@@ -139,6 +137,10 @@ class FrontDoor:
             response = openai_error(401, message, "invalid_request_error", "invalid_api_key")
             response.headers["WWW-Authenticate"] = "Bearer"
             raise BadRequest(response) from None
+        record = record_of(request)
+        if record is not None:  # the access log and the key's metrics name it (never the key itself)
+            record.key = key.name
+        return key
 
     async def _attempt(self, state: ModelState, request: Request, outgoing: Outgoing, stream: bool) -> Upstream | None:
         attempt = self.router.open(state, outgoing)

@@ -77,12 +77,12 @@ class KeyRing:
     def replace(self, keys: list[ApiKey], source: str = "watch") -> None:
         """Every key there is now (a Secret's watch calls this with all of them); `source` adds to them
         (the watch's and a file's keys are kept apart)."""
+        before = {key.name for key in self.keys.values()}
         self.sources[source] = {key.digest: key for key in keys}
         self.keys = {digest: key for known in self.sources.values() for digest, key in known.items()}
-        keys = list(self.keys.values())
-        names = {key.name for key in keys}
-        for gone in [name for name in self.usage if name not in names]:
-            del self.usage[gone]
+        names = {key.name for key in self.keys.values()}
+        for gone in sorted(before - names):
+            self.usage.pop(gone, None)
             self.on_removed(gone)
 
     def authenticate(self, headers: Mapping[str, str]) -> ApiKey:

@@ -79,10 +79,12 @@ def test_only_a_held_key_authenticates_and_a_revoked_one_stops_at_once() -> None
             ring.authenticate(headers)
         assert refused.value.reason == reason
     ring.admit(key)  # has usage now
-    ring.replace([])  # the Secret was deleted
+    listed_only = api_key_of(secret("sk-listed-only-0123456789abcdef", name="lister"))  # never admitted
+    ring.replace([key, listed_only])
+    ring.replace([])  # the Secrets were deleted
     with pytest.raises(Unauthorized):
         ring.authenticate({"authorization": f"Bearer {KEY}"})
-    assert removed == ["team-a/ci"]  # its metrics go with it
+    assert removed == ["team-a/ci", "team-a/lister"] and ring.usage == {}  # their metrics go with them
 
 
 def test_a_rate_refuses_with_the_time_to_the_next_request_then_admits_again() -> None:
