@@ -37,6 +37,12 @@ class NotAllowed(Exception):
         self.status, self.message = status, message
 
 
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of `Authorization: Bearer TOKEN` (the scheme in any case), or None."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 class CallerCheck:
     def __init__(
         self,
@@ -50,10 +56,10 @@ class CallerCheck:
 
     async def check(self, headers: Mapping[str, str]) -> str:
         """The caller's username when it is allowed, else NotAllowed."""
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(headers)
+        if token is None:
             raise NotAllowed(401, "this endpoint is Hearth's own: present a ServiceAccount token (audience hearth)")
-        username = await self._review(token.strip())
+        username = await self._review(token)
         if username is None:
             raise NotAllowed(401, "the token is not valid for the audience hearth")
         if username not in self.allowed:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from common.callers import bearer_token
 from common.informer import Informer, InformerMetrics, resource_path
 from common.kubeapi import KubeAPI
 from policies import KEY_LABEL, ApiKey, api_key_of
@@ -46,11 +47,9 @@ class OverLimit(Exception):
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key of `Authorization: Bearer KEY`, else of `api-key: KEY` (Azure-style clients)."""
-    authorization = headers.get("authorization")
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+    bearer = bearer_token(headers)
+    if bearer is not None:
+        return bearer
     api_key = headers.get("api-key")
     return api_key.strip() if api_key and api_key.strip() else None
 

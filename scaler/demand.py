@@ -94,7 +94,6 @@ class DemandCollector:
     async def collect(self, pods_by_model: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Demand], bool]:
         """Demand per model, and whether every source answered."""
         sidecars: list[tuple[str, str]] = []
-        reads = []
         gateway_urls = self.front_doors()
         own = self.token.headers() if self.token is not None else {}
         reads = [self._get(f"{u}/demand", own) for u in gateway_urls]
