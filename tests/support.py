@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.harness import go_tool
 from hearth.render_cmd import pod_from_deployment
 from policies import InferenceRuntime, runtime_from_object
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
 RUNTIMES = ROOT / "manifests" / "runtimes"
+
+
+def go_json(tool: str, payload: Any) -> Any:
+    """Run one of the Go test tools in tests/<tool>/ (built once, cached: bench.harness.go_tool) with
+    `payload` as JSON on its stdin, and return the JSON it prints."""
+    answer = subprocess.run(
+        [str(go_tool(ROOT / "tests" / tool))],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(answer.stdout)
 
 
 def load_case(path: Path) -> tuple[dict[str, Any], list[InferenceRuntime]]:

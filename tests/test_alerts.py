@@ -4,14 +4,12 @@ the components really export, and the monitoring kustomization renders."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from typing import Any
 
 import yaml
 
-from bench.harness import go_tool
-from tests.support import ROOT
+from tests.support import ROOT, go_json
 from tests.test_dashboard import exported_names
 
 MONITORING = ROOT / "manifests" / "components" / "monitoring"
@@ -25,15 +23,7 @@ def rules() -> list[dict[str, Any]]:
 
 def test_every_alert_parses_and_names_only_exported_metrics() -> None:
     exprs = [rule["expr"] for rule in rules()]
-    answer = subprocess.run(
-        [str(go_tool(ROOT / "tests" / "promqlcheck"))],
-        input=json.dumps({"exprs": exprs}),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    checked = json.loads(answer.stdout)
+    checked = go_json("promqlcheck", {"exprs": exprs})
     assert [c["error"] for c in checked] == [""] * len(exprs)
     named = {metric for c in checked for metric in c["metrics"]}
     assert named and named <= exported_names(), sorted(named - exported_names())
@@ -41,15 +31,7 @@ def test_every_alert_parses_and_names_only_exported_metrics() -> None:
 
 
 def test_a_wrong_expression_is_refused_by_the_parser() -> None:
-    answer = subprocess.run(
-        [str(go_tool(ROOT / "tests" / "promqlcheck"))],
-        input=json.dumps({"exprs": ["sum by (model) (rate(hearth_gateway_held[5m])"]}),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    assert json.loads(answer.stdout)[0]["error"]
+    assert go_json("promqlcheck", {"exprs": ["sum by (model) (rate(hearth_gateway_held[5m])"]})[0]["error"]
 
 
 def test_every_alert_is_explained_and_ranked() -> None:

@@ -5,15 +5,12 @@ Against live objects in every phase: tests/e2e/test_argocd_health.py."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from typing import Any
 
 import pytest
 import yaml
 
-from bench.harness import go_tool
-from tests.support import ROOT
+from tests.support import ROOT, go_json
 
 CUSTOMIZATIONS = yaml.safe_load((ROOT / "manifests" / "argocd" / "argocd-cm-health.yaml").read_text())["data"]
 DEPLOYMENT = "resource.customizations.health.apps_Deployment"
@@ -21,15 +18,8 @@ RUNTIME = "resource.customizations.health.serving.hearth.dev_InferenceRuntime"
 
 
 def health(key: str, *objects: dict[str, Any]) -> list[tuple[str, str]]:
-    answer = subprocess.run(
-        [str(go_tool(ROOT / "tests" / "argohealth"))],
-        input=json.dumps({"script": CUSTOMIZATIONS[key], "objects": list(objects)}),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return [(h["status"], h["message"]) for h in json.loads(answer.stdout)]
+    answer = go_json("argohealth", {"script": CUSTOMIZATIONS[key], "objects": list(objects)})
+    return [(h["status"], h["message"]) for h in answer]
 
 
 def deployment(wanted: int, *, phase: str | None = None, message: str = "", **status: int) -> dict[str, Any]:

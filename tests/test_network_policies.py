@@ -5,15 +5,12 @@ apiserver's acceptance of them is checked by every install (`kubectl apply -k ma
 
 from __future__ import annotations
 
-import json
-import subprocess
 from typing import Any
 
 import pytest
 import yaml
 
-from bench.harness import go_tool
-from tests.support import ROOT
+from tests.support import ROOT, go_json
 
 SIDECAR = (8090, "hearth-http")  # the rendered sidecar's port and its name (policies.render)
 RUNTIME = (8000, "")
@@ -86,15 +83,8 @@ def verdicts() -> dict[str, bool]:
         }
         for name, source, destination, (port, port_name), _ in CONNECTIONS
     ]
-    answer = subprocess.run(
-        [str(go_tool(ROOT / "tests" / "policycheck"))],
-        input=json.dumps({"policies": policies(), "connections": connections}),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return {v["name"]: v["allowed"] for v in json.loads(answer.stdout)}
+    answer = go_json("policycheck", {"policies": policies(), "connections": connections})
+    return {v["name"]: v["allowed"] for v in answer}
 
 
 @pytest.fixture(scope="module")
