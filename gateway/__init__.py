@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from common.lazy import exports
 
 if TYPE_CHECKING:
-    from gateway.keys import KeyRing, keys_from_file
+    from gateway.keys import KeyRing
     from gateway.server import serve as serve_front_door
     from gateway.settings import FrontDoorSettings, SidecarSettings
     from gateway.sidecar import serve as serve_sidecar
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 # Imported on first use (common/lazy.py): reading a settings model does not load every server.
 _EXPORTS = {
     "KeyRing": ("gateway.keys", "KeyRing"),
-    "keys_from_file": ("gateway.keys", "keys_from_file"),
     "FrontDoorSettings": ("gateway.settings", "FrontDoorSettings"),
     "SidecarSettings": ("gateway.settings", "SidecarSettings"),
     "serve_front_door": ("gateway.server", "serve"),
@@ -25,7 +24,6 @@ __all__ = [
     "FrontDoorSettings",
     "KeyRing",
     "SidecarSettings",
-    "keys_from_file",
     "serve_front_door",
     "serve_sidecar",
 ]
