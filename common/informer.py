@@ -100,7 +100,9 @@ class Informer:
         self.metrics = metrics
         self.resource = resource or path.rsplit("/", 1)[-1]
         self.backoff = backoff or Backoff()
-        self.transform = transform  # what is kept of an admitted object (e.g. a Secret's digest, not its data)
+        # What is kept of an admitted object (e.g. a Secret's parsed key, not its data); a transform that
+        # raises ValueError refuses the object as `check` does, so a parse need not run twice.
+        self.transform = transform
         self.objects: dict[str, Obj] = {}
         self.malformed: dict[str, str] = {}  # key -> resourceVersion already reported
         self.synced = asyncio.Event()
@@ -162,8 +164,9 @@ class Informer:
         seen_malformed = dict(self.malformed)
         self.malformed = {}
         for key, obj in listed.items():
-            if self._admit(key, obj, seen_malformed.get(key)):
-                self.objects[key] = self._kept(obj)
+            kept = self._admit(key, obj, seen_malformed.get(key))
+            if kept is not None:
+                self.objects[key] = kept
         self.synced.set()
         self.on_change(self.view)
 
@@ -205,22 +208,21 @@ class Informer:
             return
         if kind not in ("ADDED", "MODIFIED"):
             return
-        if self._admit(key, obj, self.malformed.get(key)):
+        kept = self._admit(key, obj, self.malformed.get(key))
+        if kept is not None:
             self.malformed.pop(key, None)
-            self.objects[key] = self._kept(obj)
+            self.objects[key] = kept
             self.on_change(self.view)
         elif self.objects.pop(key, None) is not None:
             self.on_change(self.view)
 
-    def _kept(self, obj: Obj) -> Obj:
-        return obj if self.transform is None else self.transform(obj)
-
-    def _admit(self, key: str, obj: Obj, reported: str | None) -> bool:
-        """True when `obj` passes `check`; else it is reported (once per resourceVersion) and skipped."""
-        if self.check is None:
-            return True
+    def _admit(self, key: str, obj: Obj, reported: str | None) -> Obj | None:
+        """What is kept of `obj` when it passes `check` and `transform`; else None, and it is reported (once
+        per resourceVersion) and skipped."""
         try:
-            self.check(obj)
+            if self.check is not None:
+                self.check(obj)
+            return obj if self.transform is None else self.transform(obj)
         except ValueError as exc:
             version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             self.malformed[key] = version
@@ -230,8 +232,7 @@ class Informer:
                     self.metrics.malformed.labels(self.resource).inc()
                 if self.on_malformed is not None:
                     self.on_malformed(obj, str(exc))
-            return False
-        return True
+            return None
 
 
 def resource_path(group_version: str, plural: str, namespace: str | None = None) -> str:

@@ -162,7 +162,6 @@ class KeyWatch:
                 resource_path("v1", "secrets", scope),
                 partial(self._changed, scope or "*"),
                 selector=f"{KEY_LABEL}=true",
-                check=api_key_of,
                 metrics=metrics,
                 resource="secrets",
                 transform=lambda secret: {_PARSED: api_key_of(secret)},

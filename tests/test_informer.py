@@ -47,7 +47,7 @@ class ScriptedApi:
         yield events()
 
 
-def run(api: ScriptedApi) -> tuple[Informer, CollectorRegistry]:
+def run(api: ScriptedApi, **options: Any) -> tuple[Informer, CollectorRegistry]:
     registry = CollectorRegistry()
     informer = Informer(
         api,  # type: ignore[arg-type]
@@ -55,6 +55,7 @@ def run(api: ScriptedApi) -> tuple[Informer, CollectorRegistry]:
         lambda _: None,
         metrics=InformerMetrics(registry),
         backoff=Backoff(base=0.001, cap=0.001),
+        **options,
     )
 
     async def scenario() -> None:
@@ -114,3 +115,25 @@ def test_a_list_is_paged_with_continue_tokens() -> None:
         "watch",
         {"resourceVersion": "5", "allowWatchBookmarks": "true", "timeoutSeconds": api.calls[-1][1]["timeoutSeconds"]},
     )
+
+
+def test_a_transform_keeps_only_what_it_returns_and_its_refusal_skips_the_object() -> None:
+    """What the key watch relies on: a Secret is kept as its parsed key only, and one that does not parse is
+    skipped and counted like a failed check, parsed once."""
+    parsed: list[str] = []
+
+    def transform(obj: dict[str, Any]) -> dict[str, Any]:
+        name = obj["metadata"]["name"]
+        parsed.append(name)
+        if name.startswith("bad"):
+            raise ValueError("not a key")
+        return {"name": name}
+
+    api = ScriptedApi(
+        lists=[{"metadata": {"resourceVersion": "5"}, "items": [item("good", "1"), item("bad", "2")]}],
+        watches=[[{"type": "ADDED", "object": item("bad-too", "6")}]],
+    )
+    informer, registry = run(api, transform=transform)
+    assert informer.objects == {"ns/good": {"name": "good"}}
+    assert registry.get_sample_value("hearth_informer_malformed_objects_total", {"resource": "configmaps"}) == 2
+    assert sorted(parsed) == ["bad", "bad-too", "good"]  # each object parsed once
