@@ -22,6 +22,17 @@ from policies.adoption import (
 from policies.annotations import PREFIX, RENDERED, PodSpec
 from policies.errors import ContractError, Problem
 from policies.modelsource import CACHE_DIR, PVC_MOUNT, ModelSource
+from policies.modelcache import (
+    CACHE_VOLUME,
+    CACHED_MODEL,
+    FETCH_CONTAINER,
+    NODE_CACHE_MOUNT,
+    cache_key,
+    credentials_of,
+    entry_path,
+    hub_env,
+    prefer_nodes_holding,
+)
 from policies.patch import json_copy
 from policies.runtime import InferenceRuntime, Probe, fill_template
 from policies.stamp import Stamp
@@ -150,8 +161,14 @@ def _from_runtime(
         )
     pod_spec = out["spec"]
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
-    ours = _fill_model_container(model, runtime, spec, source, served_name, settings, token)
+    ours, key = _fill_model_container(model, runtime, spec, source, served_name, settings, token)
     _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings, token))
+    if key is not None:
+        fetcher = _fetcher(model, source, settings)
+        ours += fetcher["volumeMounts"]
+        _put_by_name(pod_spec.setdefault("initContainers", []), fetcher)
+        out.setdefault("metadata", {}).setdefault("annotations", {})[CACHED_MODEL] = key
+        pod_spec["affinity"] = prefer_nodes_holding(pod_spec.get("affinity"), key)
     foreign = _foreign_mounts(pod_spec, ours, _add_volumes(pod_spec, runtime, spec, source, ours))
     if foreign:
         raise ContractError(foreign)
@@ -248,7 +265,7 @@ def _writable(pod: Obj, model: str) -> Obj:
             meta[key] = dict(meta[key])
     spec = dict(out.get("spec") or {})
     out["spec"] = spec
-    for key in ("containers", "volumes", "tolerations"):
+    for key in ("containers", "initContainers", "volumes", "tolerations"):
         if isinstance(spec.get(key), list):
             spec[key] = list(spec[key])
     containers = spec.get("containers") or []
@@ -266,12 +283,16 @@ def _fill_model_container(
     served_name: str,
     settings: RenderSettings,
     drain_token: str,
-) -> list[Obj]:
-    """Fills the model container in; returns the mounts of Hearth's volumes it put there."""
+) -> tuple[list[Obj], str | None]:
+    """Fills the model container in; returns the mounts of Hearth's volumes it put there and the node cache
+    entry it loads (None: no node cache)."""
     rt = runtime.spec
     port = rt.container.port
+    caches = {k: user_cache(model, k) for k in source.env if k in HUB_DEFAULTS}
+    kept_cache = any(caches.values())  # the user mounts a hub cache already: it is used, not replaced
+    key = cache_key(source) if rt.cache is not None and not kept_cache else None
     variables = {
-        "model.path": source.path,
+        "model.path": source.path if key is None else entry_path(NODE_CACHE_MOUNT, key),
         "model.name": served_name,
         "model.uri": source.uri,
         "port": str(port),
@@ -282,9 +303,9 @@ def _fill_model_container(
         model["command"] = [fill_template(a, variables) for a in rt.container.command]
     model["args"] = [fill_template(a, variables) for a in rt.container.args] + list(spec.extra_args)
     runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
-    caches = {k: user_cache(model, k) for k in source.env if k in HUB_DEFAULTS}
-    kept_cache = any(caches.values())  # the user mounts a hub cache already: it is used, not replaced
     source_env = [{"name": k, "value": caches.get(k) or v} for k, v in source.env.items()]
+    if key is not None:  # the fetcher has put the model on the node's disk: the runtime asks no hub
+        source_env = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
     model["env"] = _merged(runtime_env + source_env, model.get("env") or [])
     ports = [p for p in model.get("ports") or [] if p.get("containerPort") != port and p.get("name") != "runtime"]
     model["ports"] = [{"name": "runtime", "containerPort": port, "protocol": "TCP"}, *ports]
@@ -307,7 +328,9 @@ def _fill_model_container(
     mounts: list[Obj] = model.setdefault("volumeMounts", [])
     user_paths = {clean_path(m.get("mountPath")) for m in mounts}
     ours: list[Obj] = [] if SHM in user_paths else [{"name": "hearth-shm", "mountPath": SHM}]  # the user's wins
-    if source.needs_cache and not kept_cache:
+    if key is not None:
+        ours.append({"name": CACHE_VOLUME, "mountPath": NODE_CACHE_MOUNT, "readOnly": True})
+    elif source.needs_cache and not kept_cache:
         ours.append({"name": "hearth-cache", "mountPath": CACHE_DIR})
     if source.claim is not None:
         ours.append({"name": "hearth-model", "mountPath": PVC_MOUNT, "readOnly": True})
@@ -319,7 +342,43 @@ def _fill_model_container(
     mounts[:] = [m for m in mounts if clean_path(m.get("mountPath")) not in taken]
     for mount in ours:
         _put_by_name(mounts, mount)
-    return ours
+    return ours, key
+
+
+def _fetcher(model: Obj, source: ModelSource, settings: RenderSettings) -> Obj:
+    """The init container that puts the model into the node's cache (or finds it there) before the runtime
+    starts: Hearth's image, the model container's hub settings and credentials (env and envFrom), the
+    cache mounted writable here only. It runs as root because the kubelet creates the host folder as root;
+    it keeps no capability."""
+    env = [e for e in model.get("env") or [] if isinstance(e, dict)]
+    env_from = [e for e in model.get("envFrom") or [] if isinstance(e, dict)]
+    container: Obj = {
+        "name": FETCH_CONTAINER,
+        "image": settings.sidecar_image,
+        "command": ["hearth"],
+        "args": [
+            "cache",
+            "fetch",
+            f"--model={source.uri}",
+            f"--root={NODE_CACHE_MOUNT}",
+            f"--credentials={credentials_of(env, env_from)}",
+        ],
+        "env": hub_env(env),
+        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": NODE_CACHE_MOUNT}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    return container
 
 
 def _drain_hook(settings: RenderSettings, token: str) -> Obj:
@@ -382,6 +441,9 @@ def _add_volumes(
     if "hearth-cache" in used:
         cache: Obj = {"sizeLimit": spec.cache_size} if spec.cache_size else {}
         _put_by_name(volumes, {"name": "hearth-cache", "emptyDir": cache})
+    if CACHE_VOLUME in used and runtime.spec.cache is not None:
+        node_cache = {"path": runtime.spec.cache.host_path, "type": "DirectoryOrCreate"}
+        _put_by_name(volumes, {"name": CACHE_VOLUME, "hostPath": node_cache})
     if source.claim is not None:
         claim = {"claimName": source.claim, "readOnly": True}
         _put_by_name(volumes, {"name": "hearth-model", "persistentVolumeClaim": claim})

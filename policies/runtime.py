@@ -171,6 +171,35 @@ class Metrics(_Strict):
     path: str = Field(default="/metrics", pattern=r"^/\S*$", description="The path of the runtime's metrics.")
 
 
+class NodeCache(_Strict):
+    host_path: str = Field(
+        default="/var/lib/hearth/models",
+        alias="hostPath",
+        pattern=r"^/[^\s]*$",
+        max_length=4096,
+        description="The folder on each node that holds the models (a local disk); one per node, shared by "
+        "every pod and model there.",
+    )
+    size: str = Field(
+        default="50Gi",
+        pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
+        description="How much of the node's disk the cache may use: above highWatermarkPercent of it, the node "
+        "agent removes the least recently used models that no pod uses.",
+    )
+    high_watermark_percent: int = Field(
+        default=90, ge=1, le=100, alias="highWatermarkPercent", description="Eviction starts above this share."
+    )
+    low_watermark_percent: int = Field(
+        default=80, ge=0, le=100, alias="lowWatermarkPercent", description="Eviction stops at or below this share."
+    )
+
+    @model_validator(mode="after")
+    def _watermarks(self) -> NodeCache:
+        if self.low_watermark_percent > self.high_watermark_percent:
+            raise ValueError("lowWatermarkPercent must not exceed highWatermarkPercent")
+        return self
+
+
 class RuntimeSpec(_Strict):
     """An admin's profile of one serving backend: the model container and the accelerator it runs on,
     which the webhook renders into the pods of every Deployment that chooses it."""
@@ -192,6 +221,12 @@ class RuntimeSpec(_Strict):
     probes: Probes = Field(Probes(), description="The runtime's health path and the kubelet's probes of it.")
     lifecycle: Lifecycle = Field(Lifecycle(), description="How a pod that goes away drains and stops.")
     metrics: Metrics = Field(Metrics(), description="Where the runtime exports its Prometheus metrics.")
+    cache: NodeCache | None = Field(
+        None,
+        description="A node-local model cache: hub models (hf://) are fetched once per node into this host folder, "
+        "verified, and mounted read-only, so a cold start on a warm node downloads nothing. Unset: each pod "
+        "downloads into an emptyDir.",
+    )
 
     @model_validator(mode="after")
     def _model_is_loaded(self) -> RuntimeSpec:

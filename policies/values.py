@@ -64,6 +64,18 @@ def quantity(errors: Collector, where: str, raw: str, example: str) -> str | Non
     return text
 
 
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_UNITS |= {f"{u}i": 1024 ** (n + 1) for n, u in enumerate("KMGTPE")}
+
+
+def quantity_bytes(text: str) -> int:
+    """A quantity that matched the pattern above, in bytes (2Gi -> 2147483648); ValueError otherwise."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", text.strip())
+    if not _QUANTITY.fullmatch(text.strip()) or match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity such as 50Gi")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
 def is_dns_label(text: str) -> bool:
     return bool(_DNS_LABEL.fullmatch(text))
 
