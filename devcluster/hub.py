@@ -53,7 +53,7 @@ def generate_model(folder: Path, size_mib: int, shards: int = 4, seed: int = 0) 
     }
     for name, content in small.items():
         (folder / name).write_text(json.dumps(content, indent=1) + "\n")
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible filler bytes, not secrets
     per_shard = max(1, (size_mib << 20) // shards)
     rows = max(1, per_shard // (hidden * 2))
     weight_map: dict[str, str] = {}
@@ -61,7 +61,10 @@ def generate_model(folder: Path, size_mib: int, shards: int = 4, seed: int = 0) 
         name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
         tensor = f"model.layers.{index}.mlp.weight"
         length = rows * hidden * 2
-        header = {"__metadata__": {"format": "pt"}, tensor: {"dtype": "BF16", "shape": [rows, hidden], "data_offsets": [0, length]}}
+        header = {
+            "__metadata__": {"format": "pt"},
+            tensor: {"dtype": "BF16", "shape": [rows, hidden], "data_offsets": [0, length]},
+        }
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
         with (folder / name).open("wb") as out:
@@ -143,7 +146,12 @@ def load_repo(repo_id: str, folder: Path, gated: bool = False, tokens: frozenset
         lfs = sha256_of(path) if name.endswith(".safetensors") else None
         files[name] = HubFile(name, stat.st_size, git_blob_sha1(path), lfs)
     index_file.write_text(
-        json.dumps({n: {"stamp": [f.size, (folder / n).stat().st_mtime_ns], "blob_id": f.blob_id, "sha256": f.sha256} for n, f in files.items()})
+        json.dumps(
+            {
+                n: {"stamp": [f.size, (folder / n).stat().st_mtime_ns], "blob_id": f.blob_id, "sha256": f.sha256}
+                for n, f in files.items()
+            }
+        )
     )
     commit = hashlib.sha1(
         "".join(f"{f.path}:{f.blob_id}\n" for f in files.values()).encode(), usedforsecurity=False
@@ -173,13 +181,13 @@ def create_app(hub: Hub) -> FastAPI:
     def repo_for(request: Request, repo_id: str, revision: str) -> Repo | Response:
         repo = hub.repos.get(repo_id)
         if repo is None:
-            message = f"Repository Not Found for url: {request.url}. Please make sure you specified the correct `repo_id`."
+            message = (
+                f"Repository Not Found for url: {request.url}. Please make sure you specified the correct `repo_id`."
+            )
             return _refused(401, "RepoNotFound", message)
         token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if repo.gated and token not in repo.tokens:
-            message = (
-                f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to access it."
-            )
+            message = f"Access to model {repo_id} is restricted. You must be authenticated to access it."
             return _refused(401 if not token else 403, "GatedRepo", message)
         if revision not in ("main", repo.commit):
             return _refused(404, "RevisionNotFound", f"Invalid rev id: {revision}")

@@ -37,7 +37,18 @@ MIRROR = "http://deb.debian.org/debian"
 IMAGE_NAME = "localhost/hearth"
 PAUSE_NAME = "localhost/hearth-pause"
 USER = 65532
-SOURCES = ("pyproject.toml", "hearth", "common", "policies", "webhook", "certs", "scaler", "gateway", "devcluster")
+SOURCES = (
+    "pyproject.toml",
+    "hearth",
+    "common",
+    "policies",
+    "webhook",
+    "certs",
+    "scaler",
+    "gateway",
+    "devcluster",
+    "nodecache",
+)
 # What a slim image leaves out of the base (documentation, manuals, translations).
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
 # Parts of dependencies that Hearth never imports, left out of the image: the kubernetes client's asyncio

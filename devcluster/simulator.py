@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from devcluster.weights import Loaded, LoadError, load
 
 EMBEDDING_SIZE = 8
 WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
@@ -36,6 +40,24 @@ class SimSettings:
     default_max_tokens: int = 16
     fail_start: bool = False  # loads for startup_seconds, then reports a dead engine (start-failure tests)
     started: float = field(default_factory=time.monotonic)
+    model_dir: Path | None = None  # a model folder to load first (devcluster.weights), as a runtime does
+    load_rate_mib: float = 1000.0
+    loaded: float | None = None  # when the weights were in (monotonic); without model_dir, at start
+    load_error: str | None = None
+    load_report: Loaded | None = None
+
+    def load(self) -> None:
+        """Loads the model folder (in a thread of its own); the start-up time counts from its end."""
+        assert self.model_dir is not None
+        try:
+            self.load_report = load(self.model_dir, self.load_rate_mib)
+        except (LoadError, OSError, ValueError, KeyError) as error:
+            self.load_error = str(error)
+            print(f"loading {self.model_dir} failed: {error}", flush=True)
+            return
+        report = self.load_report
+        print(f"loaded {report.files} shards, {report.bytes / 2**20:.1f} MiB in {report.seconds:.2f}s", flush=True)
+        self.loaded = time.monotonic()
 
 
 def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
@@ -52,14 +74,22 @@ def create_app(settings: SimSettings) -> FastAPI:
     slots = asyncio.Semaphore(settings.max_num_seqs)
     name = settings.served_names[0]
 
+    if settings.model_dir is None:
+        settings.loaded = settings.started
+    else:
+        threading.Thread(target=settings.load, daemon=True, name="load-weights").start()
+
     def ready() -> bool:
-        return not settings.fail_start and time.monotonic() - settings.started >= settings.startup_seconds
+        loaded = settings.loaded
+        return not settings.fail_start and loaded is not None and time.monotonic() - loaded >= settings.startup_seconds
 
     @app.get("/health")
     async def health() -> Response:
         loading = time.monotonic() - settings.started < settings.startup_seconds
         if settings.fail_start and not loading:  # vLLM answers 500 once its engine is dead
             return Response("engine failed to start", status_code=500)
+        if settings.load_error is not None:
+            return Response(f"loading the model failed: {settings.load_error}", status_code=500)
         return Response(status_code=200 if ready() else 503)
 
     @app.get("/metrics")
@@ -84,7 +114,9 @@ def create_app(settings: SimSettings) -> FastAPI:
             for s in m.samples
             if s.name.endswith("_total")
         }
-        return JSONResponse({"running": running.labels(name)._value.get(), "outcomes": values})
+        report = settings.load_report
+        load_info = {"bytes": report.bytes, "seconds": report.seconds} if report else None
+        return JSONResponse({"running": running.labels(name)._value.get(), "outcomes": values, "load": load_info})
 
     async def complete(request: Request, chat: bool) -> Response:
         body = await accepted(request)

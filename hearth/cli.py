@@ -9,6 +9,7 @@ from pathlib import Path
 
 from common.flags import add_flags, settings_from
 from hearth import __version__
+from hearth.cache_cmd import add_cache
 from hearth.dev_cmd import add_dev
 from hearth.serve_cmd import add_services
 from webhook import SidecarInjection
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
     status.set_defaults(func=_cmd_status)
 
+    add_cache(sub)
     add_dev(sub)
     add_services(sub)
     return parser

@@ -110,6 +110,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         itl_seconds=args.itl,
         max_num_seqs=args.max_num_seqs,
         fail_start=args.fail_start == "true",
+        model_dir=Path(args.model) if args.model and Path(args.model).is_dir() else None,
+        load_rate_mib=args.load_rate,
     )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
@@ -152,7 +154,8 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sim.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0, as vLLM)")  # noqa: S104
     sim.add_argument("--port", type=int, default=8000)
     sim.add_argument("--served-model-name", action="append", required=True)
-    sim.add_argument("--model", help="accepted and ignored, as vLLM's flag")
+    sim.add_argument("--model", help="a model folder is loaded before /health answers (else ignored)")
+    sim.add_argument("--load-rate", type=float, default=1000.0, help="MiB/s at which a model folder loads")
     sim.add_argument("--startup-duration", type=duration, default=0.0, help="/health answers 503 this long")
     sim.add_argument("--ttft", type=duration, default=0.0, help="time to first token")
     sim.add_argument("--itl", type=duration, default=0.0, help="inter-token latency")

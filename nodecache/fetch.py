@@ -42,7 +42,7 @@ def source_of(uri: str) -> tuple[ModelSource, str]:
     errors = Collector()
     source = parse_model_uri(errors, "--model", uri)
     if source is None:
-        raise CacheError(str(errors.problems[0].message) if errors.problems else f"bad model URI {uri}")
+        raise CacheError("; ".join(str(p) for p in errors.problems) or f"bad model URI {uri}")
     key = cache_key(source)
     if key is None:
         raise CacheError(f"{uri}: the node cache holds hub models (hf://ORG/NAME) only")
@@ -109,7 +109,10 @@ def _reuse(store: Store, key: str, check: Check, revision: str, files: list[Expe
     reused = set()
     for expected in files:
         record = manifest["files"].get(expected.path)
-        same = record is not None and (record.get("sha256"), record.get("blob_id")) == (expected.sha256, expected.blob_id)
+        same = record is not None and (record.get("sha256"), record.get("blob_id")) == (
+            expected.sha256,
+            expected.blob_id,
+        )
         if same and expected.path in check.good:
             target = scratch / expected.path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +202,10 @@ def _gated(repo: str, credentials: str) -> str:
             f"{repo} is gated and the model container has no hub token: put HF_TOKEN in a Secret and give it "
             "to the container (env HF_TOKEN from a secretKeyRef), for a user the repository admits"
         )
-    return f"{repo} is gated and the hub refused the token from {credentials}: ask for access with that user, or fix the Secret"
+    return (
+        f"{repo} is gated and the hub refused the token from {credentials}: "
+        "ask for access with that user, or fix the Secret"
+    )
 
 
 def _endpoint() -> str:

@@ -202,7 +202,7 @@ class Store:
         except FileNotFoundError:
             return 0.0
 
-    def keys(self) -> list[str]:
+    def models(self) -> list[str]:
         """The complete entries (folders with a manifest), by key."""
         found = []
         for manifest in self.root.glob(f"*/*/*/{META}/manifest.json"):

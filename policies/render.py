@@ -21,7 +21,6 @@ from policies.adoption import (
 )
 from policies.annotations import PREFIX, RENDERED, PodSpec
 from policies.errors import ContractError, Problem
-from policies.modelsource import CACHE_DIR, PVC_MOUNT, ModelSource
 from policies.modelcache import (
     CACHE_VOLUME,
     CACHED_MODEL,
@@ -33,6 +32,7 @@ from policies.modelcache import (
     hub_env,
     prefer_nodes_holding,
 )
+from policies.modelsource import CACHE_DIR, PVC_MOUNT, ModelSource
 from policies.patch import json_copy
 from policies.runtime import InferenceRuntime, Probe, fill_template
 from policies.stamp import Stamp

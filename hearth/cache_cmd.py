@@ -1,0 +1,56 @@
+"""`hearth cache ...`: the node-local model cache (nodecache)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+TERMINATION_LOG = Path("/dev/termination-log")  # the kubelet shows it in the pod's status
+
+
+def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cache = sub.add_parser("cache", help="the node-local model cache: fetch a model, list the cache")
+    jobs = cache.add_subparsers(dest="cache_command", required=True)
+
+    fetch = jobs.add_parser("fetch", help="put a hub model into the node's cache (or find it there)")
+    fetch.add_argument("--model", required=True, help="the model URI, e.g. hf://Qwen/Qwen3-8B")
+    fetch.add_argument("--root", type=Path, required=True, help="the cache folder (the node's host path)")
+    fetch.add_argument("--credentials", default="none", help="where the hub token comes from (for error messages)")
+    fetch.add_argument("--wait", type=float, default=3600.0, help="longest wait for another fetch of the model")
+    fetch.set_defaults(func=_cmd_fetch)
+
+    listing = jobs.add_parser("ls", help="the models in a cache folder: size, last use, state")
+    listing.add_argument("--root", type=Path, required=True)
+    listing.set_defaults(func=_cmd_ls)
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from nodecache.fetch import fetch
+    from nodecache.store import CacheError, Store
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        fetch(Store(args.root), args.model, args.credentials, args.wait, log)
+    except CacheError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            TERMINATION_LOG.write_text(str(error))
+        return 1
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from nodecache.store import Store
+
+    store = Store(args.root)
+    print(f"{'MODEL':50} {'SIZE':>10} {'LAST USED':>12} STATE")
+    for key in store.models():
+        age = time.time() - store.last_used(key)
+        state = store.check(key)
+        print(f"{key:50} {store.size(key) / 2**30:9.2f}G {age / 60:10.0f}m ago {state.state} {state.reason}")
+    return 0
