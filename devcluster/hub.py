@@ -258,3 +258,36 @@ def create_app(hub: Hub) -> FastAPI:
         return JSONResponse(dict(hub.requests))
 
     return app
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        repo, sep, value = item.partition("=")
+        if not sep or repo.count("/") != 1 or not value:
+            raise ValueError(f"{flag} {item!r}: write ORG/NAME=VALUE")
+        pairs[repo] = value
+    return pairs
+
+
+def serve_folder(folder: Path, generate: list[str], gated: list[str]) -> FastAPI:
+    """The hub app for every repository under `folder` (ORG/NAME/), generating the missing ones asked for
+    as ORG/NAME=MIB (shards of at most 128 MiB, at least 2)."""
+    for repo, mib in _pairs(generate, "--generate").items():
+        target = folder / repo
+        if not (target / "config.json").is_file():
+            size = int(mib)
+            generate_model(target, size, shards=max(2, -(-size // 128)))
+    tokens = _pairs(gated, "--gated")
+    hub = Hub()
+    for config in sorted(folder.glob("*/*/config.json")):
+        repo_id = config.parent.relative_to(folder).as_posix()
+        token = tokens.get(repo_id)
+        hub.repos[repo_id] = load_repo(repo_id, config.parent, gated=token is not None, tokens=frozenset({token or ""}))
+    app = create_app(hub)
+
+    @app.get("/_hub/health")
+    async def health() -> dict[str, int]:
+        return {"repositories": len(hub.repos)}
+
+    return app

@@ -20,6 +20,7 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fetch.add_argument("--root", type=Path, required=True, help="the cache folder (the node's host path)")
     fetch.add_argument("--credentials", default="none", help="where the hub token comes from (for error messages)")
     fetch.add_argument("--wait", type=float, default=3600.0, help="longest wait for another fetch of the model")
+    fetch.add_argument("--attempts", type=int, default=5, help="tries of an unreachable or failing hub (2 s, doubling)")
     fetch.set_defaults(func=_cmd_fetch)
 
     listing = jobs.add_parser("ls", help="the models in a cache folder: size, last use, state")
@@ -35,7 +36,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     try:
-        fetch(Store(args.root), args.model, args.credentials, args.wait, log)
+        fetch(Store(args.root), args.model, args.credentials, args.wait, log, args.attempts)
     except CacheError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         with contextlib.suppress(OSError):

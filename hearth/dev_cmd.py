@@ -117,6 +117,20 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hub(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from devcluster.hub import serve_folder
+
+    try:
+        app = serve_folder(args.folder, args.generate or [], args.gated or [])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dev = sub.add_parser("dev", help="a real Kubernetes control plane on this machine, with Hearth installed")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
@@ -167,3 +181,13 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="after the start-up time, report a dead engine (/health 500) instead of ready",
     )
     sim.set_defaults(func=cmd_simulator)
+
+    hub = dev_sub.add_parser("hub", help="a Hugging Face-compatible hub serving generated models (HF_ENDPOINT)")
+    hub.add_argument("--folder", type=Path, required=True, help="holds one folder per repository: ORG/NAME/")
+    hub.add_argument("--host", default="127.0.0.1")
+    hub.add_argument("--port", type=int, default=8088)
+    hub.add_argument(
+        "--generate", action="append", metavar="ORG/NAME=MIB", help="generate this model if it is not there (repeat)"
+    )
+    hub.add_argument("--gated", action="append", metavar="ORG/NAME=TOKEN", help="serve it only with this token")
+    hub.set_defaults(func=cmd_hub)

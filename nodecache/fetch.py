@@ -55,6 +55,7 @@ def fetch(
     credentials: str = "none",
     wait: float = 3600.0,
     log: Callable[[str], None] = print,
+    attempts: int = ATTEMPTS,
 ) -> Outcome:
     source, key = source_of(uri)
     started = time.monotonic()
@@ -67,16 +68,24 @@ def fetch(
             return Outcome(key, "hit", store.entry(key))
         if check.state == "damaged":
             log(f"{key}: the cached copy is damaged ({check.reason}); fetching what is missing")
-        outcome = _download(store, source.path, key, check, credentials, log)
+        outcome = _download(store, source.path, key, check, _Tries(credentials, log, attempts))
     seconds = time.monotonic() - started
     store.record({"key": key, "outcome": outcome.state, "bytes": outcome.downloaded, "seconds": round(seconds, 3)})
     log(f"{key}: {outcome.state} done, {outcome.downloaded / 2**20:.1f} MiB in {seconds:.1f}s")
     return Outcome(key, outcome.state, outcome.path, outcome.downloaded, seconds)
 
 
-def _download(store: Store, repo: str, key: str, check: Check, credentials: str, log: Callable[[str], None]) -> Outcome:
+@dataclass(frozen=True)
+class _Tries:
+    credentials: str
+    log: Callable[[str], None]
+    attempts: int
+
+
+def _download(store: Store, repo: str, key: str, check: Check, tries: _Tries) -> Outcome:
+    log = tries.log
     hub = _client(store)
-    revision, files = _listing(hub, repo, credentials, log)
+    revision, files = _listing(hub, repo, tries)
     scratch = store.scratch(key)
     try:
         reused = _reuse(store, key, check, revision, files, scratch)
@@ -87,8 +96,7 @@ def _download(store: Store, repo: str, key: str, check: Check, credentials: str,
             _attempts(
                 lambda: hub.snapshot_download(repo, revision=revision, local_dir=scratch, allow_patterns=wanted),
                 repo,
-                credentials,
-                log,
+                tries,
             )
         problems = [why for f in files if (why := mismatch(scratch / f.path, f))]
         if problems:
@@ -146,8 +154,8 @@ def _client(store: Store) -> _Hub:
     return _Hub()
 
 
-def _listing(hub: _Hub, repo: str, credentials: str, log: Callable[[str], None]) -> tuple[str, list[Expected]]:
-    info = _attempts(lambda: hub.model_info(repo), repo, credentials, log)
+def _listing(hub: _Hub, repo: str, tries: _Tries) -> tuple[str, list[Expected]]:
+    info = _attempts(lambda: hub.model_info(repo), repo, tries)
     files = []
     for sibling in info.siblings or []:
         if sibling.size is None:
@@ -159,11 +167,12 @@ def _listing(hub: _Hub, repo: str, credentials: str, log: Callable[[str], None])
     return str(info.sha), files
 
 
-def _attempts(call: Callable[[], Any], repo: str, credentials: str, log: Callable[[str], None]) -> Any:
+def _attempts(call: Callable[[], Any], repo: str, tries: _Tries) -> Any:
     from huggingface_hub import errors
 
+    credentials, log = tries.credentials, tries.log
     delay = 2.0
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, tries.attempts + 1):
         try:
             return call()
         except errors.GatedRepoError:
@@ -181,8 +190,8 @@ def _attempts(call: Callable[[], Any], repo: str, credentials: str, log: Callabl
                 raise
             if status is not None and status < 500 and status != 429:
                 raise CacheError(f"{repo}: the hub at {_endpoint()} refused: {error}") from None
-            if attempt == ATTEMPTS:
-                raise CacheError(f"{repo}: the hub at {_endpoint()} failed {ATTEMPTS} times: {error}") from None
+            if attempt == tries.attempts:
+                raise CacheError(f"{repo}: the hub at {_endpoint()} failed {attempt} times: {error}") from None
             log(f"{repo}: the hub failed ({type(error).__name__}: {error}); try {attempt + 1} in {delay:.0f}s")
             time.sleep(delay)
             delay *= 2
