@@ -19,11 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies.annotations import PREFIX
 from policies.modelsource import ModelSource
 
 NODE_CACHE_MOUNT = "/var/lib/hearth/models"  # where the fetcher and the model container see the node's cache
-CACHED_MODEL = PREFIX + "cached-model"  # pod annotation: the cache entry the pod loads (the agent keeps it)
+CACHED_MODEL = "cache.hearth.dev/model"  # pod annotation: the cache entry the pod loads (the agent keeps it)
 LABEL_PREFIX = "cache.hearth.dev/"
 LABEL_VALUE = "true"
 FETCH_CONTAINER = "hearth-fetch"

@@ -163,7 +163,8 @@ def _from_runtime(
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
     ours, key = _fill_model_container(model, runtime, spec, source, served_name, settings, token)
     _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings, token))
-    if key is not None:
+    if key is not None and rt.cache is not None:
+        _refuse_cache_host_paths(pod_spec, rt.cache.host_path)
         fetcher = _fetcher(model, source, settings)
         ours += fetcher["volumeMounts"]
         _put_by_name(pod_spec.setdefault("initContainers", []), fetcher)
@@ -345,13 +346,32 @@ def _fill_model_container(
     return ours, key
 
 
+def _refuse_cache_host_paths(pod_spec: Obj, cache: str) -> None:
+    """A pod may not mount the node cache (or a folder around it) by a host path of its own: it would write
+    into the models every other pod of the node loads."""
+    problems = []
+    for index, volume in enumerate(_dicts(pod_spec, "volumes")):
+        path = clean_path((volume.get("hostPath") or {}).get("path"))
+        if path and (path == cache or cache.startswith(path.rstrip("/") + "/") or path.startswith(cache + "/")):
+            problems.append(
+                Problem(
+                    f"spec.template.spec.volumes[{index}].hostPath.path",
+                    path,
+                    f"overlaps the node's model cache {cache}, which only Hearth's fetcher writes",
+                    "remove the volume (the model container gets the cache read-only from Hearth)",
+                )
+            )
+    if problems:
+        raise ContractError(problems)
+
+
 def _fetcher(model: Obj, source: ModelSource, settings: RenderSettings) -> Obj:
     """The init container that puts the model into the node's cache (or finds it there) before the runtime
     starts: Hearth's image, the model container's hub settings and credentials (env and envFrom), the
     cache mounted writable here only. It runs as root because the kubelet creates the host folder as root;
     it keeps no capability."""
-    env = [e for e in model.get("env") or [] if isinstance(e, dict)]
-    env_from = [e for e in model.get("envFrom") or [] if isinstance(e, dict)]
+    env = [json_copy(e) for e in model.get("env") or [] if isinstance(e, dict)]
+    env_from = [json_copy(e) for e in model.get("envFrom") or [] if isinstance(e, dict)]
     container: Obj = {
         "name": FETCH_CONTAINER,
         "image": settings.sidecar_image,

@@ -23,7 +23,7 @@ from nodecache.store import Store
 from policies.modelcache import Entry, evictions
 from tests.servers import free_port, hearth_process
 
-TOKEN = "hf_test_token_for_the_gated_model"  # noqa: S105 - the local hub's test token
+TOKEN = "hf_test_token_for_the_gated_model"
 
 
 @pytest.fixture(scope="module")
