@@ -17,6 +17,7 @@ import secrets
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,9 @@ from policies import KEY_LABEL, SHIPPED_IMAGE, is_ready
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
+# The local hub's models (MiB): the one every simulated Deployment names, and a gated one.
+HUB_MODELS = {"Qwen/Qwen3-8B": 256, "hearth-dev/gated-model": 2}
+HUB_GATED = {"hearth-dev/gated-model": "hf_hearth_dev_gated_token"}
 HEARTH_NAMESPACE = "hearth-system"
 _KEYS_LOCK = threading.Lock()
 DEMO_NAMESPACE = "demo"  # where the demo's model runs; `hearth dev up` gives it an API key
@@ -148,6 +152,7 @@ class Cluster:
         host_up(layout.network)
         ensure_pki(layout, [spec.name for spec in self.node_specs])
         self._control_plane(self.binaries)
+        self._hub(cache / "hub")
         for node in self.node_runs():
             self._node(node, self.binaries, [pause.archive, image.archive], pause.ref)
         self.wait_nodes_ready(120)
@@ -158,6 +163,16 @@ class Cluster:
         elapsed = time.monotonic() - started
         print(f"Dev cluster ready in {elapsed:.1f}s.", flush=True)
         return elapsed
+
+    def _hub(self, folder: Path) -> None:
+        """The local Hugging Face-compatible hub on the host bridge, serving generated stand-ins under the
+        model names the examples use (kept in the cache folder: generated once)."""
+        layout = self.layout
+        argv = [sys.executable, "-m", "hearth", "dev", "hub", f"--folder={folder}"]
+        argv += [f"--host={layout.network.host_ip}", f"--port={layout.hub_port}"]
+        argv += [f"--generate={repo}={mib}" for repo, mib in HUB_MODELS.items()]
+        argv += [f"--gated={repo}={token}" for repo, token in HUB_GATED.items()]
+        self._start("hub", argv, processes.url_ok(f"{layout.hub_url}/_hub/health"), 120)
 
     def _control_plane(self, bins: Binaries) -> None:
         layout, pki, net = self.layout, self.layout.pki, self.layout.network
@@ -353,6 +368,7 @@ class Cluster:
         self.kubectl("apply", "-k", str(self.overlay(image)))
         self.wait_hearth_ready(180)
         runtimes = DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", image.ref)
+        runtimes = runtimes.replace("http://hearth.dev-hub", self.layout.hub_url)
         # The webhook learns runtimes from its watch; retry while it syncs, as `kubectl apply` users would.
         for attempt in range(60):
             result = self.kubectl("apply", "-f", str(MANIFESTS / "runtimes"), "-f", "-", stdin=runtimes, check=False)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -135,7 +137,7 @@ def load_repo(repo_id: str, folder: Path, gated: bool = False, tokens: frozenset
     if index_file.is_file():
         cached = json.loads(index_file.read_text())
     files: dict[str, HubFile] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != INDEX):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(INDEX)):
         name = path.relative_to(folder).as_posix()
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
@@ -145,7 +147,8 @@ def load_repo(repo_id: str, folder: Path, gated: bool = False, tokens: frozenset
             continue
         lfs = sha256_of(path) if name.endswith(".safetensors") else None
         files[name] = HubFile(name, stat.st_size, git_blob_sha1(path), lfs)
-    index_file.write_text(
+    scratch = index_file.with_name(f"{INDEX}.{os.getpid()}")
+    scratch.write_text(
         json.dumps(
             {
                 n: {"stamp": [f.size, (folder / n).stat().st_mtime_ns], "blob_id": f.blob_id, "sha256": f.sha256}
@@ -153,6 +156,7 @@ def load_repo(repo_id: str, folder: Path, gated: bool = False, tokens: frozenset
             }
         )
     )
+    scratch.replace(index_file)
     commit = hashlib.sha1(
         "".join(f"{f.path}:{f.blob_id}\n" for f in files.values()).encode(), usedforsecurity=False
     ).hexdigest()
@@ -277,7 +281,12 @@ def serve_folder(folder: Path, generate: list[str], gated: list[str]) -> FastAPI
         target = folder / repo
         if not (target / "config.json").is_file():
             size = int(mib)
-            generate_model(target, size, shards=max(2, -(-size // 128)))
+            scratch = target.with_name(f".{target.name}.{os.getpid()}")  # two hubs may start at once
+            generate_model(scratch, size, shards=max(2, -(-size // 128)))
+            try:
+                scratch.rename(target)
+            except OSError:  # the other one won
+                shutil.rmtree(scratch, ignore_errors=True)
     tokens = _pairs(gated, "--gated")
     hub = Hub()
     for config in sorted(folder.glob("*/*/config.json")):

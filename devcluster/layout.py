@@ -62,6 +62,15 @@ class Layout:
         return self.port_base + 59
 
     @property
+    def hub_port(self) -> int:
+        return self.port_base + 80
+
+    @property
+    def hub_url(self) -> str:
+        """The local Hugging Face-compatible hub (devcluster.hub), where pods reach the host."""
+        return f"http://{self.network.host_ip}:{self.hub_port}"
+
+    @property
     def pki(self) -> Path:
         return self.state / "pki"
 

@@ -31,6 +31,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 RUNC = "/usr/sbin/runc"
 CNI_BIN = "/usr/lib/cni"
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+MODEL_CACHE = "/var/lib/hearth/models"  # the dev runtimes' cache.hostPath (devcluster/runtimes.yaml)
 
 
 class NodeError(RuntimeError):
@@ -304,6 +305,9 @@ def holder_script(node: NodeRun, ready_file: Path) -> str:
         f"mount --bind {node.state / 'pod-logs'} /var/log/pods",
         f"mount --bind {node.state / 'container-logs'} /var/log/containers",
         "mount -t tmpfs -o mode=755 hearth-netns /run/netns",
+        # The node's own disk for the model cache (the runtimes' cache.hostPath): one per node, as on a
+        # real cluster, so a model fetched on one node is not on the others.
+        f"mount --bind {node.state / 'model-cache'} {MODEL_CACHE}",
     ]
     if node.spec.host_paths:
         lines.append("mount -t tmpfs -o mode=755 hearth-node-local /usr/local")
@@ -318,10 +322,18 @@ def holder_script(node: NodeRun, ready_file: Path) -> str:
 
 
 def prepare(node: NodeRun, ca_file: Path, sandbox_image: str, proxy_kubeconfig: Path) -> None:
-    for folder in ("kubelet", "cni", "cni-state", "cni-ipam", "containerd", "pod-logs", "container-logs"):
+    folders = ("kubelet", "cni", "cni-state", "cni-ipam", "containerd", "pod-logs", "container-logs", "model-cache")
+    for folder in folders:
         (node.state / folder).mkdir(parents=True, exist_ok=True)
     node.run_dir.mkdir(parents=True, exist_ok=True)
-    for mountpoint in ("/var/lib/kubelet", "/var/lib/cni", "/run/netns", "/var/log/pods", "/var/log/containers"):
+    for mountpoint in (
+        "/var/lib/kubelet",
+        "/var/lib/cni",
+        "/run/netns",
+        "/var/log/pods",
+        "/var/log/containers",
+        MODEL_CACHE,
+    ):
         Path(mountpoint).mkdir(parents=True, exist_ok=True)
     (node.state / "containerd.toml").write_text(containerd_config(node, sandbox_image))
     (node.state / "cni" / "10-hearth.conflist").write_text(json.dumps(cni_config(node), indent=2))

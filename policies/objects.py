@@ -15,6 +15,7 @@ from policies.adoption import SIDECAR_CONTAINER
 from policies.annotations import PHASE_LABEL, ScaleSpec, parse_scale
 from policies.deployment import deployment_name_of
 from policies.errors import Collector
+from policies.modelcache import FETCH_CONTAINER
 from policies.phase import DEGRADED
 from policies.render import DRAIN_TOKEN_ENV
 from policies.stamp import stamp_of
@@ -78,11 +79,27 @@ def start_failure(deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any
     if failed is not None:
         return failed
     for pod in pods:
+        name = _mapping(pod.get("metadata")).get("name")
+        fetch = _fetch_failure(pod)
+        if fetch is not None:
+            return f"pod {name}: the model could not be fetched: {fetch}"
         for status in _mapping(pod.get("status")).get("containerStatuses") or []:
             waiting = _mapping(_mapping(_mapping(status).get("state")).get("waiting"))
             if waiting.get("reason") in CRASH_REASONS:
-                name = _mapping(pod.get("metadata")).get("name")
                 return f"pod {name}: {waiting.get('reason')}: {waiting.get('message', '')}".strip()
+    return None
+
+
+def _fetch_failure(pod: Mapping[str, Any]) -> str | None:
+    """The node cache's fetcher's own words (its termination message) when it failed: it has tried the hub
+    again itself before giving up, so one failure already says what is wrong (a gated or missing model)."""
+    for status in _mapping(pod.get("status")).get("initContainerStatuses") or []:
+        if _mapping(status).get("name") != FETCH_CONTAINER or _mapping(status).get("ready"):
+            continue
+        for where in ("state", "lastState"):
+            ended = _mapping(_mapping(_mapping(status).get(where)).get("terminated"))
+            if ended and ended.get("exitCode") not in (0, None):
+                return str(ended.get("message") or ended.get("reason") or f"exit code {ended.get('exitCode')}").strip()
     return None
 
 

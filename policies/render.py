@@ -352,7 +352,7 @@ def _refuse_cache_host_paths(pod_spec: Obj, cache: str) -> None:
     problems = []
     for index, volume in enumerate(_dicts(pod_spec, "volumes")):
         path = clean_path((volume.get("hostPath") or {}).get("path"))
-        if path and (path == cache or cache.startswith(path.rstrip("/") + "/") or path.startswith(cache + "/")):
+        if volume.get("name") != CACHE_VOLUME and path and (path == cache or cache.startswith(path.rstrip("/") + "/") or path.startswith(cache + "/")):
             problems.append(
                 Problem(
                     f"spec.template.spec.volumes[{index}].hostPath.path",

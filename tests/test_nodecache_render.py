@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from policies import RenderSettings, render_for_pod
+from policies import RenderSettings, render_for_pod, start_failure
 from policies.errors import ContractError
 from policies.modelcache import CACHED_MODEL, node_label
 from policies.runtime import runtime_from_object
@@ -110,3 +110,26 @@ def test_a_pod_may_not_mount_the_node_cache_by_a_host_path_of_its_own(path: str)
     with pytest.raises(ContractError, match="overlaps the node's model cache"):
         render(deployment(volumes=volumes))
     render(deployment(volumes=[{"name": "other", "hostPath": {"path": "/var/lib/hearth-other"}}]))
+
+
+def test_a_failed_fetch_is_the_models_start_failure_in_the_fetchers_words() -> None:
+    message = 'Org/Gated is gated and the hub refused the token from Secret "hf" (key t, variable HF_TOKEN): ...'
+    pod = {
+        "metadata": {"name": "qwen-abc"},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "hearth-fetch",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}},
+                }
+            ]
+        },
+    }
+    assert start_failure({}, [pod]) == f"pod qwen-abc: the model could not be fetched: {message}"
+    fetching = {
+        "metadata": {"name": "p"},
+        "status": {"initContainerStatuses": [{"name": "hearth-fetch", "state": {"running": {}}}]},
+    }
+    assert start_failure({}, [fetching]) is None
