@@ -29,6 +29,7 @@ SIDECAR_VALUE = (
 )
 COMPONENTS = {"webhook-deployment.yaml": "webhook", "gateway.yaml": "gateway", "scaler.yaml": "scaler"}
 OPTIONAL = {  # file -> the value that switches it on
+    "node-agent.yaml": "nodeAgent.enabled",
     "network-policies.yaml": "networkPolicies.enabled",
     "disruption-budgets.yaml": "disruptionBudgets.enabled",
     "grafana-dashboard.yaml": "dashboard.enabled",
@@ -64,9 +65,11 @@ def _component(text: str, name: str, component: str) -> str:
 def template(name: str, text: str) -> str:
     """One manifest as a chart template."""
     text = _escape(text)
-    if name == "webhook-deployment.yaml":
+    if name in ("webhook-deployment.yaml", "scaler.yaml"):  # the sidecar's image; the scaler's prewarm Jobs too
         sidecar = f"- name: HEARTH_SIDECAR_IMAGE\n          value: {SIDECAR_VALUE}"
         text = _replace(text, f"- {{name: HEARTH_SIDECAR_IMAGE, value: {IMAGE}}}", sidecar, name)
+    if name == "node-agent.yaml":
+        text = _replace(text, "/var/lib/hearth/models", "{{ .Values.nodeAgent.hostPath }}", name, count=2)
     text = text.replace(f"image: {IMAGE}", f"image: {IMAGE_VALUE}")
     text = text.replace(NAMESPACE, "{{ .Release.Namespace }}")
     if name in COMPONENTS:

@@ -349,6 +349,21 @@ class Cluster:
             },
         }
         patches.append({"patch": yaml.safe_dump(sidecar)})
+        prewarm_image = {  # the scaler's prewarm Jobs run Hearth's image too
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "hearth-scaler", "namespace": HEARTH_NAMESPACE},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "scaler", "env": [{"name": "HEARTH_SIDECAR_IMAGE", "value": image.ref}]}
+                        ]
+                    }
+                }
+            },
+        }
+        patches.append({"patch": yaml.safe_dump(prewarm_image)})
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",

@@ -23,6 +23,13 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fetch.add_argument("--attempts", type=int, default=5, help="tries of an unreachable or failing hub (2 s, doubling)")
     fetch.set_defaults(func=_cmd_fetch)
 
+    from common.flags import add_flags
+    from nodecache.settings import AgentSettings
+
+    agent = jobs.add_parser("agent", help="keep this node's cache: label the node, evict, export metrics")
+    add_flags(agent, AgentSettings)
+    agent.set_defaults(func=_cmd_agent, parser=agent)
+
     listing = jobs.add_parser("ls", help="the models in a cache folder: size, last use, state")
     listing.add_argument("--root", type=Path, required=True)
     listing.set_defaults(func=_cmd_ls)
@@ -42,6 +49,21 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             TERMINATION_LOG.write_text(str(error))
         return 1
+    return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from common.flags import settings_from
+    from common.loop import run as run_loop
+    from nodecache.agent import serve
+    from nodecache.settings import AgentSettings
+
+    settings = settings_from(args.parser, args, AgentSettings, log_level=args.log_level)
+    if not settings.node:
+        args.parser.error("give --node NAME (or NODE_NAME, from the downward API)")
+    if not (settings.kubeconfig or settings.in_cluster):
+        args.parser.error("give --kubeconfig PATH or --in-cluster")
+    run_loop(serve(settings))
     return 0
 
 

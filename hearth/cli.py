@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--kubeconfig", type=Path, help="also patch the live webhook configurations named hearth")
     certs.set_defaults(func=_cmd_certs)
 
-    status = sub.add_parser("status", help="NAME PHASE RUNTIME REPLICAS DEMAND AGE of Hearth Deployments")
+    status = sub.add_parser("status", help="NAME PHASE RUNTIME REPLICAS DEMAND PREWARMED AGE of Hearth Deployments")
     status.add_argument("-n", "--namespace", default="default")
     status.add_argument("-A", "--all-namespaces", action="store_true")
     status.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")

@@ -1,4 +1,5 @@
-"""`hearth status`: NAME PHASE RUNTIME REPLICAS DEMAND AGE of Hearth Deployments, from the live cluster."""
+"""`hearth status`: NAME PHASE RUNTIME REPLICAS DEMAND PREWARMED AGE of Hearth Deployments, from the live
+cluster. PREWARMED is the nodes holding the model in their cache out of those `hearth.dev/prewarm` asks for."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from policies import ENABLED_LABEL, PHASE_LABEL, status_of
 
-COLUMNS = ("NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "AGE")
+COLUMNS = ("NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE")
 
 
 def age(created: str | None, now: dt.datetime) -> str:
@@ -40,6 +41,7 @@ def row(deployment: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool
         str(runtime),
         f"{ready}/{desired}",
         "-" if demand is None else str(demand),
+        status.get("prewarmed") or "-",
         age(meta.get("creationTimestamp"), now),
     ]
 

@@ -26,14 +26,13 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from common.flags import Duration
 from common.kubeapi import ApiError, KubeAPI
+from nodecache.settings import AgentSettings
 from nodecache.store import Store
 from policies.modelcache import CACHED_MODEL, LABEL_PREFIX, LABEL_VALUE, Entry, evictions, node_label
 from policies.runtime import runtime_from_object
@@ -42,26 +41,6 @@ from policies.values import quantity_bytes
 log = logging.getLogger("hearth.cache")
 MODELS_ANNOTATION = "cache.hearth.dev/models"
 RUNTIMES_PATH = "/apis/serving.hearth.dev/v1alpha1/inferenceruntimes"
-
-
-class AgentSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    host: str = Field("0.0.0.0", description="address of /metrics and /healthz")  # noqa: S104 - scraped by Prometheus
-    port: int = Field(9410, ge=1, le=65535, description="port of /metrics and /healthz")
-    kubeconfig: Path | None = Field(None, description="kubeconfig (or --in-cluster)")
-    in_cluster: bool = Field(False, description="use the pod's service account")
-    node: str = Field(
-        default_factory=lambda: os.environ.get("NODE_NAME", ""),
-        description="this node's name (default: $NODE_NAME, from the downward API)",
-    )
-    root: Path = Field(Path("/var/lib/hearth/models"), description="where the node's cache folder is mounted here")
-    host_path: str = Field(
-        "/var/lib/hearth/models",
-        description="that folder's path on the node: the runtimes whose cache.hostPath it is give its size",
-    )
-    interval: Duration = Field(10.0, gt=0, description="time between passes")
-    log_level: str = Field("info", description="log level")
 
 
 @dataclass(frozen=True)
@@ -122,13 +101,20 @@ class AgentMetrics:
         self.capacity = Gauge(
             "hearth_cache_capacity_bytes", "The cache's size from its runtimes.", ["node"], registry=registry
         )
-        self.used = Gauge("hearth_cache_used_bytes", "Bytes of complete models in the cache.", ["node"], registry=registry)
-        self.free = Gauge("hearth_cache_disk_free_bytes", "Free bytes of the cache's disk.", ["node"], registry=registry)
+        self.used = Gauge(
+            "hearth_cache_used_bytes", "Bytes of complete models in the cache.", ["node"], registry=registry
+        )
+        self.free = Gauge(
+            "hearth_cache_disk_free_bytes", "Free bytes of the cache's disk.", ["node"], registry=registry
+        )
         self.model = Gauge(
             "hearth_cache_model_bytes", "Each cached model's size.", ["node", "model"], registry=registry
         )
         self.model_in_use = Gauge(
-            "hearth_cache_model_in_use", "1 while a pod on the node loads the model.", ["node", "model"], registry=registry
+            "hearth_cache_model_in_use",
+            "1 while a pod on the node loads the model.",
+            ["node", "model"],
+            registry=registry,
         )
         self.fetches = Counter(
             "hearth_cache_fetches", "Fetches by outcome: hit, download, repair.", ["node", "outcome"], registry=registry
@@ -137,7 +123,9 @@ class AgentMetrics:
             "hearth_cache_downloaded_bytes", "Bytes downloaded from the hub.", ["node"], registry=registry
         )
         self.evictions = Counter("hearth_cache_evictions", "Models evicted.", ["node"], registry=registry)
-        self.failures = Counter("hearth_cache_agent_failures", "Passes that failed.", ["node", "step"], registry=registry)
+        self.failures = Counter(
+            "hearth_cache_agent_failures", "Passes that failed.", ["node", "step"], registry=registry
+        )
 
 
 @dataclass
@@ -266,15 +254,17 @@ def create_app(registry: CollectorRegistry, agent: Agent) -> Starlette:
 
 
 async def serve(settings: AgentSettings) -> None:
-    if not settings.node:
-        raise SystemExit("give --node NAME (or NODE_NAME from the downward API)")
     settings.root.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
     api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster or None)
     agent = Agent(settings, api, AgentMetrics(registry))
     task = asyncio.create_task(agent.run())
     config = uvicorn.Config(
-        create_app(registry, agent), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        create_app(registry, agent),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
     )
     try:
         await uvicorn.Server(config).serve()

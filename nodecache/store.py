@@ -225,15 +225,25 @@ class Store:
         with contextlib.suppress(OSError):  # empty organisation folders go too
             target.parent.rmdir()
 
-    def sweep(self, older_than: float) -> int:
-        """Removes leftovers of fetches that died (scratch folders untouched for `older_than` seconds)."""
+    def sweep_dead(self, older_than: float = 600.0) -> int:
+        """Removes the scratch folders of fetches that died: a download's folder whose model lock nobody
+        holds (a live fetch holds it from start to rename), and leftovers of replaced or evicted entries
+        older than `older_than` seconds (their deletion was interrupted)."""
         removed = 0
         now = time.time()
         for folder in (self.meta / "tmp").glob("*"):
-            with contextlib.suppress(FileNotFoundError):
-                if now - folder.stat().st_mtime > older_than:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed += 1
+            digest, _, _ = folder.name.partition("-")
+            try:
+                if digest in ("old", "evicted"):
+                    dead = now - folder.stat().st_mtime > older_than
+                else:
+                    with _try_lock(self.meta / "locks" / digest) as free:
+                        dead = free
+            except FileNotFoundError:
+                continue
+            if dead:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
         return removed
 
     def record(self, event: dict[str, Any]) -> None:

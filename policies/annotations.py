@@ -56,6 +56,14 @@ KEYS: tuple[Key, ...] = (
         "proxies with idle timeouts keep it; errors then come as a 200 with an `error` body.",
     ),
     Key("activation-timeout", "deployment", "10m", "How long a request is held waiting for a ready pod."),
+    Key(
+        "prewarm",
+        "deployment",
+        "false",
+        "`true`: fetch the model into the node cache of every node its runtime can run on, while it sits at "
+        "zero; a number N: N such nodes (those already holding it count first). Needs an `hf://` model and a "
+        "runtime with `spec.cache`.",
+    ),
     Key("queue-size", "deployment", "100", "Requests held per model while it has no ready pod; beyond it: 429."),
     Key(
         "model",
@@ -87,7 +95,12 @@ KEYS: tuple[Key, ...] = (
         "Extra runtime arguments, shell-quoted, appended to the runtime's; not the flags it owns "
         "(--port, --host, --uds, --served-model-name, --model).",
     ),
-    Key("cache-size", "template", "(unbounded)", "Size limit of the emptyDir that caches hub downloads."),
+    Key(
+        "cache-size",
+        "template",
+        "(unbounded)",
+        "Size limit of the emptyDir that caches hub downloads (runtimes without a node cache, `spec.cache`).",
+    ),
     Key("shm-size", "template", "2Gi", "Size of the in-memory /dev/shm."),
     Key(
         "served-name",
@@ -98,6 +111,9 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 KEYS_BY_NAME = {PREFIX + key.name: key for key in KEYS}
+
+
+PREWARM_ALL = 1_000_000  # hearth.dev/prewarm: "true"
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,7 @@ class ScaleSpec:
     json_keepalive: bool = False
     activation_timeout: float = 600.0
     queue_size: int = 100
+    prewarm: int = 0  # nodes to hold the model in their cache (PREWARM_ALL: every node that could run it)
 
 
 @dataclass(frozen=True)
@@ -236,6 +253,12 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
         )
     if "queue-size" in raw:
         values["queue_size"] = whole_number(errors, at("queue-size"), raw["queue-size"], 0, 100_000, 100)
+    if "prewarm" in raw:
+        flag = raw["prewarm"].strip()
+        if flag in ("true", "false"):
+            values["prewarm"] = PREWARM_ALL if flag == "true" else 0
+        else:
+            values["prewarm"] = whole_number(errors, at("prewarm"), flag, 0, 1000, 2)
     clean = {k: v for k, v in values.items() if v is not None}
     spec = ScaleSpec(**clean)  # type: ignore[arg-type]
     if spec.max_replicas < spec.min_replicas:

@@ -13,6 +13,7 @@ least recently used models no pod uses when the cache passes its high watermark 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
@@ -120,3 +121,40 @@ def prefer_nodes_holding(affinity: Mapping[str, Any] | None, key: str) -> dict[s
     node["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
     out["nodeAffinity"] = node
     return out
+
+
+def fetch_container(
+    env: Sequence[Mapping[str, Any]], env_from: Sequence[Mapping[str, Any]], uri: str, image: str
+) -> dict[str, Any]:
+    """The container that puts a model into the node's cache (or finds it there): Hearth's image, the hub
+    settings and credentials among `env` (values and valueFrom alike) and `env_from`, the cache mounted
+    writable (only here). Root, because the kubelet creates the host folder as root; no capability."""
+    env_copy = [copy.deepcopy(dict(e)) for e in env]
+    env_from_copy = [copy.deepcopy(dict(e)) for e in env_from]
+    container: dict[str, Any] = {
+        "name": FETCH_CONTAINER,
+        "image": image,
+        "command": ["hearth"],
+        "args": [
+            "cache",
+            "fetch",
+            f"--model={uri}",
+            f"--root={NODE_CACHE_MOUNT}",
+            f"--credentials={credentials_of(env_copy, env_from_copy)}",
+        ],
+        "env": hub_env(env_copy),
+        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": NODE_CACHE_MOUNT}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if env_from_copy:
+        container["envFrom"] = env_from_copy
+    return container

@@ -69,9 +69,7 @@ def can_run(runtime: InferenceRuntime, node: Mapping[str, Any]) -> bool:
     return ready and have.isdigit() and int(have) > 0
 
 
-def plan(
-    key: str, runtime: InferenceRuntime, nodes: Iterable[Mapping[str, Any]], wanted: int
-) -> Plan:
+def plan(key: str, runtime: InferenceRuntime, nodes: Iterable[Mapping[str, Any]], wanted: int) -> Plan:
     """Which nodes should hold `key`: `wanted` of those `runtime` can run on (warm ones first, then by name)."""
     label = node_label(key)
     candidates, warm = [], []

@@ -24,12 +24,10 @@ from policies.errors import ContractError, Problem
 from policies.modelcache import (
     CACHE_VOLUME,
     CACHED_MODEL,
-    FETCH_CONTAINER,
     NODE_CACHE_MOUNT,
     cache_key,
-    credentials_of,
     entry_path,
-    hub_env,
+    fetch_container,
     prefer_nodes_holding,
 )
 from policies.modelsource import CACHE_DIR, PVC_MOUNT, ModelSource
@@ -352,7 +350,11 @@ def _refuse_cache_host_paths(pod_spec: Obj, cache: str) -> None:
     problems = []
     for index, volume in enumerate(_dicts(pod_spec, "volumes")):
         path = clean_path((volume.get("hostPath") or {}).get("path"))
-        if volume.get("name") != CACHE_VOLUME and path and (path == cache or cache.startswith(path.rstrip("/") + "/") or path.startswith(cache + "/")):
+        if (
+            volume.get("name") != CACHE_VOLUME
+            and path
+            and (path == cache or cache.startswith(path.rstrip("/") + "/") or path.startswith(cache + "/"))
+        ):
             problems.append(
                 Problem(
                     f"spec.template.spec.volumes[{index}].hostPath.path",
@@ -367,38 +369,10 @@ def _refuse_cache_host_paths(pod_spec: Obj, cache: str) -> None:
 
 def _fetcher(model: Obj, source: ModelSource, settings: RenderSettings) -> Obj:
     """The init container that puts the model into the node's cache (or finds it there) before the runtime
-    starts: Hearth's image, the model container's hub settings and credentials (env and envFrom), the
-    cache mounted writable here only. It runs as root because the kubelet creates the host folder as root;
-    it keeps no capability."""
-    env = [json_copy(e) for e in model.get("env") or [] if isinstance(e, dict)]
-    env_from = [json_copy(e) for e in model.get("envFrom") or [] if isinstance(e, dict)]
-    container: Obj = {
-        "name": FETCH_CONTAINER,
-        "image": settings.sidecar_image,
-        "command": ["hearth"],
-        "args": [
-            "cache",
-            "fetch",
-            f"--model={source.uri}",
-            f"--root={NODE_CACHE_MOUNT}",
-            f"--credentials={credentials_of(env, env_from)}",
-        ],
-        "env": hub_env(env),
-        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": NODE_CACHE_MOUNT}],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": False,
-            "runAsUser": 0,
-            "runAsGroup": 0,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    }
-    if env_from:
-        container["envFrom"] = env_from
-    return container
+    starts, with the model container's hub settings and credentials."""
+    env = [e for e in model.get("env") or [] if isinstance(e, dict)]
+    env_from = [e for e in model.get("envFrom") or [] if isinstance(e, dict)]
+    return fetch_container(env, env_from, source.uri, settings.sidecar_image)
 
 
 def _drain_hook(settings: RenderSettings, token: str) -> Obj:

@@ -32,6 +32,7 @@ from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector
 from scaler.metrics import ScalerMetrics
 from scaler.names import NameRecord
+from scaler.prewarm import Prewarmer
 from scaler.view import ClusterView
 
 log = logging.getLogger("hearth.scaler")
@@ -60,6 +61,7 @@ class Scaler:
         metrics: ScalerMetrics,
         clock: Any = time.monotonic,
         names: NameRecord | None = None,
+        prewarmer: Prewarmer | None = None,
     ) -> None:
         self.view = view
         self.collector = collector
@@ -68,6 +70,7 @@ class Scaler:
         self.metrics = metrics
         self.clock = clock
         self.names = names
+        self.prewarmer = prewarmer
         self.models: dict[str, ModelMemory] = {}
         self._lock = asyncio.Lock()
         self._reports: set[asyncio.Task[None]] = set()
@@ -227,6 +230,7 @@ class Scaler:
             "ready": len(ready),
             "reason": decision.reason,
             "runtime": state.runtime,
+            "prewarmed": self.prewarmer.summaries.get(key) if self.prewarmer is not None else None,
         }
         if failed:
             status["failure"] = failed[:500]

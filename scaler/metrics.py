@@ -28,6 +28,12 @@ class ScalerMetrics:
             ["model", "direction"],
             registry=registry,
         )
+        self.prewarm = Gauge(
+            "hearth_scaler_prewarm_nodes",
+            "Nodes a prewarmed model should be cached on, by state: warm (holds it), fetching, failed.",
+            ["model", "state"],
+            registry=registry,
+        )
         self.failures = Counter("hearth_scaler_errors", "Failed calls, by what failed.", ["what"], registry=registry)
         self.tick = Histogram(
             "hearth_scaler_tick_seconds",
@@ -46,3 +52,8 @@ class ScalerMetrics:
         for metric in (self.demand, self.desired, self.sidecars_answering):
             with contextlib.suppress(KeyError):
                 metric.remove(model)
+
+    def forget_prewarm(self, model: str) -> None:
+        for state in ("warm", "fetching", "failed"):
+            with contextlib.suppress(KeyError):
+                self.prewarm.remove(model, state)

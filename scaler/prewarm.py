@@ -134,7 +134,9 @@ class Prewarmer:
         """The fetcher's termination message from the Job's last failed pod, else the Job's condition."""
         name = job["metadata"]["name"]
         pods = await self.api.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": f"job-name={name}"})
-        for pod in sorted(pods.get("items") or [], key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+        for pod in sorted(
+            pods.get("items") or [], key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True
+        ):
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
                 ended = (status.get("state") or {}).get("terminated") or {}
                 if ended.get("exitCode") not in (0, None) and ended.get("message"):

@@ -26,6 +26,7 @@ from scaler.leader import LeaderElector, LeaseApi
 from scaler.loop import Scaler
 from scaler.metrics import ScalerMetrics
 from scaler.names import NameRecord
+from scaler.prewarm import Prewarmer
 from scaler.settings import ScalerSettings
 from scaler.view import ClusterView
 
@@ -101,6 +102,8 @@ async def serve(settings: ScalerSettings) -> None:
     if settings.internal_callers:
         callers = CallerCheck(api, frozenset(service_account(ref) for ref in settings.internal_callers))
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
+        writer = KubeWriter(api, settings.identity)
+        prewarmer = Prewarmer(api, writer, metrics, settings.prewarm_image)
         scaler = Scaler(
             view,
             DemandCollector(
@@ -109,10 +112,11 @@ async def serve(settings: ScalerSettings) -> None:
                 require_front_door=bool(settings.gateway_selector),
                 token=CallerToken(settings.token_file) if settings.token_file else None,
             ),
-            KubeWriter(api, settings.identity),
+            writer,
             elector,
             metrics,
             names=NameRecord(api, settings.names_namespace or own_namespace()),
+            prewarmer=prewarmer,
         )
 
         async def ticks() -> None:
@@ -125,7 +129,18 @@ async def serve(settings: ScalerSettings) -> None:
                     log.warning("tick failed: %s", exc)
                 await asyncio.sleep(max(0.05, settings.tick - (time.monotonic() - started)))
 
-        tasks = [asyncio.create_task(c) for c in (view.run(), front_doors.run(), elector.run(), ticks())]
+        async def prewarms() -> None:
+            while True:
+                try:
+                    if elector.leading() and view.synced:
+                        await prewarmer.sync(view.deployments)
+                except Exception as exc:
+                    metrics.failures.labels("prewarm").inc()
+                    log.warning("prewarm pass failed: %s", exc)
+                await asyncio.sleep(settings.prewarm_interval)
+
+        loops = (view.run(), front_doors.run(), elector.run(), ticks(), prewarms())
+        tasks = [asyncio.create_task(c) for c in loops]
         config = uvicorn.Config(
             create_app(scaler, registry, callers),
             host=settings.host,

@@ -73,6 +73,12 @@ class ScalerSettings(BaseModel):
     token_file: Path | None = Field(
         None, description="this pod's ServiceAccount token for the audience hearth, sent to read /demand"
     )
+    prewarm_image: str = Field(
+        "ghcr.io/hearth-project/hearth:0.1.0",
+        description="Hearth's image, run by the prewarm Jobs (the sidecar's: HEARTH_SIDECAR_IMAGE)",
+        json_schema_extra={"env": "HEARTH_SIDECAR_IMAGE"},
+    )
+    prewarm_interval: Duration = Field(5.0, gt=0, description="time between prewarm passes (hearth.dev/prewarm)")
     log_level: str = Field("info", json_schema_extra={"flag": False})
 
     @model_validator(mode="after")

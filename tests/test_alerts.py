@@ -45,6 +45,6 @@ def test_the_prometheus_operator_overlay_adds_the_monitoring_objects() -> None:
     rendered = subprocess.run(["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, check=True).stdout
     monitoring = [d for d in yaml.safe_load_all(rendered) if d and d["apiVersion"].startswith("monitoring.coreos.com")]
     kinds = sorted(d["kind"] for d in monitoring)
-    assert kinds == ["PodMonitor", "PrometheusRule", "ServiceMonitor", "ServiceMonitor", "ServiceMonitor"]
+    assert kinds == ["PodMonitor", "PodMonitor", "PrometheusRule", "ServiceMonitor", "ServiceMonitor", "ServiceMonitor"]
     for doc in monitoring:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "hearth"

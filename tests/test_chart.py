@@ -76,7 +76,7 @@ def test_every_value_changes_what_it_names() -> None:
         "--set",
         "gateway.extraArgs={--max-held=20000},networkPolicies.enabled=false,disruptionBudgets.enabled=false",
         "--set",
-        "dashboard.enabled=false",
+        "dashboard.enabled=false,nodeAgent.hostPath=/mnt/nvme/models",
     ]
     objects = rendered(*values, namespace="ai-platform")
     found = by_identity(objects)
@@ -94,6 +94,13 @@ def test_every_value_changes_what_it_names() -> None:
     assert "--trusted-network" in args and "--max-held=20000" in args
     assert "--internal-caller=ai-platform/hearth-scaler" in args
     assert "--lease-namespace=ai-platform" in containers["hearth-scaler"]["args"]
+    assert {"name": "HEARTH_SIDECAR_IMAGE", "value": "registry.example.com/sidecar:9"} in containers["hearth-scaler"][
+        "env"
+    ]
+    (agent,) = [o for o in objects if o["kind"] == "DaemonSet"]
+    assert agent["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"] == "/mnt/nvme/models"
+    assert "--host-path=/mnt/nvme/models" in agent["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [o for o in rendered("--set", "nodeAgent.enabled=false") if o["kind"] == "DaemonSet"]
     namespaced = [
         o for o in objects if o["kind"] not in ("ClusterRole", "ClusterRoleBinding") and "namespace" in o["metadata"]
     ]

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from common.informer import InformerMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.sidecar import Drain, SidecarMetrics
+from nodecache.agent import AgentMetrics
 from scaler.metrics import ScalerMetrics
 from tests.support import ROOT
 from webhook.metrics import WebhookMetrics
@@ -23,6 +24,7 @@ def exported_names() -> set[str]:
     WebhookMetrics(registry)
     InformerMetrics(registry)
     SidecarMetrics(Drain(), registry)
+    AgentMetrics(registry)
     names: set[str] = set()
     for metric in registry.collect():
         names.add(metric.name)
