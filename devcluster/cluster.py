@@ -42,8 +42,11 @@ from policies import KEY_LABEL, SHIPPED_IMAGE, is_ready
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
-# The local hub's models (MiB): the one every simulated Deployment names, and a gated one.
-HUB_MODELS = {"Qwen/Qwen3-8B": 256, "hearth-dev/gated-model": 2}
+# The local hub's models (MiB): generated stand-ins under the name every simulated Deployment uses, a
+# gated one, and small ones of their own for the model-cache tests (each node keeps what it fetched).
+HUB_MODELS = {"Qwen/Qwen3-8B": 256, "hearth-dev/gated-model": 2} | {
+    f"hearth-dev/{name}": 32 for name in ("cold", "twin", "prewarmed", "repair", "evict-a", "evict-b", "evict-c")
+}
 HUB_GATED = {"hearth-dev/gated-model": "hf_hearth_dev_gated_token"}
 HEARTH_NAMESPACE = "hearth-system"
 _KEYS_LOCK = threading.Lock()

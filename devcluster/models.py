@@ -15,9 +15,15 @@ def simulated_model(
     startup: str = "1s",
     itl: str = "20ms",
     heartbeat: str = "1s",
+    model: str = "hf://Qwen/Qwen3-8B",
+    annotations: dict[str, str] | None = None,
+    env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A scale-to-zero Deployment pinned to the `sim-nvidia` runtime; `extra-args` tune the simulator's
-    load time and inter-token latency (the last flag wins, as with vLLM)."""
+    load time and inter-token latency (the last flag wins, as with vLLM). `model` is served by the dev
+    cluster's hub (devcluster.cluster.HUB_MODELS); `annotations` add Deployment keys; `env` goes to the model
+    container (and to the node cache's fetcher, for HF_* settings)."""
+    container: dict[str, Any] = {"name": "model", **({"env": env} if env else {})}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -31,6 +37,7 @@ def simulated_model(
                 "hearth.dev/target": str(target),
                 "hearth.dev/scale-down-delay": delay,
                 "hearth.dev/heartbeat-interval": heartbeat,
+                **(annotations or {}),
             },
         },
         "spec": {
@@ -39,12 +46,12 @@ def simulated_model(
                 "metadata": {
                     "labels": {"app": name, "hearth.dev/enabled": "true"},
                     "annotations": {
-                        "hearth.dev/model": "hf://Qwen/Qwen3-8B",
+                        "hearth.dev/model": model,
                         "hearth.dev/runtime": "sim-nvidia",
                         "hearth.dev/extra-args": f"--startup-duration={startup} --itl={itl}",
                     },
                 },
-                "spec": {"containers": [{"name": "model"}]},
+                "spec": {"containers": [container]},
             },
         },
     }

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise at INFO
+    for noisy in ("httpx", "httpx2"):  # one line per request is noise at INFO (httpx2: the hub client's)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     result: int = args.func(args)
     return result
 

@@ -16,7 +16,7 @@ from policies.annotations import PHASE_LABEL, ScaleSpec, parse_scale
 from policies.deployment import deployment_name_of
 from policies.errors import Collector
 from policies.modelcache import FETCH_CONTAINER
-from policies.phase import DEGRADED
+from policies.phase import DEGRADED, failure_of
 from policies.render import DRAIN_TOKEN_ENV
 from policies.stamp import stamp_of
 
@@ -109,7 +109,8 @@ def published_failure(deployment: Mapping[str, Any]) -> str | None:
     if failed is not None:
         return failed
     if _mapping(_mapping(deployment.get("metadata")).get("labels")).get(PHASE_LABEL) == DEGRADED:
-        return "its Deployment is Degraded"
+        why = failure_of(deployment)  # the model's namespace's own pods' words, for its own callers
+        return f"its Deployment is Degraded: {why[:400]}" if why else "its Deployment is Degraded"
     return None
 
 

@@ -73,3 +73,10 @@ def status_of(deployment: Mapping[str, Any]) -> dict[str, str]:
             if key in FIELDS and value:
                 fields.setdefault(key, value)
     return fields
+
+
+def failure_of(deployment: Mapping[str, Any]) -> str | None:
+    """Why the model cannot start, as the scaler's condition says (the part after `failed: `)."""
+    ours = _ours(deployment)
+    _, found, failure = str((ours or {}).get("message") or "").partition("; failed: ")
+    return failure.strip() or None if found else None

@@ -235,6 +235,7 @@ class Scaler:
         if failed:
             status["failure"] = failed[:500]
         stale = self.clock() - state.status_at > STATUS_EVERY
+        stale = stale or status["prewarmed"] != (state.last_status or {}).get("prewarmed")  # rare, and asked for
         if now_phase == state.phase and (not stale or status == state.last_status):
             return
         if now_phase != state.phase and now_phase == DEGRADED and failed:

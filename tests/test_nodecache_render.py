@@ -11,6 +11,7 @@ import yaml
 from policies import RenderSettings, render_for_pod, start_failure
 from policies.errors import ContractError
 from policies.modelcache import CACHED_MODEL, node_label
+from policies.objects import published_failure
 from policies.runtime import runtime_from_object
 from tests.support import RUNTIMES, apiserver_pod
 
@@ -133,3 +134,22 @@ def test_a_failed_fetch_is_the_models_start_failure_in_the_fetchers_words() -> N
         "status": {"initContainerStatuses": [{"name": "hearth-fetch", "state": {"running": {}}}]},
     }
     assert start_failure({}, [fetching]) is None
+
+
+def test_held_callers_read_why_the_model_does_not_start() -> None:
+    why = 'pod q-1: the model could not be fetched: Org/Gated is gated and the hub refused the token from Secret "hf"'
+    deployment = {
+        "metadata": {"labels": {"hearth.dev/phase": "Degraded"}},
+        "status": {
+            "conditions": [
+                {
+                    "type": "hearth.dev/Serving",
+                    "reason": "Degraded",
+                    "message": f"demand 1; desired 1; steady; failed: {why}",
+                }
+            ]
+        },
+    }
+    assert published_failure(deployment) == f"its Deployment is Degraded: {why}"
+    deployment["status"] = {}
+    assert published_failure(deployment) == "its Deployment is Degraded"
