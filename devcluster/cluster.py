@@ -337,36 +337,14 @@ class Cluster:
                 ]
                 target = {"kind": doc["kind"], "name": doc["metadata"]["name"]}
                 patches.append({"target": target, "patch": yaml.safe_dump(ops)})
-        sidecar = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "hearth-webhook", "namespace": HEARTH_NAMESPACE},
-            "spec": {
-                "template": {
-                    "spec": {
-                        "containers": [
-                            {"name": "webhook", "env": [{"name": "HEARTH_SIDECAR_IMAGE", "value": image.ref}]}
-                        ]
-                    }
-                }
-            },
-        }
-        patches.append({"patch": yaml.safe_dump(sidecar)})
-        prewarm_image = {  # the scaler's prewarm Jobs run Hearth's image too
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "hearth-scaler", "namespace": HEARTH_NAMESPACE},
-            "spec": {
-                "template": {
-                    "spec": {
-                        "containers": [
-                            {"name": "scaler", "env": [{"name": "HEARTH_SIDECAR_IMAGE", "value": image.ref}]}
-                        ]
-                    }
-                }
-            },
-        }
-        patches.append({"patch": yaml.safe_dump(prewarm_image)})
+        # Hearth's image in the containers it puts in model namespaces: the webhook's sidecars, the scaler's
+        # prewarm Jobs (an env value, which the images: retag above does not reach).
+        for deployment, container in (("hearth-webhook", "webhook"), ("hearth-scaler", "scaler")):
+            env = [{"name": "HEARTH_SIDECAR_IMAGE", "value": image.ref}]
+            spec = {"template": {"spec": {"containers": [{"name": container, "env": env}]}}}
+            meta = {"name": deployment, "namespace": HEARTH_NAMESPACE}
+            body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+            patches.append({"patch": yaml.safe_dump(body)})
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
@@ -385,8 +363,7 @@ class Cluster:
         self.apply_webhook_secret()
         self.kubectl("apply", "-k", str(self.overlay(image)))
         self.wait_hearth_ready(180)
-        runtimes = DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", image.ref)
-        runtimes = runtimes.replace("http://hearth.dev-hub", self.layout.hub_url)
+        runtimes = self.dev_runtimes(image.ref)
         # The webhook learns runtimes from its watch; retry while it syncs, as `kubectl apply` users would.
         for attempt in range(60):
             result = self.kubectl("apply", "-f", str(MANIFESTS / "runtimes"), "-f", "-", stdin=runtimes, check=False)
@@ -400,6 +377,11 @@ class Cluster:
             + ", ".join(self.runtime_names()),
             flush=True,
         )
+
+    def dev_runtimes(self, image: str) -> str:
+        """devcluster/runtimes.yaml for this cluster: Hearth's image and the cluster's own hub."""
+        text = DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", image)
+        return text.replace("http://hearth.dev-hub", self.layout.hub_url)
 
     def apply_webhook_secret(self) -> None:
         """The webhook's serving certificate as the Secret its pods mount (created, or updated in place)."""

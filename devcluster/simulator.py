@@ -40,6 +40,8 @@ class SimSettings:
     default_max_tokens: int = 16
     fail_start: bool = False  # loads for startup_seconds, then reports a dead engine (start-failure tests)
     started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)  # for cold-start breakdowns across processes
+    loaded_wall: float | None = None
     model_dir: Path | None = None  # a model folder to load first (devcluster.weights), as a runtime does
     load_rate_mib: float = 1000.0
     loaded: float | None = None  # when the weights were in (monotonic); without model_dir, at start
@@ -58,6 +60,7 @@ class SimSettings:
         report = self.load_report
         print(f"loaded {report.files} shards, {report.bytes / 2**20:.1f} MiB in {report.seconds:.2f}s", flush=True)
         self.loaded = time.monotonic()
+        self.loaded_wall = time.time()
 
 
 def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
@@ -115,7 +118,14 @@ def create_app(settings: SimSettings) -> FastAPI:
             if s.name.endswith("_total")
         }
         report = settings.load_report
-        load_info = {"bytes": report.bytes, "seconds": report.seconds} if report else None
+        load_info = None
+        if report is not None:
+            load_info = {
+                "bytes": report.bytes,
+                "seconds": report.seconds,
+                "started_at": settings.started_wall,
+                "loaded_at": settings.loaded_wall,
+            }
         return JSONResponse({"running": running.labels(name)._value.get(), "outcomes": values, "load": load_info})
 
     async def complete(request: Request, chat: bool) -> Response:

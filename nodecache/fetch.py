@@ -63,7 +63,7 @@ def fetch(
         check = store.check(key)
         if check.state == "hit":
             store.touch(key)
-            store.record({"key": key, "outcome": "hit"})
+            store.record({"key": key, "outcome": "hit", "seconds": round(time.monotonic() - started, 3)})
             log(f"{key}: in the node's cache (revision {check.revision[:12]}); the hub is not asked")
             return Outcome(key, "hit", store.entry(key))
         if check.state == "damaged":

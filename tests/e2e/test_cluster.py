@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from devcluster.cluster import DEV_RUNTIMES, MANIFESTS, Cluster
+from devcluster.cluster import MANIFESTS, Cluster
 from policies import pod_token
 from tests.e2e.conftest import apply, get_json, ready_pods, sdk, wait_for, webhook_runtimes
 from tests.support import GOLDEN, load_case
@@ -175,9 +175,7 @@ def test_without_nvidia_runtimes_the_same_deployment_lands_on_ascend(cluster: Cl
         assert exec_in(cluster, namespace, pod, "model", "printenv", "ASCEND_VISIBLE_DEVICES").strip().isdigit()
     finally:
         cluster.kubectl("apply", "-f", str(MANIFESTS / "runtimes"))
-        cluster.kubectl(
-            "apply", "-f", "-", stdin=DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", cluster.image)
-        )
+        cluster.kubectl("apply", "-f", "-", stdin=cluster.dev_runtimes(cluster.image))
 
 
 def test_invalid_deployment_is_refused_with_key_value_and_fix(cluster: Cluster, namespace: str) -> None:
