@@ -104,6 +104,10 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
         f"  cold start: first token {first:.1f}s after the request ({len(beats)} heartbeat comments "
         "kept the stream alive; the simulated model takes 5 s to load)"
     )
+    for pod in cluster.pods(NAMESPACE, f"app={NAME}"):
+        fetched = cluster.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"], "-c", "hearth-fetch", check=False)
+        if fetched.stdout.strip():
+            timeline.say(f"  model files: {fetched.stdout.strip().splitlines()[-1]}")
     events = json.loads(cluster.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout)["items"]
     activated = [e for e in events if e["reason"] == "Activated"]
     if activated:

@@ -326,7 +326,7 @@ def test_hearth_status_lists_every_namespace_with_a_and_one_without(
         kubeconfig = f"--kubeconfig={cluster.layout.kubeconfig}"
         assert main(["status", "-A", kubeconfig]) == 0
         everywhere = capsys.readouterr().out.splitlines()
-        assert everywhere[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "AGE"]
+        assert everywhere[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE"]
         names = [line.split()[0] for line in everywhere[1:]]
         assert f"{namespace}/listed-a" in names and f"{other}/listed-b" in names
         assert main(["status", "-n", other, kubeconfig]) == 0
