@@ -15,13 +15,7 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cache = sub.add_parser("cache", help="the node-local model cache: fetch a model, list the cache")
     jobs = cache.add_subparsers(dest="cache_command", required=True)
 
-    fetch = jobs.add_parser("fetch", help="put a hub model into the node's cache (or find it there)")
-    fetch.add_argument("--model", required=True, help="the model URI, e.g. hf://Qwen/Qwen3-8B")
-    fetch.add_argument("--root", type=Path, required=True, help="the cache folder (the node's host path)")
-    fetch.add_argument("--credentials", default="none", help="where the hub token comes from (for error messages)")
-    fetch.add_argument("--wait", type=float, default=3600.0, help="longest wait for another fetch of the model")
-    fetch.add_argument("--attempts", type=int, default=5, help="tries of an unreachable or failing hub (2 s, doubling)")
-    fetch.set_defaults(func=_cmd_fetch)
+    fetch_flags(jobs.add_parser("fetch", help="put a hub model into the node's cache (or find it there)"))
 
     from common.flags import add_flags
     from nodecache.settings import AgentSettings
@@ -33,6 +27,15 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listing = jobs.add_parser("ls", help="the models in a cache folder: size, last use, state")
     listing.add_argument("--root", type=Path, required=True)
     listing.set_defaults(func=_cmd_ls)
+
+
+def fetch_flags(fetch: argparse.ArgumentParser) -> None:
+    fetch.add_argument("--model", required=True, help="the model URI, e.g. hf://Qwen/Qwen3-8B")
+    fetch.add_argument("--root", type=Path, required=True, help="the cache folder (the node's host path)")
+    fetch.add_argument("--credentials", default="none", help="where the hub token comes from (for error messages)")
+    fetch.add_argument("--wait", type=float, default=3600.0, help="longest wait for another fetch of the model")
+    fetch.add_argument("--attempts", type=int, default=5, help="tries of an unreachable or failing hub (2 s, doubling)")
+    fetch.set_defaults(func=_cmd_fetch)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from devcluster.cluster import Cluster
+from devcluster.hub import generate_model
 from devcluster.models import simulated_model
 from policies.modelcache import node_label
 from tests.e2e.conftest import MESSAGES, apply, get_json, ready_pods, replicas, sdk, wait_for
@@ -203,3 +204,58 @@ def _tiny_cache_runtime(cluster: Cluster) -> dict[str, Any]:
         "metadata": {"name": "sim-tiny-cache"},
         "spec": spec,
     }
+
+
+def test_pvc_models_and_the_users_own_hub_cache_keep_working(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    generate_model(tmp_path / "volume" / "qwen", 8, shards=2)
+    pv_name = f"{namespace}-models"[:63]
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "hostPath": {"path": str(tmp_path / "volume"), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": "models"},
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "models", "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "storageClassName": "",
+            "volumeName": pv_name,
+        },
+    }
+    apply(cluster, pv)
+    try:
+        apply(cluster, pvc)
+        bound = lambda: get_json(cluster, "pvc", "models", "-n", namespace)["status"].get("phase") == "Bound" or None  # noqa: E731
+        wait_for("the claim bound", bound, timeout=60)
+        apply(cluster, simulated_model(namespace, "onpvc", model="pvc://models/qwen"))
+        assert ask(cluster, namespace, "onpvc")
+        pod = cluster.pods(namespace, "app=onpvc")[0]
+        assert "initContainers" not in pod["spec"]  # nothing to fetch
+        stats = httpx.get(f"http://{pod['status']['podIP']}:8000/sim/stats", timeout=5).json()
+        assert stats["load"]["bytes"] >= 8 * 2**20  # the simulator loaded the claim's files
+
+        own = simulated_model(namespace, "owncache", model="hf://hearth-dev/cold")
+        spec = own["spec"]["template"]["spec"]
+        spec["containers"][0]["volumeMounts"] = [{"name": "hf", "mountPath": "/root/.cache/huggingface"}]
+        spec["volumes"] = [{"name": "hf", "emptyDir": {}}]
+        apply(cluster, own)
+        assert ask(cluster, namespace, "owncache")
+        pod = cluster.pods(namespace, "app=owncache")[0]
+        assert "initContainers" not in pod["spec"]  # the user's cache is used, not the node's
+        model = next(c for c in pod["spec"]["containers"] if c["name"] == "model")
+        assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in model["env"]
+    finally:
+        cluster.kubectl("delete", "deploy", "--all", "-n", namespace, "--wait=true", check=False)
+        cluster.kubectl("delete", "pvc", "models", "-n", namespace, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", pv_name, "--wait=false", check=False)
