@@ -95,7 +95,7 @@ def test_idle_model_stays_at_zero(cluster: Cluster, namespace: str) -> None:
         text=True,
         check=True,
     ).stdout
-    assert status.splitlines()[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "AGE"]
+    assert status.splitlines()[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE"]
     assert status.splitlines()[1].split()[:5] == ["idle", "ScaledToZero", "sim-nvidia", "0/0", "0"]
 
 
