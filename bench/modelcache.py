@@ -46,7 +46,7 @@ from devcluster.cluster import Cluster
 from devcluster.hub import generate_model
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.models import simulated_model
-from policies.modelcache import node_label
+from policies import node_label
 
 NAMESPACE = "bench"
 NODE = "gpu-node-0"

@@ -34,9 +34,16 @@ from starlette.routing import Route
 from common.kubeapi import ApiError, KubeAPI
 from nodecache.settings import AgentSettings
 from nodecache.store import Store
-from policies.modelcache import CACHED_MODEL, LABEL_PREFIX, LABEL_VALUE, Entry, evictions, node_label
-from policies.runtime import runtime_from_object
-from policies.values import quantity_bytes
+from policies import (
+    CACHE_LABEL_PREFIX,
+    CACHE_LABEL_VALUE,
+    CACHED_MODEL,
+    CacheEntry,
+    evictions,
+    node_label,
+    quantity_bytes,
+    runtime_from_object,
+)
 
 log = logging.getLogger("hearth.cache")
 MODELS_ANNOTATION = "cache.hearth.dev/models"
@@ -85,9 +92,11 @@ def in_use(pods: Iterable[Mapping[str, Any]]) -> set[str]:
 def label_patch(current: Mapping[str, str], annotations: Mapping[str, str], keys: Iterable[str]) -> dict[str, Any]:
     """The merge patch that makes the node's cache labels and annotation say `keys` (empty: nothing to do)."""
     wanted = {node_label(key): key for key in keys}
-    labels: dict[str, str | None] = {name: LABEL_VALUE for name in wanted if current.get(name) != LABEL_VALUE}
-    labels.update({name: None for name in current if name.startswith(LABEL_PREFIX) and name not in wanted})
-    summary = json.dumps({name.removeprefix(LABEL_PREFIX): key for name, key in sorted(wanted.items())})
+    labels: dict[str, str | None] = {
+        name: CACHE_LABEL_VALUE for name in wanted if current.get(name) != CACHE_LABEL_VALUE
+    }
+    labels.update({name: None for name in current if name.startswith(CACHE_LABEL_PREFIX) and name not in wanted})
+    summary = json.dumps({name.removeprefix(CACHE_LABEL_PREFIX): key for name, key in sorted(wanted.items())})
     meta: dict[str, Any] = {}
     if labels:
         meta["labels"] = labels
@@ -197,7 +206,7 @@ class Agent:
         self._export(keys, used, limits)
 
     def _evict(self, limits: Limits, used: set[str], listed_at: float) -> list[str]:
-        entries = [Entry(k, self.store.size(k), self.store.last_used(k), k in used) for k in self.store.models()]
+        entries = [CacheEntry(k, self.store.size(k), self.store.last_used(k), k in used) for k in self.store.models()]
         gone = []
         for key in evictions(entries, limits.capacity, limits.high, limits.low):
             with self.store.try_locked(key) as free:

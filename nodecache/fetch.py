@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nodecache.store import CacheError, Check, Expected, Store, mismatch
-from policies.errors import Collector
-from policies.modelcache import cache_key
-from policies.modelsource import ModelSource, parse_model_uri
+from policies import Collector, ModelSource, cache_key, parse_model_uri
 
 ATTEMPTS = 5  # tries of the hub when it cannot be reached or answers 5xx, 2 s apart doubling
 

@@ -24,6 +24,11 @@ from policies.deployment import Verdict, deployment_name_of, render_for_pod, val
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of
 from policies.keys import digest as key_digest
+from policies.modelcache import CACHED_MODEL, cache_key, evictions, node_label
+from policies.modelcache import LABEL_PREFIX as CACHE_LABEL_PREFIX
+from policies.modelcache import LABEL_VALUE as CACHE_LABEL_VALUE
+from policies.modelcache import Entry as CacheEntry
+from policies.modelsource import ModelSource, parse_model_uri
 from policies.names import (
     NAMES_CONFIGMAP,
     NAMES_LABEL,
@@ -62,15 +67,23 @@ from policies.phase import (
     phase_since,
     status_of,
 )
+from policies.prewarm import PREWARM_FOR, PREWARM_NODE, prewarm_job
+from policies.prewarm import Plan as PrewarmPlan
+from policies.prewarm import job_name as prewarm_job_name
+from policies.prewarm import job_state as prewarm_job_state
+from policies.prewarm import plan as prewarm_plan
 from policies.render import SHIPPED_IMAGE, RenderSettings, render_pod
 from policies.runtime import API_VERSION, GROUP, KIND, InferenceRuntime, RuntimeSpec, runtime_from_object
 from policies.selection import select_runtime
 from policies.stamp import MalformedStamp, Stamp, parse_stamp, stamp_of
-from policies.values import duration_seconds, format_duration
+from policies.values import duration_seconds, format_duration, quantity_bytes
 
 __all__ = [
     "ACTIVATING",
     "API_VERSION",
+    "CACHED_MODEL",
+    "CACHE_LABEL_PREFIX",
+    "CACHE_LABEL_VALUE",
     "CONDITION",
     "CONTAINER_KEY",
     "DEGRADED",
@@ -84,6 +97,8 @@ __all__ = [
     "PHASES",
     "PHASE_LABEL",
     "PREFIX",
+    "PREWARM_FOR",
+    "PREWARM_NODE",
     "READY",
     "RENDERED",
     "RENDER_ONLY_KEYS",
@@ -93,13 +108,16 @@ __all__ = [
     "STATUS",
     "TEMPLATE_WHERE",
     "ApiKey",
+    "CacheEntry",
     "Claimant",
     "Collector",
     "ContractError",
     "InferenceRuntime",
     "MalformedStamp",
+    "ModelSource",
     "PodBackend",
     "PodSpec",
+    "PrewarmPlan",
     "Problem",
     "RenderSettings",
     "RuntimeSpec",
@@ -110,11 +128,13 @@ __all__ = [
     "api_key_of",
     "assign_names",
     "backend_of",
+    "cache_key",
     "claimant_of",
     "condition",
     "deployment_name_of",
     "diff",
     "duration_seconds",
+    "evictions",
     "format_duration",
     "is_ready",
     "key_digest",
@@ -123,14 +143,21 @@ __all__ = [
     "model_key_of",
     "names_configmap",
     "names_of_configmap",
+    "node_label",
     "owner",
+    "parse_model_uri",
     "parse_pod",
     "parse_scale",
     "parse_stamp",
     "phase",
     "phase_since",
     "pod_token",
+    "prewarm_job",
+    "prewarm_job_name",
+    "prewarm_job_state",
+    "prewarm_plan",
     "published_failure",
+    "quantity_bytes",
     "render_for_pod",
     "render_pod",
     "reported_name",

@@ -15,13 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.kubeapi import ApiError, KubeAPI
-from policies import model_key, model_key_of, scale_of
-from policies.annotations import parse_pod
-from policies.errors import Collector, ContractError
-from policies.modelcache import cache_key
-from policies.prewarm import PREWARM_FOR, PREWARM_NODE, Plan, job_name, job_state, plan, prewarm_job
-from policies.runtime import InferenceRuntime, runtime_from_object
-from policies.selection import select_runtime
+from policies import (
+    PREWARM_FOR,
+    PREWARM_NODE,
+    Collector,
+    ContractError,
+    InferenceRuntime,
+    PrewarmPlan,
+    cache_key,
+    model_key,
+    model_key_of,
+    parse_pod,
+    prewarm_job,
+    prewarm_job_name,
+    prewarm_job_state,
+    prewarm_plan,
+    runtime_from_object,
+    scale_of,
+    select_runtime,
+)
 from scaler.kube import KubeWriter
 from scaler.metrics import ScalerMetrics
 
@@ -88,7 +100,7 @@ class Prewarmer:
         progress.refused = None
         namespace = str(deployment["metadata"]["namespace"])
         name = str(deployment["metadata"]["name"])
-        chosen: Plan = plan(entry, runtime, nodes, scale_of(deployment).prewarm)
+        chosen: PrewarmPlan = prewarm_plan(entry, runtime, nodes, scale_of(deployment).prewarm)
         states = {"warm": 0, "fetching": 0, "failed": 0}
         for node in chosen.targets:
             if node in chosen.warm:
@@ -97,7 +109,7 @@ class Prewarmer:
                     progress.warm.add(node)
                     await self.writer.event(deployment, "Prewarmed", f"{spec.model.uri} is in the cache of node {node}")
                 continue
-            job_key = model_key(namespace, job_name(name, node))
+            job_key = model_key(namespace, prewarm_job_name(name, node))
             job = jobs.get(job_key)
             if job is None:
                 body = prewarm_job(deployment, runtime, spec, node, self.image)
@@ -109,7 +121,7 @@ class Prewarmer:
                 message = f"fetching {spec.model.uri} into the cache of node {node} (Job {body['metadata']['name']})"
                 log.info("%s: %s", key, message)
                 await self.writer.event(deployment, "Prewarming", message)
-            elif job_state(job) == "failed":
+            elif prewarm_job_state(job) == "failed":
                 states["failed"] += 1
                 if job_key not in progress.failed:
                     progress.failed.add(job_key)

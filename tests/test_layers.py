@@ -11,7 +11,7 @@ import policies
 from tests.support import ROOT
 
 PACKAGES_WITH_A_PUBLIC_FACE = ("policies", "webhook", "gateway", "scaler")
-CODE = ("common", "certs", "hearth", "devcluster", "bench", *PACKAGES_WITH_A_PUBLIC_FACE)
+CODE = ("common", "certs", "hearth", "devcluster", "bench", "nodecache", *PACKAGES_WITH_A_PUBLIC_FACE)
 
 
 def private_imports(path: Path) -> list[str]:
