@@ -347,6 +347,7 @@ def _fill_model_container(
 def _refuse_cache_host_paths(pod_spec: Obj, cache: str) -> None:
     """A pod may not mount the node cache (or a folder around it) by a host path of its own: it would write
     into the models every other pod of the node loads."""
+    cache = clean_path(cache)
     problems = []
     for index, volume in enumerate(_dicts(pod_spec, "volumes")):
         path = clean_path((volume.get("hostPath") or {}).get("path"))

@@ -105,7 +105,9 @@ def test_the_users_own_hub_cache_mount_and_pvc_models_keep_working() -> None:
     assert containers(pvc)["model"]["args"][0] == "/mnt/models/qwen3-8b"
 
 
-@pytest.mark.parametrize("path", ["/var/lib/hearth/models", "/var/lib", "/var/lib/hearth/models/huggingface"])
+@pytest.mark.parametrize(
+    "path", ["/var/lib/hearth/models", "/var/lib/hearth/models/", "/var/lib", "/", "/var/lib/hearth/models/huggingface"]
+)
 def test_a_pod_may_not_mount_the_node_cache_by_a_host_path_of_its_own(path: str) -> None:
     volumes = [{"name": "sneaky", "hostPath": {"path": path}}]
     with pytest.raises(ContractError, match="overlaps the node's model cache"):
