@@ -82,6 +82,7 @@ class Prewarmer:
     async def _one(
         self, key: str, deployment: Obj, nodes: list[Obj], runtimes: list[InferenceRuntime], jobs: dict[str, Obj]
     ) -> None:
+        first = key not in self.progress
         progress = self.progress.setdefault(key, Progress())
         template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
         spec = parse_pod({str(k): str(v) for k, v in (template.get("annotations") or {}).items()}, Collector())
@@ -101,6 +102,8 @@ class Prewarmer:
         namespace = str(deployment["metadata"]["namespace"])
         name = str(deployment["metadata"]["name"])
         chosen: PrewarmPlan = prewarm_plan(entry, runtime, nodes, scale_of(deployment).prewarm)
+        if first:  # warm before this replica led (or before the annotation): no Event to repeat
+            progress.warm = set(chosen.warm)
         states = {"warm": 0, "fetching": 0, "failed": 0}
         for node in chosen.targets:
             if node in chosen.warm:
