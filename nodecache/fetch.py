@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nodecache.store import CacheError, Check, Expected, Store, mismatch
-from policies import Collector, ModelSource, cache_key, parse_model_uri
+from policies import Collector, ModelSource, cache_key, files_to_fetch, parse_model_uri
 
 ATTEMPTS = 5  # tries of the hub when it cannot be reached or answers 5xx, 2 s apart doubling
 
@@ -162,7 +162,14 @@ def _listing(hub: _Hub, repo: str, tries: _Tries) -> tuple[str, list[Expected]]:
         files.append(Expected(sibling.rfilename, int(sibling.size), sha256, sibling.blob_id))
     if not files:
         raise CacheError(f"{repo}: the hub lists no files for it")
-    return str(info.sha), files
+    kept = set(files_to_fetch(f.path for f in files))
+    if len(kept) < len(files):
+        left = sorted(f.path for f in files if f.path not in kept)
+        tries.log(
+            f"{repo}: safetensors weights are there; left on the hub: {', '.join(left[:5])}"
+            + (" ..." if len(left) > 5 else "")
+        )
+    return str(info.sha), [f for f in files if f.path in kept]
 
 
 def _attempts(call: Callable[[], Any], repo: str, tries: _Tries) -> Any:

@@ -24,7 +24,7 @@ from policies.deployment import Verdict, deployment_name_of, render_for_pod, val
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of
 from policies.keys import digest as key_digest
-from policies.modelcache import CACHED_MODEL, cache_key, evictions, node_label
+from policies.modelcache import CACHED_MODEL, cache_key, evictions, files_to_fetch, node_label
 from policies.modelcache import LABEL_PREFIX as CACHE_LABEL_PREFIX
 from policies.modelcache import LABEL_VALUE as CACHE_LABEL_VALUE
 from policies.modelcache import Entry as CacheEntry
@@ -135,6 +135,7 @@ __all__ = [
     "diff",
     "duration_seconds",
     "evictions",
+    "files_to_fetch",
     "format_duration",
     "is_ready",
     "key_digest",

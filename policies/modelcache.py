@@ -43,6 +43,21 @@ def cache_key(source: ModelSource) -> str | None:
     return f"huggingface/{source.path}"
 
 
+# Weights in other formats than safetensors: a repository that has safetensors often carries these too
+# (pytorch_model*.bin, Llama's original/consolidated.*.pth, GGUF, ONNX, Flax), which a runtime never loads.
+OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".tflite", ".ot")
+
+
+def files_to_fetch(paths: Iterable[str]) -> list[str]:
+    """What a runtime loads of a repository: everything, except that when safetensors weights are there
+    the other weight formats stay on the hub (as vLLM's own download does); an 8B Llama repository is then
+    16 GB instead of 32."""
+    listed = list(paths)
+    if not any(path.endswith(".safetensors") for path in listed):
+        return listed
+    return [path for path in listed if not path.endswith(OTHER_WEIGHTS)]
+
+
 def entry_path(root: str, key: str) -> str:
     return posixpath.join(root, key)
 

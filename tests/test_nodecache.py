@@ -20,7 +20,7 @@ import pytest
 from devcluster.hub import generate_model, sha256_of
 from devcluster.weights import LoadError, load
 from nodecache.store import Store
-from policies.modelcache import Entry, evictions
+from policies.modelcache import Entry, evictions, files_to_fetch
 from tests.servers import free_port, hearth_process
 
 TOKEN = "hf_test_token_for_the_gated_model"
@@ -29,6 +29,11 @@ TOKEN = "hf_test_token_for_the_gated_model"
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("hub")
+    mixed = generate_model(folder / "Org" / "Mixed", 4, shards=2)  # safetensors and other weight formats
+    (mixed / "pytorch_model.bin").write_bytes(b"\0" * 2**20)
+    (mixed / "original").mkdir()
+    (mixed / "original" / "consolidated.00.pth").write_bytes(b"\0" * 2**20)
+    (mixed / "original" / "params.json").write_text("{}")
     port = free_port()
     args = [
         "dev",
@@ -149,6 +154,20 @@ def test_an_unreachable_hub_is_tried_again_then_reported(tmp_path: Path) -> None
 def test_a_non_hub_model_is_refused(tmp_path: Path) -> None:
     code, out = finished(fetch("http://127.0.0.1:9", tmp_path, "pvc://models/qwen"))
     assert code == 1 and "hub models (hf://ORG/NAME) only" in out
+
+
+def test_other_weight_formats_stay_on_the_hub_when_safetensors_are_there(hub: str, tmp_path: Path) -> None:
+    before = counts(hub)
+    code, out = finished(fetch(hub, tmp_path, "hf://Org/Mixed"))
+    assert code == 0, out
+    assert "left on the hub: original/consolidated.00.pth, pytorch_model.bin" in out
+    entry = tmp_path / "huggingface" / "Org" / "Mixed"
+    assert not (entry / "pytorch_model.bin").exists() and not (entry / "original" / "consolidated.00.pth").exists()
+    assert (entry / "original" / "params.json").is_file()
+    fetched = [p for p in entry.rglob("*") if p.is_file() and ".hearth" not in p.parts]
+    assert counts(hub)["Org/Mixed download"] - before.get("Org/Mixed download", 0) == len(fetched)
+    assert Store(tmp_path).check("huggingface/Org/Mixed").state == "hit"
+    assert files_to_fetch(["a.bin", "config.json"]) == ["a.bin", "config.json"]  # no safetensors: all of it
 
 
 def test_the_simulator_loads_longer_for_a_larger_model(tmp_path: Path) -> None:
