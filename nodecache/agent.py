@@ -194,14 +194,15 @@ class Agent:
         used = in_use(pods.get("items") or [])
         runtimes = await self.api.get(RUNTIMES_PATH)
         limits = limits_of(runtimes.get("items") or [], self.settings.host_path)
+        # Disk work (removing a model of many GB, reading manifests) in a thread: /healthz and /metrics answer.
         if limits is not None:
-            for key in self._evict(limits, used, listed_at):
+            for key in await asyncio.to_thread(self._evict, limits, used, listed_at):
                 log.info("evicted %s (least recently used; the cache was above %d %%)", key, limits.high)
                 self.metrics.evictions.labels(node).inc()
-        swept = self.store.sweep_dead()
+        swept = await asyncio.to_thread(self.store.sweep_dead)
         if swept:
             log.info("removed %d scratch folders of fetches that died", swept)
-        keys = self.store.models()
+        keys = await asyncio.to_thread(self.store.models)
         await self._label(keys)
         self._export(keys, used, limits)
 
