@@ -25,6 +25,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from nodecache.store import git_blob_id, sha256_of
+
 CHUNK = 8 << 20
 INDEX = ".hub-index.json"
 
@@ -82,23 +84,6 @@ def generate_model(folder: Path, size_mib: int, shards: int = 4, seed: int = 0) 
     return folder
 
 
-def git_blob_sha1(path: Path) -> str:
-    """Git's object id of a file (what the hub reports as a non-LFS file's blob id and ETag)."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class HubFile:
     path: str
@@ -146,7 +131,7 @@ def load_repo(repo_id: str, folder: Path, gated: bool = False, tokens: frozenset
             files[name] = HubFile(name, stat.st_size, known["blob_id"], known["sha256"])
             continue
         lfs = sha256_of(path) if name.endswith(".safetensors") else None
-        files[name] = HubFile(name, stat.st_size, git_blob_sha1(path), lfs)
+        files[name] = HubFile(name, stat.st_size, git_blob_id(path), lfs)
     scratch = index_file.with_name(f"{INDEX}.{os.getpid()}")
     scratch.write_text(
         json.dumps(

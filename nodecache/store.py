@@ -49,16 +49,21 @@ class Expected:
     blob_id: str | None  # git's object id, for the others
 
 
-def file_digest(path: Path, expected: Expected) -> str:
-    """The hash of `path` in the kind `expected` names (SHA-256, else git's blob id)."""
-    if expected.sha256 is not None:
-        digest = hashlib.sha256()
-    else:
-        digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file (what the hub reports for an LFS file: its ETag and `lfs.sha256`)."""
+    return _digest_of(path, hashlib.sha256())
+
+
+def git_blob_id(path: Path) -> str:
+    """Git's object id of a file (what the hub reports as a non-LFS file's blob id and ETag)."""
+    return _digest_of(path, hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False))
+
+
+def _digest_of(path: Path, digest: Any) -> str:
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 def mismatch(path: Path, expected: Expected) -> str | None:
@@ -69,8 +74,13 @@ def mismatch(path: Path, expected: Expected) -> str | None:
         return f"{expected.path} is missing"
     if size != expected.size:
         return f"{expected.path} has {size} bytes, the hub says {expected.size}"
-    want = expected.sha256 or expected.blob_id
-    if want is not None and file_digest(path, expected) != want:
+    if expected.sha256 is not None:
+        want, got = expected.sha256, sha256_of(path)
+    elif expected.blob_id is not None:
+        want, got = expected.blob_id, git_blob_id(path)
+    else:
+        return None  # the hub gave no hash: the size is all there is to check
+    if got != want:
         return f"{expected.path} does not match its hash {want[:16]}..."
     return None
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devcluster.hub import generate_model, sha256_of
+from devcluster.hub import generate_model
 from devcluster.weights import LoadError, load
-from nodecache.store import Store
+from nodecache.store import Store, sha256_of
 from policies.modelcache import Entry, evictions, files_to_fetch
 from tests.servers import free_port, hearth_process
 
