@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from starlette.routing import Route
 
 from common.kubeapi import ApiError, KubeAPI
 from nodecache.settings import AgentSettings
-from nodecache.store import Store
+from nodecache.store import Store, free_bytes
 from policies import (
     CACHE_LABEL_PREFIX,
     CACHE_LABEL_VALUE,
@@ -42,7 +41,7 @@ from policies import (
     evictions,
     node_label,
     quantity_bytes,
-    runtime_from_object,
+    valid_runtimes,
 )
 
 log = logging.getLogger("hearth.cache")
@@ -62,11 +61,7 @@ def limits_of(runtimes: Iterable[Mapping[str, Any]], host_path: str) -> Limits |
     """The smallest size that a runtime with a cache at `host_path` gives it (with that runtime's
     watermarks); None when no runtime uses it (nothing is evicted then)."""
     found: list[Limits] = []
-    for obj in runtimes:
-        try:
-            runtime = runtime_from_object(obj)
-        except Exception:  # noqa: S112 - a runtime the webhook refuses says nothing about the cache
-            continue
+    for runtime in valid_runtimes(runtimes):
         cache = runtime.spec.cache
         if cache is not None and cache.host_path.rstrip("/") == host_path.rstrip("/"):
             found.append(
@@ -232,7 +227,7 @@ class Agent:
         m.used.labels(node).set(sum(sizes.values()))
         m.capacity.labels(node).set(limits.capacity if limits else 0)
         with contextlib.suppress(OSError):
-            m.free.labels(node).set(_free(self.settings.root))
+            m.free.labels(node).set(free_bytes(self.settings.root))
         for key in self.known - set(keys):
             m.model.remove(node, key)
             m.model_in_use.remove(node, key)
@@ -245,11 +240,6 @@ class Agent:
             if outcome in ("hit", "download", "repair"):
                 m.fetches.labels(node, outcome).inc()
                 m.downloaded.labels(node).inc(int(event.get("bytes") or 0))
-
-
-def _free(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
 
 
 def create_app(registry: CollectorRegistry, agent: Agent) -> Starlette:

@@ -73,7 +73,15 @@ from policies.prewarm import job_name as prewarm_job_name
 from policies.prewarm import job_state as prewarm_job_state
 from policies.prewarm import plan as prewarm_plan
 from policies.render import SHIPPED_IMAGE, RenderSettings, render_pod
-from policies.runtime import API_VERSION, GROUP, KIND, InferenceRuntime, RuntimeSpec, runtime_from_object
+from policies.runtime import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    InferenceRuntime,
+    RuntimeSpec,
+    runtime_from_object,
+    valid_runtimes,
+)
 from policies.selection import select_runtime
 from policies.stamp import MalformedStamp, Stamp, parse_stamp, stamp_of
 from policies.values import duration_seconds, format_duration, quantity_bytes
@@ -171,6 +179,7 @@ __all__ = [
     "stamp_of",
     "start_failure",
     "status_of",
+    "valid_runtimes",
     "validate_deployment",
     "with_scaler_defaults",
 ]

@@ -7,7 +7,7 @@ structural schema so that kube-apiserver refuses the same objects even when the 
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -322,6 +322,18 @@ def runtime_from_object(obj: Mapping[str, Any]) -> InferenceRuntime:
         )
     except ValidationError as exc:
         raise ContractError([_problem(where, err) for err in exc.errors()]) from None
+
+
+def valid_runtimes(objects: Iterable[Mapping[str, Any]]) -> list[InferenceRuntime]:
+    """The runtimes among `objects` that validate; the others are left out (the webhook refuses and reports
+    them, so a reader of the cluster's runtimes need not)."""
+    found = []
+    for obj in objects:
+        try:
+            found.append(runtime_from_object(obj))
+        except ContractError:
+            continue
+    return found
 
 
 def _problem(where: str, err: Any) -> Problem:

@@ -30,9 +30,9 @@ from policies import (
     prewarm_job_name,
     prewarm_job_state,
     prewarm_plan,
-    runtime_from_object,
     scale_of,
     select_runtime,
+    valid_runtimes,
 )
 from scaler.kube import KubeWriter
 from scaler.metrics import ScalerMetrics
@@ -69,7 +69,7 @@ class Prewarmer:
         if not wanted:
             return
         nodes = (await self.api.get("/api/v1/nodes")).get("items") or []
-        runtimes = _runtimes((await self.api.get(RUNTIMES)).get("items") or [])
+        runtimes = valid_runtimes((await self.api.get(RUNTIMES)).get("items") or [])
         listed = (await self.api.get("/apis/batch/v1/jobs", {"labelSelector": PREWARM_FOR})).get("items") or []
         jobs = {model_key_of(j): j for j in listed}
         for key, deployment in wanted.items():
@@ -160,13 +160,3 @@ class Prewarmer:
             if condition.get("type") == "Failed":
                 return str(condition.get("message") or condition.get("reason"))
         return f"Job {name} failed on node {job['metadata'].get('annotations', {}).get(PREWARM_NODE)}"
-
-
-def _runtimes(items: list[Obj]) -> list[InferenceRuntime]:
-    found = []
-    for item in items:
-        try:
-            found.append(runtime_from_object(item))
-        except Exception:  # noqa: S112 - the webhook reports a broken runtime; prewarm just skips it
-            continue
-    return found
