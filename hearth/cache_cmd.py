@@ -7,6 +7,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 TERMINATION_LOG = Path("/dev/termination-log")  # the kubelet shows it in the pod's status
 
@@ -17,12 +18,21 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     fetch_flags(jobs.add_parser("fetch", help="put a hub model into the node's cache (or find it there)"))
 
-    from common.flags import add_flags
+    from hearth.serve_cmd import add_service
     from nodecache.settings import AgentSettings
 
-    agent = jobs.add_parser("agent", help="keep this node's cache: label the node, evict, export metrics")
-    add_flags(agent, AgentSettings)
-    agent.set_defaults(func=_cmd_agent, parser=agent)
+    def serve_agent(settings: AgentSettings) -> Any:
+        from nodecache.agent import serve  # its server's libraries only when it runs
+
+        return serve(settings)
+
+    def missing(settings: AgentSettings) -> str | None:
+        if not settings.node:
+            return "give --node NAME (or NODE_NAME, from the downward API)"
+        return None if settings.kubeconfig or settings.in_cluster else "give --kubeconfig PATH or --in-cluster"
+
+    help_text = "keep this node's cache: label the node, evict, export metrics"
+    add_service(jobs, "agent", help_text, AgentSettings, serve_agent, check=missing)
 
     listing = jobs.add_parser("ls", help="the models in a cache folder: size, last use, state")
     listing.add_argument("--root", type=Path, required=True)
@@ -52,21 +62,6 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             TERMINATION_LOG.write_text(str(error))
         return 1
-    return 0
-
-
-def _cmd_agent(args: argparse.Namespace) -> int:
-    from common.flags import settings_from
-    from common.loop import run as run_loop
-    from nodecache.agent import serve
-    from nodecache.settings import AgentSettings
-
-    settings = settings_from(args.parser, args, AgentSettings, log_level=args.log_level)
-    if not settings.node:
-        args.parser.error("give --node NAME (or NODE_NAME, from the downward API)")
-    if not (settings.kubeconfig or settings.in_cluster):
-        args.parser.error("give --kubeconfig PATH or --in-cluster")
-    run_loop(serve(settings))
     return 0
 
 

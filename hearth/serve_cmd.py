@@ -23,7 +23,8 @@ def _command(model: type[Any], serve: Callable[[Any], Any], check: Callable[[Any
     return command
 
 
-def _service(sub: Any, name: str, help_text: str, model: type[Any], serve: Callable[[Any], Any], **kw: Any) -> None:
+def add_service(sub: Any, name: str, help_text: str, model: type[Any], serve: Callable[[Any], Any], **kw: Any) -> None:
+    """A subcommand whose flags come from `model` and which runs `serve(settings)` on the event loop."""
     parser = sub.add_parser(name, help=help_text)
     add_flags(parser, model)
     parser.set_defaults(func=_command(model, serve, **kw), parser=parser)
@@ -51,10 +52,10 @@ def add_services(sub: Any) -> None:
     def serve_scaler(settings: Any) -> Any:
         return scaler.serve(settings)
 
-    _service(sub, "webhook", "serve the admission webhook over TLS", WebhookSettings, serve_webhook)
+    add_service(sub, "webhook", "serve the admission webhook over TLS", WebhookSettings, serve_webhook)
     gateway_parser = sub.add_parser("gateway", help="the gateway: front door, and sidecar in model pods")
     gateway_sub = gateway_parser.add_subparsers(dest="gateway_command", required=True)
-    _service(
+    add_service(
         gateway_sub,
         "front-door",
         "the OpenAI-compatible front door: route, hold, heartbeat",
@@ -62,10 +63,10 @@ def add_services(sub: Any) -> None:
         serve_front_door,
         check=lambda s: None if s.finds_models else "give --upstream NAME=URL, --kubeconfig PATH or --in-cluster",
     )
-    _service(
+    add_service(
         gateway_sub, "sidecar", "front the runtime in a model pod; count and drain", SidecarSettings, serve_sidecar
     )
-    _service(
+    add_service(
         sub,
         "scaler",
         "the leader-elected loop that scales Hearth Deployments 0 -> 1 -> N -> 0",
