@@ -133,12 +133,6 @@ class SidecarSettings(BaseModel):
         description="the runtime's health check, which /ready follows (keep mode: the model container's "
         "readiness probe path)",
     )
-    drain_token: str | None = Field(
-        None,
-        description="the pod's own secret that GET /drain must carry as `Authorization: Bearer` (the webhook "
-        "writes it into the preStop hook and here); without one, /drain is refused and SIGTERM still drains",
-        json_schema_extra={"env": "HEARTH_DRAIN_TOKEN"},
-    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     body_timeout: Duration = Field(30.0, gt=0, description="longest body upload; then 408")
     connect_timeout: Duration = Field(5.0, gt=0, description="connecting to the runtime")

@@ -1,15 +1,17 @@
 """The sidecar in every model pod: fronts the runtime, counts in-flight work, and drains on termination.
 
-On SIGTERM (or the model container's preStop `GET /drain`, which must carry the pod's own token: no one
-else may drain a pod) it turns unready, answers new requests 503 with
-Retry-After so the front door goes elsewhere, lets every open stream finish, and exits as soon as none is
-left or the drain timeout passes. No fixed sleep: a pod with nothing in flight goes away at once.
+On SIGTERM, and only then, it turns unready, answers new requests 503 with Retry-After so the front door
+goes elsewhere, lets every open stream finish, and exits as soon as none is left or the drain timeout
+passes. No fixed sleep: a pod with nothing in flight goes away at once. The model container's preStop
+waits on `GET /drained`, which starts nothing: it answers once the drain that SIGTERM began is complete,
+so the runtime is stopped only after its last stream (and no caller can drain a pod, so no pod carries a
+secret for it). `/demand` answers counts to whoever the model pods' NetworkPolicy lets in (Hearth's
+scalers).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import signal
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ class Drain:
         self.draining = False
         self.idle = asyncio.Event()
         self.idle.set()
+        self.started = asyncio.Event()
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -60,7 +63,16 @@ class Drain:
     def begin(self) -> None:
         if not self.draining:
             self.draining = True
+            self.started.set()
             log.info("draining: %d request(s) in flight", self.in_flight)
+
+    async def begun(self, limit: float) -> bool:
+        """True once the drain has begun; False when `limit` seconds pass first."""
+        try:
+            await asyncio.wait_for(self.started.wait(), limit)
+        except TimeoutError:
+            return False
+        return True
 
     async def wait(self, limit: float) -> bool:
         """True once nothing is in flight; False when `limit` seconds pass first."""
@@ -71,6 +83,7 @@ class Drain:
         return True
 
 
+DRAIN_BEGINS_WITHIN = 10.0  # seconds /drained waits for the SIGTERM that begins the drain
 OWN_METRICS = "/hearth/metrics"  # the sidecar's own; /metrics is the runtime's, passed through as it is
 
 
@@ -123,31 +136,14 @@ def create_app(
             status_code=200 if health.status_code == 200 else 503,
         )
 
-    def own_token(request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return settings.drain_token is not None and hmac.compare_digest(
-            given, b"Bearer " + settings.drain_token.encode()
-        )
-
     async def demand(request: Request) -> Response:
-        # The scaler reads it with the pod's token (from the pod's spec); a sidecar without one is open.
-        if settings.drain_token is not None and not own_token(request):
-            return JSONResponse(
-                {"error": "/demand needs this pod's own token"}, 401, headers={"WWW-Authenticate": "Bearer"}
-            )
         return JSONResponse({"inFlight": drain.in_flight, "draining": drain.draining, "served": drain.served})
 
-    async def drain_hook(request: Request) -> Response:
-        if settings.drain_token is None:
-            return JSONResponse({"error": "this sidecar has no drain token: /drain is off (SIGTERM drains)"}, 403)
-        if not own_token(request):
-            log.warning("refused a /drain without this pod's token, from %s", request.client)
-            return JSONResponse(
-                {"error": "only this pod's own shutdown may drain it (its preStop hook carries the token)"},
-                401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        drain.begin()
+    async def drained(request: Request) -> Response:
+        # The kubelet runs this hook and sends this container its SIGTERM at about the same time: wait a
+        # little for the drain to begin. A call outside a shutdown is answered 409 after that wait.
+        if not await drain.begun(DRAIN_BEGINS_WITHIN):
+            return JSONResponse({"error": "this pod is not shutting down", "drained": False}, 409)
         done = await drain.wait(settings.drain_timeout)
         return JSONResponse({"drained": done, "inFlight": drain.in_flight})
 
@@ -188,7 +184,7 @@ def create_app(
         Route(OWN_METRICS, own_metrics),
         Route("/ready", ready),
         Route("/demand", demand),
-        Route("/drain", drain_hook, methods=["GET", "POST"]),
+        Route("/drained", drained, methods=["GET"]),
         Route("/{path:path}", forward, methods=["GET", "POST"]),
     ]
     return Starlette(routes=routes)

@@ -41,22 +41,39 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def fetch_flags(fetch: argparse.ArgumentParser) -> None:
     fetch.add_argument("--model", required=True, help="the model URI, e.g. hf://Qwen/Qwen3-8B")
+    fetch.add_argument(
+        "--endpoint",
+        default="https://huggingface.co",
+        help="the hub to fetch from (HF_ENDPOINT plays no part); the cache entry is this hub's own",
+    )
     fetch.add_argument("--root", type=Path, required=True, help="the cache folder (the node's host path)")
     fetch.add_argument("--credentials", default="none", help="where the hub token comes from (for error messages)")
     fetch.add_argument("--wait", type=float, default=3600.0, help="longest wait for another fetch of the model")
     fetch.add_argument("--attempts", type=int, default=5, help="tries of an unreachable or failing hub (2 s, doubling)")
+    fetch.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=60.0,
+        help="a download that advances less than --progress-bytes in this many seconds is stopped",
+    )
+    fetch.add_argument("--progress-bytes", type=int, default=1 << 20, help="see --progress-seconds (1 MiB)")
+    fetch.add_argument(
+        "--reserve-bytes", type=int, default=1 << 30, help="disk left free: a larger download is not started (1 GiB)"
+    )
     fetch.set_defaults(func=_cmd_fetch)
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from nodecache.fetch import fetch
+    from nodecache.fetch import Limits, Request, fetch
     from nodecache.store import CacheError, Store
 
     def log(line: str) -> None:
         print(line, flush=True)
 
     try:
-        fetch(Store(args.root), args.model, args.credentials, args.wait, log, args.attempts)
+        limits = Limits(args.progress_bytes, args.progress_seconds, args.reserve_bytes)
+        request = Request(args.model, args.endpoint, args.credentials, args.wait, args.attempts, limits)
+        fetch(Store(args.root), request, log)
     except CacheError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         with contextlib.suppress(OSError):

@@ -43,10 +43,6 @@ def pod_from_deployment(deployment: Mapping[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": dict(template.get("spec") or {})}
 
 
-# The webhook writes a random secret per pod; a preview shows where it goes.
-PREVIEW_DRAIN_TOKEN = "generated-per-pod-by-the-webhook"  # noqa: S105 - a placeholder, not a secret
-
-
 def render_documents(
     deployment_file: Path, runtimes_path: Path, settings: RenderSettings
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -58,7 +54,7 @@ def render_documents(
             continue
         verdict = validate_deployment(doc, runtimes)
         warnings.extend(verdict.warnings)
-        pods.append(render_for_pod(pod_from_deployment(doc), runtimes, settings, PREVIEW_DRAIN_TOKEN))
+        pods.append(render_for_pod(pod_from_deployment(doc), runtimes, settings))
     return pods, warnings
 
 

@@ -1,30 +1,57 @@
 """`hearth cache fetch`: put one model into the node's cache, or find it there, before the runtime starts.
 
 Runs as the model pod's init container (and as a prewarm pod). Under the model's lock (one fetch per model
-per node; a second pod waits, then finds it complete):
+per hub per node; a second pod waits, then finds it complete):
   - a complete entry is a hit: nothing is asked of the hub;
   - otherwise the hub's own client lists the files with their sizes and hashes and downloads them
-    (`huggingface_hub.snapshot_download`, honouring HF_ENDPOINT and HF_TOKEN) into a scratch folder; every
+    (`huggingface_hub.snapshot_download` against `--endpoint`, with HF_TOKEN) into a scratch folder; every
     file is checked against the listing, and the folder is renamed into place. Files of a damaged entry that
     are still good are hard-linked into the scratch folder instead of downloaded again.
-Errors name their fix: a gated model names the credentials the pod used.
+
+The hub is not trusted beyond the entry of its own endpoint (policies.modelcache.cache_key): a listing is
+refused unless its commit id is 40 hex digits, every path is a plain relative path inside the entry and
+every file has a hash; a download that would not fit the disk (with a reserve left free) is not started;
+the download runs in a child process that cannot write a file past the largest listed size
+(RLIMIT_FSIZE), is stopped when the scratch folder grows past the listed total, and is stopped when it
+advances less than `progress_bytes` in `progress_seconds` (a hub that drips holds the lock that long, no
+longer). Errors name their fix: a gated model names the credentials the pod used.
 """
 
 from __future__ import annotations
 
+import errno
+import multiprocessing
 import os
+import re
+import resource
 import shutil
-import threading
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from nodecache.store import CacheError, Check, Expected, Store, mismatch
-from policies import Collector, ModelSource, cache_key, files_to_fetch, parse_model_uri
+from nodecache.store import META, CacheError, Check, Expected, Store, free_bytes, mismatch
+from policies import Collector, ModelSource, cache_key, files_to_fetch, normalize_endpoint, parse_model_uri
 
 ATTEMPTS = 5  # tries of the hub when it cannot be reached or answers 5xx, 2 s apart doubling
+SLACK = 1 << 20  # what the client writes beside the files (its metadata), over the listed total
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_RESERVED = (META, ".cache")  # the entry's own records and the client's bookkeeping
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a hub may make the fetcher do: the download must advance `progress_bytes` (or finish)
+    every `progress_seconds`, and `reserve_bytes` of the cache's disk stay free."""
+
+    progress_bytes: int
+    progress_seconds: float
+    reserve_bytes: int
 
 
 @dataclass(frozen=True)
@@ -36,28 +63,40 @@ class Outcome:
     seconds: float = 0.0
 
 
-def source_of(uri: str) -> tuple[ModelSource, str]:
+def source_of(uri: str, endpoint: str) -> tuple[ModelSource, str, str]:
+    """The model, its cache key (bound to the endpoint) and the normalized endpoint; CacheError if either
+    is not one the node cache holds."""
     errors = Collector()
     source = parse_model_uri(errors, "--model", uri)
     if source is None:
         raise CacheError("; ".join(str(p) for p in errors.problems) or f"bad model URI {uri}")
-    key = cache_key(source)
+    normalized = normalize_endpoint(endpoint)
+    if normalized is None:
+        raise CacheError(f"--endpoint {endpoint!r}: write https://HOST[:PORT][/PATH]")
+    key = cache_key(source, normalized)
     if key is None:
         raise CacheError(f"{uri}: the node cache holds hub models (hf://ORG/NAME) only")
-    return source, key
+    return source, key, normalized
 
 
-def fetch(
-    store: Store,
-    uri: str,
-    credentials: str = "none",
-    wait: float = 3600.0,
-    log: Callable[[str], None] = print,
-    attempts: int = ATTEMPTS,
-) -> Outcome:
-    source, key = source_of(uri)
+@dataclass(frozen=True)
+class Request:
+    """One fetch: what, from where, with whose credentials (for messages), and its bounds."""
+
+    uri: str
+    endpoint: str
+    credentials: str
+    wait: float
+    attempts: int
+    limits: Limits
+
+
+def fetch(store: Store, request: Request, log: Callable[[str], None] = print) -> Outcome:
+    source, key, endpoint = source_of(request.uri, request.endpoint)
     started = time.monotonic()
-    with store.locked(key, wait, on_wait=lambda: log(f"{key}: another pod of this node is fetching it; waiting")):
+    with store.locked(
+        key, request.wait, on_wait=lambda: log(f"{key}: another pod of this node is fetching it; waiting")
+    ):
         check = store.check(key)
         if check.state == "hit":
             store.touch(key)
@@ -66,7 +105,8 @@ def fetch(
             return Outcome(key, "hit", store.entry(key))
         if check.state == "damaged":
             log(f"{key}: the cached copy is damaged ({check.reason}); fetching what is missing")
-        outcome = _download(store, source.path, key, check, _Tries(credentials, log, attempts))
+        tries = _Tries(endpoint, request.credentials, log, request.attempts)
+        outcome = _download(store, source.path, key, check, tries, request.limits)
     seconds = time.monotonic() - started
     store.record({"key": key, "outcome": outcome.state, "bytes": outcome.downloaded, "seconds": round(seconds, 3)})
     log(f"{key}: {outcome.state} done, {outcome.downloaded / 2**20:.1f} MiB in {seconds:.1f}s")
@@ -75,32 +115,44 @@ def fetch(
 
 @dataclass(frozen=True)
 class _Tries:
+    endpoint: str
     credentials: str
     log: Callable[[str], None]
     attempts: int
 
 
-def _download(store: Store, repo: str, key: str, check: Check, tries: _Tries) -> Outcome:
+def _download(store: Store, repo: str, key: str, check: Check, tries: _Tries, limits: Limits) -> Outcome:
     log = tries.log
-    hub = _client(store)
+    hub = _client(store, tries.endpoint)
     revision, files = _listing(hub, repo, tries)
     scratch = store.scratch(key)
     try:
         reused = _reuse(store, key, check, revision, files, scratch)
-        wanted = [f.path for f in files if f.path not in reused]
-        total = sum(f.size for f in files if f.path in wanted)
+        wanted = [f for f in files if f.path not in reused]
+        total = sum(f.size for f in wanted)
+        free = free_bytes(store.root)
+        if total + limits.reserve_bytes > free:
+            raise CacheError(
+                f"{key}: needs {total / 2**30:.2f} GiB and the cache's disk has {free / 2**30:.2f} GiB free, of "
+                f"which {limits.reserve_bytes / 2**30:.2f} GiB stay free: evict models (hearth cache ls) or give "
+                "the cache a larger disk"
+            )
         log(f"{key}: downloading {len(wanted)} files ({total / 2**20:.1f} MiB) of revision {revision[:12]}")
-        with _progress(scratch, key, total, log):
-            _attempts(
-                lambda: hub.snapshot_download(repo, revision=revision, local_dir=scratch, allow_patterns=wanted),
+        largest = max((f.size for f in wanted), default=0)
+        paths = [f.path for f in wanted]
+        _bounded(
+            lambda: _attempts(
+                lambda: hub.snapshot_download(repo, revision=revision, local_dir=scratch, allow_patterns=paths),
                 repo,
                 tries,
-            )
+            ),
+            _Bounds(key, scratch, total, max(largest, SLACK), limits, log),
+        )
         problems = [why for f in files if (why := mismatch(scratch / f.path, f))]
         if problems:
             raise CacheError(f"{key}: the download does not match the hub's listing: " + "; ".join(problems))
         shutil.rmtree(scratch / ".cache", ignore_errors=True)  # the client's own bookkeeping
-        store.install(key, scratch, files, revision, f"hf://{repo}")
+        store.install(key, scratch, files, revision, f"{tries.endpoint}/{repo}")
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -128,38 +180,47 @@ def _reuse(store: Store, key: str, check: Check, revision: str, files: list[Expe
 
 
 class _Hub:
-    """The hub client's calls the fetcher makes (huggingface_hub, imported when first needed)."""
+    """The hub client's calls the fetcher makes (huggingface_hub, imported when first needed), against one
+    endpoint given explicitly (the environment's HF_ENDPOINT plays no part)."""
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: str) -> None:
         import huggingface_hub
 
         self.module = huggingface_hub
-        self.api = huggingface_hub.HfApi()
+        self.endpoint = endpoint
+        self.api = huggingface_hub.HfApi(endpoint=endpoint)
 
     def model_info(self, repo: str) -> Any:
         return self.api.model_info(repo, files_metadata=True)
 
     def snapshot_download(self, repo: str, revision: str, local_dir: Path, allow_patterns: list[str]) -> None:
-        self.module.snapshot_download(repo, revision=revision, local_dir=local_dir, allow_patterns=allow_patterns)
+        self.module.snapshot_download(
+            repo, revision=revision, local_dir=local_dir, allow_patterns=allow_patterns, endpoint=self.endpoint
+        )
 
 
-def _client(store: Store) -> _Hub:
+def _client(store: Store, endpoint: str) -> _Hub:
     # The client keeps tokens and transfer caches under HF_HOME; the pod's root file system is read-only,
-    # so they go to the cache's own folder. No progress bars in a pod's log.
-    os.environ.setdefault("HF_HOME", str(store.meta / "hf-home"))
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    return _Hub()
+    # so they go to the cache's own folder. No progress bars in a pod's log. Set before the client is
+    # imported (it reads them once), whatever the environment said.
+    os.environ["HF_HOME"] = str(store.meta / "hf-home")
+    os.environ["HF_ENDPOINT"] = endpoint
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    return _Hub(endpoint)
 
 
 def _listing(hub: _Hub, repo: str, tries: _Tries) -> tuple[str, list[Expected]]:
     info = _attempts(lambda: hub.model_info(repo), repo, tries)
+    revision = str(info.sha or "")
+    if not _COMMIT.fullmatch(revision):
+        raise CacheError(
+            f"{repo}: the hub at {tries.endpoint} gave {revision[:60]!r} as the commit id, which is not 40 hex "
+            "digits: its files are not fetched"
+        )
     files = []
     for sibling in info.siblings or []:
-        if sibling.size is None:
-            raise CacheError(f"{repo}: the hub did not report the size of {sibling.rfilename}")
-        sha256 = sibling.lfs.sha256 if sibling.lfs is not None else None
-        files.append(Expected(sibling.rfilename, int(sibling.size), sha256, sibling.blob_id))
+        files.append(_expected(repo, sibling, tries.endpoint))
     if not files:
         raise CacheError(f"{repo}: the hub lists no files for it")
     kept = set(files_to_fetch(f.path for f in files))
@@ -169,13 +230,134 @@ def _listing(hub: _Hub, repo: str, tries: _Tries) -> tuple[str, list[Expected]]:
             f"{repo}: safetensors weights are there; left on the hub: {', '.join(left[:5])}"
             + (" ..." if len(left) > 5 else "")
         )
-    return str(info.sha), [f for f in files if f.path in kept]
+    return revision, [f for f in files if f.path in kept]
+
+
+def _expected(repo: str, sibling: Any, endpoint: str) -> Expected:
+    """One listed file, refused unless it has a size, a hash and a plain path inside the entry."""
+    name = str(sibling.rfilename)
+    parts = name.split("/")
+    if (
+        not name
+        or len(name) > 1024
+        or "\\" in name
+        or "\0" in name
+        or any(part in ("", ".", "..") for part in parts)
+        or parts[0] in _RESERVED
+    ):
+        raise CacheError(f"{repo}: the hub at {endpoint} lists a file {name[:100]!r} outside a model's folder: refused")
+    if not isinstance(sibling.size, int) or sibling.size < 0:
+        raise CacheError(f"{repo}: the hub at {endpoint} did not report the size of {name}")
+    sha256 = sibling.lfs.sha256 if sibling.lfs is not None else None
+    blob_id = sibling.blob_id
+    if sha256 is not None and not _SHA256.fullmatch(str(sha256)):
+        raise CacheError(f"{repo}: the hub at {endpoint} gave {name} a SHA-256 that is not 64 hex digits")
+    if blob_id is not None and not _COMMIT.fullmatch(str(blob_id)):
+        raise CacheError(f"{repo}: the hub at {endpoint} gave {name} a blob id that is not 40 hex digits")
+    if sha256 is None and blob_id is None:
+        raise CacheError(
+            f"{repo}: the hub at {endpoint} gave no hash for {name}; the node cache installs only files it can "
+            "check (use a hub that reports hashes, or a runtime without spec.cache)"
+        )
+    return Expected(name, sibling.size, sha256, blob_id)
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    key: str
+    scratch: Path
+    total: int  # bytes listed for download
+    largest_file: int  # the child's RLIMIT_FSIZE
+    limits: Limits
+    log: Callable[[str], None]
+
+
+def _bounded(call: Callable[[], Any], bounds: _Bounds, every: float = 0.25, report: float = 5.0) -> None:
+    """Runs `call` (the download) in a child process and watches the scratch folder: stops it when it
+    grows past the listed total or advances too little (Limits), logs progress every `report` seconds.
+    The child's CacheError comes back as this process's."""
+    context = multiprocessing.get_context("fork")  # the parent has no thread running here
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(call, sender, bounds.largest_file), daemon=True)
+    start = _bytes_in(bounds.scratch)  # hard-linked good files of a repair
+    child.start()
+    sender.close()
+    mark, marked, reported = 0, time.monotonic(), time.monotonic()
+    try:
+        while not receiver.poll(every):
+            if not child.is_alive():
+                break
+            got = _bytes_in(bounds.scratch) - start
+            now = time.monotonic()
+            if got > bounds.total + SLACK:
+                raise CacheError(
+                    f"{bounds.key}: the hub sent more than the {bounds.total} bytes it listed ({got} so far): "
+                    "stopped, nothing installed"
+                )
+            step = min(bounds.limits.progress_bytes, max(bounds.total - mark, 0))
+            if got - mark >= step:
+                mark, marked = got, now
+            elif now - marked > bounds.limits.progress_seconds:
+                raise CacheError(
+                    f"{bounds.key}: the hub sent {got - mark} bytes in {bounds.limits.progress_seconds:.0f}s, less "
+                    f"than {bounds.limits.progress_bytes} bytes: stopped (the model's lock is free again)"
+                )
+            if now - reported >= report:
+                reported = now
+                share = 100 * got / bounds.total if bounds.total else 100.0
+                bounds.log(f"{bounds.key}: {got / 2**20:.1f} of {bounds.total / 2**20:.1f} MiB ({share:.0f} %)")
+        try:
+            failure = receiver.recv()
+        except EOFError:
+            failure = f"the download stopped with exit code {child.exitcode}"
+        if failure is not None:
+            raise CacheError(str(failure))
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receiver.close()
+
+
+def _child(call: Callable[[], Any], sender: Connection, largest_file: int) -> None:
+    failure: str | None = None
+    try:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (largest_file, largest_file))
+        call()
+    except CacheError as error:
+        failure = str(error)
+    except OSError as error:
+        if error.errno == errno.EFBIG:
+            failure = f"the hub sent a file larger than the largest it listed ({largest_file} bytes): stopped"
+        else:
+            failure = f"{type(error).__name__}: {error}"
+    except BaseException as error:
+        failure = f"{type(error).__name__}: {error}"
+    finally:
+        try:
+            sender.send(failure)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def _bytes_in(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:  # renamed by the client meanwhile
+            continue
+    return total
 
 
 def _attempts(call: Callable[[], Any], repo: str, tries: _Tries) -> Any:
     from huggingface_hub import errors
 
-    credentials, log = tries.credentials, tries.log
+    credentials, log, endpoint = tries.credentials, tries.log, tries.endpoint
     delay = 2.0
     for attempt in range(1, tries.attempts + 1):
         try:
@@ -186,7 +368,7 @@ def _attempts(call: Callable[[], Any], repo: str, tries: _Tries) -> Any:
             raise CacheError(f"{repo}: the hub has no such revision ({error})") from None
         except errors.RepositoryNotFoundError:
             raise CacheError(
-                f"{repo}: no such model on {_endpoint()} (or it is private and the credentials, {credentials}, "
+                f"{repo}: no such model on {endpoint} (or it is private and the credentials, {credentials}, "
                 "do not reach it); check the name in hearth.dev/model"
             ) from None
         except Exception as error:
@@ -194,9 +376,9 @@ def _attempts(call: Callable[[], Any], repo: str, tries: _Tries) -> Any:
             if not isinstance(error, errors.HfHubHTTPError) and not _transport(error):
                 raise
             if status is not None and status < 500 and status != 429:
-                raise CacheError(f"{repo}: the hub at {_endpoint()} refused: {error}") from None
+                raise CacheError(f"{repo}: the hub at {endpoint} refused: {error}") from None
             if attempt == tries.attempts:
-                raise CacheError(f"{repo}: the hub at {_endpoint()} failed {attempt} times: {error}") from None
+                raise CacheError(f"{repo}: the hub at {endpoint} failed {attempt} times: {error}") from None
             log(f"{repo}: the hub failed ({type(error).__name__}: {error}); try {attempt + 1} in {delay:.0f}s")
             time.sleep(delay)
             delay *= 2
@@ -220,29 +402,3 @@ def _gated(repo: str, credentials: str) -> str:
         f"{repo} is gated and the hub refused the token from {credentials}: "
         "ask for access with that user, or fix the Secret"
     )
-
-
-def _endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-
-
-class _progress:
-    """Logs the bytes in the scratch folder every few seconds while the client downloads."""
-
-    def __init__(self, scratch: Path, key: str, total: int, log: Callable[[str], None], every: float = 5.0) -> None:
-        self.scratch, self.key, self.total, self.log, self.every = scratch, key, total, log, every
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> None:
-        self.thread.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-
-    def _run(self) -> None:
-        while not self.done.wait(self.every):
-            have = sum(p.stat().st_size for p in self.scratch.rglob("*") if p.is_file())
-            share = 100 * have / self.total if self.total else 100.0
-            self.log(f"{self.key}: {have / 2**20:.1f} of {self.total / 2**20:.1f} MiB ({share:.0f} %)")

@@ -1,6 +1,6 @@
 """One node's model cache on disk: complete entries, the lock per model, the record of what happened.
 
-    <root>/<key>/                      a complete model (key: huggingface/ORG/NAME), read-only to pods
+    <root>/<key>/                      a complete model (key: huggingface/<hub id>/ORG/NAME), read-only to pods
     <root>/<key>/.hearth/manifest.json what was verified: every file's size and hash, and its inode and
                                        modification time then (a file changed since is hashed again)
     <root>/<key>/.hearth/last-used     touched on every hit: the eviction order
@@ -79,7 +79,7 @@ def mismatch(path: Path, expected: Expected) -> str | None:
     elif expected.blob_id is not None:
         want, got = expected.blob_id, git_blob_id(path)
     else:
-        return None  # the hub gave no hash: the size is all there is to check
+        return f"{expected.path} has no hash to check it against"
     if got != want:
         return f"{expected.path} does not match its hash {want[:16]}..."
     return None
@@ -148,7 +148,7 @@ class Store:
         """Whether `key` is here complete; only files whose stat changed since verification are hashed."""
         folder = self.entry(key)
         manifest = self.manifest(key)
-        if manifest is None:
+        if manifest is None or manifest.get("key") != key:
             reason = "an unfinished or foreign folder is in its place" if folder.exists() else ""
             return Check("damaged" if folder.exists() else "missing", reason)
         good: list[str] = []
@@ -213,12 +213,15 @@ class Store:
             return 0.0
 
     def models(self) -> list[str]:
-        """The complete entries (folders with a manifest), by key."""
+        """The complete entries (folders with a manifest Hearth wrote for that key), by key: the entries of
+        each hub (huggingface/<hub id>/ORG/NAME) and those of releases before entries were bound to their
+        hub (huggingface/ORG/NAME), which no fetch loads any more and eviction removes in their turn."""
         found = []
-        for manifest in self.root.glob(f"*/*/*/{META}/manifest.json"):
-            key = manifest.parent.parent.relative_to(self.root).as_posix()
-            if not key.startswith("."):
-                found.append(key)
+        for pattern in (f"*/*/*/*/{META}/manifest.json", f"*/*/*/{META}/manifest.json"):
+            for manifest in self.root.glob(pattern):
+                key = manifest.parent.parent.relative_to(self.root).as_posix()
+                if not key.startswith(".") and (self.manifest(key) or {}).get("key") == key:
+                    found.append(key)
         return sorted(found)
 
     def size(self, key: str) -> int:

@@ -24,7 +24,15 @@ from policies.deployment import Verdict, deployment_name_of, render_for_pod, val
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of
 from policies.keys import digest as key_digest
-from policies.modelcache import CACHED_MODEL, cache_key, evictions, files_to_fetch, node_label
+from policies.modelcache import (
+    CACHED_MODEL,
+    DEFAULT_ENDPOINT,
+    cache_key,
+    evictions,
+    files_to_fetch,
+    node_label,
+    normalize_endpoint,
+)
 from policies.modelcache import LABEL_PREFIX as CACHE_LABEL_PREFIX
 from policies.modelcache import LABEL_VALUE as CACHE_LABEL_VALUE
 from policies.modelcache import Entry as CacheEntry
@@ -46,7 +54,6 @@ from policies.objects import (
     is_ready,
     model_key,
     model_key_of,
-    pod_token,
     published_failure,
     scale_of,
     served_names_of,
@@ -67,7 +74,7 @@ from policies.phase import (
     phase_since,
     status_of,
 )
-from policies.prewarm import PREWARM_FOR, PREWARM_NODE, prewarm_job
+from policies.prewarm import PREWARM_FOR, PREWARM_NODE, prewarm_fetch, prewarm_job
 from policies.prewarm import Plan as PrewarmPlan
 from policies.prewarm import job_name as prewarm_job_name
 from policies.prewarm import job_state as prewarm_job_state
@@ -94,6 +101,7 @@ __all__ = [
     "CACHE_LABEL_VALUE",
     "CONDITION",
     "CONTAINER_KEY",
+    "DEFAULT_ENDPOINT",
     "DEGRADED",
     "ENABLED_LABEL",
     "GROUP",
@@ -153,6 +161,7 @@ __all__ = [
     "names_configmap",
     "names_of_configmap",
     "node_label",
+    "normalize_endpoint",
     "owner",
     "parse_model_uri",
     "parse_pod",
@@ -160,7 +169,7 @@ __all__ = [
     "parse_stamp",
     "phase",
     "phase_since",
-    "pod_token",
+    "prewarm_fetch",
     "prewarm_job",
     "prewarm_job_name",
     "prewarm_job_state",

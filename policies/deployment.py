@@ -27,6 +27,7 @@ from policies.annotations import (
     parse_scale,
 )
 from policies.errors import Collector, ContractError, Problem
+from policies.modelcache import CACHED_MODEL
 from policies.modelsource import PVC_MOUNT, ModelSource
 from policies.patch import json_copy
 from policies.render import PLACEHOLDER_IMAGE, RenderSettings, render_pod, reserved_volume_problems
@@ -199,17 +200,18 @@ def with_scaler_defaults(deployment: Mapping[str, Any], *, creating: bool) -> di
 
 
 def render_for_pod(
-    pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings, drain_token: str
+    pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
 ) -> dict[str, Any]:
-    """Render a pod as the webhook does at CREATE (ContractError when it cannot), with `drain_token` as
-    the pod's own drain secret (see render_pod). The webhook is called once
-    per CREATE (reinvocationPolicy Never), so a stamp that arrives with the pod was not written by Hearth:
-    it is dropped and the pod rendered as any other (a forged stamp used to skip rendering and keep the
-    pod's own image)."""
+    """Render a pod as the webhook does at CREATE (ContractError when it cannot). The webhook is called
+    once per CREATE (reinvocationPolicy Never), so Hearth's pod annotations that arrive with the pod were
+    not written by Hearth: the stamp and the cache entry it loads are dropped and the pod rendered as any
+    other (a forged stamp used to skip rendering and keep the pod's own image; a forged cache entry kept a
+    model from eviction forever)."""
     meta = _mapping(pod.get("metadata"))
     annotations = _str_map(meta.get("annotations"))
-    if RENDERED in annotations:
-        del annotations[RENDERED]
+    if RENDERED in annotations or CACHED_MODEL in annotations:
+        annotations.pop(RENDERED, None)
+        annotations.pop(CACHED_MODEL, None)
         pod = {**pod, "metadata": {**meta, "annotations": annotations}}
     errors = Collector()
     spec = parse_pod(annotations, errors, where=POD_WHERE)
@@ -229,7 +231,8 @@ def render_for_pod(
             ]
         )
     runtime = None if spec.model is None else select_runtime(spec, runtimes, where=POD_WHERE)
-    return render_pod(dict(pod), runtime, spec, served, settings, drain_token, accelerator_resources(runtimes))
+    caches = sorted({r.spec.cache.host_path for r in runtimes if r.spec.cache is not None})
+    return render_pod(dict(pod), runtime, spec, served, settings, accelerator_resources(runtimes), caches)
 
 
 def deployment_name_of(pod: Mapping[str, Any]) -> str | None:

@@ -4,9 +4,12 @@ Pure. The webhook renders pods from these names (policies.render), the fetcher a
 (`nodecache`) keep the folders they name.
 
 A runtime with `spec.cache` gives each node one folder (a host path) shared by all its pods. A hub model
-`hf://ORG/NAME` lives in `<root>/huggingface/ORG/NAME/` once a fetcher has downloaded it to a temporary
-folder, checked every file against the sizes and hashes the hub reports, and renamed it into place; the
-model container mounts the root read-only and loads that folder. The node agent labels each node with the
+`hf://ORG/NAME` fetched from the hub at ENDPOINT lives in `<root>/huggingface/<hub id>/ORG/NAME/` once a
+fetcher has downloaded it to a temporary folder, checked every file against the sizes and hashes that hub
+reports, and renamed it into place; the model container mounts the root read-only and loads that folder.
+The entry is bound to its source: the hub id is the endpoint's host and a digest of the whole endpoint, so
+a tenant that fetches from a hub of its own choosing fills an entry of that hub only, never the one other
+tenants load from huggingface.co or the runtime's mirror. The node agent labels each node with the
 models it holds (`node_label`), which the webhook turns into a preferred node affinity, and removes the
 least recently used models no pod uses when the cache passes its high watermark (`evictions`).
 """
@@ -16,10 +19,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import posixpath
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from policies.errors import ContractError, Problem
 from policies.modelsource import ModelSource
 
 NODE_CACHE_MOUNT = "/var/lib/hearth/models"  # where the fetcher and the model container see the node's cache
@@ -29,18 +34,75 @@ LABEL_VALUE = "true"
 FETCH_CONTAINER = "hearth-fetch"
 CACHE_VOLUME = "hearth-node-cache"
 PREFERENCE_WEIGHT = 100
-# Settings a hub client reads that the fetcher passes on from the model container (endpoint, token,
-# timeouts); the cache location is the fetcher's own.
-_HUB_PREFIXES = ("HF_", "HUGGING_FACE_")
-_NOT_PASSED = frozenset({"HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_XET_CACHE", "HF_ASSETS_CACHE"})
+DEFAULT_ENDPOINT = "https://huggingface.co"
+ENDPOINT_VARIABLE = "HF_ENDPOINT"
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# What the fetcher receives of the model container's settings: the hub token and the client's timeouts,
+# by name, nothing else (no envFrom: an LD_PRELOAD or PYTHONPATH of the tenant's never runs in the root
+# fetcher). The endpoint is an argument (`--endpoint`), so that the entry it fills is the endpoint's own.
+FETCHER_VARIABLES = (*TOKEN_VARIABLES, "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
-def cache_key(source: ModelSource) -> str | None:
+def normalize_endpoint(raw: str) -> str | None:
+    """The endpoint as the entry's key uses it (scheme and host lower-case, no trailing slash), or None
+    for a value that is not a plain http(s) URL (no user, query or fragment)."""
+    text = raw.strip()
+    if not _ENDPOINT.fullmatch(text):
+        return None
+    scheme, _, rest = text.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}" + (slash + path).rstrip("/")
+
+
+def hub_id(endpoint: str) -> str:
+    """The folder of one hub's entries: its host (readable in `hearth cache ls`) and a digest of the whole
+    normalized endpoint (two paths on one host, or http and https, are two hubs)."""
+    host = endpoint.partition("://")[2].partition("/")[0].replace(":", "_")
+    return f"{host[:60]}-{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}"
+
+
+def cache_key(source: ModelSource, endpoint: str = DEFAULT_ENDPOINT) -> str | None:
     """The model's folder under the cache root, or None for a source the node cache does not hold."""
     if source.kind != "huggingface":
         return None
-    return f"huggingface/{source.path}"
+    return f"huggingface/{hub_id(endpoint)}/{source.path}"
+
+
+def endpoint_of(env: Sequence[Mapping[str, Any]], where: str) -> str:
+    """The hub a cached model is fetched from: the last HF_ENDPOINT of `env` (the runtime's, then the
+    container's own), else huggingface.co. It must be a plain value: the entry is keyed by it when the pod
+    is created, and a value from a Secret or ConfigMap is not known then."""
+    endpoint = DEFAULT_ENDPOINT
+    for entry in env:
+        if entry.get("name") != ENDPOINT_VARIABLE:
+            continue
+        if "valueFrom" in entry or not isinstance(entry.get("value"), str):
+            raise ContractError(
+                [
+                    Problem(
+                        f"{where}.env[{ENDPOINT_VARIABLE}]",
+                        None,
+                        "with the node cache, the hub endpoint must be a plain value (the cache entry is bound "
+                        "to it when the pod is created)",
+                        'write it as value: "https://..." (or set it on the InferenceRuntime), not valueFrom',
+                    )
+                ]
+            )
+        normalized = normalize_endpoint(str(entry["value"]))
+        if normalized is None:
+            raise ContractError(
+                [
+                    Problem(
+                        f"{where}.env[{ENDPOINT_VARIABLE}]",
+                        str(entry["value"]),
+                        "must be an http(s) URL with a host and an optional path, nothing else",
+                        "write it as https://HOST[:PORT][/PATH]",
+                    )
+                ]
+            )
+        endpoint = normalized
+    return endpoint
 
 
 # Weights in other formats than safetensors: a repository that has safetensors often carries these too
@@ -58,6 +120,21 @@ def files_to_fetch(paths: Iterable[str]) -> list[str]:
     return [path for path in listed if not path.endswith(OTHER_WEIGHTS)]
 
 
+def overlaps(path: str, cache: str) -> bool:
+    """Whether a host path is the cache, a folder inside it or a folder around it, however it is written
+    (`//var/lib/hearth/models/`, `/var/./lib/hearth/models`); a path with `..` is taken to overlap (the
+    apiserver refuses those anyway)."""
+    ours, theirs = _segments(cache), _segments(path)
+    if ".." in theirs:
+        return True
+    shared = min(len(ours), len(theirs))
+    return ours[:shared] == theirs[:shared]
+
+
+def _segments(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
 def entry_path(root: str, key: str) -> str:
     return posixpath.join(root, key)
 
@@ -68,16 +145,24 @@ def node_label(key: str) -> str:
     return LABEL_PREFIX + "m-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def is_hub_setting(name: object) -> bool:
-    return isinstance(name, str) and name.startswith(_HUB_PREFIXES) and name not in _NOT_PASSED
-
-
-def hub_env(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The hub settings among env entries (values and valueFrom alike), later entries winning."""
+def fetcher_env(env: Iterable[Mapping[str, Any]], env_from: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The fetcher's environment: FETCHER_VARIABLES from `env` (values and valueFrom alike), and the tokens
+    an `envFrom` Secret or ConfigMap may hold, as references to that one key (optional: the source may not
+    have it). Later entries win, as in a container; `env` wins over `envFrom`."""
     found: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if is_hub_setting(entry.get("name")):
-            found[str(entry["name"])] = dict(entry)
+    for source in env_from:
+        prefix = str(source.get("prefix") or "")
+        for kind, ref_kind in (("secretRef", "secretKeyRef"), ("configMapRef", "configMapKeyRef")):
+            name = (source.get(kind) or {}).get("name")
+            if not name:
+                continue
+            for variable in TOKEN_VARIABLES:
+                if variable.startswith(prefix) and len(variable) > len(prefix):
+                    ref = {"name": name, "key": variable[len(prefix) :], "optional": True}
+                    found[variable] = {"name": variable, "valueFrom": {ref_kind: ref}}
+    for entry in env:
+        if entry.get("name") in FETCHER_VARIABLES:
+            found[str(entry["name"])] = copy.deepcopy(dict(entry))
     return list(found.values())
 
 
@@ -139,14 +224,13 @@ def prefer_nodes_holding(affinity: Mapping[str, Any] | None, key: str) -> dict[s
 
 
 def fetch_container(
-    env: Sequence[Mapping[str, Any]], env_from: Sequence[Mapping[str, Any]], uri: str, image: str
+    env: Sequence[Mapping[str, Any]], env_from: Sequence[Mapping[str, Any]], uri: str, endpoint: str, image: str
 ) -> dict[str, Any]:
     """The container that puts a model into the node's cache (or finds it there): Hearth's image, the hub
-    settings and credentials among `env` (values and valueFrom alike) and `env_from`, the cache mounted
-    writable (only here). Root, because the kubelet creates the host folder as root; no capability."""
-    env_copy = [copy.deepcopy(dict(e)) for e in env]
-    env_from_copy = [copy.deepcopy(dict(e)) for e in env_from]
-    container: dict[str, Any] = {
+    `endpoint` as an argument, the token and timeouts among `env` and `env_from` (fetcher_env), the cache
+    mounted writable (only here). Root, because the kubelet creates the host folder as root; no capability.
+    The manifests' admission policy (hearth-node-cache-writers) admits exactly this shape."""
+    return {
         "name": FETCH_CONTAINER,
         "image": image,
         "command": ["hearth"],
@@ -154,10 +238,11 @@ def fetch_container(
             "cache",
             "fetch",
             f"--model={uri}",
+            f"--endpoint={endpoint}",
             f"--root={NODE_CACHE_MOUNT}",
-            f"--credentials={credentials_of(env_copy, env_from_copy)}",
+            f"--credentials={credentials_of(env, env_from)}",
         ],
-        "env": hub_env(env_copy),
+        "env": fetcher_env(env, env_from),
         "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": NODE_CACHE_MOUNT}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": {
@@ -170,6 +255,3 @@ def fetch_container(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if env_from_copy:
-        container["envFrom"] = env_from_copy
-    return container

@@ -11,13 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies.adoption import SIDECAR_CONTAINER
 from policies.annotations import PHASE_LABEL, ScaleSpec, parse_scale
 from policies.deployment import deployment_name_of
 from policies.errors import Collector
 from policies.modelcache import FETCH_CONTAINER
 from policies.phase import DEGRADED, failure_of
-from policies.render import DRAIN_TOKEN_ENV
 from policies.stamp import stamp_of
 
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"})
@@ -127,21 +125,6 @@ def sidecar_url(pod: Mapping[str, Any]) -> str | None:
     if stamp is None or meta.get("deletionTimestamp") or not status.get("podIP"):
         return None
     return f"http://{status['podIP']}:{stamp.sidecar_port}"
-
-
-def pod_token(pod: Mapping[str, Any]) -> str | None:
-    """The pod's own token (the webhook renders it into the sidecar's environment): it drains the pod and
-    reads its sidecar's /demand. None for a pod without one (rendered before tokens, or not by Hearth)."""
-    for container in _mapping(pod.get("spec")).get("containers") or []:
-        if isinstance(container, Mapping) and container.get("name") == SIDECAR_CONTAINER:
-            for env in container.get("env") or []:
-                if (
-                    isinstance(env, Mapping)
-                    and env.get("name") == DRAIN_TOKEN_ENV
-                    and isinstance(env.get("value"), str)
-                ):
-                    return str(env["value"])
-    return None
 
 
 def backend_of(pod: Mapping[str, Any]) -> PodBackend | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from policies.adoption import model_container
 from policies.annotations import TEMPLATE_WHERE, PodSpec
-from policies.modelcache import CACHED_MODEL, LABEL_VALUE, cache_key, fetch_container, node_label
+from policies.modelcache import CACHED_MODEL, LABEL_VALUE, cache_key, endpoint_of, fetch_container, node_label
 from policies.runtime import InferenceRuntime, Toleration
 
 PREWARM_FOR = "hearth.dev/prewarm-for"  # label of the Jobs and their pods: the Deployment's name
@@ -90,23 +90,48 @@ def job_name(deployment: str, node: str) -> str:
     return f"hearth-prewarm-{deployment[:36].rstrip('-.')}-{digest}"
 
 
-def prewarm_job(
-    deployment: Mapping[str, Any], runtime: InferenceRuntime, spec: PodSpec, node: str, image: str
-) -> dict[str, Any] | None:
-    """The Job that fetches the Deployment's model onto `node`, with the model container's hub settings
-    and credentials (the same fetcher as the pods' init container); None for a model the cache does not
-    hold or a runtime without a cache."""
-    source, cache = spec.model, runtime.spec.cache
-    key = cache_key(source) if source is not None else None
-    if source is None or cache is None or key is None:
+@dataclass(frozen=True)
+class Fetch:
+    """What a prewarm fetches: the cache entry, from which hub, with the model container's settings."""
+
+    key: str
+    endpoint: str
+    uri: str
+    model: Mapping[str, Any]  # the template's model container
+
+
+def prewarm_fetch(deployment: Mapping[str, Any], runtime: InferenceRuntime, spec: PodSpec) -> Fetch | None:
+    """The entry the Deployment's pods load from the node cache (bound to its hub endpoint, as the webhook
+    renders it); None for a model the cache does not hold or a runtime without a cache. ContractError for an
+    endpoint that is not a plain URL value."""
+    source = spec.model
+    if source is None or runtime.spec.cache is None or cache_key(source) is None:
         return None
-    meta = deployment.get("metadata") or {}
     template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     containers = template.get("containers") or []
     name = model_container(containers, spec.container, {runtime.spec.accelerator.resource}, TEMPLATE_WHERE)
     model = next(c for c in containers if c.get("name") == name)
     env = [{"name": e.name, "value": e.value} for e in runtime.spec.container.env] + list(model.get("env") or [])
-    container = fetch_container(env, model.get("envFrom") or [], source.uri, image)
+    endpoint = endpoint_of(env, f"{TEMPLATE_WHERE}.containers[{name}]")
+    key = cache_key(source, endpoint)
+    return None if key is None else Fetch(key, endpoint, source.uri, {**model, "env": env})
+
+
+def prewarm_job(
+    deployment: Mapping[str, Any], runtime: InferenceRuntime, spec: PodSpec, node: str, image: str
+) -> dict[str, Any] | None:
+    """The Job that fetches the Deployment's model onto `node` with the model container's hub token (the
+    same fetcher as the pods' init container); None when prewarm_fetch is None. Its pod carries no
+    cache.hearth.dev/model annotation: a fetch holds the model's lock while it runs, and only pods the
+    webhook rendered may say which model they load."""
+    fetch = prewarm_fetch(deployment, runtime, spec)
+    cache = runtime.spec.cache
+    if fetch is None or cache is None:
+        return None
+    meta = deployment.get("metadata") or {}
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    env, env_from = list(fetch.model.get("env") or []), list(fetch.model.get("envFrom") or [])
+    container = fetch_container(env, env_from, fetch.uri, fetch.endpoint, image)
     deployment_name = str(meta.get("name"))
     labels = {
         "app.kubernetes.io/managed-by": "hearth",
@@ -147,14 +172,14 @@ def prewarm_job(
             "name": job_name(deployment_name, node),
             "namespace": meta.get("namespace"),
             "labels": labels,
-            "annotations": {PREWARM_NODE: node, CACHED_MODEL: key},
+            "annotations": {PREWARM_NODE: node, CACHED_MODEL: fetch.key},
             "ownerReferences": [owner],
         },
         "spec": {
             "backoffLimit": BACKOFF_LIMIT,
             "activeDeadlineSeconds": DEADLINE_SECONDS,
             "ttlSecondsAfterFinished": KEEP_FINISHED_SECONDS,
-            "template": {"metadata": {"labels": labels, "annotations": {CACHED_MODEL: key}}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
 

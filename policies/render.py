@@ -24,10 +24,13 @@ from policies.errors import ContractError, Problem
 from policies.modelcache import (
     CACHE_VOLUME,
     CACHED_MODEL,
+    DEFAULT_ENDPOINT,
     NODE_CACHE_MOUNT,
     cache_key,
+    endpoint_of,
     entry_path,
     fetch_container,
+    overlaps,
     prefer_nodes_holding,
 )
 from policies.modelsource import CACHE_DIR, PVC_MOUNT, ModelSource
@@ -56,7 +59,7 @@ class RenderSettings:
 
 
 SIDECAR_UID = 65532  # the user of Hearth's image (Containerfile, devcluster/image.py)
-DRAIN_TOKEN_ENV = "HEARTH_DRAIN_TOKEN"  # noqa: S105 - the variable's name
+DRAINED_PATH = "/drained"  # the sidecar's wait for its own drain, which the model container's preStop calls
 
 
 def render_pod(
@@ -65,15 +68,15 @@ def render_pod(
     spec: PodSpec,
     served_name: str,
     settings: RenderSettings,
-    drain_token: str,
-    accelerators: Iterable[str] = (),
+    accelerators: Iterable[str],
+    caches: Iterable[str],
 ) -> Obj:
     """Return the pod Hearth runs for `pod`; `pod` itself is never modified. With a model URI the model
     container is rendered from `runtime`; without one (keep mode, `runtime` None) the containers stay as
-    written and only the sidecar, the drain hook and the grace period are added. `drain_token` is this pod's
-    own secret for its drain hook: the model container's preStop sends it, the sidecar accepts no other.
-    `accelerators` are the resources of every known runtime, which tell the model container apart
-    (policies.adoption)."""
+    written and only the sidecar, the drain hook and the grace period are added. `accelerators` are the
+    resources of every known runtime, which tell the model container apart (policies.adoption); `caches`
+    their node caches' host paths, which no pod may mount by a host path of its own. Nothing in the result
+    is random or secret: rendering a rendered pod again changes nothing."""
     if RENDERED in (pod.get("metadata") or {}).get("annotations", {}):
         same: Obj = json_copy(pod)
         return same
@@ -83,10 +86,11 @@ def render_pod(
     out = _writable(pod, name)
     containers: list[Obj] = out.setdefault("spec", {}).setdefault("containers", [])
     model = next(c for c in containers if c.get("name") == name)
+    _refuse_cache_host_paths(out.setdefault("spec", {}), caches)
     if spec.model is None or runtime is None:
-        stamp = _keep(out, model, spec, served_name, settings, drain_token)
+        stamp = _keep(out, model, spec, served_name, settings)
     else:
-        stamp = _from_runtime(out, model, runtime, spec, spec.model, served_name, settings, drain_token)
+        stamp = _from_runtime(out, model, runtime, spec, spec.model, served_name, settings)
     out.setdefault("metadata", {}).setdefault("annotations", {})[RENDERED] = stamp.annotation()
     return out
 
@@ -97,7 +101,7 @@ KEEP_SHUTDOWN_SECONDS = 30
 DEFAULT_PORT = 8000
 
 
-def _keep(out: Obj, model: Obj, spec: PodSpec, served_name: str, settings: RenderSettings, token: str) -> Stamp:
+def _keep(out: Obj, model: Obj, spec: PodSpec, served_name: str, settings: RenderSettings) -> Stamp:
     """Keep mode: the user's containers run as written (image, command, env, volumes, probes); the sidecar
     goes in front of the model container's port, whose preStop drains it (unless the user has a preStop of
     their own, which is kept), and the grace period covers the drain."""
@@ -120,11 +124,12 @@ def _keep(out: Obj, model: Obj, spec: PodSpec, served_name: str, settings: Rende
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else KEEP_DRAIN_SECONDS)
     lifecycle = model.setdefault("lifecycle", {})
     hook = (lifecycle.get("preStop") or {}).get("httpGet") or {}
-    if "preStop" not in lifecycle or (hook.get("path"), hook.get("port")) == ("/drain", settings.sidecar_port):
-        lifecycle["preStop"] = _drain_hook(settings, token)  # the user's own hook is kept
+    ours = hook.get("path") in ("/drain", DRAINED_PATH) and hook.get("port") == settings.sidecar_port
+    if "preStop" not in lifecycle or ours:
+        lifecycle["preStop"] = _drain_hook(settings)  # the user's own hook is kept
     probe = ((model.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
     health = probe if isinstance(probe, str) and probe.startswith("/") else "/health"
-    _put_by_name(pod_spec["containers"], _sidecar(port, drain, settings, token, health))
+    _put_by_name(pod_spec["containers"], _sidecar(port, drain, settings, health))
     grace = pod_spec.get("terminationGracePeriodSeconds")
     pod_spec["terminationGracePeriodSeconds"] = max(
         grace if isinstance(grace, int) else 30, drain + KEEP_SHUTDOWN_SECONDS
@@ -142,7 +147,6 @@ def _from_runtime(
     source: ModelSource,
     served_name: str,
     settings: RenderSettings,
-    token: str,
 ) -> Stamp:
     """Render mode: the model container filled in from `runtime`, the user's spec merged (policies.adoption)."""
     rt = runtime.spec
@@ -159,11 +163,10 @@ def _from_runtime(
         )
     pod_spec = out["spec"]
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
-    ours, key = _fill_model_container(model, runtime, spec, source, served_name, settings, token)
-    _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings, token))
+    ours, key, endpoint = _fill_model_container(model, runtime, spec, source, served_name, settings)
+    _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings))
     if key is not None and rt.cache is not None:
-        _refuse_cache_host_paths(pod_spec, rt.cache.host_path)
-        fetcher = _fetcher(model, source, settings)
+        fetcher = _fetcher(model, source, endpoint, settings)
         ours += fetcher["volumeMounts"]
         _put_by_name(pod_spec.setdefault("initContainers", []), fetcher)
         out.setdefault("metadata", {}).setdefault("annotations", {})[CACHED_MODEL] = key
@@ -281,15 +284,17 @@ def _fill_model_container(
     source: ModelSource,
     served_name: str,
     settings: RenderSettings,
-    drain_token: str,
-) -> tuple[list[Obj], str | None]:
-    """Fills the model container in; returns the mounts of Hearth's volumes it put there and the node cache
-    entry it loads (None: no node cache)."""
+) -> tuple[list[Obj], str | None, str]:
+    """Fills the model container in; returns the mounts of Hearth's volumes it put there, the node cache
+    entry it loads (None: no node cache) and the hub endpoint that entry is fetched from."""
     rt = runtime.spec
     port = rt.container.port
     caches = {k: user_cache(model, k) for k in source.env if k in HUB_DEFAULTS}
     kept_cache = any(caches.values())  # the user mounts a hub cache already: it is used, not replaced
-    key = cache_key(source) if rt.cache is not None and not kept_cache else None
+    runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
+    cached = rt.cache is not None and not kept_cache and cache_key(source) is not None
+    endpoint = endpoint_of(runtime_env + _dicts(model, "env"), MODEL_WHERE) if cached else DEFAULT_ENDPOINT
+    key = cache_key(source, endpoint) if cached else None
     variables = {
         "model.path": source.path if key is None else entry_path(NODE_CACHE_MOUNT, key),
         "model.name": served_name,
@@ -301,7 +306,6 @@ def _fill_model_container(
     if rt.container.command is not None:
         model["command"] = [fill_template(a, variables) for a in rt.container.command]
     model["args"] = [fill_template(a, variables) for a in rt.container.args] + list(spec.extra_args)
-    runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
     source_env = [{"name": k, "value": caches.get(k) or v} for k, v in source.env.items()]
     if key is not None:  # the fetcher has put the model on the node's disk: the runtime asks no hub
         source_env = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
@@ -321,9 +325,8 @@ def _fill_model_container(
     model["readinessProbe"] = _http_probe(probes.path, port, probes.readiness)
     model["livenessProbe"] = _http_probe(probes.path, port, probes.liveness)
     # The runtime is stopped only after the sidecar has drained every open stream: the kubelet waits for
-    # this hook, and the sidecar answers it as soon as nothing is in flight (no fixed sleep). Only this
-    # hook may drain the pod: it carries the pod's own token, which the sidecar checks.
-    model.setdefault("lifecycle", {})["preStop"] = _drain_hook(settings, drain_token)
+    # this hook, and the sidecar answers it as soon as nothing is in flight (no fixed sleep).
+    model.setdefault("lifecycle", {})["preStop"] = _drain_hook(settings)
     mounts: list[Obj] = model.setdefault("volumeMounts", [])
     user_paths = {clean_path(m.get("mountPath")) for m in mounts}
     ours: list[Obj] = [] if SHM in user_paths else [{"name": "hearth-shm", "mountPath": SHM}]  # the user's wins
@@ -341,62 +344,57 @@ def _fill_model_container(
     mounts[:] = [m for m in mounts if clean_path(m.get("mountPath")) not in taken]
     for mount in ours:
         _put_by_name(mounts, mount)
-    return ours, key
+    return ours, key, endpoint
 
 
-def _refuse_cache_host_paths(pod_spec: Obj, cache: str) -> None:
-    """A pod may not mount the node cache (or a folder around it) by a host path of its own: it would write
-    into the models every other pod of the node loads."""
-    cache = clean_path(cache)
+MODEL_WHERE = "spec.template.spec.containers[model]"
+
+
+def _refuse_cache_host_paths(pod_spec: Obj, caches: Iterable[str]) -> None:
+    """A pod may not mount a node cache (or a folder around it) by a host path of its own, in either mode:
+    it would write into the models every other pod of the node loads. (The manifests' admission policy
+    hearth-node-cache-writers holds the same line for pods that never reach this webhook.)"""
     problems = []
     for index, volume in enumerate(_dicts(pod_spec, "volumes")):
-        path = clean_path((volume.get("hostPath") or {}).get("path"))
-        if (
-            volume.get("name") != CACHE_VOLUME
-            and path
-            and (path == cache or cache.startswith(path.rstrip("/") + "/") or path.startswith(cache + "/"))
-        ):
-            problems.append(
-                Problem(
-                    f"spec.template.spec.volumes[{index}].hostPath.path",
-                    path,
-                    f"overlaps the node's model cache {cache}, which only Hearth's fetcher writes",
-                    "remove the volume (the model container gets the cache read-only from Hearth)",
+        path = (volume.get("hostPath") or {}).get("path")
+        if volume.get("name") == CACHE_VOLUME or not isinstance(path, str) or not path:
+            continue
+        for cache in caches:
+            if overlaps(path, cache):
+                problems.append(
+                    Problem(
+                        f"spec.template.spec.volumes[{index}].hostPath.path",
+                        path,
+                        f"overlaps the node's model cache {cache}, which only Hearth's fetcher writes",
+                        "remove the volume (a rendered model container gets its model read-only from Hearth)",
+                    )
                 )
-            )
+                break
     if problems:
         raise ContractError(problems)
 
 
-def _fetcher(model: Obj, source: ModelSource, settings: RenderSettings) -> Obj:
+def _fetcher(model: Obj, source: ModelSource, endpoint: str, settings: RenderSettings) -> Obj:
     """The init container that puts the model into the node's cache (or finds it there) before the runtime
-    starts, with the model container's hub settings and credentials."""
-    env = [e for e in model.get("env") or [] if isinstance(e, dict)]
-    env_from = [e for e in model.get("envFrom") or [] if isinstance(e, dict)]
-    return fetch_container(env, env_from, source.uri, settings.sidecar_image)
+    starts, with the model container's hub token and timeouts (no other setting of the tenant's)."""
+    return fetch_container(_dicts(model, "env"), _dicts(model, "envFrom"), source.uri, endpoint, settings.sidecar_image)
 
 
-def _drain_hook(settings: RenderSettings, token: str) -> Obj:
+def _drain_hook(settings: RenderSettings) -> Obj:
     """The model container's preStop: the runtime is stopped only after the sidecar has drained every open
-    stream (the kubelet waits for this hook, and the sidecar answers it as soon as nothing is in flight: no
-    fixed sleep). Only this hook may drain the pod: it carries the pod's own token, which the sidecar checks."""
-    return {
-        "httpGet": {
-            "path": "/drain",
-            "port": settings.sidecar_port,
-            "httpHeaders": [{"name": "Authorization", "value": f"Bearer {token}"}],
-        }
-    }
+    stream. The kubelet sends the sidecar its SIGTERM (which starts the drain) while this hook waits on the
+    sidecar's `/drained`, which answers as soon as nothing is in flight: no fixed sleep, and nothing a
+    caller could use to drain a pod (the hook carries no secret, and /drained starts nothing)."""
+    return {"httpGet": {"path": DRAINED_PATH, "port": settings.sidecar_port}}
 
 
-def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, drain_token: str, health: str = "/health") -> Obj:
+def _sidecar(runtime_port: int, drain: int, settings: RenderSettings, health: str = "/health") -> Obj:
     port = settings.sidecar_port
     health_flag = [] if health == "/health" else [f"--health-path={health}"]
     return {
         "name": SIDECAR_CONTAINER,
         "image": settings.sidecar_image,
         "command": ["hearth"],
-        "env": [{"name": DRAIN_TOKEN_ENV, "value": drain_token}],
         "args": [
             "gateway",
             "sidecar",

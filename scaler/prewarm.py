@@ -22,10 +22,10 @@ from policies import (
     ContractError,
     InferenceRuntime,
     PrewarmPlan,
-    cache_key,
     model_key,
     model_key_of,
     parse_pod,
+    prewarm_fetch,
     prewarm_job,
     prewarm_job_name,
     prewarm_job_state,
@@ -86,22 +86,23 @@ class Prewarmer:
         progress = self.progress.setdefault(key, Progress())
         template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
         spec = parse_pod({str(k): str(v) for k, v in (template.get("annotations") or {}).items()}, Collector())
+        if spec is None or spec.model is None:
+            await self._refuse(deployment, progress, "it has no valid hearth.dev/model to fetch")
+            return
         try:
-            if spec is None or spec.model is None:
-                raise ContractError([])
             runtime = select_runtime(spec, runtimes)
+            fetch = prewarm_fetch(deployment, runtime, spec)
         except ContractError as refused:
             await self._refuse(deployment, progress, f"its model or runtime is not valid: {refused.message or 'none'}")
             return
-        entry = cache_key(spec.model)
-        if runtime.spec.cache is None or entry is None:
+        if fetch is None:
             why = "needs an hf:// model and a runtime with spec.cache" + f" (runtime {runtime.name})"
             await self._refuse(deployment, progress, why)
             return
         progress.refused = None
         namespace = str(deployment["metadata"]["namespace"])
         name = str(deployment["metadata"]["name"])
-        chosen: PrewarmPlan = prewarm_plan(entry, runtime, nodes, scale_of(deployment).prewarm)
+        chosen: PrewarmPlan = prewarm_plan(fetch.key, runtime, nodes, scale_of(deployment).prewarm)
         if first:  # warm before this replica led (or before the annotation): no Event to repeat
             progress.warm = set(chosen.warm)
         states = {"warm": 0, "fetching": 0, "failed": 0}

@@ -22,7 +22,7 @@ def rendered(case: Path) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...
     verdict = validate_deployment(deployment, runtimes)
     pod = apiserver_pod(deployment)
     del pod["metadata"]["managedFields"]
-    return deployment, render_for_pod(pod, runtimes, RenderSettings(), "token"), verdict.warnings
+    return deployment, render_for_pod(pod, runtimes, RenderSettings()), verdict.warnings
 
 
 def containers(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -114,7 +114,7 @@ def test_keep_mode_runs_the_users_containers_as_written_with_the_sidecar_in_fron
     for theirs in [*template.get("initContainers", []), *template["containers"]]:
         got = dict(after[theirs["name"]])
         if theirs["name"] in drained:
-            assert got.pop("lifecycle")["preStop"]["httpGet"]["path"] == "/drain"  # the one thing added
+            assert got.pop("lifecycle")["preStop"]["httpGet"]["path"] == "/drained"  # the one thing added
         assert {k: got[k] for k in theirs} == theirs  # image, command, args, env, probes, mounts: as written
         assert set(got) - set(theirs) <= {"imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy"}
     assert pod["spec"].get("volumes") == template.get("volumes")  # no volume of Hearth's
@@ -145,4 +145,4 @@ def test_keep_mode_refuses_a_server_on_the_sidecars_port() -> None:
     deployment["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 8090}]
     pod = apiserver_pod(deployment)
     with pytest.raises(ContractError, match="is the port of Hearth's gateway sidecar"):
-        render_for_pod(pod, runtimes, RenderSettings(), "token")
+        render_for_pod(pod, runtimes, RenderSettings())

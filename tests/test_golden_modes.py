@@ -64,7 +64,7 @@ def test_the_other_mode_renders_a_valid_pod_that_matches_its_golden_file(case: P
     validate_deployment(deployment, runtimes)
     pod = apiserver_pod(deployment)
     del pod["metadata"]["managedFields"]
-    rendered = render_for_pod(pod, runtimes, RenderSettings(), "golden-drain-token")
+    rendered = render_for_pod(pod, runtimes, RenderSettings())
     golden = MODES / f"{case.stem}.{mode}.rendered"
     if UPDATE:
         MODES.mkdir(exist_ok=True)

@@ -20,6 +20,7 @@ import pytest
 from devcluster.hub import generate_model
 from devcluster.weights import LoadError, load
 from nodecache.store import Store, sha256_of
+from policies import Collector, cache_key, parse_model_uri
 from policies.modelcache import Entry, evictions, files_to_fetch
 from tests.servers import free_port, hearth_process
 
@@ -54,13 +55,36 @@ def counts(hub: str) -> dict[str, int]:
     return answer
 
 
-def fetch(hub: str, root: Path, model: str, *extra: str, token: str | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
-    env["HF_ENDPOINT"] = hub
+def fetch(
+    hub: str, root: Path, model: str, *extra: str, token: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`hearth cache fetch` as the init container runs it: the hub as --endpoint, the token in HF_TOKEN."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
+    environ.update(env or {})
     if token is not None:
-        env["HF_TOKEN"] = token
-    argv = [sys.executable, "-m", "hearth", "cache", "fetch", f"--model={model}", f"--root={root}", *extra]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        environ["HF_TOKEN"] = token
+    argv = [
+        sys.executable,
+        "-m",
+        "hearth",
+        "cache",
+        "fetch",
+        f"--model={model}",
+        f"--endpoint={hub}",
+        f"--root={root}",
+        "--reserve-bytes=0",
+        *extra,
+    ]
+    return subprocess.Popen(argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def key_of(hub: str, repo: str) -> str:
+    """The cache entry of `repo` fetched from `hub` (as the webhook renders it for the model container)."""
+    source = parse_model_uri(Collector(), "test", f"hf://{repo}")
+    assert source is not None
+    key = cache_key(source, hub)
+    assert key is not None
+    return key
 
 
 def finished(proc: subprocess.Popen[str]) -> tuple[int, str]:
@@ -72,7 +96,7 @@ def test_a_fetch_verifies_and_a_second_one_asks_the_hub_nothing(hub: str, tmp_pa
     before = counts(hub)
     code, out = finished(fetch(hub, tmp_path, "hf://Org/Small"))
     assert code == 0, out
-    entry = tmp_path / "huggingface" / "Org" / "Small"
+    entry = tmp_path / key_of(hub, "Org/Small")
     assert (entry / "config.json").is_file()
     assert load(entry, 10_000).bytes > 24 * 2**20  # a whole model the simulator loads
     after_download = counts(hub)
@@ -84,7 +108,7 @@ def test_a_fetch_verifies_and_a_second_one_asks_the_hub_nothing(hub: str, tmp_pa
     assert code == 0, out
     assert "the hub is not asked" in out
     assert counts(hub).get("total") == after_download.get("total")  # not one request
-    assert Store(tmp_path).check("huggingface/Org/Small").state == "hit"
+    assert Store(tmp_path).check(key_of(hub, "Org/Small")).state == "hit"
 
 
 def test_two_pods_starting_at_once_download_once(hub: str, tmp_path: Path) -> None:
@@ -94,14 +118,14 @@ def test_two_pods_starting_at_once_download_once(hub: str, tmp_path: Path) -> No
     assert [code for code, _ in results] == [0, 0], results
     outs = " ".join(out for _, out in results)
     assert "download done" in outs and "the hub is not asked" in outs
-    files = [p for p in (tmp_path / "huggingface" / "Org" / "Small").iterdir() if p.is_file()]
+    files = [p for p in (tmp_path / key_of(hub, "Org/Small")).iterdir() if p.is_file()]
     assert counts(hub)["Org/Small download"] - before.get("Org/Small download", 0) == len(files)
     assert counts(hub)["Org/Small info"] - before.get("Org/Small info", 0) == 1
 
 
 def test_a_truncated_or_corrupted_file_is_fetched_again_and_only_it(hub: str, tmp_path: Path) -> None:
     assert finished(fetch(hub, tmp_path, "hf://Org/Small"))[0] == 0
-    entry = tmp_path / "huggingface" / "Org" / "Small"
+    entry = tmp_path / key_of(hub, "Org/Small")
     truncated, flipped = sorted(entry.glob("*.safetensors"))[:2]
     want = {p.name: sha256_of(p) for p in (truncated, flipped)}
     with truncated.open("r+b") as handle:
@@ -109,7 +133,7 @@ def test_a_truncated_or_corrupted_file_is_fetched_again_and_only_it(hub: str, tm
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size: only the hash tells
     flipped.write_bytes(bytes(data))
-    check = Store(tmp_path).check("huggingface/Org/Small")
+    check = Store(tmp_path).check(key_of(hub, "Org/Small"))
     assert check.state == "damaged" and truncated.name in check.reason and flipped.name in check.reason
     with pytest.raises(LoadError):  # the runtime would fail on it
         load(entry, 10_000)
@@ -120,7 +144,7 @@ def test_a_truncated_or_corrupted_file_is_fetched_again_and_only_it(hub: str, tm
     assert "repair done" in out
     assert counts(hub)["Org/Small download"] - before["Org/Small download"] == 2  # the good files stayed
     assert {p.name: sha256_of(p) for p in (truncated, flipped)} == want
-    assert Store(tmp_path).check("huggingface/Org/Small").state == "hit"
+    assert Store(tmp_path).check(key_of(hub, "Org/Small")).state == "hit"
 
 
 def test_a_gated_model_without_credentials_fails_with_the_fix(hub: str, tmp_path: Path) -> None:
@@ -131,7 +155,7 @@ def test_a_gated_model_without_credentials_fails_with_the_fix(hub: str, tmp_path
     code, out = finished(fetch(hub, tmp_path, "hf://Org/Gated", f"--credentials={secret}", token="hf_wrong"))
     assert code == 1
     assert 'refused the token from Secret "hf-token"' in out
-    assert not (tmp_path / "huggingface" / "Org" / "Gated").exists()
+    assert not (tmp_path / key_of(hub, "Org/Gated")).exists()
     code, out = finished(fetch(hub, tmp_path, "hf://Org/Gated", f"--credentials={secret}", token=TOKEN))
     assert code == 0, out
 
@@ -161,12 +185,12 @@ def test_other_weight_formats_stay_on_the_hub_when_safetensors_are_there(hub: st
     code, out = finished(fetch(hub, tmp_path, "hf://Org/Mixed"))
     assert code == 0, out
     assert "left on the hub: original/consolidated.00.pth, pytorch_model.bin" in out
-    entry = tmp_path / "huggingface" / "Org" / "Mixed"
+    entry = tmp_path / key_of(hub, "Org/Mixed")
     assert not (entry / "pytorch_model.bin").exists() and not (entry / "original" / "consolidated.00.pth").exists()
     assert (entry / "original" / "params.json").is_file()
     fetched = [p for p in entry.rglob("*") if p.is_file() and ".hearth" not in p.parts]
     assert counts(hub)["Org/Mixed download"] - before.get("Org/Mixed download", 0) == len(fetched)
-    assert Store(tmp_path).check("huggingface/Org/Mixed").state == "hit"
+    assert Store(tmp_path).check(key_of(hub, "Org/Mixed")).state == "hit"
     assert files_to_fetch(["a.bin", "config.json"]) == ["a.bin", "config.json"]  # no safetensors: all of it
 
 

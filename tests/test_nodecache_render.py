@@ -10,12 +10,13 @@ import yaml
 
 from policies import RenderSettings, render_for_pod, start_failure
 from policies.errors import ContractError
-from policies.modelcache import CACHED_MODEL, node_label
+from policies.modelcache import CACHED_MODEL, hub_id, node_label
 from policies.objects import published_failure
 from policies.runtime import runtime_from_object
 from tests.support import RUNTIMES, apiserver_pod
 
 SETTINGS = RenderSettings()
+KEY = f"huggingface/{hub_id('https://huggingface.co')}/Qwen/Qwen3-8B"  # the shipped runtime names no mirror
 
 
 def runtime(cache: bool = True) -> Any:
@@ -25,7 +26,7 @@ def runtime(cache: bool = True) -> Any:
     return runtime_from_object(body)
 
 
-def deployment(model: str = "hf://Qwen/Qwen3-8B", **pod: Any) -> dict[str, Any]:
+def deployment(model: str | None = "hf://Qwen/Qwen3-8B", **pod: Any) -> dict[str, Any]:
     token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}
     container: dict[str, Any] = {"name": "model", "env": [token]}
     container.update(pod.pop("container", {}))
@@ -36,7 +37,7 @@ def deployment(model: str = "hf://Qwen/Qwen3-8B", **pod: Any) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": {"app": "qwen"}},
             "template": {
-                "metadata": {"labels": {"app": "qwen"}, "annotations": {"hearth.dev/model": model}},
+                "metadata": {"labels": {"app": "qwen"}, "annotations": {"hearth.dev/model": model} if model else {}},
                 "spec": {"containers": [container], **pod},
             },
         },
@@ -46,7 +47,7 @@ def deployment(model: str = "hf://Qwen/Qwen3-8B", **pod: Any) -> dict[str, Any]:
 def render(dep: dict[str, Any], cache: bool = True) -> dict[str, Any]:
     pod = apiserver_pod(dep)
     before = copy.deepcopy(pod)
-    out = render_for_pod(pod, [runtime(cache)], SETTINGS, "token")
+    out = render_for_pod(pod, [runtime(cache)], SETTINGS)
     assert pod == before
     return out
 
@@ -59,7 +60,7 @@ def test_a_hub_model_loads_from_the_node_cache_which_only_the_fetcher_writes() -
     pod = render(deployment())
     model = containers(pod)["model"]
     fetch = containers(pod, "initContainers")["hearth-fetch"]
-    assert model["args"][0] == "/var/lib/hearth/models/huggingface/Qwen/Qwen3-8B"
+    assert model["args"][0] == f"/var/lib/hearth/models/{KEY}"
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in model["env"]
     assert not any(e["name"] == "HF_HOME" for e in model["env"])
     assert {"name": "hearth-node-cache", "mountPath": "/var/lib/hearth/models", "readOnly": True} in model[
@@ -80,9 +81,10 @@ def test_a_hub_model_loads_from_the_node_cache_which_only_the_fetcher_writes() -
     assert writers == ["hearth-fetch"]
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "hearth-node-cache")
     assert volume["hostPath"] == {"path": "/var/lib/hearth/models", "type": "DirectoryOrCreate"}
-    assert pod["metadata"]["annotations"][CACHED_MODEL] == "huggingface/Qwen/Qwen3-8B"
+    assert "--endpoint=https://huggingface.co" in fetch["args"]
+    assert pod["metadata"]["annotations"][CACHED_MODEL] == KEY
     preferred = pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
-    holding = {"key": node_label("huggingface/Qwen/Qwen3-8B"), "operator": "Exists"}
+    holding = {"key": node_label(KEY), "operator": "Exists"}
     assert preferred == [{"weight": 100, "preference": {"matchExpressions": [holding]}}]
 
 
@@ -106,13 +108,79 @@ def test_the_users_own_hub_cache_mount_and_pvc_models_keep_working() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/var/lib/hearth/models", "/var/lib/hearth/models/", "/var/lib", "/", "/var/lib/hearth/models/huggingface"]
+    "path",
+    [
+        "/var/lib/hearth/models",
+        "/var/lib/hearth/models/",
+        "/var/lib",
+        "/",
+        "/var/lib/hearth/models/huggingface",
+        "//var/lib/hearth/models",  # posixpath.normpath keeps a leading //: this passed the check
+        "/var//lib/./hearth/models/x",
+    ],
 )
-def test_a_pod_may_not_mount_the_node_cache_by_a_host_path_of_its_own(path: str) -> None:
+@pytest.mark.parametrize("model", ["hf://Qwen/Qwen3-8B", None])
+def test_a_pod_may_not_mount_the_node_cache_by_a_host_path_of_its_own(path: str, model: str | None) -> None:
+    """In render mode and in keep mode (no hearth.dev/model: the check used to run in render mode only)."""
     volumes = [{"name": "sneaky", "hostPath": {"path": path}}]
+    keep = {"container": {"image": "my/server:1"}}
     with pytest.raises(ContractError, match="overlaps the node's model cache"):
-        render(deployment(volumes=volumes))
-    render(deployment(volumes=[{"name": "other", "hostPath": {"path": "/var/lib/hearth-other"}}]))
+        render(deployment(model, volumes=volumes, **({} if model else keep)))
+    render(deployment(model, volumes=[{"name": "other", "hostPath": {"path": "/var/lib/hearth-other"}}], **keep))
+
+
+def test_the_cache_entry_is_bound_to_the_hub_it_is_fetched_from() -> None:
+    """A tenant's own HF_ENDPOINT used to fill the entry every other tenant loads (poisoning); now each hub
+    has its own entries, and the fetcher is told the hub as an argument, not by the environment."""
+    own_hub = {"container": {"env": [{"name": "HF_ENDPOINT", "value": "https://evil.example/"}]}}
+    theirs, ours = render(deployment(**own_hub)), render(deployment())
+    key = theirs["metadata"]["annotations"][CACHED_MODEL]
+    assert key == f"huggingface/{hub_id('https://evil.example')}/Qwen/Qwen3-8B" and key != KEY
+    assert containers(theirs)["model"]["args"][0] == f"/var/lib/hearth/models/{key}"
+    fetch = containers(theirs, "initContainers")["hearth-fetch"]
+    assert "--endpoint=https://evil.example" in fetch["args"]
+    assert "HF_ENDPOINT" not in {e["name"] for e in fetch["env"]}
+    assert containers(ours, "initContainers")["hearth-fetch"]["args"] != fetch["args"]
+    hidden = {"container": {"env": [{"name": "HF_ENDPOINT", "valueFrom": {"secretKeyRef": {"name": "s", "key": "e"}}}]}}
+    with pytest.raises(ContractError, match="the hub endpoint must be a plain value"):
+        render(deployment(**hidden))
+    odd = {"container": {"env": [{"name": "HF_ENDPOINT", "value": "https://user:pw@hub?x=1"}]}}
+    with pytest.raises(ContractError, match=r"must be an http\(s\) URL"):
+        render(deployment(**odd))
+
+
+def test_the_root_fetcher_gets_the_hub_token_and_timeouts_by_name_and_nothing_else() -> None:
+    """envFrom of the model container used to be copied whole into the root fetcher: an LD_PRELOAD of the
+    tenant's ran there. Now only the token variables come from envFrom, as references to those keys."""
+    container = {
+        "env": [
+            {"name": "LD_PRELOAD", "value": "/var/lib/hearth/models/x.so"},
+            {"name": "HF_HUB_DOWNLOAD_TIMEOUT", "value": "60"},
+            {"name": "HF_HOME", "value": "/tmp/elsewhere"},
+            {"name": "PYTHONPATH", "value": "/x"},
+        ],
+        "envFrom": [{"secretRef": {"name": "everything"}}, {"configMapRef": {"name": "cfg"}, "prefix": "HF_"}],
+    }
+    fetch = containers(render(deployment(container=container)), "initContainers")["hearth-fetch"]
+    assert "envFrom" not in fetch
+    assert fetch["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "TOKEN", "optional": True}}},
+        {
+            "name": "HUGGING_FACE_HUB_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "everything", "key": "HUGGING_FACE_HUB_TOKEN", "optional": True}},
+        },
+        {"name": "HF_HUB_DOWNLOAD_TIMEOUT", "value": "60"},
+    ]
+
+
+def test_hearths_pod_annotations_arriving_with_a_pod_are_dropped() -> None:
+    """A tenant-set cache.hearth.dev/model marked any model in use on its node, so it was never evicted."""
+    forged = deployment("hf://Qwen/Qwen3-8B")
+    forged["spec"]["template"]["metadata"]["annotations"][CACHED_MODEL] = "huggingface/victim/model"
+    assert render(forged)["metadata"]["annotations"][CACHED_MODEL] == KEY
+    keep = deployment(None, container={"image": "my/server:1"})
+    keep["spec"]["template"]["metadata"]["annotations"][CACHED_MODEL] = "huggingface/victim/model"
+    assert CACHED_MODEL not in render(keep)["metadata"]["annotations"]
 
 
 def test_a_failed_fetch_is_the_models_start_failure_in_the_fetchers_words() -> None:

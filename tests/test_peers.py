@@ -141,35 +141,31 @@ def test_requests_started_are_counted_by_their_increase_at_every_front_door() ->
     assert asyncio.run(run()) == [(n, n / 2) for n in started]  # busy seconds: half of each count here
 
 
-def test_the_scaler_reads_each_sidecar_with_its_pods_token_and_counts_those_that_answer() -> None:
-    """A sidecar answers /demand only to its pod's own token, which the scaler reads from the pod's spec;
-    one that does not answer (a refusal, a NetworkPolicy) adds no demand and is not counted as answering."""
+def test_the_scaler_reads_each_sidecar_and_counts_those_that_answer() -> None:
+    """A sidecar that does not answer /demand (a refusal, a NetworkPolicy) adds no demand and is not
+    counted as answering; the scaler sends no credential a pod's spec would have to carry."""
     import json
 
-    from policies.render import DRAIN_TOKEN_ENV
     from scaler.demand import DemandCollector
 
-    def pod(ip: str, token: str) -> dict[str, object]:
+    def pod(ip: str) -> dict[str, object]:
         stamp = {"runtime": "r", "stamp": "v1", "servedName": "m", "sidecarPort": 8090, "runtimePort": 8000}
-        sidecar = {"name": "hearth-gateway", "env": [{"name": DRAIN_TOKEN_ENV, "value": token}]}
         return {
             "metadata": {"name": ip, "namespace": "ns", "annotations": {"hearth.dev/rendered": json.dumps(stamp)}},
-            "spec": {"containers": [{"name": "model"}, sidecar]},
+            "spec": {"containers": [{"name": "model"}, {"name": "hearth-gateway"}]},
             "status": {"podIP": ip},
         }
 
-    tokens = {"10.0.0.1": "token-one", "10.0.0.2": "token-two"}
-
     def answer(request: httpx.Request) -> httpx.Response:
-        if request.headers.get("authorization") != f"Bearer {tokens[request.url.host]}":
-            return httpx.Response(401)
+        assert "authorization" not in request.headers
+        if request.url.host == "10.0.0.2":
+            return httpx.Response(403)
         return httpx.Response(200, json={"inFlight": 2})
 
     async def run() -> tuple[int, int]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
             collector = DemandCollector(client, lambda: [])
-            pods = [pod("10.0.0.1", "token-one"), pod("10.0.0.2", "stale-token")]
-            demand, _ = await collector.collect({"ns/m": pods})
+            demand, _ = await collector.collect({"ns/m": [pod("10.0.0.1"), pod("10.0.0.2")]})
             return demand["ns/m"].sidecar_in_flight, demand["ns/m"].answering_pods
 
     assert asyncio.run(run()) == (2, 1)

@@ -14,12 +14,12 @@ from nodecache.store import Store
 from policies import parse_scale
 from policies.annotations import PREWARM_ALL, parse_pod
 from policies.errors import Collector
-from policies.modelcache import CACHED_MODEL, node_label
+from policies.modelcache import CACHED_MODEL, hub_id, node_label
 from policies.prewarm import can_run, job_name, job_state, plan, prewarm_job
 from policies.runtime import runtime_from_object
 from tests.support import RUNTIMES
 
-KEY = "huggingface/Qwen/Qwen3-8B"
+KEY = f"huggingface/{hub_id('https://huggingface.co')}/Qwen/Qwen3-8B"
 
 
 def runtime() -> Any:
@@ -102,8 +102,10 @@ def test_the_job_fetches_with_the_model_containers_credentials_onto_one_node() -
     assert job["metadata"]["name"] == job_name("qwen", "gpu-node-7") and len(job["metadata"]["name"]) <= 63
     assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     pod = job["spec"]["template"]
-    assert pod["metadata"]["annotations"] == {CACHED_MODEL: KEY}  # the agent keeps it while it runs
     (container,) = pod["spec"]["containers"]
+    assert job["metadata"]["annotations"][CACHED_MODEL] == KEY
+    assert "annotations" not in pod["metadata"]  # only pods the webhook rendered say what they load
+    assert "--endpoint=https://huggingface.co" in container["args"]
     assert container["image"] == "registry/hearth:1"
     assert [e["name"] for e in container["env"]] == ["HF_TOKEN"]
     assert '--credentials=Secret "hf" (key token, variable HF_TOKEN)' in container["args"]

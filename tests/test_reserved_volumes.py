@@ -13,7 +13,6 @@ from policies import ContractError, RenderSettings, render_for_pod, validate_dep
 from tests.support import ROOT, apiserver_pod, load_case
 
 DEPLOYMENT, RUNTIMES = load_case(ROOT / "tests" / "golden" / "ascend-910b.yaml")
-TOKEN = "a-token"
 
 
 def containers(obj: dict[str, Any], kind: str = "containers") -> list[dict[str, Any]]:
@@ -27,7 +26,7 @@ def model_of(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def rendered() -> dict[str, Any]:
-    return render_for_pod(apiserver_pod(DEPLOYMENT), RUNTIMES, RenderSettings(), TOKEN)
+    return render_for_pod(apiserver_pod(DEPLOYMENT), RUNTIMES, RenderSettings())
 
 
 def test_the_runtime_host_paths_are_mounted_read_only_once() -> None:
@@ -59,7 +58,7 @@ def test_another_mount_of_a_hearth_volume_is_refused_at_render(kind: str, contai
     if container == "model":
         pod["spec"].setdefault("volumes", []).append({"name": "x", "emptyDir": {}})
     with pytest.raises(ContractError) as caught:
-        render_for_pod(pod, RUNTIMES, RenderSettings(), TOKEN)
+        render_for_pod(pod, RUNTIMES, RenderSettings())
     message = caught.value.message
     assert f'spec.{kind}["{container}"].volumeMounts' in message and '"hearth-host-0"' in message
     assert "mounted only by Hearth" in message and "fix: remove the mount" in message
@@ -91,5 +90,5 @@ def test_a_template_volume_with_hearths_prefix_is_refused_at_apply() -> None:
 
 def test_a_pod_rendered_again_keeps_its_own_mounts() -> None:
     """Hearth's own mounts are not foreign: rendering a rendered pod (stamp stripped) is allowed."""
-    again = render_for_pod(rendered(), RUNTIMES, RenderSettings(), TOKEN)
+    again = render_for_pod(rendered(), RUNTIMES, RenderSettings())
     assert again == rendered()

@@ -10,7 +10,9 @@ from typing import Any
 
 import aiohttp
 import httpx
+import pytest
 
+from gateway import sidecar as sidecar_module
 from gateway.settings import SidecarSettings
 from gateway.sidecar import Drain, create_app
 from tests.gateway_fakes import ScriptedResponse, ScriptedUpstreams
@@ -19,14 +21,10 @@ RUNTIME = "http://runtime"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
-TOKEN = "this-pods-own-token"
-HOOK = {"Authorization": f"Bearer {TOKEN}"}  # what the preStop hook sends
-
-
-def sidecar(script: ScriptedResponse | Exception, token: str | None = TOKEN) -> tuple[httpx.AsyncClient, Drain]:
+def sidecar(script: ScriptedResponse | Exception) -> tuple[httpx.AsyncClient, Drain]:
     drain = Drain()
     upstreams: Any = ScriptedUpstreams({RUNTIME: script})
-    settings = SidecarSettings(upstream=RUNTIME, drain_token=token)
+    settings = SidecarSettings(upstream=RUNTIME)
     app = create_app(settings, drain, httpx.AsyncClient(), upstreams)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar"), drain
 
@@ -40,10 +38,9 @@ def test_a_stream_is_counted_while_open_and_the_drain_waits_for_it() -> None:
         request = asyncio.create_task(client.post("/v1/chat/completions", json=BODY))
         while drain.in_flight == 0:  # noqa: ASYNC110 - yield (no timer) until the request is forwarded
             await asyncio.sleep(0)
-        seen.append((await client.get("/demand", headers=HOOK)).json()["inFlight"])
-        drained = asyncio.create_task(client.get("/drain", headers=HOOK))  # the model container's preStop hook
-        while not drain.draining:  # noqa: ASYNC110 - yield until the drain has begun
-            await asyncio.sleep(0)
+        seen.append((await client.get("/demand")).json()["inFlight"])
+        drained = asyncio.create_task(client.get("/drained"))  # the model container's preStop hook
+        drain.begin()  # the sidecar's SIGTERM, sent by the kubelet beside the hook
         refused = await client.post("/v1/chat/completions", json=BODY)  # new work goes elsewhere
         assert not drained.done()  # the drain waits for the open stream
         gate.set()
@@ -68,25 +65,22 @@ def test_a_runtime_that_cannot_be_reached_is_a_502_and_counts_nothing() -> None:
     assert in_flight == 0
 
 
-def test_only_the_pods_own_preStop_hook_may_drain_it() -> None:
-    """An unauthenticated `GET /drain` used to make any pod unready for good."""
+def test_no_call_drains_a_pod_only_its_sigterm_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unauthenticated `GET /drain` once made any pod unready for good; then a token in the pod's spec
+    (readable by the `view` role) guarded it. Now no route starts a drain: `/drained` only waits for the
+    one SIGTERM began, and outside a shutdown it answers 409 after a short wait."""
+    monkeypatch.setattr(sidecar_module, "DRAIN_BEGINS_WITHIN", 0.05)
 
-    async def scenario(token: str | None, headers: dict[str, str]) -> tuple[httpx.Response, bool, int]:
-        client, drain = sidecar(ScriptedResponse(chunks=(b"{}",)), token)
-        refused = await client.get("/drain", headers=headers)
+    async def scenario() -> tuple[httpx.Response, bool, int]:
+        client, drain = sidecar(ScriptedResponse(chunks=(b"{}",)))
+        waited = await client.get("/drained")
+        await client.post("/drain")  # no such route of the sidecar's: it goes to the runtime like any path
         served = await client.post("/v1/chat/completions", json=BODY)  # still serving
-        return refused, drain.draining, served.status_code
+        return waited, drain.draining, served.status_code
 
-    for token, headers in [
-        (TOKEN, {}),
-        (TOKEN, {"Authorization": "Bearer another-pods-token"}),
-        (TOKEN, {"Authorization": TOKEN}),
-        (None, HOOK),  # a sidecar given no token drains on SIGTERM only
-    ]:
-        refused, draining, served = asyncio.run(scenario(token, headers))
-        assert refused.status_code == (401 if token else 403), (token, headers)
-        assert "drain" in refused.json()["error"]
-        assert not draining and served == 200
+    waited, draining, served = asyncio.run(scenario())
+    assert waited.status_code == 409 and waited.json() == {"error": "this pod is not shutting down", "drained": False}
+    assert not draining and served == 200
 
 
 def test_the_sidecar_has_metrics_of_its_own_apart_from_the_runtimes() -> None:

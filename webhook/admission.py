@@ -7,7 +7,6 @@ an object that breaks the contract is a well-formed answer with `allowed: false`
 from __future__ import annotations
 
 import base64
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -133,7 +132,7 @@ def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime],
     if isinstance(meta, dict):  # the request is ours (parsed from this body): no copy needed
         meta.pop("managedFields", None)
     try:
-        rendered = render_for_pod(pod, runtimes, settings, secrets.token_urlsafe(24))
+        rendered = render_for_pod(pod, runtimes, settings)
     except ContractError as exc:
         return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth could not render this pod: {exc.message}")
     return answer(API_VERSIONS[0], uid, allowed=True, patch=diff(pod, rendered))
