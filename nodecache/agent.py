@@ -37,6 +37,7 @@ from policies import (
     CACHE_LABEL_PREFIX,
     CACHE_LABEL_VALUE,
     CACHED_MODEL,
+    ENABLED_LABEL,
     CacheEntry,
     evictions,
     node_label,
@@ -73,12 +74,18 @@ def limits_of(runtimes: Iterable[Mapping[str, Any]], host_path: str) -> Limits |
 
 
 def in_use(pods: Iterable[Mapping[str, Any]]) -> set[str]:
-    """The cache entries the pods bound to this node load (finished pods load nothing)."""
+    """The cache entries the pods bound to this node load (finished pods load nothing). Only a pod Hearth's
+    webhook rendered (the opt-in label: the webhook sees every such pod, and writes the annotation itself)
+    says which entry it loads; on any other pod the annotation is a tenant's, which would keep a model
+    from eviction for ever (the admission policy hearth-pod-annotations refuses those pods too)."""
     used = set()
     for pod in pods:
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
-        key = ((pod.get("metadata") or {}).get("annotations") or {}).get(CACHED_MODEL)
+        meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(ENABLED_LABEL) != "true":
+            continue
+        key = (meta.get("annotations") or {}).get(CACHED_MODEL)
         if isinstance(key, str):
             used.add(key)
     return used

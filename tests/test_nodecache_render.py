@@ -133,7 +133,7 @@ def test_the_cache_entry_is_bound_to_the_hub_it_is_fetched_from() -> None:
     """A tenant's own HF_ENDPOINT used to fill the entry every other tenant loads (poisoning); now each hub
     has its own entries, and the fetcher is told the hub as an argument, not by the environment."""
     own_hub = {"container": {"env": [{"name": "HF_ENDPOINT", "value": "https://evil.example/"}]}}
-    theirs, ours = render(deployment(**own_hub)), render(deployment())
+    theirs, ours = render(deployment(**own_hub)), render(deployment())  # type: ignore[arg-type]
     key = theirs["metadata"]["annotations"][CACHED_MODEL]
     assert key == f"huggingface/{hub_id('https://evil.example')}/Qwen/Qwen3-8B" and key != KEY
     assert containers(theirs)["model"]["args"][0] == f"/var/lib/hearth/models/{key}"
@@ -143,10 +143,10 @@ def test_the_cache_entry_is_bound_to_the_hub_it_is_fetched_from() -> None:
     assert containers(ours, "initContainers")["hearth-fetch"]["args"] != fetch["args"]
     hidden = {"container": {"env": [{"name": "HF_ENDPOINT", "valueFrom": {"secretKeyRef": {"name": "s", "key": "e"}}}]}}
     with pytest.raises(ContractError, match="the hub endpoint must be a plain value"):
-        render(deployment(**hidden))
+        render(deployment(**hidden))  # type: ignore[arg-type]
     odd = {"container": {"env": [{"name": "HF_ENDPOINT", "value": "https://user:pw@hub?x=1"}]}}
     with pytest.raises(ContractError, match=r"must be an http\(s\) URL"):
-        render(deployment(**odd))
+        render(deployment(**odd))  # type: ignore[arg-type]
 
 
 def test_the_root_fetcher_gets_the_hub_token_and_timeouts_by_name_and_nothing_else() -> None:

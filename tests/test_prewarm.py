@@ -132,12 +132,23 @@ def test_the_agent_takes_the_smallest_size_of_the_runtimes_that_share_its_folder
     assert limits_of(runtimes, "/nowhere") is None
 
 
-def test_models_in_use_are_those_of_the_pods_still_running_on_the_node() -> None:
-    pods: list[dict[str, Any]] = [
-        {"metadata": {"annotations": {CACHED_MODEL: "huggingface/a/b"}}, "status": {"phase": "Running"}},
-        {"metadata": {"annotations": {CACHED_MODEL: "huggingface/c/d"}}, "status": {"phase": "Pending"}},
-        {"metadata": {"annotations": {CACHED_MODEL: "huggingface/e/f"}}, "status": {"phase": "Succeeded"}},
-        {"metadata": {}, "status": {"phase": "Running"}},
+def test_models_in_use_are_those_of_the_rendered_pods_still_running_on_the_node() -> None:
+    """A pod without the opt-in label never met the webhook: its cache.hearth.dev/model is a tenant's own,
+    which used to keep any model from eviction."""
+    rendered = {"hearth.dev/enabled": "true"}
+
+    def pod(key: str | None, phase: str, labels: dict[str, str] = rendered) -> dict[str, Any]:
+        return {
+            "metadata": {"labels": labels, "annotations": {CACHED_MODEL: key} if key else {}},
+            "status": {"phase": phase},
+        }
+
+    pods = [
+        pod("huggingface/a/b", "Running"),
+        pod("huggingface/c/d", "Pending"),
+        pod("huggingface/e/f", "Succeeded"),
+        pod(None, "Running"),
+        pod("huggingface/victim/model", "Running", {}),
     ]
     assert in_use(pods) == {"huggingface/a/b", "huggingface/c/d"}
 
