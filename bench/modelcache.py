@@ -205,7 +205,7 @@ def main() -> None:
             api_key = cluster.api_key(NAMESPACE)
             for size in sizes:
                 name, repo = f"m{size}", f"hearth-dev/bench-{size}"
-                key = f"huggingface/{repo}"
+                key = cluster.cache_key(repo)
                 model = simulated_model(
                     NAMESPACE, name, max_replicas=1, delay="2s", startup="0s", itl="1ms", model=f"hf://{repo}"
                 )

@@ -37,7 +37,7 @@ from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check
 from devcluster.node import start as start_node
 from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
-from policies import KEY_LABEL, SHIPPED_IMAGE, is_ready
+from policies import KEY_LABEL, SHIPPED_IMAGE, hub_id, is_ready
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
@@ -377,6 +377,10 @@ class Cluster:
             + ", ".join(self.runtime_names()),
             flush=True,
         )
+
+    def cache_key(self, repo: str) -> str:
+        """The node cache entry of hf://`repo` as the dev runtimes fetch it (from this cluster's hub)."""
+        return f"huggingface/{hub_id(self.layout.hub_url)}/{repo}"
 
     def dev_runtimes(self, image: str) -> str:
         """devcluster/runtimes.yaml for this cluster: Hearth's image and the cluster's own hub."""

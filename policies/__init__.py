@@ -30,6 +30,7 @@ from policies.modelcache import (
     cache_key,
     evictions,
     files_to_fetch,
+    hub_id,
     node_label,
     normalize_endpoint,
 )
@@ -153,6 +154,7 @@ __all__ = [
     "evictions",
     "files_to_fetch",
     "format_duration",
+    "hub_id",
     "is_ready",
     "key_digest",
     "model_container",

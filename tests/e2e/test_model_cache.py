@@ -65,7 +65,7 @@ def test_a_cold_start_downloads_once_and_a_cold_start_on_the_warm_node_asks_the_
     apply(cluster, simulated_model(namespace, "cold", delay="2s", model=f"hf://{repo}"))
     before = downloads(cluster, repo)
     assert ask(cluster, namespace, "cold")
-    entry = cache_folder(cluster) / "huggingface" / repo
+    entry = cache_folder(cluster) / cluster.cache_key(repo)
     files = [p for p in entry.iterdir() if p.is_file()]
     assert downloads(cluster, repo) - before == len(files) >= 4  # every file once: config, tokenizer, shards
     (log,) = fetch_logs(cluster, namespace, "cold")
@@ -73,8 +73,8 @@ def test_a_cold_start_downloads_once_and_a_cold_start_on_the_warm_node_asks_the_
     pod = cluster.pods(namespace, "app=cold")[0]
     assert pod["spec"]["nodeName"] == NODE
     model = next(c for c in pod["spec"]["containers"] if c["name"] == "model")
-    assert "--model=/var/lib/hearth/models/huggingface/hearth-dev/cold" in model["args"]
-    label = node_label(f"huggingface/{repo}")
+    assert f"--model=/var/lib/hearth/models/{cluster.cache_key(repo)}" in model["args"]
+    label = node_label(cluster.cache_key(repo))
     wait_for("the node agent's label", lambda: node_labels(cluster).get(label) == "true" or None, timeout=30)
 
     until_zero(cluster, namespace, "cold")
@@ -96,7 +96,7 @@ def test_two_pods_starting_at_once_on_one_node_download_once(cluster: Cluster, n
     wait_for("both pods ready", lambda: len(ready_pods(cluster, namespace, "twin") or []) == 2 or None, 120)
     pods = cluster.pods(namespace, "app=twin")
     assert {p["spec"]["nodeName"] for p in pods} == {NODE}
-    files = [p for p in (cache_folder(cluster) / "huggingface" / repo).iterdir() if p.is_file()]
+    files = [p for p in (cache_folder(cluster) / cluster.cache_key(repo)).iterdir() if p.is_file()]
     after = hub(cluster)
     assert after[f"{repo} download"] - before.get(f"{repo} download", 0) == len(files)
     assert after[f"{repo} info"] - before.get(f"{repo} info", 0) == 1  # the second pod waited, then found it
@@ -106,7 +106,7 @@ def test_two_pods_starting_at_once_on_one_node_download_once(cluster: Cluster, n
 
 def test_prewarm_fills_the_cache_before_the_first_request(cluster: Cluster, namespace: str) -> None:
     repo = "hearth-dev/prewarmed"
-    label = node_label(f"huggingface/{repo}")
+    label = node_label(cluster.cache_key(repo))
     apply(cluster, simulated_model(namespace, "warm", model=f"hf://{repo}", annotations={"hearth.dev/prewarm": "1"}))
     wait_for("the node labelled warm", lambda: node_labels(cluster).get(label) == "true" or None, timeout=90)
     assert replicas(cluster, namespace, "warm") == 0  # fetched while at zero
@@ -139,7 +139,7 @@ def test_a_corrupted_shard_is_detected_and_only_it_fetched_again(cluster: Cluste
     apply(cluster, simulated_model(namespace, "repair", delay="2s", model=f"hf://{repo}"))
     assert ask(cluster, namespace, "repair")
     until_zero(cluster, namespace, "repair")
-    shard = sorted((cache_folder(cluster) / "huggingface" / repo).glob("*.safetensors"))[0]
+    shard = sorted((cache_folder(cluster) / cluster.cache_key(repo)).glob("*.safetensors"))[0]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size: the hash tells
     shard.write_bytes(bytes(data))
@@ -172,12 +172,12 @@ def test_eviction_removes_least_recently_used_models_and_keeps_those_in_use(
         time.sleep(1.1)  # distinct last-use times
     for name in ("evict-a", "evict-b"):
         until_zero(cluster, namespace, name)
-    labels = {name: node_label(f"huggingface/{repo}") for name, repo in models.items()}
+    labels = {name: node_label(cluster.cache_key(repo)) for name, repo in models.items()}
     # A runtime that shares the dev runtimes' cache folder with a tiny size: the agent takes the smallest.
     tiny = _tiny_cache_runtime(cluster)
     apply(cluster, tiny)
     try:
-        root = cache_folder(cluster) / "huggingface" / "hearth-dev"
+        root = cache_folder(cluster) / cluster.cache_key("hearth-dev")
         gone = ("evict-a", "evict-b")
         wait_for("a and b evicted", lambda: not any((root / name).exists() for name in gone) or None)
         assert (root / "evict-c" / "config.json").is_file()  # in use: kept, over the watermark or not
