@@ -125,15 +125,19 @@ class FrontDoor:
         if self.keys is None:
             return None
         try:
+            # Two credentials (two Authorization headers, or one beside an api-key) were judged by the
+            # first, while a proxy in front may have checked the other: one request, one credential.
+            if sum(len(request.headers.getlist(name)) for name in CREDENTIAL_HEADERS) > 1:
+                raise Unauthorized("ambiguous")
             key = self.keys.authenticate(request.headers)
         except Unauthorized as refused:
             self.metrics.auth_failures.labels(refused.reason).inc()
-            message = (
-                "You didn't provide an API key: send `Authorization: Bearer KEY` (a key is a Secret labelled "
-                "hearth.dev/api-key in the namespace of the models it calls)"
-                if refused.reason == "missing"
-                else "Incorrect API key provided (unknown or revoked)"
-            )
+            message = {
+                "missing": "You didn't provide an API key: send `Authorization: Bearer KEY` (a key is a Secret "
+                "labelled hearth.dev/api-key in the namespace of the models it calls)",
+                "ambiguous": "More than one credential provided: send one `Authorization: Bearer KEY` header "
+                "(or one `api-key` header), not both and not twice",
+            }.get(refused.reason, "Incorrect API key provided (unknown or revoked)")
             response = openai_error(401, message, "invalid_request_error", "invalid_api_key")
             response.headers["WWW-Authenticate"] = "Bearer"
             raise BadRequest(response) from None

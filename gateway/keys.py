@@ -23,7 +23,7 @@ import yaml
 from common.callers import bearer_token
 from common.informer import Informer, InformerMetrics, resource_path
 from common.kubeapi import KubeAPI
-from policies import KEY_LABEL, ApiKey, api_key_of
+from policies import KEY_LABEL, ApiKey, api_key_of, unique_keys
 from policies import key_digest as digest
 
 log = logging.getLogger("hearth.keys")
@@ -70,15 +70,26 @@ class KeyRing:
     clock: Callable[[], float] = time.monotonic
     keys: dict[bytes, ApiKey] = field(default_factory=dict)
     usage: dict[str, Usage] = field(default_factory=dict)
-    sources: dict[str, dict[bytes, ApiKey]] = field(default_factory=dict)
+    sources: dict[str, dict[str, ApiKey]] = field(default_factory=dict)
+    duplicates: dict[str, str] = field(default_factory=dict)  # refused Secret -> the older one holding its key
     on_removed: Callable[[str], None] = lambda name: None
 
     def replace(self, keys: list[ApiKey], source: str = "watch") -> None:
         """Every key there is now (a Secret's watch calls this with all of them); `source` adds to them
         (the watch's and a file's keys are kept apart)."""
         before = {key.name for key in self.keys.values()}
-        self.sources[source] = {key.digest: key for key in keys}
-        self.keys = {digest: key for known in self.sources.values() for digest, key in known.items()}
+        self.sources[source] = {key.name: key for key in keys}
+        self.keys, refused = unique_keys([key for known in self.sources.values() for key in known.values()])
+        for name, holder in sorted(refused.items()):
+            if self.duplicates.get(name) != holder:
+                log.warning(
+                    "API key Secret %s holds the same key as %s, which is older: %s is refused (a key belongs to "
+                    "one Secret; if yours leaked, make a new one)",
+                    name,
+                    holder,
+                    name,
+                )
+        self.duplicates = refused
         names = {key.name for key in self.keys.values()}
         for gone in sorted(before - names):
             self.usage.pop(gone, None)

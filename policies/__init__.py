@@ -22,7 +22,7 @@ from policies.annotations import (
 )
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
-from policies.keys import KEY_LABEL, ApiKey, api_key_of
+from policies.keys import KEY_LABEL, ApiKey, api_key_of, unique_keys
 from policies.keys import digest as key_digest
 from policies.modelcache import (
     CACHED_MODEL,
@@ -190,6 +190,7 @@ __all__ = [
     "stamp_of",
     "start_failure",
     "status_of",
+    "unique_keys",
     "valid_runtimes",
     "validate_deployment",
     "with_scaler_defaults",

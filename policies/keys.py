@@ -41,6 +41,7 @@ class ApiKey:
     models: frozenset[str] | None = None  # Deployment names it may call (None: all of the namespace's)
     requests_per_minute: int | None = None
     max_concurrent: int | None = None
+    created: str = ""  # the Secret's creationTimestamp: of two Secrets holding one key, the older keeps it
 
     def may_call(self, namespace: str, deployment: str) -> bool:
         return namespace == self.namespace and (self.models is None or deployment in self.models)
@@ -73,7 +74,19 @@ def api_key_of(secret: Mapping[str, Any]) -> ApiKey:
     concurrent = _positive(annotations, MAX_CONCURRENT, where, problems)
     if problems or raw is None:
         raise ContractError(problems)
-    return ApiKey(f"{namespace}/{name}", namespace, digest(raw), models, rpm, concurrent)
+    created = str(meta.get("creationTimestamp") or "")
+    return ApiKey(f"{namespace}/{name}", namespace, digest(raw), models, rpm, concurrent, created)
+
+
+def unique_keys(keys: list[ApiKey]) -> tuple[dict[bytes, ApiKey], dict[str, str]]:
+    """The keys by digest, one Secret per key: when several Secrets hold the same key (another namespace
+    stored a leaked key of yours in a Secret of its own), the oldest keeps it and the others are refused,
+    never re-scoped to the newest. Returns the kept keys and, for each refused Secret, the one that kept it."""
+    kept: dict[bytes, ApiKey] = {}
+    for key in sorted(keys, key=lambda k: (k.created or "~", k.name)):  # no timestamp (a file): last
+        kept.setdefault(key.digest, key)
+    refused = {key.name: kept[key.digest].name for key in keys if kept[key.digest].name != key.name}
+    return kept, refused
 
 
 def _entry(secret: Mapping[str, Any], where: str, problems: list[Problem]) -> bytes | None:

@@ -199,3 +199,32 @@ def test_usage_is_kept_from_the_last_report_across_reads() -> None:
     assert usage_of(record.tail) == (8, 5)
     keep_usage(record, b"x" * 5000)
     assert len(record.tail) <= 2048  # bounded, whatever follows
+
+
+def test_another_namespace_storing_a_leaked_key_does_not_take_its_calls_over() -> None:
+    """The newest Secret used to win: team-b stored team-a's key in a Secret of its own and every call made
+    with it reached team-b's models (and was counted and limited as team-b's). The older Secret keeps it."""
+    door = Door()
+    mine: Any = secret(KEY_A, "team-a", "ci")
+    theirs: Any = secret(KEY_A, "team-b", "stolen")
+    mine["metadata"]["creationTimestamp"] = "2026-11-01T10:00:00Z"
+    theirs["metadata"]["creationTimestamp"] = "2026-12-01T10:00:00Z"
+    door.keys.replace([api_key_of(theirs), api_key_of(mine), api_key_of(secret(KEY_B, "team-b", "web"))])
+    assert door.keys.duplicates == {"team-b/stolen": "team-a/ci"}
+    bearer = {"Authorization": f"Bearer {KEY_A}"}
+    models = door.call("GET", "/v1/models", headers=bearer).json()["data"]
+    assert {m["hearth"]["deployment"] for m in models} == {"team-a/chat", "team-a/embedder"}
+    body = {"model": "team-b/chat", "messages": [{"role": "user", "content": "hi"}]}
+    assert door.call("POST", "/v1/chat/completions", headers=bearer, json=body).status_code == 404
+
+
+def test_two_credentials_in_one_request_are_refused_not_judged_by_the_first() -> None:
+    door = Door()
+    body = {"model": "team-a/chat", "messages": [{"role": "user", "content": "hi"}]}
+    twice = [("Authorization", f"Bearer {KEY_A}"), ("Authorization", f"Bearer {KEY_B}")]
+    both = [("Authorization", f"Bearer {KEY_A}"), ("api-key", KEY_B)]
+    for headers in (twice, both):
+        answer = door.call("POST", "/v1/chat/completions", headers=headers, json=body)
+        assert answer.status_code == 401, headers
+        assert answer.json()["error"]["message"].startswith("More than one credential provided"), answer.text
+    assert door.call("POST", "/v1/chat/completions", headers=twice[:1], json=body).status_code == 200
