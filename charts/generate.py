@@ -68,6 +68,8 @@ def template(name: str, text: str) -> str:
     if name in ("webhook-deployment.yaml", "scaler.yaml"):  # the sidecar's image; the scaler's prewarm Jobs too
         sidecar = f"- name: HEARTH_SIDECAR_IMAGE\n          value: {SIDECAR_VALUE}"
         text = _replace(text, f"- {{name: HEARTH_SIDECAR_IMAGE, value: {IMAGE}}}", sidecar, name)
+    if name == "node-cache-policy.yaml":  # the images the admission policy admits as hearth-fetch
+        text = _replace(text, f"  images: {IMAGE}", f"  images: {SIDECAR_VALUE}", name)
     if name == "node-agent.yaml":
         text = _replace(text, "/var/lib/hearth/models", "{{ .Values.nodeAgent.hostPath }}", name, count=2)
     text = text.replace(f"image: {IMAGE}", f"image: {IMAGE_VALUE}")

@@ -345,6 +345,9 @@ class Cluster:
             meta = {"name": deployment, "namespace": HEARTH_NAMESPACE}
             body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
             patches.append({"patch": yaml.safe_dump(body)})
+        fetcher = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"images": image.ref}}
+        fetcher["metadata"] = {"name": "hearth-fetcher-images", "namespace": HEARTH_NAMESPACE}
+        patches.append({"patch": yaml.safe_dump(fetcher)})  # the image the node cache policy admits
         kustomization = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",

@@ -81,7 +81,10 @@ def test_every_value_changes_what_it_names() -> None:
     objects = rendered(*values, namespace="ai-platform")
     found = by_identity(objects)
     kinds = {kind for kind, _, _ in found}
-    assert not {"NetworkPolicy", "PodDisruptionBudget", "ConfigMap"} & kinds
+    assert not {"NetworkPolicy", "PodDisruptionBudget"} & kinds
+    (images,) = [o for o in objects if o["kind"] == "ConfigMap"]  # no dashboard: the fetcher's images alone
+    assert images["metadata"]["name"] == "hearth-fetcher-images"
+    assert images["data"] == {"images": "registry.example.com/sidecar:9"}  # what the node cache policy admits
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
     containers = {name: d["spec"]["template"]["spec"]["containers"][0] for name, d in deployments.items()}
     assert {c["image"] for c in containers.values()} == {"registry.example.com/hearth:1.2.3"}

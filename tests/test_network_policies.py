@@ -31,6 +31,7 @@ UNGUARDED = peer("team-b", "10.3.0.2", app="llama", **{"hearth.dev/enabled": "tr
 STRANGER = peer("team-b", "10.3.0.3", app="client")
 INSIDER = peer("hearth-system", "10.1.0.9", app="debug")  # another pod in Hearth's namespace, no policy of its own
 PROMETHEUS = peer("monitoring", "10.4.0.2", **{"app.kubernetes.io/name": "prometheus"})
+IMPOSTOR = peer("team-b", "10.3.0.4", **{"app.kubernetes.io/name": "prometheus"})  # a tenant's label
 CLIENT = peer(None, "203.0.113.7")
 APISERVER = peer(None, "192.0.2.10")
 
@@ -50,6 +51,7 @@ CONNECTIONS = [
     ("the scaler reads a front door's /demand", SCALER, DOOR, (8080, "http"), True),
     ("a stranger pushes to the scaler", STRANGER, SCALER, (8081, "http"), False),
     ("Prometheus scrapes the scaler", PROMETHEUS, SCALER, (8081, "http"), True),
+    ("a tenant's pod labelled prometheus reaches the scaler", IMPOSTOR, SCALER, (8081, "http"), False),
     ("the apiserver calls the webhook", APISERVER, WEBHOOK, (8443, "https"), True),
     ("the webhook reaches the apiserver", WEBHOOK, APISERVER, (6443, ""), True),
     ("the webhook reaches a model's sidecar", WEBHOOK, MODEL, SIDECAR, False),
