@@ -101,7 +101,7 @@ def test_deployment_is_rendered_scheduled_and_run_by_the_kubelet(cluster: Cluste
     assert model["image"] == cluster.image == sidecar["image"]  # the simulator and the sidecar: Hearth's image
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert model["startupProbe"]["httpGet"]["path"] == "/health"
-    assert model["lifecycle"]["preStop"]["httpGet"]["path"] == "/drain"
+    assert model["lifecycle"]["preStop"]["httpGet"]["path"] == "/drained"
     assert sidecar["name"] == "hearth-gateway" and sidecar["args"][:2] == ["gateway", "sidecar"]
     stamp = json.loads(pod["metadata"]["annotations"]["hearth.dev/rendered"])
     assert stamp["runtime"] == "sim-nvidia" and stamp["stamp"].startswith("rv")

@@ -51,17 +51,18 @@ def test_a_tenant_cannot_rewrite_its_pods_stamp(cluster: Cluster, namespace: str
 
 
 def test_a_tenant_can_neither_drain_a_pod_nor_mount_its_host_paths(cluster: Cluster, namespace: str) -> None:
-    """`GET /drain` without the pod's own token is refused, and the pod stays Ready (it used to turn
-    unready for good); an ephemeral container that mounts Hearth's volumes is refused by the apiserver (the
-    policy `hearth-volumes-are-hearths`). The token's positive path is every scale-down's drain."""
+    """No call drains a pod (an unauthenticated `GET /drain` once turned it unready for good; a token in
+    the pod's spec, readable by the `view` role, then guarded it): `/drained` only waits for the drain its
+    SIGTERM begins, and the pod stays Ready. An ephemeral container that mounts Hearth's volumes is refused
+    by the apiserver (the policy `hearth-volumes-are-hearths`). The positive path is every scale-down."""
     model = simulated_model(namespace, "guarded")
     model["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
     apply(cluster, model)
     pod = wait_for("a Ready pod", lambda: ready_pods(cluster, namespace, "guarded"), timeout=90)[0]
     sidecar = f"http://{pod['status']['podIP']}:8090"
-    for headers in ({}, {"Authorization": "Bearer guessed"}):
-        refused = httpx.get(f"{sidecar}/drain", headers=headers, timeout=10)
-        assert refused.status_code == 401 and "only this pod's own shutdown" in refused.json()["error"]
+    httpx.post(f"{sidecar}/drain", timeout=10)  # no route of the sidecar's: relayed to the runtime
+    refused = httpx.get(f"{sidecar}/drained", timeout=30)
+    assert refused.status_code == 409 and refused.json()["error"] == "this pod is not shutting down"
     assert httpx.get(f"{sidecar}/ready", timeout=10).status_code == 200
     debug: dict[str, Any] = {"name": "peek", "image": cluster.image, "command": ["sleep", "60"]}
     debug["volumeMounts"] = [{"name": "hearth-shm", "mountPath": "/mnt/shm"}]
