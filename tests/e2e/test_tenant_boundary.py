@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import Cluster
-from tests.e2e.conftest import get_json
 
 pytestmark = pytest.mark.e2e
 
@@ -125,61 +124,3 @@ def test_hearths_pod_annotations_only_on_pods_the_webhook_rendered(cluster: Clus
         assert not ok and "hearth-pod-annotations" in why, why
     body["metadata"]["annotations"] = {}
     assert dry_run(cluster, body)[0]
-
-
-def _token(cluster: Cluster, account: str, *bound: str) -> str:
-    return cluster.kubectl("create", "token", account, "-n", "hearth-system", *bound).stdout.strip()
-
-
-def test_the_node_agent_changes_only_its_own_nodes_cache_labels(cluster: Cluster) -> None:
-    """Its ClusterRole lets it patch every Node; the policy holds it to its own, as NodeRestriction does."""
-    agent = next(iter(cluster.pods("hearth-system", "app.kubernetes.io/name=hearth-node-agent")))
-    own = agent["spec"]["nodeName"]
-    other = next(n["metadata"]["name"] for n in get_json(cluster, "nodes")["items"] if n["metadata"]["name"] != own)
-    meta = agent["metadata"]
-    token = _token(
-        cluster,
-        "hearth-node-agent",
-        "--bound-object-kind=Pod",
-        f"--bound-object-name={meta['name']}",
-        f"--bound-object-uid={meta['uid']}",
-    )
-
-    def label(node: str, pair: str) -> tuple[bool, str]:
-        result = cluster.kubectl(
-            "label", "--overwrite", "--dry-run=server", f"--token={token}", "node", node, pair, check=False
-        )
-        return result.returncode == 0, result.stderr
-
-    assert label(own, "cache.hearth.dev/m-test=true")[0]
-    ok, why = label(other, "cache.hearth.dev/m-test=true")
-    assert not ok and "only the Node it runs on" in why, why
-    ok, why = label(own, "node-role.kubernetes.io/control-plane=")
-    assert not ok and "only the cache.hearth.dev/ labels" in why, why
-    unbound = _token(cluster, "hearth-node-agent")  # not bound to its pod: no node to hold it to
-    result = cluster.kubectl(
-        "label", "--dry-run=server", f"--token={unbound}", "node", own, "cache.hearth.dev/m-x=true", check=False
-    )
-    assert result.returncode != 0 and "unknown" in result.stderr, result.stderr
-
-
-def test_the_scaler_creates_prewarm_jobs_and_nothing_else(cluster: Cluster, namespace: str) -> None:
-    """Its ClusterRole lets it create Jobs in any namespace; the policy pins what they may run."""
-    token = _token(cluster, "hearth-scaler")
-    labels = {"app.kubernetes.io/component": "prewarm", "app.kubernetes.io/managed-by": "hearth"}
-    container = {"name": "hearth-fetch", "image": cluster.image, "command": ["hearth"], "args": ["cache", "fetch"]}
-    job: dict[str, Any] = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "hearth-prewarm-x", "namespace": namespace, "labels": labels},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
-    }
-    ok, why = dry_run(cluster, job, f"--token={token}")
-    assert ok, why
-    shell = {**job, "metadata": {**job["metadata"], "namespace": "kube-system"}}
-    ok, why = dry_run(cluster, shell, f"--token={token}")
-    assert not ok and "never in kube-system" in why, why
-    other = json.loads(json.dumps(job))
-    other["spec"]["template"]["spec"]["containers"] = [{"name": "x", "image": "example/miner:1"}]
-    ok, why = dry_run(cluster, other, f"--token={token}")
-    assert not ok and "runs Hearth's fetcher alone" in why, why
