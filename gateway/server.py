@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any
 
 import httpx
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.callers import CallerCheck, CallerToken, service_account
 from common.http import bounded_head_protocol
@@ -120,8 +123,10 @@ async def serve(settings: FrontDoorSettings) -> None:
         async def prometheus(request: Request) -> Response:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-        extra = [Route("/healthz", healthz), Route("/metrics", prometheus)]
-        app = create_app(door, extra, None if settings.no_access_log else access_logger())
+        own = [Route("/healthz", healthz), Route("/metrics", prometheus)]
+        extra = own if not settings.metrics_port else [Route("/healthz", healthz)]
+        public = create_app(door, extra, None if settings.no_access_log else access_logger())
+        app = by_port(public, Starlette(routes=own), settings.metrics_port) if settings.metrics_port else public
         server_config = uvicorn.Config(
             app,
             host=settings.host,
@@ -134,8 +139,36 @@ async def serve(settings: FrontDoorSettings) -> None:
             backlog=4096,
         )
         quiet_aborts()  # after the Config, which sets up uvicorn's loggers
+        sockets = [server_config.bind_socket()]
+        if settings.metrics_port:
+            sockets.append(listening_socket(settings.host, settings.metrics_port))
         try:
-            await uvicorn.Server(server_config).serve()
+            await uvicorn.Server(server_config).serve(sockets=sockets)
         finally:
             for task in background:
                 task.cancel()
+
+
+def by_port(api: ASGIApp, metrics: ASGIApp, metrics_port: int) -> ASGIApp:
+    """One server, two ports: requests that arrive on `metrics_port` reach `metrics` (its /metrics and
+    /healthz, nothing else), all others the API (which has no /metrics). Lifespan events go to the API."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server") or (None, None)
+        if scope["type"] == "http" and server[1] == metrics_port:
+            await metrics(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return app
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv4 or IPv6), for uvicorn's serve(sockets=...)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

@@ -20,6 +20,13 @@ class FrontDoorSettings(BaseModel):
 
     host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - clients on other hosts
     port: int = Field(8080, ge=1, le=65535, description="port to listen on")
+    metrics_port: int = Field(
+        9090,
+        ge=0,
+        le=65535,
+        description="port of /metrics (and /healthz) for Prometheus, apart from the API port so that callers "
+        "of the API never see model or key names; 0 serves /metrics on --port",
+    )
     upstreams: dict[str, list[str]] = Field(
         default_factory=dict,
         description="a fixed backend outside a cluster, NAME=URL, held until its /health answers 200 "

@@ -16,6 +16,7 @@ class Proc:
     url: str
     proc: Popen[bytes]
     log: Path
+    metrics_url: str = ""  # a front door's /metrics port
 
 
 class Processes:
@@ -64,17 +65,20 @@ class Processes:
         return self._start("sidecar", args, "/demand", port)
 
     def front_door(self, upstreams: list[tuple[str, Proc]], *flags: str) -> Proc:
-        port = free_port()
+        port, metrics = free_port(), free_port()
         args = [
             "gateway",
             "front-door",
             "--host=127.0.0.1",
             f"--port={port}",
+            f"--metrics-port={metrics}",
             "--heartbeat-interval=500ms",
             *[f"--upstream={name}={p.url}" for name, p in upstreams],
             *flags,
         ]
-        return self._start("front-door", args, "/healthz", port)
+        door = self._start("front-door", args, "/healthz", port)
+        door.metrics_url = f"http://127.0.0.1:{metrics}"
+        return door
 
 
 @contextmanager

@@ -50,7 +50,7 @@ def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
     sim = procs.simulator(startup="3s", itl="10ms")  # longer than a front door takes to start: it is held
     door = procs.front_door([("qwen", sim)])
     chunks = list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=8))
-    metrics = httpx.get(f"{door.url}/metrics").text
+    metrics = httpx.get(f"{door.metrics_url}/metrics").text
     assert 'hearth_gateway_activation_wait_seconds_count{model="local/qwen"} 1.0' in metrics  # it really was held
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hearth keeps idle GPUs at zero and wakes"  # every token, nothing else (no heartbeat)
@@ -110,7 +110,7 @@ def test_start_failure_reaches_the_sdk_as_an_api_error(procs: Processes) -> None
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert "retry-after" not in caught.value.response.headers
     assert time.monotonic() - started < 30
-    metrics = httpx.get(f"{door.url}/metrics").text
+    metrics = httpx.get(f"{door.metrics_url}/metrics").text
     assert 'hearth_gateway_requests_total{code="503",model="local/qwen"} 1.0' in metrics, metrics
 
 
@@ -228,7 +228,7 @@ def test_client_that_vanishes_while_held_leaves_the_queue(procs: Processes) -> N
         wait_for("the hold to be dropped", lambda: demand(door)["held"] == 0, timeout=20)
     assert (
         'hearth_gateway_rejections_total{model="local/qwen",reason="client_gone"} 2.0'
-        in httpx.get(f"{door.url}/metrics").text
+        in httpx.get(f"{door.metrics_url}/metrics").text
     )
 
 
@@ -291,7 +291,7 @@ def test_hostile_inputs_get_clear_errors_and_leak_nothing(procs: Processes) -> N
         assert time.monotonic() - started < 3
     # None was a request: nothing started, no time in flight.
     assert demand(door) == {"held": 0, "inFlight": 0, "readyPods": 1, "started": 0, "busySeconds": 0}
-    text = httpx.get(f"{door.url}/metrics").text
+    text = httpx.get(f"{door.metrics_url}/metrics").text
     assert 'code="5' not in text
 
 
@@ -490,7 +490,7 @@ def test_the_openai_surface_vllm_serves_is_held_at_zero_and_routed(procs: Proces
     client = sdk(door)
     embedded = client.embeddings.create(model="qwen", input=["a cat", "a dog"])  # held: the model loads
     assert [e.index for e in embedded.data] == [0, 1] and len(embedded.data[0].embedding) == 8
-    metrics = httpx.get(f"{door.url}/metrics").text
+    metrics = httpx.get(f"{door.metrics_url}/metrics").text
     assert 'hearth_gateway_activation_wait_seconds_count{model="local/qwen"} 1.0' in metrics  # it was held
     answered = client.responses.create(model="qwen", input="hi", max_output_tokens=3)
     assert answered.output_text == "Hearth keeps idle"

@@ -8,12 +8,17 @@ policies) and stores nothing.
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
+import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from devcluster.cluster import Cluster
+from tests.e2e.conftest import get_json
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +129,67 @@ def test_hearths_pod_annotations_only_on_pods_the_webhook_rendered(cluster: Clus
         assert not ok and "hearth-pod-annotations" in why, why
     body["metadata"]["annotations"] = {}
     assert dry_run(cluster, body)[0]
+
+
+def as_account(cluster: Cluster, account: str, *bound: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """kubectl as one of Hearth's ServiceAccounts: its token alone (beside the admin's client certificate
+    in the kubeconfig the certificate would win)."""
+    token = cluster.kubectl("create", "token", account, "-n", "hearth-system", *bound).stdout.strip()
+    server = cluster.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    ca = cluster.layout.state / f"ca-{account}.crt"
+    raw = "jsonpath={.clusters[0].cluster.certificate-authority-data}"
+    ca.write_bytes(base64.b64decode(cluster.kubectl("config", "view", "--minify", "--raw", "-o", raw).stdout))
+    kubectl = shutil.which("kubectl") or "kubectl"
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        flags = ["--kubeconfig=/dev/null", f"--server={server}", f"--certificate-authority={ca}", f"--token={token}"]
+        argv = [kubectl, *flags, *args]
+        return subprocess.run(argv, check=False, input=stdin, capture_output=True, text=True, timeout=60)
+
+    assert "system:serviceaccount:hearth-system:" + account in run("auth", "whoami").stdout
+    return run
+
+
+def test_the_node_agent_changes_only_its_own_nodes_cache_labels(cluster: Cluster) -> None:
+    """Its ClusterRole lets it patch every Node; the policy holds it to its own, as NodeRestriction does."""
+    agent = cluster.pods("hearth-system", "app.kubernetes.io/name=hearth-node-agent")[0]
+    own, meta = agent["spec"]["nodeName"], agent["metadata"]
+    other = next(n["metadata"]["name"] for n in get_json(cluster, "nodes")["items"] if n["metadata"]["name"] != own)
+    bound = ("--bound-object-kind=Pod", f"--bound-object-name={meta['name']}", f"--bound-object-uid={meta['uid']}")
+    kubectl = as_account(cluster, "hearth-node-agent", *bound)
+
+    def label(node: str, pair: str) -> subprocess.CompletedProcess[str]:
+        return kubectl("label", "--overwrite", "--dry-run=server", "node", node, pair)
+
+    assert label(own, "cache.hearth.dev/m-test=true").returncode == 0
+    refused = label(other, "cache.hearth.dev/m-test=true")
+    assert refused.returncode != 0 and f"only the Node it runs on ({own}), not {other}" in refused.stderr
+    refused = label(own, "example.com/role=anything")
+    assert refused.returncode != 0 and "only the cache.hearth.dev/ labels" in refused.stderr
+    unbound = as_account(cluster, "hearth-node-agent")  # a token not bound to its pod names no node
+    refused = unbound("label", "--dry-run=server", "node", own, "cache.hearth.dev/m-x=true")
+    assert refused.returncode != 0 and "its token is not bound to a pod" in refused.stderr
+
+
+def test_the_scaler_creates_prewarm_jobs_and_nothing_else(cluster: Cluster, namespace: str) -> None:
+    """Its ClusterRole lets it create Jobs in any namespace; the policy pins what they may run."""
+    kubectl = as_account(cluster, "hearth-scaler")
+    labels = {"app.kubernetes.io/component": "prewarm", "app.kubernetes.io/managed-by": "hearth"}
+    container = {"name": "hearth-fetch", "image": cluster.image, "command": ["hearth"], "args": ["cache", "fetch"]}
+
+    def create(namespace: str, container: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "hearth-prewarm-x", "namespace": namespace, "labels": labels},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+        }
+        return kubectl("create", "--dry-run=server", "-f", "-", stdin=json.dumps(job))
+
+    assert create(namespace, container).returncode == 0, create(namespace, container).stderr
+    refused = create("kube-system", container)
+    assert refused.returncode != 0 and "never in kube-system" in refused.stderr
+    refused = create(namespace, {**container, "image": "example/miner:1"})
+    assert refused.returncode != 0 and "from Hearth's own image" in refused.stderr
+    refused = create(namespace, {"name": "x", "image": cluster.image})
+    assert refused.returncode != 0 and "runs Hearth's fetcher alone" in refused.stderr
