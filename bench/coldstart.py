@@ -95,7 +95,7 @@ def activation_pushes(cluster: Cluster) -> tuple[float, float] | None:
         return None
     total = count = 0.0
     for pod in cluster.hearth_pods("hearth-gateway"):
-        text = httpx.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5).text
+        text = httpx.get(f"http://{pod['status']['podIP']}:9090/metrics", timeout=5).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "hearth_gateway_activation_push_seconds_sum":

@@ -46,6 +46,18 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
+def test_metrics_answer_on_their_own_port_only(procs: Processes) -> None:
+    """/metrics names every model (and, with keys, every key Secret): it used to answer anyone who reached
+    the API port. The API port answers it 404 as any unknown route; the metrics port serves nothing else."""
+    door = procs.front_door([("qwen", procs.simulator())])
+    refused = httpx.get(f"{door.url}/metrics")
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "unknown_url"
+    assert "hearth_gateway_" in httpx.get(f"{door.metrics_url}/metrics").text
+    assert httpx.get(f"{door.metrics_url}/healthz").status_code == 200
+    assert httpx.get(f"{door.metrics_url}/v1/models").status_code == 404
+    assert httpx.get(f"{door.url}/v1/models").json()["data"][0]["id"] == "qwen"
+
+
 def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
     sim = procs.simulator(startup="3s", itl="10ms")  # longer than a front door takes to start: it is held
     door = procs.front_door([("qwen", sim)])

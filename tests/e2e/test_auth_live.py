@@ -106,7 +106,8 @@ def test_keys_scope_models_to_their_namespace_and_never_leak(cluster: Cluster, n
         print(f"revoked key refused by every front door {time.monotonic() - started:.2f}s after the delete")
 
         # The keys appear in no log line and no metric; the key's name does.
-        metrics = "\n".join(httpx.get(u.replace("/v1/models", "/metrics"), timeout=5).text for u in doors)
+        metrics = "\n".join(httpx.get(u.replace(":8080/v1/models", ":9090/metrics"), timeout=5).text for u in doors)
+        assert all(httpx.get(u.replace("/v1/models", "/metrics"), timeout=5).status_code == 404 for u in doors)
         logs = front_door_logs(cluster)
         assert f'"key":"{namespace}/hearth-dev-key"' in logs and f'key="{namespace}/limited"' not in metrics
         for key in (cluster.api_key(namespace), theirs_key, limited):

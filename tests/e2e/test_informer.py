@@ -114,7 +114,7 @@ def test_every_component_reports_its_informers(cluster: Cluster) -> None:
     tls.check_hostname = False  # the certificate names the Service; this reaches each pod by address
     expected = {
         "hearth-webhook": ("https", 8443, {"inferenceruntimes", "configmaps"}),
-        "hearth-gateway": ("http", 8080, {"deployments", "pods", "peers", "configmaps", "secrets"}),
+        "hearth-gateway": ("http", 9090, {"deployments", "pods", "peers", "configmaps", "secrets"}),
         "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers"}),
     }
 

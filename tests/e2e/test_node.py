@@ -226,5 +226,5 @@ def test_held_requests_at_each_front_door_activate_and_demand_is_their_sum(clust
 
 
 def accepted_pushes(door: dict[str, Any], model: str) -> float:
-    text = httpx.get(f"http://{door['status']['podIP']}:8080/metrics", timeout=5).text
+    text = httpx.get(f"http://{door['status']['podIP']}:9090/metrics", timeout=5).text
     return metric(text, "hearth_gateway_activation_pushes_total", model=model, outcome="accepted")

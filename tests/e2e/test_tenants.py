@@ -20,7 +20,7 @@ def malformed_pods_seen(cluster: Cluster, component: str) -> float:
     """hearth_informer_malformed_objects_total{resource="pods"}, summed over the component's pods."""
     total = 0.0
     for pod in cluster.hearth_pods(component):
-        port = 8080 if component == "hearth-gateway" else 8081
+        port = 9090 if component == "hearth-gateway" else 8081  # the front door's /metrics port
         text = httpx.get(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
