@@ -90,6 +90,7 @@ class Informer:
         resource: str | None = None,
         backoff: Backoff | None = None,
         transform: Callable[[Obj], Obj] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.api = api
         self.path = path
@@ -103,6 +104,7 @@ class Informer:
         # What is kept of an admitted object (e.g. a Secret's parsed key, not its data); a transform that
         # raises ValueError refuses the object as `check` does, so a parse need not run twice.
         self.transform = transform
+        self.on_error = on_error  # told of each failed list or watch (before the backoff), e.g. a 403
         self.objects: dict[str, Obj] = {}
         self.malformed: dict[str, str] = {}  # key -> resourceVersion already reported
         self.synced = asyncio.Event()
@@ -128,6 +130,8 @@ class Informer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
                 delay = self.backoff.next()
                 if self.metrics is not None:
                     self.metrics.restarts.labels(self.resource).inc()

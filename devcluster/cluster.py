@@ -37,7 +37,7 @@ from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check
 from devcluster.node import start as start_node
 from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
-from policies import KEY_LABEL, SHIPPED_IMAGE, hub_id, is_ready
+from policies import ENABLED_LABEL, KEY_LABEL, SHIPPED_IMAGE, hub_id, is_ready
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
@@ -447,6 +447,8 @@ class Cluster:
         if path.exists():
             return path.read_text().strip()
         key = "sk-hearth-" + secrets.token_hex(20)
+        # The namespace lets the front doors read its keys (and guards its model pods), as its admin would.
+        self.kubectl("apply", "-n", namespace, "-f", str(MANIFESTS / "tenant"))
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -457,8 +459,8 @@ class Cluster:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(key + "\n")
         path.chmod(0o600)
-        if wait:
-            self.wait_key_taken(key)
+        if wait and self.get_json("deploy", "-n", namespace, "-l", f"{ENABLED_LABEL}=true")["items"]:
+            self.wait_key_taken(key)  # (the front doors read a namespace's keys once it has models)
         return key
 
     def wait_key_taken(self, key: str, timeout: float = 30.0) -> None:

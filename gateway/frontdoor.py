@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -47,6 +47,7 @@ class BadRequest(Exception):
         self.response = response
 
 
+KEYS_SETTLE_SECONDS = 2.0  # longest wait of an unknown key for a namespace's keys being read the first time
 CREDENTIAL_HEADERS = frozenset({"authorization", "api-key"})  # Hearth's key stops at the front door
 
 
@@ -66,6 +67,8 @@ class FrontDoor:
         self.metrics = metrics
         self.activator = activator
         self.keys = keys  # None: no API keys (a trusted network); every model is open to every caller
+        # Waits (bounded) for the key Secrets of namespaces being read for the first time (KeyWatch.settle)
+        self.keys_settle: Callable[[float], Awaitable[None]] | None = None
         self.internal = internal  # None: /demand answers anyone (outside a cluster)
         self.router = Router(table, upstreams, metrics, settings.retries)
         self.hold = Hold(table, self.router, metrics)
@@ -76,7 +79,7 @@ class FrontDoor:
         arrived = time.monotonic()
         record = record_of(request)
         try:
-            key = self._admit(request, record)
+            key = await self._admit(request, record)
             call = await self._read(request)
             state = self._lookup(call.model, key)
         except BadRequest as bad:
@@ -103,10 +106,10 @@ class FrontDoor:
             self.metrics.rejections.labels(state.key, "client_gone").inc()
             return Response(status_code=499)
 
-    def _admit(self, request: Request, record: CallRecord | None) -> ApiKey | None:
+    async def _admit(self, request: Request, record: CallRecord | None) -> ApiKey | None:
         """The caller's key, counted against its limits (its place released when the answer ends); None
         when keys are off. BadRequest with 401 or 429 otherwise."""
-        key = self._authenticate(request)
+        key = await self._authenticate(request)
         if key is None:
             return None
         try:
@@ -121,7 +124,7 @@ class FrontDoor:
             release()  # no record (an app built without create_app): given back now rather than leaked
         return key
 
-    def _authenticate(self, request: Request) -> ApiKey | None:
+    async def _authenticate(self, request: Request) -> ApiKey | None:
         if self.keys is None:
             return None
         try:
@@ -129,7 +132,13 @@ class FrontDoor:
             # first, while a proxy in front may have checked the other: one request, one credential.
             if sum(len(request.headers.getlist(name)) for name in CREDENTIAL_HEADERS) > 1:
                 raise Unauthorized("ambiguous")
-            key = self.keys.authenticate(request.headers)
+            try:
+                key = self.keys.authenticate(request.headers)
+            except Unauthorized as unknown:
+                if unknown.reason != "invalid" or self.keys_settle is None:
+                    raise
+                await self.keys_settle(KEYS_SETTLE_SECONDS)  # a namespace's keys may be arriving
+                key = self.keys.authenticate(request.headers)
         except Unauthorized as refused:
             self.metrics.auth_failures.labels(refused.reason).inc()
             message = {
@@ -237,7 +246,7 @@ class FrontDoor:
     # --- the rest of the API -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
         try:
-            key = self._authenticate(request)
+            key = await self._authenticate(request)
         except BadRequest as bad:
             return bad.response
         allowed = key.may_call if key is not None else None
@@ -247,7 +256,7 @@ class FrontDoor:
     async def model(self, request: Request) -> Response:
         """GET /v1/models/{id}: one model, as the list shows it."""
         try:
-            key = self._authenticate(request)
+            key = await self._authenticate(request)
             allowed = key.may_call if key is not None else None
             state = self._lookup(request.path_params["model"], key)
         except BadRequest as bad:

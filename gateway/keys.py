@@ -9,6 +9,7 @@ about any key (finding a key from its digest is a preimage attack on SHA-256).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -22,7 +23,7 @@ import yaml
 
 from common.callers import bearer_token
 from common.informer import Informer, InformerMetrics, resource_path
-from common.kubeapi import KubeAPI
+from common.kubeapi import ApiError, KubeAPI
 from policies import KEY_LABEL, ApiKey, api_key_of, unique_keys
 from policies import key_digest as digest
 
@@ -154,42 +155,107 @@ def _burst(key: ApiKey) -> float:
 
 
 class KeyWatch:
-    """Secrets labelled as API keys, in every watched namespace, into the ring. Of each Secret only the
+    """Secrets labelled as API keys into the ring, read namespace by namespace. Of each Secret only the
     parsed key (its digest, scope and limits) is kept: the informer never holds a Secret's data. A Secret
-    that is not a usable key is left out, logged once per version with the reason (never with its data)."""
+    that is not a usable key is left out, logged once per version with the reason (never with its data).
+
+    Which namespaces: those of `--namespace` when given, else those whose models the front door knows
+    (`known()`, None until its discovery has synced), followed as models come and go. In each the front door
+    may list Secrets only if the namespace let it: RBAC cannot narrow a list by label, so a cluster-wide
+    grant would let the internet-facing front door read every Secret of the cluster. A namespace's admin
+    applies manifests/tenant/ (the Role hearth-api-keys and its RoleBinding); a namespace without it is
+    refused (403), logged once with that fix, and tried again with the informer's backoff (at most 30 s)."""
 
     def __init__(
         self,
         ring: KeyRing,
         api: KubeAPI,
         namespaces: tuple[str, ...],
-        metrics: InformerMetrics | None = None,
+        metrics: InformerMetrics | None,
+        known: Callable[[], set[str] | None],
+        every: float = 0.5,
     ) -> None:
-        self.ring = ring
+        self.ring, self.api, self.metrics, self.every = ring, api, metrics, every
+        self.fixed = frozenset(namespaces)
+        self.known = known
         self.stores: dict[str, Mapping[str, dict[str, Any]]] = {}
-        self.informers = [
-            Informer(
-                api,
-                resource_path("v1", "secrets", scope),
-                partial(self._changed, scope or "*"),
-                selector=f"{KEY_LABEL}=true",
-                metrics=metrics,
-                resource="secrets",
-                transform=lambda secret: {_PARSED: api_key_of(secret)},
-            )
-            for scope in namespaces or (None,)
-        ]
+        self.watches: dict[str, tuple[Informer, asyncio.Task[None]]] = {}
+        self.refused: set[str] = set()
+        self._reconciled = False
 
     @property
     def synced(self) -> bool:
-        return all(informer.synced.is_set() for informer in self.informers)
+        """Every namespace wanted is read (or refused): until then the front door is not Ready."""
+        return self._reconciled and all(
+            informer.synced.is_set() or namespace in self.refused for namespace, (informer, _) in self.watches.items()
+        )
 
     async def run(self) -> None:
-        await asyncio.gather(*(informer.run() for informer in self.informers))
+        try:
+            while True:
+                self.reconcile()
+                await asyncio.sleep(self.every)
+        finally:
+            for _, task in self.watches.values():
+                task.cancel()
 
-    def _changed(self, scope: str, objects: Mapping[str, dict[str, Any]]) -> None:
-        self.stores[scope] = objects
+    def reconcile(self) -> None:
+        """Starts reading the namespaces newly wanted and stops reading (and forgets the keys of) the others."""
+        wanted = self.fixed or self.known()
+        if wanted is None:
+            return
+        for namespace in sorted(wanted - set(self.watches)):
+            informer = Informer(
+                self.api,
+                resource_path("v1", "secrets", namespace),
+                partial(self._changed, namespace),
+                selector=f"{KEY_LABEL}=true",
+                metrics=self.metrics,
+                resource="secrets",
+                transform=lambda secret: {_PARSED: api_key_of(secret)},
+                on_error=partial(self._failed, namespace),
+            )
+            self.watches[namespace] = (informer, asyncio.get_running_loop().create_task(informer.run()))
+        gone = set(self.watches) - wanted
+        for namespace in gone:
+            self.watches.pop(namespace)[1].cancel()
+            self.stores.pop(namespace, None)
+            self.refused.discard(namespace)
+        if gone:
+            self._publish()
+        self._reconciled = True
+
+    async def settle(self, limit: float) -> None:
+        """Reconciles now, then waits (at most `limit` seconds) for namespaces being read for the first time:
+        a key of a namespace whose first model was applied a moment ago is not refused as unknown."""
+        self.reconcile()
+        pending = [
+            informer.synced.wait()
+            for namespace, (informer, _) in self.watches.items()
+            if not informer.synced.is_set() and namespace not in self.refused
+        ]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pending), limit)
+
+    def _changed(self, namespace: str, objects: Mapping[str, dict[str, Any]]) -> None:
+        self.refused.discard(namespace)
+        self.stores[namespace] = objects
+        self._publish()
+
+    def _publish(self) -> None:
         self.ring.replace([kept[_PARSED] for store in self.stores.values() for kept in store.values()])
+
+    def _failed(self, namespace: str, error: Exception) -> None:
+        if isinstance(error, ApiError) and error.status == 403 and namespace not in self.refused:
+            self.refused.add(namespace)
+            log.warning(
+                "API keys of namespace %s are not read: the front door may not list Secrets there (%s); its "
+                "admin applies manifests/tenant/ in it (kubectl apply -n %s -f manifests/tenant/)",
+                namespace,
+                error.message,
+                namespace,
+            )
 
 
 _PARSED = "apiKey"

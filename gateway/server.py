@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -101,7 +102,7 @@ async def serve(settings: FrontDoorSettings) -> None:
         if api is not None:
             if not settings.trusted_network:
                 keys = KeyRing(on_removed=metrics.forget_key)
-                key_watch = KeyWatch(keys, api, settings.namespaces, watch_metrics)
+                key_watch = KeyWatch(keys, api, settings.namespaces, watch_metrics, _namespaces_of(table, discovery))
                 background.append(asyncio.create_task(key_watch.run()))
             if settings.internal_callers:
                 callers = frozenset(service_account(ref) for ref in settings.internal_callers)
@@ -112,6 +113,8 @@ async def serve(settings: FrontDoorSettings) -> None:
         if keys is None:
             log.warning("no API keys: every caller may call every model (%s)", _why_open(settings))
         door = FrontDoor(settings, table, upstreams, metrics, activator, keys, internal)
+        if key_watch is not None:
+            door.keys_settle = key_watch.settle
 
         async def healthz(request: Request) -> Response:
             if discovery is not None and not discovery.synced:
@@ -172,3 +175,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _namespaces_of(table: ModelTable, discovery: KubeDiscovery | None) -> Callable[[], set[str] | None]:
+    """The namespaces of the models the front door knows; None until its discovery has listed them."""
+
+    def known() -> set[str] | None:
+        if discovery is None or not discovery.synced:
+            return None
+        return {key.split("/", 1)[0] for key in table.models}
+
+    return known

@@ -3,11 +3,16 @@ fake clock). The front door with keys, in process, is in tests/test_auth.py; liv
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.keys import KeyRing, OverLimit, Unauthorized, presented_key
+from common.kubeapi import ApiError
+from gateway.keys import KeyRing, KeyWatch, OverLimit, Unauthorized, presented_key
 from policies import ApiKey, ContractError, api_key_of
 
 KEY = "sk-team-a-0123456789abcdef0123"
@@ -117,3 +122,94 @@ def test_requests_at_once_are_bounded_and_each_place_is_given_back_once() -> Non
     second()
     third()
     assert ring.usage["team-a/ci"].open == 0
+
+
+class SecretsApi:
+    """An apiserver for KeyWatch: key Secrets per namespace, 403 where the namespace did not let the front
+    door read them; watches block until cancelled. Records every path asked for."""
+
+    def __init__(self, secrets: dict[str, list[dict[str, object]]], forbidden: set[str]) -> None:
+        self.secrets, self.forbidden = secrets, forbidden
+        self.paths: list[str] = []
+
+    async def request(self, method: str, path: str, **kwargs: object) -> dict[str, object]:
+        self.paths.append(path)
+        namespace = path.split("/")[4]
+        if namespace in self.forbidden:
+            raise ApiError(403, f'secrets is forbidden: cannot list resource "secrets" in the namespace "{namespace}"')
+        return {"metadata": {"resourceVersion": "1"}, "items": self.secrets.get(namespace, [])}
+
+    @contextlib.asynccontextmanager
+    async def watch(self, path: str, params: object, read_timeout: float) -> AsyncIterator[AsyncIterator[object]]:
+        await asyncio.Event().wait()
+        yield _nothing()  # pragma: no cover - never reached
+
+
+async def _nothing() -> AsyncIterator[object]:
+    return
+    yield  # pragma: no cover
+
+
+def test_keys_are_read_only_in_namespaces_with_models_and_only_where_the_namespace_allows_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The front door could list every Secret of the cluster; now it reads Secrets namespace by namespace,
+    for the namespaces of its models, and a namespace without the Role of manifests/tenant/ is refused,
+    logged with the fix and counted as read (the front door is Ready) while its keys stay unknown."""
+    key_b = "sk-team-b-0123456789abcdef0123"
+    api = SecretsApi({"team-a": [secret()], "team-b": [secret(key_b, "team-b", "web")]}, forbidden={"team-b"})
+    ring = KeyRing()
+    known: set[str] | None = None
+
+    async def scenario() -> tuple[bool, bool, set[str], set[str]]:
+        watch = KeyWatch(ring, api, (), None, lambda: known, every=0.01)  # type: ignore[arg-type]
+        task = asyncio.create_task(watch.run())
+        await asyncio.sleep(0.05)
+        before = watch.synced  # discovery has not listed the models yet: not Ready
+        nonlocal known
+        known = {"team-a", "team-b"}
+        async with asyncio.timeout(5):
+            while not watch.synced:  # noqa: ASYNC110 - several informers' states, not one event
+                await asyncio.sleep(0.01)
+        names = {k.name for k in ring.keys.values()}
+        known = {"team-b"}  # team-a's last model is gone: so are its keys
+        await asyncio.sleep(0.05)
+        after = {k.name for k in ring.keys.values()}
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return before, watch.synced, names, after
+
+    with caplog.at_level(logging.WARNING, logger="hearth.keys"):
+        before, synced, names, after = asyncio.run(scenario())
+    assert not before and synced
+    assert names == {"team-a/ci"} and after == set()
+    assert set(api.paths) == {"/api/v1/namespaces/team-a/secrets", "/api/v1/namespaces/team-b/secrets"}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hearth.keys"]
+    assert len(warnings) == 1 and "kubectl apply -n team-b -f manifests/tenant/" in warnings[0]
+
+
+def test_an_unknown_key_waits_for_a_namespace_being_read_for_the_first_time() -> None:
+    api = SecretsApi({"team-a": [secret()]}, forbidden=set())
+    gate = asyncio.Event()
+    listed = api.request
+
+    async def slow(method: str, path: str, **kwargs: object) -> dict[str, object]:
+        await gate.wait()
+        return await listed(method, path, **kwargs)
+
+    api.request = slow  # type: ignore[method-assign]
+    ring = KeyRing()
+
+    async def scenario() -> bool:
+        watch = KeyWatch(ring, api, (), None, lambda: {"team-a"}, every=60)  # type: ignore[arg-type]
+        settling = asyncio.create_task(watch.settle(5))  # a request with team-a's key, just after its model
+        await asyncio.sleep(0.05)
+        assert not settling.done()  # it waits for team-a's first list
+        gate.set()
+        await settling
+        known = any(k.name == "team-a/ci" for k in ring.keys.values())
+        for _, task in watch.watches.values():
+            task.cancel()
+        return known
+
+    assert asyncio.run(scenario())

@@ -30,6 +30,7 @@ from tests.e2e.conftest import (
     wait_for,
     webhook_runtimes,
 )
+from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -222,7 +223,7 @@ def test_no_request_is_lost_across_three_cycles(cluster: Cluster, namespace: str
     assert (sent, completed) == (30, 30)
 
 
-def test_rbac_is_least_privilege(cluster: Cluster) -> None:
+def test_rbac_is_least_privilege(cluster: Cluster, namespace: str) -> None:
     def can(who: str, *what: str) -> bool:
         result = cluster.kubectl("auth", "can-i", *what, f"--as=system:serviceaccount:hearth-system:{who}", check=False)
         return result.stdout.strip() == "yes"
@@ -239,10 +240,15 @@ def test_rbac_is_least_privilege(cluster: Cluster) -> None:
     assert not can("hearth-scaler", "create", "pods", "-n", "ai")
     assert can("hearth-gateway", "watch", "pods", "-n", "ai")
     assert not can("hearth-gateway", "patch", "deployments", "-n", "ai")
-    # The front door watches key Secrets (labelled; RBAC cannot say so) but never gets one by name or writes.
-    assert can("hearth-gateway", "watch", "secrets", "-n", "ai")
-    assert not can("hearth-gateway", "get", "secrets", "-n", "ai")
-    assert not can("hearth-gateway", "update", "secrets", "-n", "ai")
+    # The front door (facing the internet) reads no Secret cluster-wide; it lists key Secrets (labelled; RBAC
+    # cannot say so) only where a namespace's admin applied manifests/tenant/, and never gets one by name.
+    assert not can("hearth-gateway", "list", "secrets", "--all-namespaces")
+    assert not can("hearth-gateway", "list", "secrets", "-n", namespace)
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "manifests" / "tenant"))
+    assert can("hearth-gateway", "watch", "secrets", "-n", namespace)
+    assert not can("hearth-gateway", "get", "secrets", "-n", namespace)
+    assert not can("hearth-gateway", "update", "secrets", "-n", namespace)
+    assert not can("hearth-gateway", "list", "secrets", "-n", "kube-system")
     assert can("hearth-gateway", "create", "tokenreviews") and can("hearth-scaler", "create", "tokenreviews")
     assert not can("hearth-webhook", "create", "tokenreviews")
     assert can("hearth-webhook", "watch", "inferenceruntimes")
