@@ -41,7 +41,7 @@ ATTEMPTS = 5  # tries of the hub when it cannot be reached or answers 5xx, 2 s a
 SLACK = 1 << 20  # what the client writes beside the files (its metadata), over the listed total
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_RESERVED = (META, ".cache")  # the entry's own records and the client's bookkeeping
+_RESERVED = (META, ".cache")  # the entries' own records and the client's bookkeeping, at any depth
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,7 @@ def _expected(repo: str, sibling: Any, endpoint: str) -> Expected:
         or len(name) > 1024
         or "\\" in name
         or "\0" in name
-        or any(part in ("", ".", "..") for part in parts)
-        or parts[0] in _RESERVED
+        or any(part in ("", ".", "..", *_RESERVED) for part in parts)
     ):
         raise CacheError(f"{repo}: the hub at {endpoint} lists a file {name[:100]!r} outside a model's folder: refused")
     if not isinstance(sibling.size, int) or sibling.size < 0:

@@ -62,9 +62,15 @@ def hub_id(endpoint: str) -> str:
     return f"{host[:60]}-{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}"
 
 
-def cache_key(source: ModelSource, endpoint: str = DEFAULT_ENDPOINT) -> str | None:
-    """The model's folder under the cache root, or None for a source the node cache does not hold."""
-    if source.kind != "huggingface":
+def holds(source: ModelSource) -> bool:
+    """Whether the node cache holds models of this source (hub models, hf://ORG/NAME)."""
+    return source.kind == "huggingface"
+
+
+def cache_key(source: ModelSource, endpoint: str) -> str | None:
+    """The model's folder under the cache root, fetched from the hub at `endpoint` (normalized), or None
+    for a source the node cache does not hold."""
+    if not holds(source):
         return None
     return f"huggingface/{hub_id(endpoint)}/{source.path}"
 

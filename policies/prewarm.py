@@ -16,7 +16,15 @@ from typing import Any
 
 from policies.adoption import model_container
 from policies.annotations import TEMPLATE_WHERE, PodSpec
-from policies.modelcache import CACHED_MODEL, LABEL_VALUE, cache_key, endpoint_of, fetch_container, node_label
+from policies.modelcache import (
+    CACHED_MODEL,
+    LABEL_VALUE,
+    cache_key,
+    endpoint_of,
+    fetch_container,
+    holds,
+    node_label,
+)
 from policies.runtime import InferenceRuntime, Toleration
 
 PREWARM_FOR = "hearth.dev/prewarm-for"  # label of the Jobs and their pods: the Deployment's name
@@ -105,7 +113,7 @@ def prewarm_fetch(deployment: Mapping[str, Any], runtime: InferenceRuntime, spec
     renders it); None for a model the cache does not hold or a runtime without a cache. ContractError for an
     endpoint that is not a plain URL value."""
     source = spec.model
-    if source is None or runtime.spec.cache is None or cache_key(source) is None:
+    if source is None or runtime.spec.cache is None or not holds(source):
         return None
     template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     containers = template.get("containers") or []

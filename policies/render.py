@@ -30,6 +30,7 @@ from policies.modelcache import (
     endpoint_of,
     entry_path,
     fetch_container,
+    holds,
     overlaps,
     prefer_nodes_holding,
 )
@@ -292,7 +293,7 @@ def _fill_model_container(
     caches = {k: user_cache(model, k) for k in source.env if k in HUB_DEFAULTS}
     kept_cache = any(caches.values())  # the user mounts a hub cache already: it is used, not replaced
     runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
-    cached = rt.cache is not None and not kept_cache and cache_key(source) is not None
+    cached = rt.cache is not None and not kept_cache and holds(source)
     endpoint = endpoint_of(runtime_env + _dicts(model, "env"), MODEL_WHERE) if cached else DEFAULT_ENDPOINT
     key = cache_key(source, endpoint) if cached else None
     variables = {
