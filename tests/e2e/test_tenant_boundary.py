@@ -8,6 +8,7 @@ policies) and stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from common.kubeapi import ApiError, KubeAPI
 from devcluster.cluster import Cluster
 from tests.e2e.conftest import get_json
 
@@ -193,3 +195,35 @@ def test_the_scaler_creates_prewarm_jobs_and_nothing_else(cluster: Cluster, name
     assert refused.returncode != 0 and "from Hearth's own image" in refused.stderr
     refused = create(namespace, {"name": "x", "image": cluster.image})
     assert refused.returncode != 0 and "runs Hearth's fetcher alone" in refused.stderr
+
+
+def test_no_exec_attach_or_debug_into_the_fetcher(cluster: Cluster, namespace: str) -> None:
+    """Either would be a root shell over the node's shared cache. The apiserver judges exec and attach
+    before it reaches the kubelet: another container of the same pod passes admission (and then wants the
+    protocol upgrade this plain POST lacks)."""
+    body = fetcher(cluster, namespace)
+    body["spec"]["restartPolicy"] = "Never"
+    body["spec"]["containers"][0]["command"] = ["sleep", "600"]
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(body))
+
+    async def connect(kind: str, container: str) -> ApiError:
+        api = KubeAPI.connect(str(cluster.layout.kubeconfig))
+        try:
+            params = {"container": container, "command": "id", "stdout": "true"}
+            with pytest.raises(ApiError) as refused:
+                await api.request("POST", f"/api/v1/namespaces/{namespace}/pods/tenant-pod/{kind}", params=params)
+            return refused.value
+        finally:
+            await api.aclose()
+
+    for kind in ("exec", "attach"):
+        denied = asyncio.run(connect(kind, "hearth-fetch"))
+        assert denied.status == 403 and "no exec or attach into hearth-fetch" in denied.message, denied
+        passed = asyncio.run(connect(kind, "app"))
+        assert passed.status == 400 and "Upgrade request required" in passed.message, passed
+    debug = {"name": "peek", "image": cluster.image, "command": ["sleep", "5"], "targetContainerName": "hearth-fetch"}
+    patch = json.dumps({"spec": {"ephemeralContainers": [debug]}})
+    result = cluster.kubectl(
+        "patch", "pod", "-n", namespace, "tenant-pod", "--subresource=ephemeralcontainers", "-p", patch, check=False
+    )
+    assert result.returncode != 0 and "no debug container may target hearth-fetch" in result.stderr
