@@ -68,19 +68,19 @@ class Drain:
 
     async def begun(self, limit: float) -> bool:
         """True once the drain has begun; False when `limit` seconds pass first."""
-        try:
-            await asyncio.wait_for(self.started.wait(), limit)
-        except TimeoutError:
-            return False
-        return True
+        return await _set_within(self.started, limit)
 
     async def wait(self, limit: float) -> bool:
         """True once nothing is in flight; False when `limit` seconds pass first."""
-        try:
-            await asyncio.wait_for(self.idle.wait(), limit)
-        except TimeoutError:
-            return False
-        return True
+        return await _set_within(self.idle, limit)
+
+
+async def _set_within(event: asyncio.Event, limit: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), limit)
+    except TimeoutError:
+        return False
+    return True
 
 
 DRAIN_BEGINS_WITHIN = 10.0  # seconds /drained waits for the SIGTERM that begins the drain
