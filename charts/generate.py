@@ -70,6 +70,10 @@ def template(name: str, text: str) -> str:
         text = _replace(text, f"- {{name: HEARTH_SIDECAR_IMAGE, value: {IMAGE}}}", sidecar, name)
     if name == "node-cache-policy.yaml":  # the images the admission policy admits as hearth-fetch
         text = _replace(text, f"  images: {IMAGE}", f"  images: {SIDECAR_VALUE}", name)
+    if name == "network-policies.yaml":  # where Prometheus runs (its pods are admitted by label and namespace)
+        old = "matchLabels: {kubernetes.io/metadata.name: monitoring}"
+        new = "matchLabels: {kubernetes.io/metadata.name: {{ .Values.networkPolicies.prometheusNamespace }}}"
+        text = _replace(text, old, new, name, count=3)
     if name == "node-agent.yaml":
         text = _replace(text, "/var/lib/hearth/models", "{{ .Values.nodeAgent.hostPath }}", name, count=2)
     text = text.replace(f"image: {IMAGE}", f"image: {IMAGE_VALUE}")

@@ -104,6 +104,15 @@ def test_every_value_changes_what_it_names() -> None:
     assert agent["spec"]["template"]["spec"]["volumes"][0]["hostPath"]["path"] == "/mnt/nvme/models"
     assert "--host-path=/mnt/nvme/models" in agent["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not [o for o in rendered("--set", "nodeAgent.enabled=false") if o["kind"] == "DaemonSet"]
+    policies = [o for o in rendered("--set", "networkPolicies.prometheusNamespace=obs") if o["kind"] == "NetworkPolicy"]
+    prometheus = [
+        peer["namespaceSelector"]["matchLabels"]
+        for o in policies
+        for rule in o["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+        if peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "prometheus"}
+    ]
+    assert prometheus == [{"kubernetes.io/metadata.name": "obs"}] * 3  # the front doors, scalers and node agents
     namespaced = [
         o for o in objects if o["kind"] not in ("ClusterRole", "ClusterRoleBinding") and "namespace" in o["metadata"]
     ]

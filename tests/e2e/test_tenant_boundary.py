@@ -89,6 +89,16 @@ def test_no_pod_of_any_namespace_writes_the_node_cache_by_a_host_path(
         assert "hearth-node-cache-host-path" in why and "only read-only" in why
 
 
+def test_a_namespace_the_admin_exempts_may_mount_a_parent_of_the_cache(cluster: Cluster, namespace: str) -> None:
+    """System agents (a driver installer mounting the host's `/`) live in namespaces a cluster admin exempts."""
+    body = mounting("/", read_only=False)
+    body["metadata"]["namespace"] = namespace
+    assert not dry_run(cluster, body)[0]
+    cluster.kubectl("label", "namespace", namespace, "hearth.dev/node-cache-policy=exempt")
+    ok, why = dry_run(cluster, body)
+    assert ok, why
+
+
 @pytest.mark.parametrize(
     ("change", "said"),
     [
