@@ -41,6 +41,9 @@ ATTEMPTS = 5  # tries of the hub when it cannot be reached or answers 5xx, 2 s a
 SLACK = 1 << 20  # what the client writes beside the files (its metadata), over the listed total
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# The listed paths become the client's allow_patterns (fnmatch): a name with a pattern character would let
+# through files of the hub's second listing that were never checked here.
+_PATTERN_CHARACTERS = frozenset("*?[]")
 _RESERVED = (META, ".cache")  # the entries' own records and the client's bookkeeping, at any depth
 
 
@@ -243,8 +246,11 @@ def _expected(repo: str, sibling: Any, endpoint: str) -> Expected:
         or "\\" in name
         or "\0" in name
         or any(part in ("", ".", "..", *_RESERVED) for part in parts)
+        or any(char in _PATTERN_CHARACTERS or ord(char) < 32 for char in name)
     ):
-        raise CacheError(f"{repo}: the hub at {endpoint} lists a file {name[:100]!r} outside a model's folder: refused")
+        raise CacheError(
+            f"{repo}: the hub at {endpoint} lists a file {name[:100]!r} that is not a plain path inside a model's folder: refused"
+        )
     if not isinstance(sibling.size, int) or sibling.size < 0:
         raise CacheError(f"{repo}: the hub at {endpoint} did not report the size of {name}")
     sha256 = sibling.lfs.sha256 if sibling.lfs is not None else None

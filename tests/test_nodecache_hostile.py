@@ -61,7 +61,7 @@ def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, S
     good, evil = Hub(), Hub()
     good.repos["Org/Small"] = load_repo("Org/Small", generate_model(folder / "good" / "Org" / "Small", 2, seed=1))
     evil.repos["Org/Small"] = load_repo("Org/Small", generate_model(folder / "evil" / "Org" / "Small", 2, seed=2))
-    for name in ("BadCommit", "Oversized", "Drip", "Huge", "NoHash", "Escape", "Reserved", "Nested"):
+    for name in ("BadCommit", "Oversized", "Drip", "Huge", "NoHash", "Escape", "Reserved", "Nested", "Glob"):
         evil.repos[f"Evil/{name}"] = load_repo(f"Evil/{name}", generate_model(folder / "evil" / "Evil" / name, 1))
     evil.repos["Evil/BadCommit"].commit = "../../huggingface/Org/Small"
     files = evil.repos["Evil/Oversized"].files
@@ -76,6 +76,7 @@ def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, S
         ("Escape", "../../../Org/Small/config.json"),
         ("Reserved", ".hearth/manifest.json"),
         ("Nested", "original/.hearth/manifest.json"),  # would pass for an entry of its own in the cache's listing
+        ("Glob", "*"),  # as an allow_pattern it would match any name of the hub's second listing
     )
     for repo, name in paths:
         files = evil.repos[f"Evil/{repo}"].files
@@ -155,9 +156,16 @@ def test_a_commit_id_that_is_not_40_hex_is_refused_before_anything_is_written(
 @pytest.mark.parametrize(
     ("repo", "said"),
     [
-        ("Evil/Escape", "lists a file '../../../Org/Small/config.json' outside a model's folder"),
-        ("Evil/Reserved", "lists a file '.hearth/manifest.json' outside a model's folder"),
-        ("Evil/Nested", "lists a file 'original/.hearth/manifest.json' outside a model's folder"),
+        (
+            "Evil/Escape",
+            "lists a file '../../../Org/Small/config.json' that is not a plain path inside a model's folder",
+        ),
+        ("Evil/Reserved", "lists a file '.hearth/manifest.json' that is not a plain path inside a model's folder"),
+        (
+            "Evil/Nested",
+            "lists a file 'original/.hearth/manifest.json' that is not a plain path inside a model's folder",
+        ),
+        ("Evil/Glob", "lists a file '*' that is not a plain path inside a model's folder"),
         ("Evil/NoHash", "gave no hash for config.json; the node cache installs only files it can check"),
         ("Evil/Huge", "needs 10240.00 GiB and the cache's disk has"),
     ],
