@@ -249,7 +249,8 @@ def _expected(repo: str, sibling: Any, endpoint: str) -> Expected:
         or any(char in _PATTERN_CHARACTERS or ord(char) < 32 for char in name)
     ):
         raise CacheError(
-            f"{repo}: the hub at {endpoint} lists a file {name[:100]!r} that is not a plain path inside a model's folder: refused"
+            f"{repo}: the hub at {endpoint} lists a file {name[:100]!r} that is not a plain path inside a model's "
+            "folder: refused"
         )
     if not isinstance(sibling.size, int) or sibling.size < 0:
         raise CacheError(f"{repo}: the hub at {endpoint} did not report the size of {name}")
