@@ -74,3 +74,20 @@ def test_every_shipped_yaml_file_parses() -> None:
     assert len(files) > 30
     for path in files:
         assert list(yaml.safe_load_all(path.read_text())), path
+
+
+def test_the_fetcher_image_the_policy_admits_is_the_one_the_webhook_renders() -> None:
+    """The node cache policy admits hearth-fetch only from the images of the ConfigMap hearth-fetcher-images;
+    the webhook renders it (and the scaler's prewarm Jobs) from HEARTH_SIDECAR_IMAGE: they must agree."""
+    objects = installed()
+    (images,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "hearth-fetcher-images"]
+    admitted = {image.strip() for image in images["data"]["images"].split(",")}
+    rendered = {
+        env["value"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+        for env in c.get("env") or []
+        if env["name"] == "HEARTH_SIDECAR_IMAGE"
+    }
+    assert len(rendered) == 1 and rendered <= admitted
