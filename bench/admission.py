@@ -21,8 +21,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import loadgen, peak_rss_mib, python, run_load, start
+from bench.harness import peak_rss_mib, python, run_load, start
 from certs import issue
+from devcluster.gotools import loadgen
 from hearth.render_cmd import pod_from_deployment
 
 ROOT = Path(__file__).resolve().parent.parent

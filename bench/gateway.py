@@ -31,7 +31,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import cpu_seconds, loadgen
+from bench.harness import cpu_seconds
+from devcluster.gotools import loadgen
 
 MASTER_KEY = "sk-hearth-bench-only"  # LiteLLM refuses to start without one; the others ignore it
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench"

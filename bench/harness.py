@@ -1,11 +1,10 @@
-"""Shared pieces of the benchmarks: the Go load generator, server processes and their CPU and memory."""
+"""Shared pieces of the benchmarks: server processes and their CPU and memory (the Go load generator is
+devcluster.gotools.loadgen, built as the tests' Go tools are)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,35 +15,6 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def loadgen() -> Path:
-    """Build bench/loadgen once into the user's cache, keyed by the source's hash."""
-    return go_tool(HERE / "loadgen")
-
-
-def go_tool(source: Path, package: str = ".") -> Path:
-    """Build the Go program in `source` (a folder with its go.mod; `package` names a required module's
-    command instead of the folder's own) once into the user's cache, keyed by the hash of its sources;
-    later calls return the cached binary."""
-    files = [source / "go.mod", *sorted(source.glob("go.sum")), *sorted(source.glob("*.go"))]
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files) + package.encode()).hexdigest()[:12]
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench"
-    cache = root / f"{source.name}-{digest}"
-    if not cache.exists():
-        go = shutil.which("go")
-        if go is None:
-            raise SystemExit(f"Go is needed to build {source.name} (apt-get install golang, or see go.dev)")
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.name + ".partial")
-        subprocess.run(
-            [go, "build", "-o", str(partial), package],
-            cwd=source,
-            check=True,
-            env={**os.environ, "CGO_ENABLED": "0"},
-        )
-        partial.rename(cache)  # a build cut short never passes for a finished one
-    return cache
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.gateway import Stack
-from bench.harness import loadgen
+from devcluster.gotools import loadgen
 
 BODY = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 8}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from bench.harness import go_tool
+from devcluster.gotools import go_tool
 from hearth.render_cmd import pod_from_deployment
 from policies import InferenceRuntime, runtime_from_object
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from bench.harness import go_tool
+from devcluster.gotools import go_tool
 from tests.support import ROOT
 
 CHART = ROOT / "charts" / "hearth"

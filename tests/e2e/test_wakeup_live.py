@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import loadgen
 from devcluster.cluster import Cluster
+from devcluster.gotools import loadgen
 from devcluster.models import simulated_model
 from tests.e2e.conftest import MESSAGES, apply, expected, phase, ready_pods, replicas, wait_for
 from tests.e2e.test_scaling import lease_holder, stream_text
