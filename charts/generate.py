@@ -68,8 +68,9 @@ def template(name: str, text: str) -> str:
     if name in ("webhook-deployment.yaml", "scaler.yaml"):  # the sidecar's image; the scaler's prewarm Jobs too
         sidecar = f"- name: HEARTH_SIDECAR_IMAGE\n          value: {SIDECAR_VALUE}"
         text = _replace(text, f"- {{name: HEARTH_SIDECAR_IMAGE, value: {IMAGE}}}", sidecar, name)
-    if name == "node-cache-policy.yaml":  # the images the admission policy admits as hearth-fetch
+    if name == "node-cache-policy.yaml":  # the images it admits as hearth-fetch, and the cache it guards
         text = _replace(text, f"  images: {IMAGE}", f"  images: {SIDECAR_VALUE}", name)
+        text = _replace(text, "'/var/lib/hearth/models'.split", "'{{ .Values.nodeAgent.hostPath }}'.split", name)
     if name == "network-policies.yaml":  # where Prometheus runs (its pods are admitted by label and namespace)
         old = "matchLabels: {kubernetes.io/metadata.name: monitoring}"
         new = "matchLabels: {kubernetes.io/metadata.name: {{ .Values.networkPolicies.prometheusNamespace }}}"

@@ -91,3 +91,15 @@ def test_the_fetcher_image_the_policy_admits_is_the_one_the_webhook_renders() ->
         if env["name"] == "HEARTH_SIDECAR_IMAGE"
     }
     assert len(rendered) == 1 and rendered <= admitted
+
+
+def test_no_admission_policy_can_refuse_every_pod_while_its_param_is_unresolved() -> None:
+    """A policy's param that cannot be resolved fails the policy, and a param of a custom resource is not
+    resolved while the apiserver starts: the node cache policy once refused every pod of the cluster then.
+    Params are core objects only, and a policy with one applies only to Hearth's own pods and callers."""
+    policies = [o for o in installed() if o["kind"] == "ValidatingAdmissionPolicy"]
+    with_params = [p for p in policies if "paramKind" in p["spec"]]
+    assert with_params, "the fetcher's image list is a param"
+    for policy in with_params:
+        assert policy["spec"]["paramKind"]["apiVersion"] == "v1", policy["metadata"]["name"]
+        assert policy["spec"].get("matchConditions"), policy["metadata"]["name"]
