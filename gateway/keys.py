@@ -181,6 +181,7 @@ class KeyWatch:
         self.stores: dict[str, Mapping[str, dict[str, Any]]] = {}
         self.watches: dict[str, tuple[Informer, asyncio.Task[None]]] = {}
         self.refused: set[str] = set()
+        self.begun: dict[str, float] = {}  # when each namespace's reading began (monotonic)
         self._reconciled = False
 
     @property
@@ -216,27 +217,36 @@ class KeyWatch:
                 on_error=partial(self._failed, namespace),
             )
             self.watches[namespace] = (informer, asyncio.get_running_loop().create_task(informer.run()))
+            self.begun[namespace] = time.monotonic()
         gone = set(self.watches) - wanted
         for namespace in gone:
             self.watches.pop(namespace)[1].cancel()
             self.stores.pop(namespace, None)
             self.refused.discard(namespace)
+            self.begun.pop(namespace, None)
         if gone:
             self._publish()
         self._reconciled = True
 
     async def settle(self, limit: float) -> None:
-        """Reconciles now, then waits (at most `limit` seconds) for namespaces being read for the first time:
-        a key of a namespace whose first model was applied a moment ago is not refused as unknown."""
+        """Reconciles now, then waits (at most `limit` seconds) for namespaces whose reading began less than
+        SETTLE_WINDOW seconds ago and has not listed yet: a key of a namespace whose first model was applied a
+        moment ago is not refused as unknown. (A namespace whose list keeps failing delays no one for long:
+        unknown keys are what an attacker sends.)"""
         self.reconcile()
-        pending = [
-            informer.synced.wait()
-            for namespace, (informer, _) in self.watches.items()
-            if not informer.synced.is_set() and namespace not in self.refused
-        ]
+        pending = [self.watches[namespace][0].synced.wait() for namespace in self.arriving()]
         if pending:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*pending), limit)
+
+    def arriving(self) -> list[str]:
+        """The namespaces whose reading began less than SETTLE_WINDOW seconds ago and has not listed yet."""
+        recent = time.monotonic() - SETTLE_WINDOW
+        return [
+            namespace
+            for namespace, (informer, _) in self.watches.items()
+            if not informer.synced.is_set() and namespace not in self.refused and self.begun[namespace] > recent
+        ]
 
     def _changed(self, namespace: str, objects: Mapping[str, dict[str, Any]]) -> None:
         self.refused.discard(namespace)
@@ -259,3 +269,4 @@ class KeyWatch:
 
 
 _PARSED = "apiKey"
+SETTLE_WINDOW = 10.0  # seconds after a namespace's reading began during which an unknown key waits for it

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.kubeapi import ApiError
-from gateway.keys import KeyRing, KeyWatch, OverLimit, Unauthorized, presented_key
+from gateway.keys import SETTLE_WINDOW, KeyRing, KeyWatch, OverLimit, Unauthorized, presented_key
 from policies import ApiKey, ContractError, api_key_of
 
 KEY = "sk-team-a-0123456789abcdef0123"
@@ -213,3 +213,27 @@ def test_an_unknown_key_waits_for_a_namespace_being_read_for_the_first_time() ->
         return known
 
     assert asyncio.run(scenario())
+
+
+def test_a_namespace_whose_first_list_hangs_delays_unknown_keys_only_at_first() -> None:
+    """Unknown keys are what an attacker sends: past the window, a namespace that never lists delays none."""
+    api = SecretsApi({}, forbidden=set())
+
+    async def never(method: str, path: str, **kwargs: object) -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    api.request = never  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        watch = KeyWatch(KeyRing(), api, (), None, lambda: {"team-a"}, every=60)  # type: ignore[arg-type]
+        watch.reconcile()
+        at_first = watch.arriving()
+        watch.begun["team-a"] -= SETTLE_WINDOW  # as if it began that long ago
+        later = watch.arriving()
+        await watch.settle(60)  # returns at once: nothing to wait for
+        for _, task in watch.watches.values():
+            task.cancel()
+        return at_first, later
+
+    assert asyncio.run(scenario()) == (["team-a"], [])
