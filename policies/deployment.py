@@ -30,7 +30,13 @@ from policies.errors import Collector, ContractError, Problem
 from policies.modelcache import CACHED_MODEL
 from policies.modelsource import PVC_MOUNT, ModelSource
 from policies.patch import json_copy
-from policies.render import PLACEHOLDER_IMAGE, RenderSettings, render_pod, reserved_volume_problems
+from policies.render import (
+    PLACEHOLDER_IMAGE,
+    RenderSettings,
+    cache_path_problems,
+    render_pod,
+    reserved_volume_problems,
+)
 from policies.runtime import InferenceRuntime
 from policies.selection import select_runtime
 
@@ -66,6 +72,7 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
     except ContractError as exc:
         errors.problems.extend(exc.problems)
     errors.problems.extend(reserved_volume_problems(template.get("spec"), "spec.template.spec"))
+    errors.problems.extend(cache_path_problems(template.get("spec"), _cache_paths(runtimes or ())))
     labels = _str_map(template_meta.get("labels"))
     if labels.get(ENABLED_LABEL) != "true":
         errors.add(
@@ -231,8 +238,13 @@ def render_for_pod(
             ]
         )
     runtime = None if spec.model is None else select_runtime(spec, runtimes, where=POD_WHERE)
-    caches = sorted({r.spec.cache.host_path for r in runtimes if r.spec.cache is not None})
+    caches = _cache_paths(runtimes)
     return render_pod(dict(pod), runtime, spec, served, settings, accelerator_resources(runtimes), caches)
+
+
+def _cache_paths(runtimes: Sequence[InferenceRuntime]) -> list[str]:
+    """The node caches' host paths of the runtimes, which no template may mount by a host path of its own."""
+    return sorted({r.spec.cache.host_path for r in runtimes if r.spec.cache is not None})
 
 
 def deployment_name_of(pod: Mapping[str, Any]) -> str | None:

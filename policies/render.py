@@ -352,10 +352,17 @@ MODEL_WHERE = "spec.template.spec.containers[model]"
 
 
 def _refuse_cache_host_paths(pod_spec: Obj, caches: Iterable[str]) -> None:
+    problems = cache_path_problems(pod_spec, caches)
+    if problems:
+        raise ContractError(problems)
+
+
+def cache_path_problems(pod_spec: object, caches: Iterable[str]) -> list[Problem]:
     """A pod may not mount a node cache (or a folder around it) by a host path of its own, in either mode:
     it would write into the models every other pod of the node loads. (The manifests' admission policy
-    hearth-node-cache-writers holds the same line for pods that never reach this webhook.)"""
+    hearth-node-cache-host-path holds the same line for pods that never reach this webhook.)"""
     problems = []
+    caches = list(caches)
     for index, volume in enumerate(_dicts(pod_spec, "volumes")):
         path = (volume.get("hostPath") or {}).get("path")
         if volume.get("name") == CACHE_VOLUME or not isinstance(path, str) or not path:
@@ -371,8 +378,7 @@ def _refuse_cache_host_paths(pod_spec: Obj, caches: Iterable[str]) -> None:
                     )
                 )
                 break
-    if problems:
-        raise ContractError(problems)
+    return problems
 
 
 def _fetcher(model: Obj, source: ModelSource, endpoint: str, settings: RenderSettings) -> Obj:

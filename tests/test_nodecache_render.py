@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from policies import RenderSettings, render_for_pod, start_failure
+from policies import RenderSettings, render_for_pod, start_failure, validate_deployment
 from policies.errors import ContractError
 from policies.modelcache import CACHED_MODEL, hub_id, node_label
 from policies.objects import published_failure
@@ -127,6 +127,16 @@ def test_a_pod_may_not_mount_the_node_cache_by_a_host_path_of_its_own(path: str,
     with pytest.raises(ContractError, match="overlaps the node's model cache"):
         render(deployment(model, volumes=volumes, **({} if model else keep)))
     render(deployment(model, volumes=[{"name": "other", "hostPath": {"path": "/var/lib/hearth-other"}}], **keep))
+
+
+def test_a_template_mounting_the_cache_is_refused_at_apply_in_keep_mode_too() -> None:
+    """Not only when its pods are created: `kubectl apply` of the Deployment says so."""
+    volumes = [{"name": "x", "hostPath": {"path": "//var/lib"}}]
+    keep = deployment(None, container={"image": "my/server:1"}, volumes=volumes)
+    keep["spec"]["template"]["metadata"]["labels"]["hearth.dev/enabled"] = "true"
+    with pytest.raises(ContractError, match=r"volumes\[0\].hostPath.path is \"//var/lib\": overlaps the node"):
+        validate_deployment(keep, [runtime()])
+    validate_deployment(keep, [runtime(cache=False)])  # no runtime with a cache: nothing to guard
 
 
 def test_the_cache_entry_is_bound_to_the_hub_it_is_fetched_from() -> None:
