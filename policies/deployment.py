@@ -27,7 +27,7 @@ from policies.annotations import (
     parse_scale,
 )
 from policies.errors import Collector, ContractError, Problem
-from policies.modelcache import CACHED_MODEL
+from policies.modelcache import CACHED_MODEL, endpoint_of, holds
 from policies.modelsource import PVC_MOUNT, ModelSource
 from policies.patch import json_copy
 from policies.render import (
@@ -72,7 +72,8 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
     except ContractError as exc:
         errors.problems.extend(exc.problems)
     errors.problems.extend(reserved_volume_problems(template.get("spec"), "spec.template.spec"))
-    errors.problems.extend(cache_path_problems(template.get("spec"), _cache_paths(runtimes or ())))
+    model = next((c for c in containers if c.get("name") == model_name), {})
+    errors.problems.extend(_node_cache_problems(template.get("spec"), model, pod, runtimes or ()))
     labels = _str_map(template_meta.get("labels"))
     if labels.get(ENABLED_LABEL) != "true":
         errors.add(
@@ -90,12 +91,28 @@ def validate_deployment(obj: Mapping[str, Any], runtimes: Sequence[InferenceRunt
             f"{PREFIX}scale-down-delay is {scale.scale_down_delay:g}s: a model restart costs minutes, so a delay "
             "this short trades accelerator-hours for frequent cold starts"
         )
-    model = next(c for c in containers if c.get("name") == model_name)
     if pod.model is None:
         warnings.extend(_keep_warnings(model, pod, str(meta.get("name") or "")))
     else:
         warnings.extend(_render_warnings(model, pod, pod.model, runtimes))
     return Verdict(scale=scale, pod=pod, warnings=tuple(warnings))
+
+
+def _node_cache_problems(
+    pod_spec: object, model: Mapping[str, Any], pod: PodSpec | None, runtimes: Sequence[InferenceRuntime]
+) -> list[Problem]:
+    """Said at apply, not only when the pods are refused: a host path over a node cache (either mode), and
+    a hub endpoint that is not a plain URL value for a model the cache would hold (its entry is bound to
+    the endpoint when the pod is created)."""
+    caches = _cache_paths(runtimes)
+    problems = cache_path_problems(pod_spec, caches)
+    if caches and pod is not None and pod.model is not None and holds(pod.model):
+        env = [e for e in model.get("env") or [] if isinstance(e, Mapping)]
+        try:
+            endpoint_of(env, f"spec.template.spec.containers[{model.get('name')}]")
+        except ContractError as exc:
+            problems.extend(exc.problems)
+    return problems
 
 
 def _keep_warnings(model: Mapping[str, Any], pod: PodSpec, deployment: str) -> list[str]:

@@ -154,6 +154,10 @@ def test_the_cache_entry_is_bound_to_the_hub_it_is_fetched_from() -> None:
     hidden = {"container": {"env": [{"name": "HF_ENDPOINT", "valueFrom": {"secretKeyRef": {"name": "s", "key": "e"}}}]}}
     with pytest.raises(ContractError, match="the hub endpoint must be a plain value"):
         render(deployment(**hidden))  # type: ignore[arg-type]
+    applied = deployment(**hidden)  # type: ignore[arg-type]
+    applied["spec"]["template"]["metadata"]["labels"]["hearth.dev/enabled"] = "true"
+    with pytest.raises(ContractError, match="the hub endpoint must be a plain value"):
+        validate_deployment(applied, [runtime()])  # said at kubectl apply already
     odd = {"container": {"env": [{"name": "HF_ENDPOINT", "value": "https://user:pw@hub?x=1"}]}}
     with pytest.raises(ContractError, match=r"must be an http\(s\) URL"):
         render(deployment(**odd))  # type: ignore[arg-type]
