@@ -235,7 +235,7 @@ def fetch_container(
     """The container that puts a model into the node's cache (or finds it there): Hearth's image, the hub
     `endpoint` as an argument, the token and timeouts among `env` and `env_from` (fetcher_env), the cache
     mounted writable (only here). Root, because the kubelet creates the host folder as root; no capability.
-    The manifests' admission policy (hearth-node-cache-writers) admits exactly this shape."""
+    The manifests' admission policy hearth-node-cache-fetcher admits exactly this shape."""
     return {
         "name": FETCH_CONTAINER,
         "image": image,
