@@ -20,6 +20,7 @@ from policies.annotations import (
 from policies.annotations import (
     RENDER_ONLY as RENDER_ONLY_KEYS,
 )
+from policies.capacity import Capacity, capacity, fits, pod_needs, slim_node, slim_pod
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of, unique_keys
@@ -126,6 +127,7 @@ __all__ = [
     "TEMPLATE_WHERE",
     "ApiKey",
     "CacheEntry",
+    "Capacity",
     "Claimant",
     "Collector",
     "ContractError",
@@ -146,6 +148,7 @@ __all__ = [
     "assign_names",
     "backend_of",
     "cache_key",
+    "capacity",
     "claimant_of",
     "condition",
     "deployment_name_of",
@@ -153,6 +156,7 @@ __all__ = [
     "duration_seconds",
     "evictions",
     "files_to_fetch",
+    "fits",
     "format_duration",
     "hub_id",
     "is_ready",
@@ -171,6 +175,7 @@ __all__ = [
     "parse_stamp",
     "phase",
     "phase_since",
+    "pod_needs",
     "prewarm_fetch",
     "prewarm_job",
     "prewarm_job_name",
@@ -186,6 +191,8 @@ __all__ = [
     "select_runtime",
     "served_names_of",
     "sidecar_url",
+    "slim_node",
+    "slim_pod",
     "squatting_warnings",
     "stamp_of",
     "start_failure",

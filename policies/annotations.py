@@ -66,6 +66,13 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("queue-size", "deployment", "100", "Requests held per model while it has no ready pod; beyond it: 429."),
     Key(
+        "priority",
+        "deployment",
+        "0",
+        "0 to 1000. When accelerators run out, a waking model may retire idle replicas of models of the same "
+        "or lower priority, never of a higher one.",
+    ),
+    Key(
         "model",
         "template",
         "(none: keep mode)",
@@ -130,6 +137,7 @@ class ScaleSpec:
     activation_timeout: float = 600.0
     queue_size: int = 100
     prewarm: int = 0  # nodes to hold the model in their cache (PREWARM_ALL: every node that could run it)
+    priority: int = 0  # who yields accelerators to whom (scaler.packing)
 
 
 @dataclass(frozen=True)
@@ -253,6 +261,8 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
         )
     if "queue-size" in raw:
         values["queue_size"] = whole_number(errors, at("queue-size"), raw["queue-size"], 0, 100_000, 100)
+    if "priority" in raw:
+        values["priority"] = whole_number(errors, at("priority"), raw["priority"], 0, 1000, 100)
     if "prewarm" in raw:
         flag = raw["prewarm"].strip()
         if flag in ("true", "false"):

@@ -19,14 +19,17 @@ class KubeWriter:
         self.api = api
         self.identity = identity
 
-    async def scale(self, namespace: str, name: str, replicas: int, attempts: int = 3) -> int | None:
+    async def scale(
+        self, namespace: str, name: str, replicas: int, attempts: int = 3, expect: int | None = None
+    ) -> int | None:
         """Write replicas through the scale subresource with optimistic concurrency, retrying conflicts.
-        Returns the replicas it replaced (None when it gave up)."""
+        Returns the replicas it replaced (None when it gave up). With `expect`, writes only over that count
+        (and returns what it found otherwise)."""
         path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
         for _ in range(attempts):
             scale = await self.api.get(path)
             before = int((scale.get("spec") or {}).get("replicas") or 0)
-            if before == replicas:
+            if before == replicas or (expect is not None and before != expect):
                 return before
             body = {
                 "apiVersion": "autoscaling/v1",

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.accelerators import AcceleratorView
 from policies import (
     DEGRADED,
     PHASE_LABEL,
@@ -33,6 +34,7 @@ from scaler.leader import LeaderElector
 from scaler.metrics import ScalerMetrics
 from scaler.names import NameRecord
 from scaler.prewarm import Prewarmer
+from scaler.room import RoomMaker, Usage
 from scaler.view import ClusterView
 
 log = logging.getLogger("hearth.scaler")
@@ -49,6 +51,7 @@ class ModelMemory:
     runtime: str | None = None
     last_status: dict[str, Any] | None = None
     since: str | None = None  # when the phase last changed, as the condition says
+    last_used: float | None = None  # when a tick last saw a request held, in flight or started
 
 
 class Scaler:
@@ -62,6 +65,8 @@ class Scaler:
         clock: Any = time.monotonic,
         names: NameRecord | None = None,
         prewarmer: Prewarmer | None = None,
+        accelerators: AcceleratorView | None = None,
+        room: RoomMaker | None = None,
     ) -> None:
         self.view = view
         self.collector = collector
@@ -71,6 +76,8 @@ class Scaler:
         self.clock = clock
         self.names = names
         self.prewarmer = prewarmer
+        self.accelerators = accelerators
+        self.room = room
         self.models: dict[str, ModelMemory] = {}
         self._lock = asyncio.Lock()
         self._reports: set[asyncio.Task[None]] = set()
@@ -93,6 +100,7 @@ class Scaler:
                 except Exception as exc:
                     self.metrics.failures.labels("model").inc()
                     log.warning("scaling %s failed: %s", key, exc)
+            await self._make_room(deployments, pods, demand)
             for gone in [k for k in self.models if k not in self.view.deployments]:
                 del self.models[gone]
                 self.metrics.forget(gone)
@@ -103,6 +111,29 @@ class Scaler:
                     self.metrics.failures.labels("names").inc()
                     log.warning("recording model names failed: %s", exc)
             self.metrics.tick.observe(self.clock() - started)
+
+    async def _make_room(
+        self, deployments: dict[str, dict[str, Any]], pods: dict[str, list[dict[str, Any]]], demand: dict[str, Demand]
+    ) -> None:
+        """Retire idle replicas of other models for model pods that cannot be placed (scaler.room)."""
+        if self.room is None or self.accelerators is None or not self.accelerators.synced:
+            return
+        now = self.clock()
+        usage: dict[str, Usage] = {}
+        for key, deployment in deployments.items():
+            state = self.models.setdefault(key, ModelMemory())
+            last = state.last_used if state.last_used is not None else now
+            usage[key] = Usage(
+                deployment, pods[key], demand.get(key, Demand()), now - last, self._current(key, deployment)
+            )
+        try:
+            _, written = await self.room.run(self.accelerators.capacity(), usage)
+        except Exception as exc:
+            self.metrics.failures.labels("room").inc()
+            log.warning("making room failed: %s", exc)
+            return
+        for key, replicas in written.items():
+            self.models[key].written = (replicas, now)
 
     async def activate(self, key: str, pushed_at: float) -> None:
         """A front door's push for a model at zero: one replica at once, without waiting for a tick or
@@ -158,6 +189,10 @@ class Scaler:
         state = self.models.setdefault(key, ModelMemory())
         spec: ScaleSpec = scale_of(deployment)
         current = self._current(key, deployment)
+        if state.last_used is None or seen.total > 0 or seen.started > 0:
+            state.last_used = (
+                self.clock()
+            )  # a model first seen counts as just used: no retirement on a new leader's word
         observation = Observation(
             demand=seen.total,
             busy_pods=seen.busy_pods,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -34,6 +35,26 @@ class ScalerMetrics:
             ["model", "state"],
             registry=registry,
         )
+        self.accelerators = Gauge(
+            "hearth_accelerators",
+            "Accelerators per node and resource, by state: free; idle (held by an idle Hearth replica that may "
+            "be retired to make room); busy (held by a Hearth replica that may not); other (pods Hearth does not "
+            "scale).",
+            ["resource", "node", "state"],
+            registry=registry,
+        )
+        self.retirements = Counter(
+            "hearth_scaler_retirements",
+            "Idle replicas retired to make room for a waking model, by the accelerator they freed.",
+            ["resource"],
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "hearth_scaler_pods_waiting_for_accelerators",
+            "Model pods that cannot be placed and for which no room can be made now.",
+            ["model"],
+            registry=registry,
+        )
         self.failures = Counter("hearth_scaler_errors", "Failed calls, by what failed.", ["what"], registry=registry)
         self.tick = Histogram(
             "hearth_scaler_tick_seconds",
@@ -49,9 +70,13 @@ class ScalerMetrics:
         )
 
     def forget(self, model: str) -> None:
-        for metric in (self.demand, self.desired, self.sidecars_answering):
+        for metric in (self.demand, self.desired, self.sidecars_answering, self.waiting):
             with contextlib.suppress(KeyError):
                 metric.remove(model)
+
+    def set_waiting(self, waiting: Mapping[str, int], models: Iterable[str]) -> None:
+        for model in models:
+            self.waiting.labels(model).set(waiting.get(model, 0))
 
     def forget_prewarm(self, model: str) -> None:
         for state in ("warm", "fetching", "failed"):

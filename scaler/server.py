@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.accelerators import AcceleratorView
 from common.callers import CallerCheck, CallerToken, NotAllowed, service_account
 from common.informer import InformerMetrics
 from common.kube import own_namespace
@@ -27,6 +28,7 @@ from scaler.loop import Scaler
 from scaler.metrics import ScalerMetrics
 from scaler.names import NameRecord
 from scaler.prewarm import Prewarmer
+from scaler.room import RoomMaker
 from scaler.settings import ScalerSettings
 from scaler.view import ClusterView
 
@@ -89,6 +91,7 @@ async def serve(settings: ScalerSettings) -> None:
     watch_metrics = InformerMetrics(registry)
     api = KubeAPI.connect(str(settings.kubeconfig) if settings.kubeconfig else None, settings.in_cluster or None)
     view = ClusterView(api, watch_metrics)
+    accelerators = AcceleratorView(api, watch_metrics)
     elector = LeaderElector(LeaseApi(api), settings.identity, settings.lease)
     front_doors = Peers(
         settings.gateway_urls,
@@ -117,6 +120,8 @@ async def serve(settings: ScalerSettings) -> None:
             metrics,
             names=NameRecord(api, settings.names_namespace or own_namespace()),
             prewarmer=prewarmer,
+            accelerators=accelerators,
+            room=RoomMaker(writer, metrics, settings.rules, time.monotonic) if settings.swaps_per_minute else None,
         )
 
         async def ticks() -> None:
@@ -139,7 +144,7 @@ async def serve(settings: ScalerSettings) -> None:
                     log.warning("prewarm pass failed: %s", exc)
                 await asyncio.sleep(settings.prewarm_interval)
 
-        loops = (view.run(), front_doors.run(), elector.run(), ticks(), prewarms())
+        loops = (view.run(), accelerators.run(), front_doors.run(), elector.run(), ticks(), prewarms())
         tasks = [asyncio.create_task(c) for c in loops]
         config = uvicorn.Config(
             create_app(scaler, registry, callers),

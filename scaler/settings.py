@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.callers import ServiceAccountRef
 from common.flags import BaseURL, Duration
+from scaler.packing import Rules
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,29 @@ class ScalerSettings(BaseModel):
         json_schema_extra={"env": "HEARTH_SIDECAR_IMAGE"},
     )
     prewarm_interval: Duration = Field(5.0, gt=0, description="time between prewarm passes (hearth.dev/prewarm)")
+    swaps_per_minute: int = Field(
+        6,
+        ge=0,
+        le=1000,
+        description="most idle replicas retired per accelerator resource per minute to make room for a waking "
+        "model (0: never make room; pods wait for an idle model's scale-down-delay)",
+    )
+    retire_grace: Duration = Field(
+        30.0, ge=0, description="a replica is retired only after its model is idle this long"
+    )
+    min_residency: Duration = Field(
+        120.0, ge=0, description="a replica is retired only after it has been up this long (no thrashing)"
+    )
     log_level: str = Field("info", json_schema_extra={"flag": False})
 
     @model_validator(mode="after")
     def _lease_timings(self) -> ScalerSettings:
         self.lease  # noqa: B018 - LeaseSettings checks retry-period < renew-deadline < lease-duration
         return self
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(grace=self.retire_grace, residency=self.min_residency, swaps_per_minute=self.swaps_per_minute)
 
     @property
     def lease(self) -> LeaseSettings:
