@@ -42,6 +42,7 @@ from policies import ENABLED_LABEL, KEY_LABEL, SHIPPED_IMAGE, hub_id, is_ready
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
+DEV_ROOM_ARGS = ("--retire-grace=3s", "--min-residency=10s")  # the shipped defaults: 30s and 2m
 # The local hub's models (MiB): generated stand-ins under the name every simulated Deployment uses, a
 # gated one, and small ones of their own for the model-cache tests (each node keeps what it fetched).
 HUB_MODELS = {"Qwen/Qwen3-8B": 256, "hearth-dev/gated-model": 2} | {
@@ -322,7 +323,8 @@ class Cluster:
 
     # --- Hearth, as users install it ---------------------------------------------------------
     def overlay(self, image: Image) -> Path:
-        """The local overlay of manifests/: the image built here, and the webhook's caBundle. Nothing else."""
+        """The local overlay of manifests/: the image built here, the webhook's caBundle, and a scaler that
+        makes room for a waking model after seconds of idleness (DEV_ROOM_ARGS). Nothing else."""
         folder = self.layout.state / "overlay"
         folder.mkdir(parents=True, exist_ok=True)
         name, tag = image.ref.rsplit(":", 1)
@@ -345,6 +347,9 @@ class Cluster:
             meta = {"name": deployment, "namespace": HEARTH_NAMESPACE}
             body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
             patches.append({"patch": yaml.safe_dump(body)})
+        # Making room in seconds, not minutes, so that the demo and the tests show it (scaler.packing).
+        quick = [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a} for a in DEV_ROOM_ARGS]
+        patches.append({"target": {"kind": "Deployment", "name": "hearth-scaler"}, "patch": yaml.safe_dump(quick)})
         fetcher = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"images": image.ref}}
         fetcher["metadata"] = {"name": "hearth-fetcher-images", "namespace": HEARTH_NAMESPACE}
         patches.append({"patch": yaml.safe_dump(fetcher)})  # the image the node cache policy admits

@@ -314,10 +314,13 @@ def _fill_model_container(
     ports = [p for p in model.get("ports") or [] if p.get("containerPort") != port and p.get("name") != "runtime"]
     model["ports"] = [{"name": "runtime", "containerPort": port, "protocol": "TCP"}, *ports]
     resources = model.setdefault("resources", {})
+    # The runtime's CPU and memory fill only what the container says nothing of: a Deployment that sets a
+    # memory limit alone gets no runtime request above it (request = limit, as Kubernetes defaults it).
+    own = {str(name) for section in resources.values() if isinstance(section, dict) for name in section}
     for section, values in (rt.container.resources or {}).items():
-        resources.setdefault(section, {})
         for name, value in values.items():
-            resources[section].setdefault(name, value)
+            if name not in own:
+                resources.setdefault(section, {})[name] = value
     count = str(spec.accelerators)
     resources.setdefault("limits", {})[rt.accelerator.resource] = count
     resources.setdefault("requests", {})[rt.accelerator.resource] = count

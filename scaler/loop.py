@@ -133,7 +133,10 @@ class Scaler:
             log.warning("making room failed: %s", exc)
             return
         for key, replicas in written.items():
+            # The retirement closes the model's past demand: its short window must not wake it again (a
+            # new request does).
             self.models[key].written = (replicas, now)
+            self.models[key].memory = Memory()
 
     async def activate(self, key: str, pushed_at: float) -> None:
         """A front door's push for a model at zero: one replica at once, without waiting for a tick or

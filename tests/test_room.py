@@ -76,7 +76,9 @@ def wake_fifth(view: View, collector: Collector) -> None:
 
 def uses(collector: Collector, model: str, ip: str, in_flight: int = 1) -> None:
     url = f"http://{ip}:8090"
-    collector.demand[f"ns/{model}"] = Demand(sidecar_in_flight=in_flight, per_pod={url: in_flight}, busy_pods=1)
+    collector.demand[f"ns/{model}"] = Demand(
+        sidecar_in_flight=in_flight, per_pod={url: in_flight}, busy_pods=1, started=1, busy_seconds=1.0, interval=1.0
+    )
 
 
 def scale_writes(writer: Writer) -> list[tuple[str, int]]:
@@ -98,8 +100,8 @@ def test_a_waking_model_on_a_full_pool_retires_the_least_recently_used_idle_mode
             uses(collector, name, f"10.0.0.{int(name[1]) + 1}")
             clock.now += 5
             await scaler.tick()
-        for j in range(4):
-            collector.demand[f"ns/m{j}"] = Demand(per_pod={f"http://10.0.0.{j + 1}:8090": 0})
+        for j in range(4):  # idle since: the front doors' windows (1 h delay: a 6 min short window) remember
+            collector.demand[f"ns/m{j}"] = Demand(per_pod={f"http://10.0.0.{j + 1}:8090": 0}, interval=1.0)
         clock.now += 10
         wake_fifth(view, collector)
         await scaler.tick()  # m2 was last used 25 s ago: inside the 30 s grace, nobody yields
@@ -115,9 +117,14 @@ def test_a_waking_model_on_a_full_pool_retires_the_least_recently_used_idle_mode
     assert ("fifth", "MadeRoom", "Made room on gpu-0: retired 1 replica of ns/m2, idle 45s") in events
     assert metric(metrics, "hearth_scaler_retirements_total", {"resource": GPU}) == 1
 
-    async def again() -> None:  # the watch has not shown m0's pod going yet: room is on its way
+    async def again() -> None:
         clock.now += 1
-        await scaler.tick()
+        await scaler.tick()  # the watch has not shown m2's pod going yet: room is on its way
+        del view.pods["ns/m2-pod"]
+        view.pods["ns/fifth-pod"]["spec"]["nodeName"] = "gpu-0"
+        for _ in range(3):
+            clock.now += 1
+            await scaler.tick()  # m2's past demand, in its short window, does not wake it again
 
     asyncio.run(again())
     assert scale_writes(writer) == [("m2", 0)]

@@ -129,8 +129,11 @@ def exec_in(cluster: Cluster, namespace: str, pod: dict[str, Any], container: st
 def test_a_real_vllm_runtime_renders_a_pod_the_kubelet_accepts(cluster: Cluster, namespace: str) -> None:
     """vllm/vllm-openai cannot be pulled here (no registry), but everything before the pull is real: the
     scheduler honours the GPU toleration and limit, the kubelet mounts every volume of the rendered pod
-    (it does so before pulling) and then reports the pull, not a spec error."""
-    apply(cluster, deployment(namespace, **{"hearth.dev/runtime": "vllm-nvidia"}))
+    (it does so before pulling) and then reports the pull, not a spec error. The runtime asks for 4 CPUs
+    and 32Gi, more than a dev node has: the Deployment's own values replace them, as a user's would."""
+    small = deployment(namespace, **{"hearth.dev/runtime": "vllm-nvidia"})
+    small["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    apply(cluster, small)
 
     def pulling() -> dict[str, Any] | None:
         for pod in get_json(cluster, "pods", "-n", namespace, "-l", "app=qwen3-8b")["items"]:
@@ -143,6 +146,10 @@ def test_a_real_vllm_runtime_renders_a_pod_the_kubelet_accepts(cluster: Cluster,
     pod = wait_for("the kubelet to reach the image pull", pulling, timeout=90)
     assert pod["spec"]["nodeName"] == "gpu-node-0"
     assert pod["spec"]["containers"][0]["image"] == "vllm/vllm-openai:v0.13.0"
+    assert pod["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
     events = get_json(cluster, "events", "-n", namespace)["items"]
     assert not [e for e in events if e["reason"] in ("FailedMount", "Failed") and "pull" not in e["message"].lower()]
 
