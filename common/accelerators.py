@@ -1,6 +1,6 @@
 """The accelerator capacity view a component keeps: two informers (every Node, every Pod, each slimmed to
-what policies.capacity reads), on the component's loop. Built once per use from memory: no apiserver call
-per admission, per tick or per request."""
+what policies.capacity reads), on the component's loop. Built from memory after each change: no apiserver
+call per admission, per tick or per request."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class AcceleratorView:
     def __init__(self, api: KubeAPI, metrics: InformerMetrics | None = None) -> None:
         self.nodes: Mapping[str, Obj] = {}
         self.pods: Mapping[str, Obj] = {}
+        self._built: Capacity | None = None  # built at the first use after a change
         self.informers = [
             Informer(api, resource_path("v1", "nodes"), self._set_nodes, metrics=metrics, transform=slim_node),
             Informer(
@@ -32,17 +33,23 @@ class AcceleratorView:
         ]
 
     def _set_nodes(self, objects: Mapping[str, Obj]) -> None:
-        self.nodes = objects
+        self.nodes, self._built = objects, None
 
     def _set_pods(self, objects: Mapping[str, Obj]) -> None:
-        self.pods = objects
+        self.pods, self._built = objects, None
 
     @property
     def synced(self) -> bool:
         return all(informer.synced.is_set() for informer in self.informers)
 
     def capacity(self) -> Capacity:
-        return capacity(self.nodes.values(), self.pods.values())
+        """The view now (built again only after a node or pod changed; callers must not modify it)."""
+        if self._built is None:
+            self._built = capacity(self.nodes.values(), self.pods.values())
+        return self._built
+
+    def capacity_if_synced(self) -> Capacity | None:
+        return self.capacity() if self.synced else None
 
     async def run(self) -> None:
         await asyncio.gather(*(informer.run() for informer in self.informers))

@@ -42,7 +42,7 @@ from policies import ENABLED_LABEL, KEY_LABEL, SHIPPED_IMAGE, hub_id, is_ready
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
-DEV_ROOM_ARGS = ("--retire-grace=3s", "--min-residency=10s")  # the shipped defaults: 30s and 2m
+DEV_ROOM_ARGS = ("--retire-grace=3s", "--min-residency=10s", "--vendor-fallback-after=5s")  # shipped: 30s, 2m, 30s
 # The local hub's models (MiB): generated stand-ins under the name every simulated Deployment uses, a
 # gated one, and small ones of their own for the model-cache tests (each node keeps what it fetched).
 HUB_MODELS = {"Qwen/Qwen3-8B": 256, "hearth-dev/gated-model": 2} | {

@@ -20,7 +20,7 @@ from policies.annotations import (
 from policies.annotations import (
     RENDER_ONLY as RENDER_ONLY_KEYS,
 )
-from policies.capacity import Capacity, capacity, fits, pod_needs, slim_node, slim_pod
+from policies.capacity import Capacity, capacity, fits, pod_needs, runtime_has_room, slim_node, slim_pod
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of, unique_keys
@@ -187,6 +187,7 @@ __all__ = [
     "render_pod",
     "reported_name",
     "runtime_from_object",
+    "runtime_has_room",
     "scale_of",
     "select_runtime",
     "served_names_of",

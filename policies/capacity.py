@@ -18,6 +18,7 @@ from typing import Any
 
 from policies.deployment import deployment_name_of
 from policies.objects import model_key
+from policies.runtime import InferenceRuntime
 
 Obj = Mapping[str, Any]
 RESERVED_DOMAINS = ("kubernetes.io", "k8s.io")
@@ -232,3 +233,16 @@ def slim_pod(pod: Obj) -> dict[str, Any]:
     }
     slim["status"] = {"phase": (pod.get("status") or {}).get("phase")}
     return slim
+
+
+def runtime_has_room(view: Capacity, runtime: InferenceRuntime, pod: Obj, count: int) -> bool:
+    """Whether a pod rendered from `runtime` (its accelerator's nodeSelector and tolerations added to the
+    pod's own) would find `count` of its accelerator free on some node now."""
+    spec = pod.get("spec") or {}
+    accelerator = runtime.spec.accelerator
+    selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()} | accelerator.node_selector
+    tolerations = [
+        *(spec.get("tolerations") or []),
+        *(t.model_dump(by_alias=True, exclude_none=True) for t in accelerator.tolerations),
+    ]
+    return bool(view.room_for({accelerator.resource: count}, selector, tolerations))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,13 +224,17 @@ def with_scaler_defaults(deployment: Mapping[str, Any], *, creating: bool) -> di
 
 
 def render_for_pod(
-    pod: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+    pod: Mapping[str, Any],
+    runtimes: Sequence[InferenceRuntime],
+    settings: RenderSettings,
+    has_room: Callable[[InferenceRuntime, int], bool] | None = None,
 ) -> dict[str, Any]:
     """Render a pod as the webhook does at CREATE (ContractError when it cannot). The webhook is called
     once per CREATE (reinvocationPolicy Never), so Hearth's pod annotations that arrive with the pod were
     not written by Hearth: the stamp and the cache entry it loads are dropped and the pod rendered as any
     other (a forged stamp used to skip rendering and keep the pod's own image; a forged cache entry kept a
-    model from eviction forever)."""
+    model from eviction forever). `has_room(runtime, accelerators)`: the vendor by capacity
+    (policies.selection)."""
     meta = _mapping(pod.get("metadata"))
     annotations = _str_map(meta.get("annotations"))
     if RENDERED in annotations or CACHED_MODEL in annotations:
@@ -254,7 +258,8 @@ def render_for_pod(
                 )
             ]
         )
-    runtime = None if spec.model is None else select_runtime(spec, runtimes, where=POD_WHERE)
+    room = None if has_room is None else (lambda runtime: has_room(runtime, spec.accelerators))
+    runtime = None if spec.model is None else select_runtime(spec, runtimes, where=POD_WHERE, has_room=room)
     caches = _cache_paths(runtimes)
     return render_pod(dict(pod), runtime, spec, served, settings, accelerator_resources(runtimes), caches)
 

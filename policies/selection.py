@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from policies.annotations import PREFIX, TEMPLATE_WHERE, PodSpec
 from policies.errors import ContractError, Problem
 from policies.runtime import InferenceRuntime
 
 
-def select_runtime(pod: PodSpec, runtimes: Sequence[InferenceRuntime], where: str = TEMPLATE_WHERE) -> InferenceRuntime:
+def select_runtime(
+    pod: PodSpec,
+    runtimes: Sequence[InferenceRuntime],
+    where: str = TEMPLATE_WHERE,
+    has_room: Callable[[InferenceRuntime], bool] | None = None,
+) -> InferenceRuntime:
     """`runtime` pins one by name; `vendors` takes the highest-priority runtime of the first vendor that
-    has any; with neither, every vendor is acceptable. An equal-priority tie is an error, not a coin toss."""
+    has any; with neither, every vendor is acceptable. An equal-priority tie is an error, not a coin toss.
+
+    With `has_room` (vendor by capacity, for a pod being created): the first listed vendor whose best
+    runtime has a free accelerator for the pod now; when none has, the first vendor, as without it. A
+    vendor after the first whose runtimes tie is passed over (the first vendor's tie is the error)."""
     available = ", ".join(sorted(f"{r.name} ({r.spec.vendor})" for r in runtimes)) or "none"
     if pod.runtime is not None:
         for runtime in runtimes:
@@ -27,10 +36,26 @@ def select_runtime(pod: PodSpec, runtimes: Sequence[InferenceRuntime], where: st
                 )
             ]
         )
-    groups = [[r for r in runtimes if r.spec.vendor == v] for v in pod.vendors] if pod.vendors else [list(runtimes)]
-    for candidates in groups:
-        if candidates:
-            return _best(candidates)
+    if pod.vendors:
+        groups = [[r for r in runtimes if r.spec.vendor == v] for v in pod.vendors]
+    else:  # no preference: each vendor's best, the best of them first
+        vendors = sorted({r.spec.vendor for r in runtimes})
+        groups = [list(runtimes)] + ([[r for r in runtimes if r.spec.vendor == v] for v in vendors] if has_room else [])
+    groups = [g for g in groups if g]
+    if groups and has_room is not None:
+        first = _best(groups[0])
+        if has_room(first):
+            return first
+        for candidates in groups[1:]:
+            try:
+                other = _best(candidates)
+            except ContractError:
+                continue
+            if has_room(other):
+                return other
+        return first
+    if groups:
+        return _best(groups[0])
     wanted = ",".join(pod.vendors) if pod.vendors else "(any)"
     raise ContractError(
         [

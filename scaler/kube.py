@@ -97,3 +97,9 @@ class KubeWriter:
         """Busy pods cost more to delete, so a scale-down removes idle pods first."""
         body = {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": str(cost)}}}
         await self.api.patch(f"/api/v1/namespaces/{namespace}/pods/{pod}", body, {"fieldManager": FIELD_MANAGER})
+
+    async def delete_pod(self, namespace: str, pod: str, uid: str) -> None:
+        """Delete a pod that waits unbound (vendor fallback); the uid precondition spares a pod of the same
+        name made since."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        await self.api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod}", body)

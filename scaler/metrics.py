@@ -49,6 +49,12 @@ class ScalerMetrics:
             ["resource"],
             registry=registry,
         )
+        self.fallbacks = Counter(
+            "hearth_scaler_vendor_fallbacks",
+            "Waiting model pods replaced so that the next is rendered for another listed vendor, which has room.",
+            ["vendor"],
+            registry=registry,
+        )
         self.waiting = Gauge(
             "hearth_scaler_pods_waiting_for_accelerators",
             "Model pods that cannot be placed and for which no room can be made now.",

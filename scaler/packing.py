@@ -128,9 +128,12 @@ def plan(
         _, node, chosen = best
         over = [r for r in waiter.needs if swaps.get(r, 0) + len(chosen) > rules.swaps_per_minute]
         if over:
-            result.stuck.append(
-                Stuck(waiter, f"swap budget spent: {rules.swaps_per_minute} retirements of {over[0]} per minute")
+            why = (
+                f"swap budget spent: {rules.swaps_per_minute} retirements of {over[0]} per minute"
+                if rules.swaps_per_minute
+                else "making room is off (--swaps-per-minute=0)"
             )
+            result.stuck.append(Stuck(waiter, why))
             continue
         for victim in chosen:
             result.retire.append(Retire(victim, waiter, node))

@@ -60,6 +60,10 @@ class Prewarmer:
         self.progress: dict[str, Progress] = {}
         self.summaries: dict[str, str] = {}  # model key -> "held/wanted", for the condition
 
+    async def runtimes(self) -> list[InferenceRuntime]:
+        """The valid InferenceRuntimes, listed now (also for the vendor fallback, scaler.room)."""
+        return valid_runtimes((await self.api.get(RUNTIMES)).get("items") or [])
+
     async def sync(self, deployments: Mapping[str, Obj]) -> None:
         wanted = {k: d for k, d in deployments.items() if scale_of(d).prewarm > 0}
         for gone in [k for k in self.progress if k not in wanted]:
@@ -69,7 +73,7 @@ class Prewarmer:
         if not wanted:
             return
         nodes = (await self.api.get("/api/v1/nodes")).get("items") or []
-        runtimes = valid_runtimes((await self.api.get(RUNTIMES)).get("items") or [])
+        runtimes = await self.runtimes()
         listed = (await self.api.get("/apis/batch/v1/jobs", {"labelSelector": PREWARM_FOR})).get("items") or []
         jobs = {model_key_of(j): j for j in listed}
         for key, deployment in wanted.items():

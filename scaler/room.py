@@ -8,11 +8,26 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from policies import Capacity, ScaleSpec, format_duration, is_ready, model_key, pod_needs, scale_of, sidecar_url
+from policies import (
+    Capacity,
+    Collector,
+    ContractError,
+    InferenceRuntime,
+    ScaleSpec,
+    format_duration,
+    is_ready,
+    model_key,
+    parse_pod,
+    pod_needs,
+    runtime_has_room,
+    scale_of,
+    select_runtime,
+    sidecar_url,
+)
 from scaler.decision import wanted
 from scaler.demand import Demand
 from scaler.kube import KubeWriter
@@ -119,8 +134,47 @@ def candidates(usage: Mapping[str, Usage], now: dt.datetime) -> list[Candidate]:
     return found
 
 
+def _age(obj: Obj, now: dt.datetime) -> float:
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        at = dt.datetime.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return 0.0
+    return max(0.0, (now - at).total_seconds())
+
+
+def fallback(view: Capacity, deployment: Obj, pod: Obj, runtimes: list[InferenceRuntime]) -> InferenceRuntime | None:
+    """The runtime a waiting pod would get now, when its Deployment lists vendors (or none) and that
+    runtime is not the one it got and has room for it; else None."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    annotations = ((template.get("metadata") or {}).get("annotations")) or {}
+    spec = parse_pod({str(k): str(v) for k, v in annotations.items()}, Collector())
+    if spec is None or spec.model is None or spec.runtime is not None or len(spec.vendors) == 1:
+        return None
+    try:
+        chosen = select_runtime(
+            spec, runtimes, has_room=lambda r: runtime_has_room(view, r, template, spec.accelerators)
+        )
+    except ContractError:
+        return None
+    current = ((pod.get("metadata") or {}).get("labels") or {}).get("hearth.dev/runtime")
+    if chosen.name == current or not runtime_has_room(view, chosen, template, spec.accelerators):
+        return None
+    return chosen
+
+
 class RoomMaker:
-    def __init__(self, writer: KubeWriter, metrics: ScalerMetrics, rules: Rules, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        writer: KubeWriter,
+        metrics: ScalerMetrics,
+        rules: Rules,
+        clock: Callable[[], float],
+        runtimes: Callable[[], Awaitable[list[InferenceRuntime]]] | None = None,
+        fallback_after: float = 30.0,
+    ) -> None:
+        self.runtimes = runtimes  # listed only when a pod has waited `fallback_after` with vendors to choose from
+        self.fallback_after = fallback_after
         self.writer = writer
         self.metrics = metrics
         self.rules = rules
@@ -183,10 +237,41 @@ class RoomMaker:
                     f"pod {stuck.waiter.pod.split('/', 1)[1]} cannot be placed: {stuck.why}",
                     "Warning",
                 )
+        await self._fall_back(view, usage, pods, [s.waiter for s in decided.stuck], now)
         waiting_pods = {w.pod for w in waiters(usage)}
         self.reported = {pod: why for pod, why in self.reported.items() if pod in waiting_pods}
         self.metrics.set_waiting(waiting, usage.keys())
         return decided, written
+
+    async def _fall_back(
+        self, view: Capacity, usage: Mapping[str, Usage], pods: Mapping[str, Obj], stuck: list[Waiter], now: dt.datetime
+    ) -> None:
+        """Replace a pod that has waited `fallback_after` for its vendor when another listed vendor has room:
+        its ReplicaSet makes a new one, which the webhook renders for the vendor with room."""
+        late = [w for w in stuck if _age(pods[w.pod], now) >= self.fallback_after]
+        if not late or self.runtimes is None:
+            return
+        runtimes = await self.runtimes()
+        for waiter in late:
+            pod, deployment = pods[waiter.pod], usage[waiter.model].deployment
+            chosen = fallback(view, deployment, pod, runtimes)
+            if chosen is None:
+                continue
+            meta = pod["metadata"]
+            try:
+                await self.writer.delete_pod(str(meta["namespace"]), str(meta["name"]), str(meta.get("uid") or ""))
+            except Exception as exc:
+                self.metrics.failures.labels("fallback").inc()
+                log.warning("replacing %s failed: %s", waiter.pod, exc)
+                continue
+            self.metrics.fallbacks.labels(chosen.spec.vendor).inc()
+            wanted = ", ".join(f"{k} {r}" for r, k in sorted(waiter.needs.items()))
+            message = (
+                f"pod {meta['name']} waited {format_duration(_age(pod, now))} for {wanted}; replaced, for runtime "
+                f"{chosen.name} ({chosen.spec.vendor}), which has room"
+            )
+            log.info("%s: %s", waiter.model, message)
+            await self._event(deployment, "VendorFallback", message)
 
     async def _retire(self, usage: Mapping[str, Usage], retires: list[Retire]) -> bool:
         """Scale the victims' model down by the replicas chosen, the chosen pods first (lowest deletion cost)."""

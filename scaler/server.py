@@ -121,7 +121,9 @@ async def serve(settings: ScalerSettings) -> None:
             names=NameRecord(api, settings.names_namespace or own_namespace()),
             prewarmer=prewarmer,
             accelerators=accelerators,
-            room=RoomMaker(writer, metrics, settings.rules, time.monotonic) if settings.swaps_per_minute else None,
+            room=RoomMaker(
+                writer, metrics, settings.rules, time.monotonic, prewarmer.runtimes, settings.vendor_fallback_after
+            ),
         )
 
         async def ticks() -> None:

@@ -93,6 +93,12 @@ class ScalerSettings(BaseModel):
     min_residency: Duration = Field(
         120.0, ge=0, description="a replica is retired only after it has been up this long (no thrashing)"
     )
+    vendor_fallback_after: Duration = Field(
+        30.0,
+        ge=1,
+        description="a model pod that waits this long for its vendor's accelerators, while another vendor its "
+        "Deployment lists has room, is replaced (the replacement is rendered for that vendor)",
+    )
     log_level: str = Field("info", json_schema_extra={"flag": False})
 
     @model_validator(mode="after")

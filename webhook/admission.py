@@ -14,6 +14,7 @@ import orjson
 
 from policies import (
     ENABLED_LABEL,
+    Capacity,
     ContractError,
     InferenceRuntime,
     RenderSettings,
@@ -21,6 +22,7 @@ from policies import (
     diff,
     render_for_pod,
     runtime_from_object,
+    runtime_has_room,
     squatting_warnings,
     validate_deployment,
     with_scaler_defaults,
@@ -122,8 +124,18 @@ def _opted_in(request: Mapping[str, Any], group: str, kind: str, operations: tup
     return obj
 
 
-def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings) -> Review:
-    """Render an opted-in Pod at CREATE; anything else passes untouched."""
+def _has_room(capacity: Capacity, pod: Mapping[str, Any]) -> Callable[[InferenceRuntime, int], bool]:
+    return lambda runtime, count: runtime_has_room(capacity, runtime, pod, count)
+
+
+def mutate_pod(
+    request: Mapping[str, Any],
+    runtimes: Sequence[InferenceRuntime],
+    settings: RenderSettings,
+    capacity: Capacity | None = None,
+) -> Review:
+    """Render an opted-in Pod at CREATE; anything else passes untouched. With the cluster's `capacity`,
+    the vendor is the first listed one with a free accelerator for the pod (policies.selection)."""
     uid = str(request["uid"])
     pod = _opted_in(request, "", "Pod", ("CREATE",))
     if pod is None:
@@ -132,7 +144,7 @@ def mutate_pod(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime],
     if isinstance(meta, dict):  # the request is ours (parsed from this body): no copy needed
         meta.pop("managedFields", None)
     try:
-        rendered = render_for_pod(pod, runtimes, settings)
+        rendered = render_for_pod(pod, runtimes, settings, None if capacity is None else _has_room(capacity, pod))
     except ContractError as exc:
         return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth could not render this pod: {exc.message}")
     return answer(API_VERSIONS[0], uid, allowed=True, patch=diff(pod, rendered))

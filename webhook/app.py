@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
-from policies import InferenceRuntime, RenderSettings
+from policies import Capacity, InferenceRuntime, RenderSettings
 from webhook.admission import (
     Handler,
     MalformedReview,
@@ -48,6 +48,7 @@ def create_app(
     max_body_bytes: int,
     body_timeout: float = 10.0,
     names: Callable[[], Mapping[str, str]] = dict,
+    capacity: Callable[[], Capacity | None] = lambda: None,
 ) -> FastAPI:
     app = FastAPI(title="Hearth admission webhook", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -88,7 +89,16 @@ def create_app(
     ) -> Review:
         return check_deployment(request, runtimes, settings, names())
 
-    handlers = {**ENDPOINTS, "/validate/deployments": check_deployment_names}
+    def render_pod_by_capacity(
+        request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+    ) -> Review:
+        return mutate_pod(request, runtimes, settings, capacity())
+
+    handlers = {
+        **ENDPOINTS,
+        "/validate/deployments": check_deployment_names,
+        "/mutate/pods": render_pod_by_capacity,
+    }
     for path, handler in handlers.items():
         app.add_api_route(path, route(path, handler), methods=["POST"], include_in_schema=False)
 

@@ -23,6 +23,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from common.http import bounded_head_protocol
+from policies import Capacity
 from webhook.app import create_app
 from webhook.metrics import WebhookMetrics
 from webhook.runtimes import RuntimeStore, RuntimeWatch, load_runtimes
@@ -100,12 +101,14 @@ class Sources:
     store: RuntimeStore
     names: Callable[[], Mapping[str, str]]
     watches: list[Callable[[], Coroutine[Any, Any, None]]]
+    capacity: Callable[[], Capacity | None] = lambda: None  # none: the first listed vendor, always
 
 
 def build_sources(settings: WebhookSettings, registry: CollectorRegistry | None = None) -> Sources:
     if settings.runtimes_file is not None:
         return Sources(RuntimeStore(load_runtimes(settings.runtimes_file)), dict, [])
-    from common.informer import InformerMetrics  # the client's libraries only when watching the cluster
+    from common.accelerators import AcceleratorView  # the client's libraries only when watching the cluster
+    from common.informer import InformerMetrics
     from common.kube import own_namespace
     from common.kubeapi import KubeAPI
     from common.names import NamesWatch
@@ -115,12 +118,21 @@ def build_sources(settings: WebhookSettings, registry: CollectorRegistry | None 
     metrics = InformerMetrics(registry) if registry is not None else None
     runtimes = RuntimeWatch(store, api, metrics)
     names = NamesWatch(api, settings.names_namespace or own_namespace(), metrics)
-    return Sources(store, lambda: names.recorded, [runtimes.run, names.run])
+    accelerators = AcceleratorView(api, metrics)
+    return Sources(
+        store, lambda: names.recorded, [runtimes.run, names.run, accelerators.run], accelerators.capacity_if_synced
+    )
 
 
 def uvicorn_config(settings: WebhookSettings, sources: Sources, metrics: WebhookMetrics) -> uvicorn.Config:
     app = create_app(
-        sources.store, settings.render, metrics, settings.max_body_bytes, settings.body_timeout, sources.names
+        sources.store,
+        settings.render,
+        metrics,
+        settings.max_body_bytes,
+        settings.body_timeout,
+        sources.names,
+        sources.capacity,
     )
     return uvicorn.Config(
         app,

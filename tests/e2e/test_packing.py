@@ -19,7 +19,17 @@ import yaml
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import MESSAGES, apply, expected, get_json, replicas, sdk, wait_for, webhook_runtimes
+from tests.e2e.conftest import (
+    MESSAGES,
+    apply,
+    expected,
+    get_json,
+    ready_pods,
+    replicas,
+    sdk,
+    wait_for,
+    webhook_runtimes,
+)
 
 pytestmark = pytest.mark.e2e
 NODE = "gpu-node-0"
@@ -27,25 +37,42 @@ RESIDENCY = 10.0  # DEV_ROOM_ARGS
 
 
 class Pool:
-    def __init__(self, cluster: Cluster, tag: str, size: int) -> None:
+    """`size` of an accelerator of this test's own on `node`, and a runtime (a copy of `base`) that asks for
+    it, of `vendor` (default: the base's)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        tag: str,
+        size: int,
+        node: str = NODE,
+        base: str = "sim-nvidia",
+        vendor: str | None = None,
+    ) -> None:
         self.cluster = cluster
         self.resource = f"packing.test.hearth.dev/{tag}"
         self.runtime = f"pack-{tag}"
         self.size = size
+        self.node = node
+        self.base = base
+        self.vendor = vendor
 
     def _node_patch(self, op: str) -> None:
         escaped = self.resource.replace("/", "~1")
         ops = [{"op": op, "path": f"/status/{field}/{escaped}"} for field in ("capacity", "allocatable")]
         if op == "add":
             ops = [o | {"value": str(self.size)} for o in ops]
-        self.cluster.kubectl("patch", "node", NODE, "--subresource=status", "--type=json", "-p", yaml.safe_dump(ops))
+        self.cluster.kubectl(
+            "patch", "node", self.node, "--subresource=status", "--type=json", "-p", yaml.safe_dump(ops)
+        )
 
     def __enter__(self) -> Pool:
         self._node_patch("add")
         docs = list(yaml.safe_load_all(self.cluster.dev_runtimes(self.cluster.image)))
-        runtime = next(d for d in docs if d and d["metadata"]["name"] == "sim-nvidia")
+        runtime = next(d for d in docs if d and d["metadata"]["name"] == self.base)
         runtime["metadata"]["name"] = self.runtime
         runtime["spec"]["accelerator"]["resource"] = self.resource
+        runtime["spec"]["vendor"] = self.vendor or runtime["spec"]["vendor"]
         apply(self.cluster, runtime)
         wait_for(
             "every webhook to know the pool's runtime",
@@ -59,9 +86,18 @@ class Pool:
 
     def model(self, namespace: str, name: str, **options: Any) -> dict[str, Any]:
         """A simulated model on this pool that stays up for 10 minutes once woken (it yields, or nothing)."""
-        deployment = simulated_model(namespace, name, delay="10m", startup="1s", **options)
-        deployment["spec"]["template"]["metadata"]["annotations"]["hearth.dev/runtime"] = self.runtime
-        return deployment
+        return model(namespace, name, runtime=self.runtime, **options)
+
+
+def model(
+    namespace: str, name: str, runtime: str | None = None, vendors: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """A simulated model, pinned to `runtime` or listing `vendors`, that stays up for 10 minutes once woken."""
+    deployment: dict[str, Any] = simulated_model(namespace, name, delay="10m", startup="1s", **options)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    del annotations["hearth.dev/runtime"]
+    annotations.update({"hearth.dev/runtime": runtime} if runtime else {"hearth.dev/vendors": str(vendors)})
+    return deployment
 
 
 @pytest.fixture
@@ -152,3 +188,49 @@ def test_a_model_with_an_open_stream_is_never_retired_and_the_waiting_request_is
     assert replicas(cluster, namespace, "busy") == 0
     message = events(cluster, namespace, "WaitingForAccelerators")[0]["message"]
     assert f"no node has 1 {pool.resource} free and nothing can be retired" in message, message
+
+
+def runtime_of(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    return {p["metadata"]["labels"]["hearth.dev/runtime"] for p in cluster.pods(namespace, f"app={name}")}
+
+
+def test_a_model_listing_two_vendors_goes_where_there_is_room_and_is_moved_when_room_opens(
+    cluster: Cluster, namespace: str, request: pytest.FixtureRequest
+) -> None:
+    tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]
+    first, second = f"first{tag}", f"second{tag}"
+    with (
+        Pool(cluster, f"{tag}a", 1, vendor=first) as gpus,
+        Pool(cluster, f"{tag}b", 2, node="ascend-node-0", base="sim-ascend", vendor=second) as npus,
+    ):
+        # Both pools full of models that never yield (min-replicas 1): the waking model is rendered for its
+        # first vendor, waits, and is said to wait.
+        pinned = {"hearth.dev/min-replicas": "1"}
+        apply(cluster, model(namespace, "holds-gpu", runtime=gpus.runtime, annotations=pinned))
+        apply(cluster, model(namespace, "holds-npu-0", runtime=npus.runtime, annotations=pinned))
+        apply(cluster, model(namespace, "holds-npu-1", runtime=npus.runtime, annotations=pinned))
+        for name in ("holds-gpu", "holds-npu-0", "holds-npu-1"):
+            wait_for(f"{name} to run", lambda n=name: ready_pods(cluster, namespace, n), timeout=90)  # type: ignore[misc]
+        timeout = {"hearth.dev/activation-timeout": "2m"}
+        apply(cluster, model(namespace, "either", vendors=f"{first},{second}", annotations=timeout))
+        with concurrent.futures.ThreadPoolExecutor(1) as worker:
+            answer = worker.submit(lambda: ask(cluster, namespace, "either"))
+            wait_for("the pod to wait", lambda: events(cluster, namespace, "WaitingForAccelerators"), timeout=30)
+            assert runtime_of(cluster, namespace, "either") == {gpus.runtime}
+            cluster.kubectl("delete", "deployment", "holds-npu-1", "-n", namespace)  # room opens on the other vendor
+            assert answer.result(timeout=150) == expected(3)
+        moved = [e["message"] for e in events(cluster, namespace, "VendorFallback")]
+        assert len(moved) == 1 and f"replaced, for runtime {npus.runtime} ({second}), which has room" in moved[0]
+        assert runtime_of(cluster, namespace, "either") == {npus.runtime}
+
+        # The second vendor has room now (holds-npu-1 left): a model waking while the first is full is rendered
+        # for it at once, without waiting.
+        cluster.kubectl("delete", "deployment", "holds-npu-0", "-n", namespace)
+        wait_for("holds-npu-0 to go", lambda: not cluster.pods(namespace, "app=holds-npu-0"), timeout=60)
+        apply(cluster, model(namespace, "later", vendors=f"{first},{second}"))
+        started = time.monotonic()
+        assert ask(cluster, namespace, "later") == expected(3)
+        took = time.monotonic() - started
+        print(f"\n  a two-vendor model woken while its first vendor is full: answered in {took:.1f}s")
+        assert runtime_of(cluster, namespace, "later") == {npus.runtime}
+        assert len(events(cluster, namespace, "VendorFallback")) == 1

@@ -252,7 +252,9 @@ def test_rbac_is_least_privilege(cluster: Cluster, namespace: str) -> None:
     assert can("hearth-gateway", "create", "tokenreviews") and can("hearth-scaler", "create", "tokenreviews")
     assert not can("hearth-webhook", "create", "tokenreviews")
     assert can("hearth-webhook", "watch", "inferenceruntimes")
-    assert not can("hearth-webhook", "list", "pods", "-n", "ai")
+    assert can("hearth-webhook", "watch", "pods", "-n", "ai") and can("hearth-webhook", "watch", "nodes")  # capacity
+    assert not can("hearth-webhook", "get", "pods", "-n", "ai") and not can("hearth-webhook", "patch", "nodes")
+    assert can("hearth-scaler", "watch", "nodes") and not can("hearth-scaler", "patch", "nodes")
     assert not can("hearth-webhook", "*", "*", "--all-namespaces")
     # The record of model names: the scaler writes only its own ConfigMap, the others read; no tenant writes.
     names = ("configmaps/hearth-model-names", "-n", "hearth-system")
