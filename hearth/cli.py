@@ -62,8 +62,12 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from hearth.status_cmd import fetch, table
+    from hearth.status_cmd import capacity_table, fetch, fetch_capacity, table
 
+    if args.capacity:
+        view, models = fetch_capacity(str(args.kubeconfig) if args.kubeconfig else None)
+        print(capacity_table(view, models) if view.nodes else "No node offers an accelerator (extended resource).")
+        return 0
     namespace = None if args.all_namespaces else args.namespace
     deployments = fetch(str(args.kubeconfig) if args.kubeconfig else None, namespace)
     if not deployments:
@@ -124,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-n", "--namespace", default="default")
     status.add_argument("-A", "--all-namespaces", action="store_true")
     status.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
+    status.add_argument(
+        "--capacity", action="store_true", help="per node and accelerator: free, busy, idle, other, and who holds it"
+    )
     status.set_defaults(func=_cmd_status)
 
     add_cache(sub)

@@ -1,5 +1,7 @@
 """`hearth status`: NAME PHASE RUNTIME REPLICAS DEMAND PREWARMED AGE of Hearth Deployments, from the live
-cluster. PREWARMED is the nodes holding the model in their cache out of those `hearth.dev/prewarm` asks for."""
+cluster. PREWARMED is the nodes holding the model in their cache out of those `hearth.dev/prewarm` asks for.
+`hearth status --capacity`: per node and accelerator, what is free, busy, idle or held by other pods, and
+which models hold it (policies.capacity, from one list of nodes and pods)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from policies import ENABLED_LABEL, PHASE_LABEL, status_of
+from policies import ENABLED_LABEL, PHASE_LABEL, Capacity, model_key_of, status_of
 
 COLUMNS = ("NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE")
 
@@ -70,3 +72,46 @@ def fetch(kubeconfig: str | None, namespace: str | None) -> list[Mapping[str, An
         )
     items: list[Mapping[str, Any]] = json.loads(raw.data).get("items", [])
     return sorted(items, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))
+
+
+CAPACITY_COLUMNS = ("NODE", "RESOURCE", "ALLOCATABLE", "FREE", "BUSY", "IDLE", "OTHER", "HELD BY")
+
+
+def capacity_table(view: Capacity, deployments: list[Mapping[str, Any]]) -> str:
+    """One row per node and accelerator. A model's replicas are idle when the scaler last saw no demand
+    for it (they may be retired to make room), busy otherwise; OTHER is pods Hearth does not scale."""
+    demand = {model_key_of(d): status_of(d).get("demand") for d in deployments}
+    rows = [list(CAPACITY_COLUMNS)]
+    for node, resource in view.pools():
+        counts = {"busy": 0, "idle": 0, "other": 0}
+        held: dict[str, int] = {}
+        for holding in view.holders.get((node, resource), []):
+            count = holding.needs.get(resource, 0)
+            if holding.model is None or holding.model not in demand:
+                counts["other"] += count
+                continue
+            state = "idle" if str(demand[holding.model]) == "0" else "busy"
+            counts[state] += count
+            label = f"{holding.model} ({state}{', going' if holding.terminating else ''})"
+            held[label] = held.get(label, 0) + count
+        allocatable = view.nodes[node].allocatable.get(resource, 0)
+        who = ", ".join(f"{n}x {label}" if n > 1 else label for label, n in sorted(held.items())) or "-"
+        free = str(view.free(node, resource))
+        rows.append([node, resource, str(allocatable), free, *(str(counts[k]) for k in ("busy", "idle", "other")), who])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(CAPACITY_COLUMNS))]
+    return "\n".join(
+        "   ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def fetch_capacity(kubeconfig: str | None) -> tuple[Capacity, list[Mapping[str, Any]]]:
+    """The accelerator view and every Hearth Deployment, from three lists."""
+    from kubernetes import client, config
+
+    from policies import capacity
+
+    api_client = config.new_client_from_config(kubeconfig)
+    core: Any = client.CoreV1Api(api_client)
+    nodes = json.loads(core.list_node(_preload_content=False, _request_timeout=30).data).get("items", [])
+    pods = json.loads(core.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=60).data)
+    return capacity(nodes, pods.get("items", [])), list(fetch(kubeconfig, None))

@@ -20,7 +20,17 @@ from policies.annotations import (
 from policies.annotations import (
     RENDER_ONLY as RENDER_ONLY_KEYS,
 )
-from policies.capacity import Capacity, capacity, fits, pod_needs, runtime_has_room, slim_node, slim_pod
+from policies.capacity import (
+    Capacity,
+    Holding,
+    NodeRoom,
+    capacity,
+    fits,
+    pod_needs,
+    runtime_has_room,
+    slim_node,
+    slim_pod,
+)
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of, unique_keys
@@ -131,9 +141,11 @@ __all__ = [
     "Claimant",
     "Collector",
     "ContractError",
+    "Holding",
     "InferenceRuntime",
     "MalformedStamp",
     "ModelSource",
+    "NodeRoom",
     "PodBackend",
     "PodSpec",
     "PrewarmPlan",

@@ -1,5 +1,5 @@
 """The scaler: the leader-elected loop that scales Hearth Deployments. Its public names (the pure decision
-too, which the benchmark replays); the rest is its own."""
+and packing too, which the benchmarks replay); the rest is its own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from common.lazy import exports
 
 if TYPE_CHECKING:
-    from scaler.decision import Decision, Memory, Observation, decide
+    from scaler.decision import Decision, Memory, Observation, decide, wanted
+    from scaler.packing import Candidate, Rules, Waiter, plan
     from scaler.server import serve
     from scaler.settings import ScalerSettings
 
@@ -19,15 +20,25 @@ _EXPORTS = {
     "Observation": ("scaler.decision", "Observation"),
     "ScalerSettings": ("scaler.settings", "ScalerSettings"),
     "decide": ("scaler.decision", "decide"),
+    "wanted": ("scaler.decision", "wanted"),
+    "Candidate": ("scaler.packing", "Candidate"),
+    "Rules": ("scaler.packing", "Rules"),
+    "Waiter": ("scaler.packing", "Waiter"),
+    "plan": ("scaler.packing", "plan"),
     "serve": ("scaler.server", "serve"),
 }
 __all__ = [
+    "Candidate",
     "Decision",
     "Memory",
     "Observation",
+    "Rules",
     "ScalerSettings",
+    "Waiter",
     "decide",
+    "plan",
     "serve",
+    "wanted",
 ]
 
 __getattr__ = exports(__name__, _EXPORTS)

@@ -47,3 +47,30 @@ def test_a_restarted_scaler_keeps_the_time_the_phase_began() -> None:
     assert phase_since(deployment(written), "Ready") == "t1"
     assert phase_since(deployment(written), "Scaling") is None
     assert phase_since(deployment(), "Ready") is None
+
+
+def test_hearth_status_capacity_shows_each_pool_and_who_holds_it() -> None:
+    from hearth.status_cmd import capacity_table
+    from policies import capacity
+    from tests.test_packing import node, pod
+
+    def model(name: str, demand: int) -> dict[str, Any]:
+        status = {"demand": demand, "desired": 1, "ready": 1, "reason": "x"}
+        found = deployment(condition("Ready", status, "t1", "t0"))
+        found["metadata"]["name"] = name
+        return found
+
+    view = capacity(
+        [node("gpu-0", {"nvidia.com/gpu": 4}), node("cpu-0", {})],
+        [
+            pod("q1", "gpu-0", {"nvidia.com/gpu": 1}, model="qwen"),
+            pod("q2", "gpu-0", {"nvidia.com/gpu": 1}, model="qwen"),
+            pod("g", "gpu-0", {"nvidia.com/gpu": 1}, model="glm"),
+            pod("job", "gpu-0", {"nvidia.com/gpu": 1}),
+        ],
+    )
+    shown = capacity_table(view, [model("qwen", 0), model("glm", 3)]).splitlines()
+    assert shown[0].split() == ["NODE", "RESOURCE", "ALLOCATABLE", "FREE", "BUSY", "IDLE", "OTHER", "HELD", "BY"]
+    assert shown[1].split()[:7] == ["gpu-0", "nvidia.com/gpu", "4", "0", "1", "2", "1"]
+    assert shown[1].endswith("ai/glm (busy), 2x ai/qwen (idle)")
+    assert len(shown) == 2  # a node without accelerators is no pool
