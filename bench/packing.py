@@ -2,7 +2,7 @@
 time through the scaler's own decision (scaler.decision.decide) and, with packing, its own choice of
 replicas to retire (scaler.packing.plan), against the same day without packing.
 
-    .venv/bin/python bench/packing.py [--seed 1] [--days 1]
+    .venv/bin/python bench/packing.py [--seed 1] [--days 1] [--live 2]
 
 Each model is one replica of one GPU at most; a request is served by a ready replica (up to 8 at once),
 otherwise it waits (held, as the front door holds it) until one is, or fails at its activation timeout.
@@ -10,20 +10,35 @@ A replica costs its GPU from the moment it is placed (loading included) until it
 policy: GPU-hours held, cold starts, requests served and failed, the delay requests waited (p50, p99 and
 worst), and the delay of requests that arrived at a model at zero while every GPU was held ("into a full
 pool").
+
+With `--live N`, also on a local cluster of its own (real scheduler, kubelets and Hearth from its
+manifests): a pool of 2 accelerators held by two idle models (scale-down-delay 2m), and the time to first
+token of a third model's first request, N times with making room and N times without
+(`--swaps-per-minute=0`, where it waits for an idle model's scale-down delay).
 """
 
 from __future__ import annotations
 
 import argparse
+import calendar
 import math
 import random
 import statistics
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import openai
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devcluster.build import ensure_binaries
+from devcluster.cluster import Cluster
+from devcluster.layout import Layout, default_cache_dir
+from devcluster.pools import AcceleratorPool
 from policies import Capacity, Holding, NodeRoom, ScaleSpec
 from scaler import Candidate, Memory, Observation, Rules, Waiter, decide, plan, wanted
 
@@ -247,10 +262,64 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def first_token(cluster: Cluster, namespace: str, name: str) -> float:
+    """Seconds from sending a streamed request to its first token."""
+    client = openai.OpenAI(base_url=cluster.openai_base_url, api_key=cluster.api_key(namespace), timeout=600)
+    started = time.monotonic()
+    chunks = client.chat.completions.create(
+        model=f"{namespace}/{name}", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=3
+    )
+    took = None
+    for chunk in chunks:
+        if took is None and chunk.choices and chunk.choices[0].delta.content:
+            took = time.monotonic() - started
+    if took is None:
+        raise RuntimeError("no token")
+    return took
+
+
+def into_full_pool(cluster: Cluster, label: str, round_: int) -> float:
+    namespace = f"bench-{label}-{round_}"
+    cluster.kubectl("create", "namespace", namespace)
+    with AcceleratorPool(cluster, f"bench{label}{round_}", 2) as pool:
+        for name in ("a", "b", "c"):
+            cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pool.model(namespace, name, delay="2m")))
+        first_token(cluster, namespace, "a")
+        first_token(cluster, namespace, "b")
+        pods = cluster.pods(namespace, "app=b")
+        started = max(calendar.timegm(time.strptime(p["status"]["startTime"], "%Y-%m-%dT%H:%M:%SZ")) for p in pods)
+        time.sleep(max(0.0, 11 - (time.time() - started)))  # the dev cluster's minimum residency, 10 s
+        took = first_token(cluster, namespace, "c")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    return took
+
+
+def live(rounds: int) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as state:
+        cluster = Cluster(Layout(state=Path(state), port_base=46400, pod_net=40), ensure_binaries(default_cache_dir()))
+        cluster.up()
+        try:
+            results["making room"] = [into_full_pool(cluster, "room", r) for r in range(rounds)]
+            off = [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--swaps-per-minute=0"}]
+            cluster.kubectl(
+                "patch", "deployment", "hearth-scaler", "-n", "hearth-system", "--type=json", "-p", yaml.safe_dump(off)
+            )
+            cluster.kubectl("rollout", "status", "deployment/hearth-scaler", "-n", "hearth-system", "--timeout=180s")
+            time.sleep(20)  # the new leader takes the Lease
+            results["without (waits for the scale-down delay, 2m)"] = [
+                into_full_pool(cluster, "off", r) for r in range(rounds)
+            ]
+        finally:
+            cluster.down()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--live", type=int, default=0, metavar="N", help="also measure live, N rounds each way")
     args = parser.parse_args()
     print(f"{len(PATTERNS)} models, {GPUS} GPUs, load {LOAD:g}s, scale-down-delay {SPEC.scale_down_delay:g}s, "
           f"{len(arrivals(args.seed, args.days))} requests over {args.days} day(s), seed {args.seed}")  # fmt: skip
@@ -266,6 +335,10 @@ def main() -> None:
             f"{r.retirements} | {r.served} | {r.failed} | {percentile(r.waits, 0.5):.0f} | "
             f"{percentile(r.waits, 0.99):.0f} | {max(r.waits, default=0):.0f} | {into} |"
         )
+    if args.live:
+        print("\nlive: time to first token of a model waking into a full pool (2 accelerators, 2 idle models):")
+        for policy, values in live(args.live).items():
+            print(f"  {policy}: median {statistics.median(values):.1f}s ({', '.join(f'{v:.1f}' for v in values)})")
 
 
 if __name__ == "__main__":

@@ -426,6 +426,16 @@ class Cluster:
                 raise processes.StartError(f"Hearth's components were not available after {timeout:.0f}s:\n{pods}")
             time.sleep(0.5)
 
+    def webhook_runtimes(self) -> list[str]:
+        """What each webhook replica knows (they watch independently): one answer per pod."""
+        context = ssl.create_default_context(cafile=str(self.layout.webhook_tls / "ca.crt"))
+        context.check_hostname = False  # the certificate names the Service; this reaches each pod by address
+        return [
+            httpx.get(f"https://{pod['status']['podIP']}:8443/debug/runtimes", verify=context, timeout=5).text
+            for pod in self.hearth_pods("hearth-webhook")
+            if pod["status"].get("podIP")
+        ]
+
     def runtime_names(self) -> list[str]:
         out = self.kubectl("get", "inferenceruntimes", "-o", "jsonpath={.items[*].metadata.name}").stdout
         return out.split()

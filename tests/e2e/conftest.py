@@ -5,14 +5,12 @@ its own ports and address ranges, so it never touches a developer's `hearth dev 
 from __future__ import annotations
 
 import hashlib
-import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import openai
 import pytest
 import yaml
@@ -115,11 +113,4 @@ def write(tmp: Path, name: str, text: str) -> Path:
 
 def webhook_runtimes(cluster: Cluster) -> list[str]:
     """What each webhook replica knows (they watch independently): one answer per pod."""
-    context = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
-    context.check_hostname = False  # the certificate names the Service; this reaches each pod by address
-    answers = [
-        httpx.get(f"https://{pod['status']['podIP']}:8443/debug/runtimes", verify=context, timeout=5).text
-        for pod in cluster.hearth_pods("hearth-webhook")
-        if pod["status"].get("podIP")
-    ]
-    return answers
+    return cluster.webhook_runtimes()

@@ -1,9 +1,9 @@
 """Many models, few accelerators, on the real cluster: a waking model makes room by retiring idle ones.
 
-Each test gets a pool of its own: an extended resource advertised on gpu-node-0 for this test only, and an
-InferenceRuntime (a copy of sim-nvidia) that asks for it, so the other tests' models neither fill it nor
-yield to it. The dev cluster's scaler makes room after 3 s of idleness and 10 s of residency
-(devcluster.cluster.DEV_ROOM_ARGS)."""
+Each test gets pools of its own (devcluster.pools: an extended resource advertised on a node for this test
+only, and an InferenceRuntime that asks for it), so the other tests' models neither fill them nor yield to
+them. The dev cluster's scaler makes room after 3 s of idleness and 10 s of residency, and falls back to
+another vendor after 5 s (devcluster.cluster.DEV_ROOM_ARGS)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from devcluster.cluster import Cluster
-from devcluster.models import simulated_model
+from devcluster.pools import AcceleratorPool, resident_model
 from tests.e2e.conftest import (
     MESSAGES,
     apply,
@@ -28,7 +27,6 @@ from tests.e2e.conftest import (
     replicas,
     sdk,
     wait_for,
-    webhook_runtimes,
 )
 
 pytestmark = pytest.mark.e2e
@@ -36,74 +34,10 @@ NODE = "gpu-node-0"
 RESIDENCY = 10.0  # DEV_ROOM_ARGS
 
 
-class Pool:
-    """`size` of an accelerator of this test's own on `node`, and a runtime (a copy of `base`) that asks for
-    it, of `vendor` (default: the base's)."""
-
-    def __init__(
-        self,
-        cluster: Cluster,
-        tag: str,
-        size: int,
-        node: str = NODE,
-        base: str = "sim-nvidia",
-        vendor: str | None = None,
-    ) -> None:
-        self.cluster = cluster
-        self.resource = f"packing.test.hearth.dev/{tag}"
-        self.runtime = f"pack-{tag}"
-        self.size = size
-        self.node = node
-        self.base = base
-        self.vendor = vendor
-
-    def _node_patch(self, op: str) -> None:
-        escaped = self.resource.replace("/", "~1")
-        ops = [{"op": op, "path": f"/status/{field}/{escaped}"} for field in ("capacity", "allocatable")]
-        if op == "add":
-            ops = [o | {"value": str(self.size)} for o in ops]
-        self.cluster.kubectl(
-            "patch", "node", self.node, "--subresource=status", "--type=json", "-p", yaml.safe_dump(ops)
-        )
-
-    def __enter__(self) -> Pool:
-        self._node_patch("add")
-        docs = list(yaml.safe_load_all(self.cluster.dev_runtimes(self.cluster.image)))
-        runtime = next(d for d in docs if d and d["metadata"]["name"] == self.base)
-        runtime["metadata"]["name"] = self.runtime
-        runtime["spec"]["accelerator"]["resource"] = self.resource
-        runtime["spec"]["vendor"] = self.vendor or runtime["spec"]["vendor"]
-        apply(self.cluster, runtime)
-        wait_for(
-            "every webhook to know the pool's runtime",
-            lambda: all(self.runtime in known for known in webhook_runtimes(self.cluster)),
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cluster.kubectl("delete", "inferenceruntime", self.runtime, "--wait=false", check=False)
-        self._node_patch("remove")
-
-    def model(self, namespace: str, name: str, **options: Any) -> dict[str, Any]:
-        """A simulated model on this pool that stays up for 10 minutes once woken (it yields, or nothing)."""
-        return model(namespace, name, runtime=self.runtime, **options)
-
-
-def model(
-    namespace: str, name: str, runtime: str | None = None, vendors: str | None = None, **options: Any
-) -> dict[str, Any]:
-    """A simulated model, pinned to `runtime` or listing `vendors`, that stays up for 10 minutes once woken."""
-    deployment: dict[str, Any] = simulated_model(namespace, name, delay="10m", startup="1s", **options)
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    del annotations["hearth.dev/runtime"]
-    annotations.update({"hearth.dev/runtime": runtime} if runtime else {"hearth.dev/vendors": str(vendors)})
-    return deployment
-
-
 @pytest.fixture
-def pool(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Pool]:
+def pool(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[AcceleratorPool]:
     tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
-    with Pool(cluster, tag, int(getattr(request, "param", 2))) as made:
+    with AcceleratorPool(cluster, tag, int(getattr(request, "param", 2))) as made:
         yield made
 
 
@@ -127,7 +61,7 @@ def resident(cluster: Cluster, namespace: str, name: str) -> None:
 
 
 def test_a_model_waking_into_a_full_pool_retires_the_least_recently_used_idle_one(
-    cluster: Cluster, namespace: str, pool: Pool
+    cluster: Cluster, namespace: str, pool: AcceleratorPool
 ) -> None:
     for name in ("a", "b", "c"):
         apply(cluster, pool.model(namespace, name))
@@ -156,7 +90,7 @@ def test_a_model_waking_into_a_full_pool_retires_the_least_recently_used_idle_on
 
 @pytest.mark.parametrize("pool", [1], indirect=True)
 def test_a_model_with_an_open_stream_is_never_retired_and_the_waiting_request_is_served_after(
-    cluster: Cluster, namespace: str, pool: Pool
+    cluster: Cluster, namespace: str, pool: AcceleratorPool
 ) -> None:
     apply(cluster, pool.model(namespace, "busy", itl="20ms"))
     apply(cluster, pool.model(namespace, "waiting", annotations={"hearth.dev/activation-timeout": "2m"}))
@@ -200,19 +134,19 @@ def test_a_model_listing_two_vendors_goes_where_there_is_room_and_is_moved_when_
     tag = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]
     first, second = f"first{tag}", f"second{tag}"
     with (
-        Pool(cluster, f"{tag}a", 1, vendor=first) as gpus,
-        Pool(cluster, f"{tag}b", 2, node="ascend-node-0", base="sim-ascend", vendor=second) as npus,
+        AcceleratorPool(cluster, f"{tag}a", 1, vendor=first) as gpus,
+        AcceleratorPool(cluster, f"{tag}b", 2, node="ascend-node-0", base="sim-ascend", vendor=second) as npus,
     ):
         # Both pools full of models that never yield (min-replicas 1): the waking model is rendered for its
         # first vendor, waits, and is said to wait.
         pinned = {"hearth.dev/min-replicas": "1"}
-        apply(cluster, model(namespace, "holds-gpu", runtime=gpus.runtime, annotations=pinned))
-        apply(cluster, model(namespace, "holds-npu-0", runtime=npus.runtime, annotations=pinned))
-        apply(cluster, model(namespace, "holds-npu-1", runtime=npus.runtime, annotations=pinned))
+        apply(cluster, resident_model(namespace, "holds-gpu", runtime=gpus.runtime, annotations=pinned))
+        apply(cluster, resident_model(namespace, "holds-npu-0", runtime=npus.runtime, annotations=pinned))
+        apply(cluster, resident_model(namespace, "holds-npu-1", runtime=npus.runtime, annotations=pinned))
         for name in ("holds-gpu", "holds-npu-0", "holds-npu-1"):
             wait_for(f"{name} to run", lambda n=name: ready_pods(cluster, namespace, n), timeout=90)  # type: ignore[misc]
         timeout = {"hearth.dev/activation-timeout": "2m"}
-        apply(cluster, model(namespace, "either", vendors=f"{first},{second}", annotations=timeout))
+        apply(cluster, resident_model(namespace, "either", vendors=f"{first},{second}", annotations=timeout))
         with concurrent.futures.ThreadPoolExecutor(1) as worker:
             answer = worker.submit(lambda: ask(cluster, namespace, "either"))
             wait_for("the pod to wait", lambda: events(cluster, namespace, "WaitingForAccelerators"), timeout=30)
@@ -227,7 +161,7 @@ def test_a_model_listing_two_vendors_goes_where_there_is_room_and_is_moved_when_
         # for it at once, without waiting.
         cluster.kubectl("delete", "deployment", "holds-npu-0", "-n", namespace)
         wait_for("holds-npu-0 to go", lambda: not cluster.pods(namespace, "app=holds-npu-0"), timeout=60)
-        apply(cluster, model(namespace, "later", vendors=f"{first},{second}"))
+        apply(cluster, resident_model(namespace, "later", vendors=f"{first},{second}"))
         started = time.monotonic()
         assert ask(cluster, namespace, "later") == expected(3)
         took = time.monotonic() - started
