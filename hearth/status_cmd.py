@@ -77,10 +77,13 @@ def fetch(kubeconfig: str | None, namespace: str | None) -> list[Mapping[str, An
 CAPACITY_COLUMNS = ("NODE", "RESOURCE", "ALLOCATABLE", "FREE", "BUSY", "IDLE", "OTHER", "HELD BY")
 
 
-def capacity_table(view: Capacity, deployments: list[Mapping[str, Any]]) -> str:
+def capacity_table(view: Capacity, deployments: list[Mapping[str, Any]], now: dt.datetime | None = None) -> str:
     """One row per node and accelerator. A model's replicas are idle when the scaler last saw no demand
-    for it (they may be retired to make room), busy otherwise; OTHER is pods Hearth does not scale."""
+    for it (they may be retired to make room; since its last use, when known), busy otherwise; OTHER is
+    pods Hearth does not scale."""
+    now = now or dt.datetime.now(dt.UTC)
     demand = {model_key_of(d): status_of(d).get("demand") for d in deployments}
+    used = {model_key_of(d): status_of(d).get("used") for d in deployments}
     rows = [list(CAPACITY_COLUMNS)]
     for node, resource in view.pools():
         counts = {"busy": 0, "idle": 0, "other": 0}
@@ -92,7 +95,8 @@ def capacity_table(view: Capacity, deployments: list[Mapping[str, Any]]) -> str:
                 continue
             state = "idle" if str(demand[holding.model]) == "0" else "busy"
             counts[state] += count
-            label = f"{holding.model} ({state}{', going' if holding.terminating else ''})"
+            since = f" {age(used[holding.model], now)}" if state == "idle" and used[holding.model] else ""
+            label = f"{holding.model} ({state}{since}{', going' if holding.terminating else ''})"
             held[label] = held.get(label, 0) + count
         allocatable = view.nodes[node].allocatable.get(resource, 0)
         who = ", ".join(f"{n}x {label}" if n > 1 else label for label, n in sorted(held.items())) or "-"

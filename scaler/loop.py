@@ -26,6 +26,7 @@ from policies import (
     scale_of,
     sidecar_url,
     start_failure,
+    status_of,
 )
 from scaler.decision import Decision, Memory, Observation, decide
 from scaler.demand import Demand, DemandCollector
@@ -52,6 +53,7 @@ class ModelMemory:
     last_status: dict[str, Any] | None = None
     since: str | None = None  # when the phase last changed, as the condition says
     last_used: float | None = None  # when a tick last saw a request held, in flight or started
+    used: str | None = None  # the same, in UTC, for the condition (`hearth status --capacity` shows it)
 
 
 class Scaler:
@@ -192,10 +194,11 @@ class Scaler:
         state = self.models.setdefault(key, ModelMemory())
         spec: ScaleSpec = scale_of(deployment)
         current = self._current(key, deployment)
-        if state.last_used is None or seen.total > 0 or seen.started > 0:
-            state.last_used = (
-                self.clock()
-            )  # a model first seen counts as just used: no retirement on a new leader's word
+        if seen.total > 0 or seen.started > 0:
+            state.last_used = self.clock()
+            state.used = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif state.last_used is None:
+            state.last_used = self.clock()  # first seen counts as just used: no retirement on a new leader's word
         observation = Observation(
             demand=seen.total,
             busy_pods=seen.busy_pods,
@@ -269,6 +272,7 @@ class Scaler:
             "reason": decision.reason,
             "runtime": state.runtime,
             "prewarmed": self.prewarmer.summaries.get(key) if self.prewarmer is not None else None,
+            "used": state.used or status_of(deployment).get("used"),  # a new leader keeps its predecessor's
         }
         if failed:
             status["failure"] = failed[:500]

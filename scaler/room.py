@@ -17,6 +17,7 @@ from policies import (
     Collector,
     ContractError,
     InferenceRuntime,
+    PodSpec,
     ScaleSpec,
     format_duration,
     is_ready,
@@ -38,6 +39,7 @@ log = logging.getLogger("hearth.scaler.room")
 Obj = dict[str, Any]
 RETIRING_FOR = 60.0  # seconds a retirement counts as room on its way before the view shows the pod going
 SWAP_WINDOW = 60.0
+RUNTIMES_FOR = 10.0  # seconds a list of the InferenceRuntimes serves the vendor fallback
 STATES = ("free", "idle", "busy", "other")
 
 
@@ -143,14 +145,24 @@ def _age(obj: Obj, now: dt.datetime) -> float:
     return max(0.0, (now - at).total_seconds())
 
 
-def fallback(view: Capacity, deployment: Obj, pod: Obj, runtimes: list[InferenceRuntime]) -> InferenceRuntime | None:
-    """The runtime a waiting pod would get now, when its Deployment lists vendors (or none) and that
-    runtime is not the one it got and has room for it; else None."""
+def _choice(deployment: Obj) -> tuple[Obj, PodSpec] | None:
+    """The Deployment's pod template and its parsed keys, when the webhook chooses its vendor (a rendered
+    model, no runtime pinned, not exactly one vendor listed)."""
     template = (deployment.get("spec") or {}).get("template") or {}
     annotations = ((template.get("metadata") or {}).get("annotations")) or {}
     spec = parse_pod({str(k): str(v) for k, v in annotations.items()}, Collector())
     if spec is None or spec.model is None or spec.runtime is not None or len(spec.vendors) == 1:
         return None
+    return template, spec
+
+
+def fallback(view: Capacity, deployment: Obj, pod: Obj, runtimes: list[InferenceRuntime]) -> InferenceRuntime | None:
+    """The runtime a waiting pod would get now, when its Deployment lists vendors (or none) and that
+    runtime is not the one it got and has room for it; else None."""
+    choice = _choice(deployment)
+    if choice is None:
+        return None
+    template, spec = choice
     try:
         chosen = select_runtime(
             spec, runtimes, has_room=lambda r: runtime_has_room(view, r, template, spec.accelerators)
@@ -175,6 +187,7 @@ class RoomMaker:
     ) -> None:
         self.runtimes = runtimes  # listed only when a pod has waited `fallback_after` with vendors to choose from
         self.fallback_after = fallback_after
+        self._runtimes: tuple[float, list[InferenceRuntime]] | None = None  # when listed, and what
         self.writer = writer
         self.metrics = metrics
         self.rules = rules
@@ -248,10 +261,16 @@ class RoomMaker:
     ) -> None:
         """Replace a pod that has waited `fallback_after` for its vendor when another listed vendor has room:
         its ReplicaSet makes a new one, which the webhook renders for the vendor with room."""
-        late = [w for w in stuck if _age(pods[w.pod], now) >= self.fallback_after]
+        late = [
+            w
+            for w in stuck
+            if _age(pods[w.pod], now) >= self.fallback_after and _choice(usage[w.model].deployment) is not None
+        ]
         if not late or self.runtimes is None:
             return
-        runtimes = await self.runtimes()
+        if self._runtimes is None or self.clock() - self._runtimes[0] > RUNTIMES_FOR:
+            self._runtimes = (self.clock(), await self.runtimes())
+        runtimes = self._runtimes[1]
         for waiter in late:
             pod, deployment = pods[waiter.pod], usage[waiter.model].deployment
             chosen = fallback(view, deployment, pod, runtimes)

@@ -55,7 +55,7 @@ def test_hearth_status_capacity_shows_each_pool_and_who_holds_it() -> None:
     from tests.test_packing import node, pod
 
     def model(name: str, demand: int) -> dict[str, Any]:
-        status = {"demand": demand, "desired": 1, "ready": 1, "reason": "x"}
+        status = {"demand": demand, "desired": 1, "ready": 1, "reason": "x", "used": "2026-12-01T09:55:48Z"}
         found = deployment(condition("Ready", status, "t1", "t0"))
         found["metadata"]["name"] = name
         return found
@@ -69,8 +69,9 @@ def test_hearth_status_capacity_shows_each_pool_and_who_holds_it() -> None:
             pod("job", "gpu-0", {"nvidia.com/gpu": 1}),
         ],
     )
-    shown = capacity_table(view, [model("qwen", 0), model("glm", 3)]).splitlines()
+    now = dt.datetime(2026, 12, 1, 10, 0, 0, tzinfo=dt.UTC)
+    shown = capacity_table(view, [model("qwen", 0), model("glm", 3)], now).splitlines()
     assert shown[0].split() == ["NODE", "RESOURCE", "ALLOCATABLE", "FREE", "BUSY", "IDLE", "OTHER", "HELD", "BY"]
     assert shown[1].split()[:7] == ["gpu-0", "nvidia.com/gpu", "4", "0", "1", "2", "1"]
-    assert shown[1].endswith("ai/glm (busy), 2x ai/qwen (idle)")
+    assert shown[1].endswith("ai/glm (busy), 2x ai/qwen (idle 4m)")  # idle since its last use
     assert len(shown) == 2  # a node without accelerators is no pool
