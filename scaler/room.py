@@ -64,13 +64,10 @@ def _unbound(pod: Obj) -> bool:
     return not spec.get("nodeName") and not meta.get("deletionTimestamp")
 
 
-def _started(pod: Obj, now: dt.datetime) -> float:
-    """Seconds since the pod started (0 when unknown: too young to retire)."""
-    started = (pod.get("status") or {}).get("startTime")
-    if not started:
-        return 0.0
+def _since(stamp: object, now: dt.datetime) -> float:
+    """Seconds since an API timestamp (0 when absent or broken: too young to act on)."""
     try:
-        at = dt.datetime.strptime(str(started), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        at = dt.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return 0.0
     return max(0.0, (now - at).total_seconds())
@@ -130,19 +127,17 @@ def candidates(usage: Mapping[str, Usage], now: dt.datetime) -> list[Candidate]:
                 continue  # busy, or its sidecar did not answer: not known to be idle
             found.append(
                 Candidate(
-                    _pod_key(pod), key, str(node), holds, spec.priority, model.idle_for, _started(pod, now), spare
+                    _pod_key(pod),
+                    key,
+                    str(node),
+                    holds,
+                    spec.priority,
+                    model.idle_for,
+                    _since((pod.get("status") or {}).get("startTime"), now),
+                    spare,
                 )
             )
     return found
-
-
-def _age(obj: Obj, now: dt.datetime) -> float:
-    created = (obj.get("metadata") or {}).get("creationTimestamp")
-    try:
-        at = dt.datetime.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return 0.0
-    return max(0.0, (now - at).total_seconds())
 
 
 def _choice(deployment: Obj) -> tuple[Obj, PodSpec] | None:
@@ -264,7 +259,8 @@ class RoomMaker:
         late = [
             w
             for w in stuck
-            if _age(pods[w.pod], now) >= self.fallback_after and _choice(usage[w.model].deployment) is not None
+            if _since(pods[w.pod]["metadata"].get("creationTimestamp"), now) >= self.fallback_after
+            and _choice(usage[w.model].deployment) is not None
         ]
         if not late or self.runtimes is None:
             return
@@ -285,8 +281,9 @@ class RoomMaker:
                 continue
             self.metrics.fallbacks.labels(chosen.spec.vendor).inc()
             wanted = ", ".join(f"{k} {r}" for r, k in sorted(waiter.needs.items()))
+            waited = format_duration(_since(meta.get("creationTimestamp"), now))
             message = (
-                f"pod {meta['name']} waited {format_duration(_age(pod, now))} for {wanted}; replaced, for runtime "
+                f"pod {meta['name']} waited {waited} for {wanted}; replaced, for runtime "
                 f"{chosen.name} ({chosen.spec.vendor}), which has room"
             )
             log.info("%s: %s", waiter.model, message)
