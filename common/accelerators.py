@@ -27,7 +27,7 @@ class AcceleratorView:
                 resource_path("v1", "pods"),
                 self._set_pods,
                 metrics=metrics,
-                resource="pods (accelerators)",
+                resource="pods/capacity",  # beside the view of model pods, a metric label of its own
                 transform=slim_pod,
             ),
         ]

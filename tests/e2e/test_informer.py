@@ -104,7 +104,8 @@ def test_list_watch_and_skip_what_is_malformed(cluster: Cluster, namespace: str)
 def test_every_component_reports_its_informers(cluster: Cluster) -> None:
     """Each component's /metrics counts the lists of its informers: the webhook's InferenceRuntimes and the
     model-names record (a ConfigMap), the front doors' Deployments, pods, scaler peers, the record and the
-    key Secrets, the scalers' Deployments, pods and front-door peers."""
+    key Secrets, the scalers' Deployments, pods and front-door peers; the webhooks and scalers also every
+    node and pod for the accelerator capacity."""
     import ssl
 
     import httpx
@@ -113,9 +114,9 @@ def test_every_component_reports_its_informers(cluster: Cluster) -> None:
     tls = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
     tls.check_hostname = False  # the certificate names the Service; this reaches each pod by address
     expected = {
-        "hearth-webhook": ("https", 8443, {"inferenceruntimes", "configmaps"}),
+        "hearth-webhook": ("https", 8443, {"inferenceruntimes", "configmaps", "nodes", "pods/capacity"}),
         "hearth-gateway": ("http", 9090, {"deployments", "pods", "peers", "configmaps", "secrets"}),
-        "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers"}),
+        "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers", "nodes", "pods/capacity"}),
     }
 
     def listed_by(pod: dict[str, Any], scheme: str, port: int) -> set[str]:
