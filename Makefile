@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # (mmdebstrap, umoci) need; installed with apt-get when missing (the nodes run containers: root).
 HOST_PACKAGES := runc containernetworking-plugins iptables mmdebstrap umoci
 
-.PHONY: setup host demo test lint unit e2e bench controlplane image clean
+.PHONY: setup host demo test lint check process unit e2e docs bench controlplane image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,16 +39,25 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy docs/generate.py
 	$(BIN)/lint-imports
 
-unit: setup
-	$(BIN)/pytest -m "not e2e"
+# The test tiers (tests/conftest.py enforces them): each stops `make test` at its first failure.
+check: lint docs  ## lint, types, import contracts, the docs build and the in-process tests: no Go, kubectl or subprocess
+	$(BIN)/pytest -m "not e2e and not process" --durations=5
 
-e2e: controlplane
-	$(BIN)/pytest -m e2e
+process: setup  ## tests that start real processes (Hearth's, Go tools, kubectl), two at a time
+	$(BIN)/pytest -m process -n 2 --durations=10
 
-test: lint controlplane  ## everything CI runs: lint, types, and every test tier
-	$(BIN)/pytest
+unit: check process
+
+e2e: controlplane  ## the local cluster (built once, cached), then every end-to-end test on it
+	$(BIN)/pytest -m e2e --durations=20
+
+docs: setup  ## the documentation site, strict: a broken link or a page left out of the nav fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
+
+test: check process e2e  ## everything CI runs, fastest tier first
 
 bench: setup
 	$(BIN)/python bench/admission.py

@@ -1,6 +1,12 @@
+"""The test tiers (README, "Tests"): a test is in the fast tier unless its module says otherwise with
+`pytestmark = pytest.mark.process` (it starts real processes: Hearth's, Go tools, kubectl) or
+`pytest.mark.e2e` (the local cluster). A fast-tier test that starts a process fails, naming the fix."""
+
 from __future__ import annotations
 
+import asyncio
 import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +16,30 @@ import pytest
 from certs import issue
 from tests.servers import free_port, hearth_process, tls_context
 from tests.support import RUNTIMES
+
+
+class ProcessInFastTier(AssertionError):
+    pass
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """Around a fast-tier test's setup (module fixtures included), call and teardown: no process."""
+    if item.get_closest_marker("process") or item.get_closest_marker("e2e"):
+        return (yield)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ProcessInFastTier(
+            f"{item.nodeid} starts a process in the fast tier: give its module `pytestmark = pytest.mark.process`"
+        )
+
+    saved = subprocess.Popen.__init__, asyncio.create_subprocess_exec
+    subprocess.Popen.__init__ = refuse  # type: ignore[method-assign]
+    asyncio.create_subprocess_exec = refuse  # type: ignore[assignment]
+    try:
+        return (yield)
+    finally:
+        subprocess.Popen.__init__, asyncio.create_subprocess_exec = saved  # type: ignore[method-assign]
 
 
 @dataclass

@@ -62,6 +62,7 @@ def test_the_adopted_golden_cases_are_already_adopted() -> None:
         assert adopt_text(text, annotations, sample_runtimes())[0] == text, case.name
 
 
+@pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 def test_the_command_line_prints_warnings_and_rewrites_in_place(tmp_path: Path) -> None:
     target = tmp_path / "vllm.yaml"
     target.write_text((Path(__file__).parent / "adopt" / "vllm-gpu.yaml").read_text())

@@ -7,10 +7,13 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support import ROOT, go_json
 from tests.test_dashboard import exported_names
+
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 
 MONITORING = ROOT / "manifests" / "components" / "monitoring"
 OVERLAY = ROOT / "examples" / "kustomize" / "prometheus-operator"

@@ -12,6 +12,8 @@ import yaml
 
 from tests.support import ROOT, go_json
 
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
+
 CUSTOMIZATIONS = yaml.safe_load((ROOT / "manifests" / "argocd" / "argocd-cm-health.yaml").read_text())["data"]
 DEPLOYMENT = "resource.customizations.health.apps_Deployment"
 RUNTIME = "resource.customizations.health.serving.hearth.dev_InferenceRuntime"

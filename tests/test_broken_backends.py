@@ -17,6 +17,8 @@ from tests.gateway_support import Proc, Processes, processes
 from tests.servers import raw_runtime
 from tests.test_gateway import CHAT, demand, sdk, wait_for
 
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
+
 CHUNK = (
     b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"qwen",'
     b'"choices":[{"index":0,"delta":{"content":"Hearth"},"finish_reason":null}]}\n\n'

@@ -89,6 +89,7 @@ def served_serial(port: int, context: ssl.SSLContext) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
+@pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 def test_rotation_drops_no_request(webhook: Webhook) -> None:
     port = int(webhook.url.rsplit(":", 1)[1])
     before = served_serial(port, webhook.tls)

@@ -11,10 +11,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from devcluster.gotools import go_tool
 from tests.support import ROOT
+
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 
 CHART = ROOT / "charts" / "hearth"
 

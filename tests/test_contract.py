@@ -274,10 +274,10 @@ def test_keep_mode_gets_no_placeholder_image() -> None:
     assert "image" not in with_scaler_defaults(kept, creating=True)["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_readme_documents_every_key_with_its_default() -> None:
+def test_the_reference_documents_every_key_with_its_default() -> None:
     from policies.annotations import KEYS
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "reference" / "annotations.md").read_text()
     for key in KEYS:
         where = "Deployment metadata" if key.scope == "deployment" else "pod template"
         assert f"| `hearth.dev/{key.name}` | {where} | `{key.default}` | {key.doc} |" in readme, key.name

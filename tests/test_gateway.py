@@ -20,6 +20,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from tests.gateway_support import Proc, Processes, processes
 
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
+
 CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support import ROOT
@@ -44,6 +45,7 @@ def test_each_component_survives_a_drain_and_spreads_over_nodes() -> None:
             assert {"readinessProbe", "livenessProbe"} <= set(container), (name, container["name"])
 
 
+@pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 def test_the_cert_manager_overlay_issues_the_webhooks_secret_and_injects_its_ca() -> None:
     import subprocess
 

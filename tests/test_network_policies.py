@@ -12,6 +12,8 @@ import yaml
 
 from tests.support import ROOT, go_json
 
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
+
 SIDECAR = (8090, "hearth-http")  # the rendered sidecar's port and its name (policies.render)
 RUNTIME = (8000, "")
 

@@ -24,6 +24,8 @@ from policies import Collector, cache_key, parse_model_uri
 from policies.modelcache import Entry, evictions, files_to_fetch
 from tests.servers import free_port, hearth_process
 
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
+
 TOKEN = "hf_test_token_for_the_gated_model"
 
 

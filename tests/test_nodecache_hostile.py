@@ -27,6 +27,8 @@ from nodecache.store import Store, sha256_of
 from tests.servers import free_port
 from tests.test_nodecache import counts, fetch, finished, key_of
 
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
+
 OVERSIZED = 48 << 20  # what the hub sends for a file it lists at 1 KiB
 DRIP_SECONDS = 30.0  # the drip stops by itself
 NOT_PLAIN = "that is not a plain path inside a model's folder: refused"

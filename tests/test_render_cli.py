@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.support import ROOT, RUNTIMES
+
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 
 
 def render(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,11 @@ from pathlib import Path
 from subprocess import Popen
 
 import httpx
+import pytest
 
 from tests.gateway_support import Proc, processes
+
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 
 PREFILL = 0.2  # the runtime's time to first token: long enough that a herd would all be in before one answer
 CLIENTS = 30

@@ -19,6 +19,8 @@ from tests.conftest import Webhook
 from tests.support import GOLDEN, admission_review, apiserver_pod, load_case
 from webhook.app import ENDPOINTS as WEBHOOK_ENDPOINTS
 
+pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
+
 DEPLOYMENT, _ = load_case(GOLDEN / "nvidia-hf.yaml")
 ENDPOINTS = ["/mutate/pods", "/mutate/deployments", "/validate/deployments", "/validate/inferenceruntimes"]
 assert set(ENDPOINTS) == set(WEBHOOK_ENDPOINTS), "every endpoint of the webhook is fuzzed"
