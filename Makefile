@@ -52,7 +52,7 @@ process: setup  ## tests that start real processes (Hearth's, Go tools, kubectl)
 unit: check process
 
 e2e: controlplane  ## the local cluster (built once, cached), then every end-to-end test on it
-	$(BIN)/pytest -m e2e --durations=20
+	$(BIN)/pytest -m e2e -n 2 --dist loadfile --durations=20
 
 docs: setup  ## the documentation site, strict: a broken link or a page left out of the nav fails
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site

@@ -4,7 +4,10 @@ its own ports and address ranges, so it never touches a developer's `hearth dev 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,18 +21,43 @@ import yaml
 from devcluster import processes
 from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
+from devcluster.image import ensure_image, ensure_pause_image
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.simulator import WORDS  # what the simulator answers, one word per token, round and round
 
 T = TypeVar("T")
 
 
+@contextlib.contextmanager
+def one_at_a_time(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` across processes: one worker builds what the clusters share (the cached
+    binaries and images), never two at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+
+def worker_index() -> int:
+    """0 without pytest-xdist; N for its worker gwN (`make e2e` runs two, each with a cluster of its own)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # No skip when Go or the build is missing: ensure_binaries raises and the tier fails loudly.
-    binaries = ensure_binaries(default_cache_dir())
-    layout = Layout(state=tmp_path_factory.mktemp("devcluster"), port_base=26400, pod_net=20)
-    dev = Cluster(layout, binaries)
+    index = worker_index()
+    state = tmp_path_factory.mktemp("devcluster")
+    cache = default_cache_dir()
+    with one_at_a_time(cache / "e2e-build.lock"):  # built once, by the first worker; the others find them
+        binaries = ensure_binaries(cache)
+        ensure_image(cache)
+        ensure_pause_image(cache, binaries["hearth-pause"])
+    dev = Cluster(Layout(state=state, port_base=26400 + 1000 * index, pod_net=20 + index), binaries)
     try:
         dev.up()  # inside: a start that fails half-way is stopped too, leaving nothing running
         yield dev

@@ -13,7 +13,9 @@ from prometheus_client import CollectorRegistry
 from common.informer import Informer, InformerMetrics, resource_path
 from common.kubeapi import KubeAPI
 from devcluster.cluster import Cluster
+from devcluster.models import simulated_model
 from tests.e2e.conftest import apply, wait_for
+from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +103,7 @@ def test_list_watch_and_skip_what_is_malformed(cluster: Cluster, namespace: str)
     asyncio.run(scenario())
 
 
-def test_every_component_reports_its_informers(cluster: Cluster) -> None:
+def test_every_component_reports_its_informers(cluster: Cluster, namespace: str) -> None:
     """Each component's /metrics counts the lists of its informers: the webhook's InferenceRuntimes and the
     model-names record (a ConfigMap), the front doors' Deployments, pods, scaler peers, the record and the
     key Secrets, the scalers' Deployments, pods and front-door peers; the webhooks and scalers also every
@@ -111,6 +113,11 @@ def test_every_component_reports_its_informers(cluster: Cluster) -> None:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
+    # A model and an API key of this test's own: the front doors read key Secrets only in namespaces that
+    # run models (whatever other tests ran before on this cluster).
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "manifests" / "tenant"))
+    apply(cluster, simulated_model(namespace, "listed"))
+    cluster.api_key(namespace)
     tls = ssl.create_default_context(cafile=str(cluster.layout.webhook_tls / "ca.crt"))
     tls.check_hostname = False  # the certificate names the Service; this reaches each pod by address
     expected = {
