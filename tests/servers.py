@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -18,11 +19,25 @@ from pathlib import Path
 
 import httpx
 
+PORTS_PER_WORKER = 4000  # pytest-xdist workers draw from ranges of their own, below the kernel's ephemeral range
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on loopback now. Each pytest-xdist worker draws from a range of its own (12000-15999 for
+    gw0, 16000-19999 for gw1, ...): a port one worker found free and has not bound yet is never handed to
+    another, and the kernel never picks these for outgoing connections."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = 12000 + PORTS_PER_WORKER * index
+    for _ in range(200):
+        port = random.randrange(low, low + PORTS_PER_WORKER)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + PORTS_PER_WORKER - 1}")
 
 
 def tls_context(ca: Path) -> ssl.SSLContext:
