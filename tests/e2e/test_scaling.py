@@ -349,6 +349,7 @@ def all_know(answers: list[str], runtime: str) -> bool:
 def test_everything_survives_an_apiserver_restart(cluster: Cluster, namespace: str) -> None:
     apply(cluster, model_deployment(namespace, "restart", delay="2s"))
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "restart") == "ScaledToZero", timeout=30)
+    cluster.api_key(namespace)  # the namespace's key exists before the restart, as a user's would
     cluster.restart("kube-apiserver")  # every watch (webhooks, front doors, scalers, kubelets) breaks and resumes
     assert stream_text(cluster, f"{namespace}/restart", 6) == expected(6)  # 0 -> 1 through the restart
     wait_for("back to zero", lambda: replicas(cluster, namespace, "restart") == 0, timeout=60)
