@@ -192,13 +192,14 @@ class RoomMaker:
         self.reported: dict[str, str] = {}  # waiting pod -> the reason it last waited for
         self.pools: set[tuple[str, str, str]] = set()  # label sets of hearth_accelerators last written
 
-    def _incoming(self, pods: Mapping[str, Obj]) -> dict[tuple[str, str], int]:
-        """Accelerators retired by earlier passes whose pods the view does not show going yet."""
+    def _incoming(self, view: Capacity) -> dict[tuple[str, str], int]:
+        """Accelerators retired by earlier passes whose pods the capacity view still shows held (not going):
+        the capacity view, not the view of model pods, whose watch may be ahead of it."""
         now = self.clock()
+        held = {h.pod for holders in view.holders.values() for h in holders if not h.terminating}
         incoming: dict[tuple[str, str], int] = {}
         for pod, (node, holds, at) in list(self.retiring.items()):
-            seen = pods.get(pod)
-            if seen is None or (seen.get("metadata") or {}).get("deletionTimestamp") or now - at > RETIRING_FOR:
+            if pod not in held or now - at > RETIRING_FOR:
                 del self.retiring[pod]  # gone, or shown terminating (counted as freeing), or given up on
                 continue
             for resource, count in holds.items():
@@ -217,7 +218,7 @@ class RoomMaker:
         pods = {_pod_key(p): p for model in usage.values() for p in model.pods}
         now = dt.datetime.now(dt.UTC)
         found = candidates(usage, now)
-        decided = plan(view, waiters(usage), found, self.rules, self._recent(), self._incoming(pods))
+        decided = plan(view, waiters(usage), found, self.rules, self._recent(), self._incoming(view))
         self._gauge(view, usage, {c.pod for c in found})
         by_model: dict[str, list[Retire]] = {}
         for retire in decided.retire:
