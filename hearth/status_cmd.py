@@ -48,13 +48,18 @@ def row(deployment: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool
     ]
 
 
-def table(deployments: list[Mapping[str, Any]], *, with_namespace: bool) -> str:
-    now = dt.datetime.now(dt.UTC)
-    rows = [list(COLUMNS)] + [row(d, now, with_namespace=with_namespace) for d in deployments]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def aligned(rows: list[list[str]]) -> str:
+    """Rows as columns padded to their widest cell, as kubectl prints them."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "   ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
     )
+
+
+def table(deployments: list[Mapping[str, Any]], *, with_namespace: bool) -> str:
+    now = dt.datetime.now(dt.UTC)
+    rows = [list(COLUMNS)] + [row(d, now, with_namespace=with_namespace) for d in deployments]
+    return aligned(rows)
 
 
 def fetch(kubeconfig: str | None, namespace: str | None) -> list[Mapping[str, Any]]:
@@ -102,10 +107,7 @@ def capacity_table(view: Capacity, deployments: list[Mapping[str, Any]], now: dt
         who = ", ".join(f"{n}x {label}" if n > 1 else label for label, n in sorted(held.items())) or "-"
         free = str(view.free(node, resource))
         rows.append([node, resource, str(allocatable), free, *(str(counts[k]) for k in ("busy", "idle", "other")), who])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(CAPACITY_COLUMNS))]
-    return "\n".join(
-        "   ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return aligned(rows)
 
 
 def fetch_capacity(kubeconfig: str | None) -> tuple[Capacity, list[Mapping[str, Any]]]:

@@ -218,7 +218,8 @@ class RoomMaker:
         pods = {_pod_key(p): p for model in usage.values() for p in model.pods}
         now = dt.datetime.now(dt.UTC)
         found = candidates(usage, now)
-        decided = plan(view, waiters(usage), found, self.rules, self._recent(), self._incoming(view))
+        unplaced = waiters(usage)
+        decided = plan(view, unplaced, found, self.rules, self._recent(), self._incoming(view))
         self._gauge(view, usage, {c.pod for c in found})
         by_model: dict[str, list[Retire]] = {}
         for retire in decided.retire:
@@ -247,7 +248,7 @@ class RoomMaker:
                     "Warning",
                 )
         await self._fall_back(view, usage, pods, [s.waiter for s in decided.stuck], now)
-        waiting_pods = {w.pod for w in waiters(usage)}
+        waiting_pods = {w.pod for w in unplaced}
         self.reported = {pod: why for pod, why in self.reported.items() if pod in waiting_pods}
         self.metrics.set_waiting(waiting, usage.keys())
         return decided, written
