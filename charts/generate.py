@@ -35,7 +35,7 @@ OPTIONAL = {  # file -> the value that switches it on
     "grafana-dashboard.yaml": "dashboard.enabled",
 }
 LEFT_OUT = {"namespace.yaml", "kustomization.yaml"}  # the release's namespace is Helm's (--create-namespace)
-CRDS = {"crd-inferenceruntime.yaml"}  # crds/: installed as they are, never templated
+CRDS = {"crd-inferenceruntime.yaml", "crd-llmservice.yaml"}  # crds/: installed as they are, never templated
 
 
 class Drifted(Exception):

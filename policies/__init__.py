@@ -35,6 +35,14 @@ from policies.deployment import Verdict, deployment_name_of, render_for_pod, val
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of, unique_keys
 from policies.keys import digest as key_digest
+from policies.llmservice import KIND as LLMSERVICE_KIND
+from policies.llmservice import PLURAL as LLMSERVICE_PLURAL
+from policies.llmservice import LLMServiceSpec, compile_deployment, validate_llmservice
+from policies.llmservice import parse_spec as parse_llmservice
+from policies.llmservice_status import crd as llmservice_crd
+from policies.llmservice_status import mirror as llmservice_status
+from policies.llmservice_status import predicted_runtime, with_conditions
+from policies.llmservice_status import same as same_status
 from policies.modelcache import (
     CACHED_MODEL,
     DEFAULT_ENDPOINT,
@@ -120,6 +128,8 @@ __all__ = [
     "KEYS",
     "KEY_LABEL",
     "KIND",
+    "LLMSERVICE_KIND",
+    "LLMSERVICE_PLURAL",
     "NAMES_CONFIGMAP",
     "NAMES_LABEL",
     "PHASES",
@@ -143,6 +153,7 @@ __all__ = [
     "ContractError",
     "Holding",
     "InferenceRuntime",
+    "LLMServiceSpec",
     "MalformedStamp",
     "ModelSource",
     "NodeRoom",
@@ -162,6 +173,7 @@ __all__ = [
     "cache_key",
     "capacity",
     "claimant_of",
+    "compile_deployment",
     "condition",
     "deployment_name_of",
     "diff",
@@ -173,6 +185,8 @@ __all__ = [
     "hub_id",
     "is_ready",
     "key_digest",
+    "llmservice_crd",
+    "llmservice_status",
     "model_container",
     "model_key",
     "model_key_of",
@@ -181,6 +195,7 @@ __all__ = [
     "node_label",
     "normalize_endpoint",
     "owner",
+    "parse_llmservice",
     "parse_model_uri",
     "parse_pod",
     "parse_scale",
@@ -188,6 +203,7 @@ __all__ = [
     "phase",
     "phase_since",
     "pod_needs",
+    "predicted_runtime",
     "prewarm_fetch",
     "prewarm_job",
     "prewarm_job_name",
@@ -200,6 +216,7 @@ __all__ = [
     "reported_name",
     "runtime_from_object",
     "runtime_has_room",
+    "same_status",
     "scale_of",
     "select_runtime",
     "served_names_of",
@@ -213,5 +230,7 @@ __all__ = [
     "unique_keys",
     "valid_runtimes",
     "validate_deployment",
+    "validate_llmservice",
+    "with_conditions",
     "with_scaler_defaults",
 ]

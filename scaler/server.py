@@ -24,6 +24,7 @@ from common.peers import Peers
 from scaler.demand import DemandCollector
 from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector, LeaseApi
+from scaler.llmservices import LLMServiceController
 from scaler.loop import Scaler
 from scaler.metrics import ScalerMetrics
 from scaler.names import NameRecord
@@ -126,6 +127,18 @@ async def serve(settings: ScalerSettings) -> None:
             ),
         )
 
+        llmservices = LLMServiceController(api, lambda: view.deployments, prewarmer.runtimes, registry, watch_metrics)
+
+        async def compile_llmservices() -> None:
+            while True:
+                try:
+                    if elector.leading() and view.synced:
+                        await llmservices.sync()
+                except Exception as exc:
+                    metrics.failures.labels("llmservice").inc()
+                    log.warning("LLMService pass failed: %s", exc)
+                await asyncio.sleep(settings.llmservice_interval)
+
         async def ticks() -> None:
             while True:
                 started = time.monotonic()
@@ -146,7 +159,16 @@ async def serve(settings: ScalerSettings) -> None:
                     log.warning("prewarm pass failed: %s", exc)
                 await asyncio.sleep(settings.prewarm_interval)
 
-        loops = (view.run(), accelerators.run(), front_doors.run(), elector.run(), ticks(), prewarms())
+        loops = (
+            view.run(),
+            accelerators.run(),
+            front_doors.run(),
+            elector.run(),
+            llmservices.run(),
+            ticks(),
+            prewarms(),
+            compile_llmservices(),
+        )
         tasks = [asyncio.create_task(c) for c in loops]
         config = uvicorn.Config(
             create_app(scaler, registry, callers),

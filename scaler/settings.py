@@ -80,6 +80,9 @@ class ScalerSettings(BaseModel):
         json_schema_extra={"env": "HEARTH_SIDECAR_IMAGE"},
     )
     prewarm_interval: Duration = Field(5.0, gt=0, description="time between prewarm passes (hearth.dev/prewarm)")
+    llmservice_interval: Duration = Field(
+        2.0, gt=0, description="time between passes over LLMServices (compile each into its Deployment, mirror status)"
+    )
     swaps_per_minute: int = Field(
         6,
         ge=0,

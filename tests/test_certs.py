@@ -68,13 +68,13 @@ def test_cli_writes_the_ca_bundle_into_manifests(tmp_path: Path) -> None:
     bundle = (tmp_path / "tls" / "ca.crt").read_bytes()
     docs = list(yaml.safe_load_all(manifest.read_text()))
     hooks = [h for d in docs for h in d["webhooks"]]
-    assert len(hooks) == 4
+    assert len(hooks) == 5
     assert all(base64.b64decode(h["clientConfig"]["caBundle"]) == bundle for h in hooks)
-    # Only the four caBundle lines were added: every comment and line of the file is where it was.
+    # Only the five caBundle lines were added: every comment and line of the file is where it was.
     original = (Path(__file__).parent.parent / "manifests" / "webhooks.yaml").read_text().splitlines()
     patched = manifest.read_text().splitlines()
     assert [line for line in patched if "caBundle:" not in line] == original
-    assert len(patched) == len(original) + 4
+    assert len(patched) == len(original) + 5
     assert main(["certs", "--out", str(tmp_path / "tls"), "--host", "x", "--if-expiring-within", "30"]) == 0
     assert (tmp_path / "tls" / "ca.crt").read_bytes() == bundle
 

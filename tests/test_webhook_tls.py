@@ -22,7 +22,13 @@ from webhook.app import ENDPOINTS as WEBHOOK_ENDPOINTS
 pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers)
 
 DEPLOYMENT, _ = load_case(GOLDEN / "nvidia-hf.yaml")
-ENDPOINTS = ["/mutate/pods", "/mutate/deployments", "/validate/deployments", "/validate/inferenceruntimes"]
+ENDPOINTS = [
+    "/mutate/pods",
+    "/mutate/deployments",
+    "/validate/deployments",
+    "/validate/inferenceruntimes",
+    "/validate/llmservices",
+]
 assert set(ENDPOINTS) == set(WEBHOOK_ENDPOINTS), "every endpoint of the webhook is fuzzed"
 
 
@@ -274,3 +280,19 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(webhook: Webhook) -> None:
     assert time.monotonic() - started < 5
     metrics = httpx.get(f"{webhook.url}/metrics", verify=webhook.tls).text
     assert 'hearth_webhook_reviews_total{endpoint="/mutate/pods",result="too_slow"} 1.0' in metrics
+
+
+def test_llmservice_validation(client: httpx.Client) -> None:
+    import yaml
+
+    from tests.support import ROOT
+
+    service = yaml.safe_load((ROOT / "examples" / "llmservice" / "qwen3-8b.yaml").read_text())
+    review = admission_review(
+        service, group="serving.hearth.dev", version="v1alpha1", kind="LLMService", resource="llmservices"
+    )
+    assert post(client, "/validate/llmservices", review)["allowed"] is True
+    service["spec"]["scaling"]["scaleDownDelay"] = "soon"
+    answer = post(client, "/validate/llmservices", review | {"request": review["request"] | {"object": service}})
+    assert answer["allowed"] is False
+    assert 'LLMService qwen3-8b: spec.scaling.scaleDownDelay is "soon"' in answer["status"]["message"]

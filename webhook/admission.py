@@ -14,6 +14,7 @@ import orjson
 
 from policies import (
     ENABLED_LABEL,
+    LLMSERVICE_KIND,
     Capacity,
     ContractError,
     InferenceRuntime,
@@ -25,6 +26,7 @@ from policies import (
     runtime_has_room,
     squatting_warnings,
     validate_deployment,
+    validate_llmservice,
     with_scaler_defaults,
 )
 
@@ -206,3 +208,22 @@ def check_runtime(request: Mapping[str, Any], runtimes: Sequence[InferenceRuntim
         and other.spec.priority == runtime.spec.priority
     ]
     return answer(API_VERSIONS[0], uid, allowed=True, warnings=warnings)
+
+
+def check_llmservice(
+    request: Mapping[str, Any], runtimes: Sequence[InferenceRuntime], settings: RenderSettings
+) -> Review:
+    """Validate an LLMService as the Deployment it compiles into would be validated, with the problems at the
+    LLMService's own field paths (policies.llmservice); the same warnings (e.g. no runtime serves it yet)."""
+    uid = str(request["uid"])
+    obj = request.get("object")
+    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    if not _is_kind(request, "serving.hearth.dev", LLMSERVICE_KIND):
+        return answer(API_VERSIONS[0], uid, allowed=True)
+    name = (obj.get("metadata") or {}).get("name")
+    try:
+        verdict = validate_llmservice(obj, runtimes)
+    except ContractError as exc:
+        return answer(API_VERSIONS[0], uid, allowed=False, message=f"hearth: LLMService {name}: {exc.message}")
+    return answer(API_VERSIONS[0], uid, allowed=True, warnings=list(verdict.warnings))

@@ -19,6 +19,7 @@ from webhook.admission import (
     MalformedReview,
     Review,
     check_deployment,
+    check_llmservice,
     check_runtime,
     mutate_deployment,
     mutate_pod,
@@ -33,6 +34,7 @@ ENDPOINTS: dict[str, Handler] = {
     "/mutate/deployments": mutate_deployment,
     "/validate/deployments": check_deployment,
     "/validate/inferenceruntimes": check_runtime,
+    "/validate/llmservices": check_llmservice,
 }
 
 
