@@ -62,19 +62,20 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from hearth.status_cmd import capacity_table, fetch, fetch_capacity, table
+    from hearth.status_cmd import capacity_table, fetch, fetch_capacity, fetch_services, table
 
     if args.capacity:
         view, models = fetch_capacity(str(args.kubeconfig) if args.kubeconfig else None)
         print(capacity_table(view, models) if view.nodes else "No node offers an accelerator (extended resource).")
         return 0
     namespace = None if args.all_namespaces else args.namespace
-    deployments = fetch(str(args.kubeconfig) if args.kubeconfig else None, namespace)
-    if not deployments:
+    kubeconfig = str(args.kubeconfig) if args.kubeconfig else None
+    deployments, services = fetch(kubeconfig, namespace), fetch_services(kubeconfig, namespace)
+    if not deployments and not services:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
-        print(f"No Hearth Deployments (label hearth.dev/enabled=true) in {where}.")
+        print(f"No Hearth Deployments (label hearth.dev/enabled=true) or LLMServices in {where}.")
         return 0
-    print(table(deployments, with_namespace=namespace is None))
+    print(table(deployments, with_namespace=namespace is None, services=services))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`hearth render`: print the Pod that the webhook would create for a Deployment (like kube-inject)."""
+"""`hearth render`: print the Pod that the webhook would create for a Deployment (like kube-inject); for an
+LLMService, the Deployment it compiles into and then that Pod."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from typing import Any, TextIO
 
 import yaml
 
-from policies import ContractError, RenderSettings, render_for_pod, validate_deployment
+from policies import (
+    LLMSERVICE_KIND,
+    ContractError,
+    RenderSettings,
+    compile_deployment,
+    render_for_pod,
+    validate_deployment,
+    validate_llmservice,
+)
 from webhook import load_runtimes
 
 
@@ -47,15 +56,20 @@ def render_documents(
     deployment_file: Path, runtimes_path: Path, settings: RenderSettings
 ) -> tuple[list[dict[str, Any]], list[str]]:
     runtimes = load_runtimes(runtimes_path)
-    pods: list[dict[str, Any]] = []
+    documents: list[dict[str, Any]] = []
     warnings: list[str] = []
     for doc in yaml.safe_load_all(deployment_file.read_text()):
-        if not isinstance(doc, Mapping) or doc.get("kind") != "Deployment":
+        deployment = doc
+        if isinstance(doc, Mapping) and doc.get("kind") == LLMSERVICE_KIND:
+            warnings.extend(validate_llmservice(doc, runtimes).warnings)
+            deployment = compile_deployment(doc)
+            documents.append(deployment)  # the preview shows what the LLMService becomes, then its pod
+        elif not isinstance(doc, Mapping) or doc.get("kind") != "Deployment":
             continue
-        verdict = validate_deployment(doc, runtimes)
+        verdict = validate_deployment(deployment, runtimes)
         warnings.extend(verdict.warnings)
-        pods.append(render_for_pod(pod_from_deployment(doc), runtimes, settings))
-    return pods, warnings
+        documents.append(render_for_pod(pod_from_deployment(deployment), runtimes, settings))
+    return documents, warnings
 
 
 def run(deployment_file: Path, runtimes_path: Path, settings: RenderSettings, out: TextIO = sys.stdout) -> int:
@@ -68,7 +82,7 @@ def run(deployment_file: Path, runtimes_path: Path, settings: RenderSettings, ou
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not pods:
-        print(f"error: {deployment_file} holds no Deployment", file=sys.stderr)
+        print(f"error: {deployment_file} holds no Deployment or LLMService", file=sys.stderr)
         return 1
     for warning in warnings:
         print(f"Warning: {warning}", file=sys.stderr)

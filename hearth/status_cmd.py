@@ -10,9 +10,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from policies import ENABLED_LABEL, PHASE_LABEL, Capacity, model_key_of, status_of
+from policies import (
+    ENABLED_LABEL,
+    GROUP,
+    LLMSERVICE_KIND,
+    LLMSERVICE_PLURAL,
+    PHASE_LABEL,
+    Capacity,
+    model_key_of,
+    status_of,
+)
 
-COLUMNS = ("NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE")
+COLUMNS = ("NAME", "KIND", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE")
 
 
 def age(created: str | None, now: dt.datetime) -> str:
@@ -37,13 +46,35 @@ def row(deployment: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool
     ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
     name = f"{meta.get('namespace')}/{meta.get('name')}" if with_namespace else str(meta.get("name"))
     demand = status.get("demand")
+    owners = [r.get("kind") for r in meta.get("ownerReferences") or [] if r.get("controller")]
     return [
         name,
+        LLMSERVICE_KIND if LLMSERVICE_KIND in owners else "Deployment",
         labels.get(PHASE_LABEL, "-"),
         str(runtime),
         f"{ready}/{desired}",
         "-" if demand is None else str(demand),
         status.get("prewarmed") or "-",
+        age(meta.get("creationTimestamp"), now),
+    ]
+
+
+def service_row(service: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool) -> list[str]:
+    """An LLMService that has no Deployment to show (Pending, Conflict, Invalid): its own status says why."""
+    meta = service.get("metadata") or {}
+    status = service.get("status") or {}
+    name = f"{meta.get('namespace')}/{meta.get('name')}" if with_namespace else str(meta.get("name"))
+    phase = str(status.get("phase") or "Pending")
+    if status.get("message"):
+        phase += f": {status['message']}"
+    return [
+        name,
+        LLMSERVICE_KIND,
+        phase,
+        status.get("runtime") or "-",
+        "0/0",
+        "-",
+        "-",
         age(meta.get("creationTimestamp"), now),
     ]
 
@@ -56,10 +87,17 @@ def aligned(rows: list[list[str]]) -> str:
     )
 
 
-def table(deployments: list[Mapping[str, Any]], *, with_namespace: bool) -> str:
+def table(
+    deployments: list[Mapping[str, Any]], *, with_namespace: bool, services: list[Mapping[str, Any]] | None = None
+) -> str:
+    """One row per Hearth Deployment (KIND LLMService when one compiled it), and one per LLMService that has
+    no Deployment yet or cannot have one (a name conflict, an invalid spec)."""
     now = dt.datetime.now(dt.UTC)
-    rows = [list(COLUMNS)] + [row(d, now, with_namespace=with_namespace) for d in deployments]
-    return aligned(rows)
+    shown = {model_key_of(d) for d in deployments}
+    lonely = [s for s in services or [] if model_key_of(s) not in shown]
+    rows = [row(d, now, with_namespace=with_namespace) for d in deployments]
+    rows += [service_row(s, now, with_namespace=with_namespace) for s in lonely]
+    return aligned([list(COLUMNS), *sorted(rows)])
 
 
 def fetch(kubeconfig: str | None, namespace: str | None) -> list[Mapping[str, Any]]:
@@ -77,6 +115,24 @@ def fetch(kubeconfig: str | None, namespace: str | None) -> list[Mapping[str, An
         )
     items: list[Mapping[str, Any]] = json.loads(raw.data).get("items", [])
     return sorted(items, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))
+
+
+def fetch_services(kubeconfig: str | None, namespace: str | None) -> list[Mapping[str, Any]]:
+    """Every LLMService (none when the CRD is not installed)."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    custom: Any = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
+    where = {"namespace": namespace} if namespace else {}
+    call = custom.list_namespaced_custom_object if namespace else custom.list_cluster_custom_object
+    try:
+        found = call(GROUP, "v1alpha1", LLMSERVICE_PLURAL, **where, _request_timeout=30)
+    except ApiException as exc:
+        if exc.status == 404:
+            return []
+        raise
+    items: list[Mapping[str, Any]] = found.get("items", [])
+    return items
 
 
 CAPACITY_COLUMNS = ("NODE", "RESOURCE", "ALLOCATABLE", "FREE", "BUSY", "IDLE", "OTHER", "HELD BY")

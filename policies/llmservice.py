@@ -331,16 +331,18 @@ def compile_deployment(obj: Mapping[str, Any], spec: LLMServiceSpec | None = Non
         "controller": True,
         "blockOwnerDeletion": True,
     }
+    deployment_meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {ENABLED_LABEL: "true", **selector, "app.kubernetes.io/managed-by": "hearth"},
+        "annotations": scale_annotations(spec),
+    }
+    if meta.get("uid"):  # a stored LLMService (a file being previewed has none)
+        deployment_meta["ownerReferences"] = [owner]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {ENABLED_LABEL: "true", **selector, "app.kubernetes.io/managed-by": "hearth"},
-            "annotations": scale_annotations(spec),
-            "ownerReferences": [owner] if meta.get("uid") else [],
-        },
+        "metadata": deployment_meta,
         "spec": {"selector": {"matchLabels": selector}, "template": template},
     }
 

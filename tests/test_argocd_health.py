@@ -17,6 +17,7 @@ pytestmark = pytest.mark.process  # real processes (tests/conftest.py: the tiers
 CUSTOMIZATIONS = yaml.safe_load((ROOT / "manifests" / "argocd" / "argocd-cm-health.yaml").read_text())["data"]
 DEPLOYMENT = "resource.customizations.health.apps_Deployment"
 RUNTIME = "resource.customizations.health.serving.hearth.dev_InferenceRuntime"
+LLMSERVICE = "resource.customizations.health.serving.hearth.dev_LLMService"
 
 
 def health(key: str, *objects: dict[str, Any]) -> list[tuple[str, str]]:
@@ -89,3 +90,27 @@ def test_a_stored_runtime_is_healthy() -> None:
     runtime = {"spec": {"vendor": "nvidia", "priority": 100, "accelerator": {"resource": "nvidia.com/gpu"}}}
     assert health(RUNTIME, runtime) == [("Healthy", "nvidia on nvidia.com/gpu, priority 100")]
     assert health(RUNTIME, {"spec": {}})[0][0] == "Degraded"
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        ("Pending", "Progressing"),
+        ("ScaledToZero", "Healthy"),
+        ("Activating", "Progressing"),
+        ("Ready", "Healthy"),
+        ("Scaling", "Progressing"),
+        ("Degraded", "Degraded"),
+        ("Conflict", "Degraded"),
+        ("Invalid", "Degraded"),
+    ],
+)
+def test_an_llmservice_shows_its_phase(phase: str, expected: str) -> None:
+    service = {"metadata": {"generation": 2}, "status": {"phase": phase, "observedGeneration": 2, "message": "m"}}
+    assert health(LLMSERVICE, service) == [(expected, f"Hearth: {phase} (m)")]
+
+
+def test_an_llmservice_edit_not_yet_compiled_is_progressing() -> None:
+    edited = {"metadata": {"generation": 3}, "status": {"phase": "Ready", "observedGeneration": 2}}
+    assert health(LLMSERVICE, edited, {"metadata": {"generation": 1}})[0][0] == "Progressing"
+    assert health(LLMSERVICE, {"metadata": {"generation": 1}})[0][0] == "Progressing"

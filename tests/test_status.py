@@ -25,7 +25,8 @@ def test_the_condition_reads_back_as_written_and_hearth_status_shows_it() -> Non
     got = deployment(written)
     assert status_of(got) == {"demand": "14", "desired": "2", "ready": "1", "runtime": "vllm-nvidia, vllm-ascend-910b"}
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    assert row(got, now, with_namespace=False)[:5] == ["chat", "Scaling", "vllm-nvidia, vllm-ascend-910b", "1/2", "14"]
+    shown = row(got, now, with_namespace=False)[:6]
+    assert shown == ["chat", "Deployment", "Scaling", "vllm-nvidia, vllm-ascend-910b", "1/2", "14"]
 
 
 def test_a_failure_is_kept_in_words_and_never_read_as_a_field() -> None:
@@ -39,7 +40,23 @@ def test_a_failure_is_kept_in_words_and_never_read_as_a_field() -> None:
 def test_no_condition_yet_shows_dashes() -> None:
     assert status_of(deployment()) == {}
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    assert row(deployment(), now, with_namespace=True)[:5] == ["ai/chat", "Scaling", "-", "1/2", "-"]
+    assert row(deployment(), now, with_namespace=True)[:6] == ["ai/chat", "Deployment", "Scaling", "-", "1/2", "-"]
+
+
+def test_hearth_status_lists_llmservices_by_their_deployment_or_their_own_status() -> None:
+    from hearth.status_cmd import table
+
+    compiled = deployment()
+    compiled["metadata"]["ownerReferences"] = [{"kind": "LLMService", "name": "chat", "controller": True}]
+    taken = {
+        "metadata": {"name": "taken", "namespace": "ai"},
+        "status": {"phase": "Conflict", "message": "a Deployment taken that this LLMService does not own"},
+    }
+    served = {"metadata": {"name": "chat", "namespace": "ai"}, "status": {"phase": "Scaling"}}
+    lines = table([compiled], with_namespace=False, services=[served, taken]).splitlines()
+    assert lines[0].split()[:3] == ["NAME", "KIND", "PHASE"]
+    assert lines[1].split()[:3] == ["chat", "LLMService", "Scaling"]
+    assert lines[2].split()[:3] == ["taken", "LLMService", "Conflict:"] and len(lines) == 3
 
 
 def test_a_restarted_scaler_keeps_the_time_the_phase_began() -> None:
