@@ -1,0 +1,211 @@
+"""LLMService on the local cluster: the announcement's sample as written, a simulated model 0 -> 1 -> N -> 0
+through the front door with the OpenAI SDK while `kubectl get llmservice` follows, edits, deletion, refusals,
+a name someone else holds, the controller killed mid-change, and Argo CD's health in every phase."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+from typing import Any
+
+import pytest
+import yaml
+
+from devcluster.cluster import Cluster
+from tests.e2e.conftest import MESSAGES, apply, get_json, sdk, wait_for
+from tests.support import ROOT
+from tests.test_argocd_health import LLMSERVICE, health
+
+pytestmark = pytest.mark.e2e
+
+SAMPLE = ROOT / "examples" / "llmservice" / "qwen3-8b.yaml"
+
+
+def columns(cluster: Cluster, namespace: str, name: str, wide: bool = False) -> list[str]:
+    args = ["get", "llmservice", name, "-n", namespace, "--no-headers", *(["-o", "wide"] if wide else [])]
+    found = cluster.kubectl(*args, check=False)
+    return found.stdout.split() if found.returncode == 0 else []
+
+
+def service(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    """An LLMService pinned to the simulator runtime (devcluster/runtimes.yaml), quick to load and to let go."""
+    body: dict[str, Any] = {
+        "model": {"source": {"uri": "hf://Qwen/Qwen3-8B"}},
+        "runtime": {"name": "sim-nvidia", "args": ["--startup-duration=2s", "--itl=20ms"]},
+        "scaling": {"min": 0, "max": 2, "target": 1, "scaleDownDelay": "3s"},
+        "coldStart": {"heartbeatInterval": "1s"},
+    }
+    for key, value in spec.items():
+        body[key] = {**body.get(key, {}), **value}
+    return {
+        "apiVersion": "serving.hearth.dev/v1alpha1",
+        "kind": "LLMService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+class Watch:
+    """The LLMService as it was when each phase was first seen (polled every 0.3 s)."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.by_phase: dict[str, dict[str, Any]] = {}
+        self.rows: list[list[str]] = []
+        self._args = ("get", "llmservice", name, "-n", namespace, "-o", "json")
+        self._cluster, self._stop = cluster, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            found = self._cluster.kubectl(*self._args, check=False)
+            if found.returncode == 0:
+                obj = json.loads(found.stdout)
+                now = (obj.get("status") or {}).get("phase")
+                if now and now not in self.by_phase:
+                    self.by_phase[now] = obj
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_the_announcements_sample_as_written_stays_at_zero_on_vllm_nvidia(cluster: Cluster) -> None:
+    cluster.kubectl("create", "namespace", "ai", check=False)
+    cluster.kubectl("apply", "-f", str(SAMPLE))
+    shown = wait_for(
+        "ScaledToZero vllm-nvidia 0",
+        lambda: (row := columns(cluster, "ai", "qwen3-8b"))[1:4] == ["ScaledToZero", "vllm-nvidia", "0"] and row,
+        timeout=60,
+    )
+    assert shown[0] == "qwen3-8b"
+    header = cluster.kubectl("get", "llmservice", "-n", "ai").stdout.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "AGE"]
+    wide = cluster.kubectl("get", "llmservice", "-n", "ai", "-o", "wide").stdout.splitlines()[0].split()
+    assert wide == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "READY", "DEMAND", "MODEL", "AGE"]
+    deployment = get_json(cluster, "deploy", "qwen3-8b", "-n", "ai")
+    owner = deployment["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "LLMService" and owner["controller"] is True
+    assert deployment["spec"]["replicas"] == 0  # the webhook's min-replicas at creation: no pod started once
+    assert cluster.pods("ai", "serving.hearth.dev/llmservice=qwen3-8b") == []
+    status = get_json(cluster, "llmservice", "qwen3-8b", "-n", "ai")["status"]
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Serving": "False"}
+
+
+def test_an_llmservice_serves_0_to_n_to_0_edits_roll_as_a_deployment_would_and_deletion_drains(
+    cluster: Cluster, namespace: str
+) -> None:
+    apply(cluster, service(namespace, "chat"))
+    wait_for("at zero", lambda: columns(cluster, namespace, "chat")[1:2] == ["ScaledToZero"], timeout=60)
+    client = sdk(cluster, namespace)
+    with Watch(cluster, namespace, "chat") as watch:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # target 1, two streams: 0 -> 1 -> 2
+            streams = [
+                pool.submit(
+                    lambda: list(
+                        client.chat.completions.create(model="chat", messages=MESSAGES, stream=True, max_tokens=250)
+                    )
+                )
+                for _ in range(2)
+            ]
+            wait_for("two replicas", lambda: columns(cluster, namespace, "chat")[3:4] == ["2"], timeout=90)
+            for stream in streams:
+                assert len(stream.result(timeout=120)) > 100
+        at_zero = ["ScaledToZero", "sim-nvidia", "0"]
+        wait_for("back to zero", lambda: columns(cluster, namespace, "chat")[1:4] == at_zero, timeout=90)
+    assert {"ScaledToZero", "Activating", "Ready"} <= set(watch.by_phase), watch.by_phase.keys()
+    expected = {"ScaledToZero": "Healthy", "Activating": "Progressing", "Ready": "Healthy", "Scaling": "Progressing"}
+    for name, obj in watch.by_phase.items():
+        assert health(LLMSERVICE, obj)[0][0] == expected[name], (name, obj["status"])
+
+    # A scale field changes the Deployment's metadata only: the running pod stays.
+    apply(cluster, service(namespace, "chat", scaling={"min": 1}))
+    pod = wait_for("one pod up", lambda: (p := cluster.pods(namespace, "serving.hearth.dev/llmservice=chat")) and p[0])
+    apply(cluster, service(namespace, "chat", scaling={"min": 1, "target": 3, "scaleDownDelay": "4s"}))
+    wait_for(
+        "the edit compiled",
+        lambda: (
+            get_json(cluster, "deploy", "chat", "-n", namespace)["metadata"]["annotations"]["hearth.dev/target"] == "3"
+        ),
+    )
+    wait_for("Ready", lambda: columns(cluster, namespace, "chat")[1:2] == ["Ready"], timeout=60)
+    uids = {p["metadata"]["uid"] for p in cluster.pods(namespace, "serving.hearth.dev/llmservice=chat")}
+    assert uids == {pod["metadata"]["uid"]}
+    # A runtime field changes the pod template: a rollout, as editing the Deployment would make.
+    apply(cluster, service(namespace, "chat", scaling={"min": 1}, runtime={"args": ["--itl=10ms"]}))
+    wait_for(
+        "a new pod",
+        lambda: any(
+            p["metadata"]["uid"] != pod["metadata"]["uid"] and "--itl=10ms" in json.dumps(p["spec"])
+            for p in cluster.pods(namespace, "serving.hearth.dev/llmservice=chat")
+        ),
+        timeout=90,
+    )
+    assert client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=5).choices[0].message.content
+    # Deleting the LLMService removes its Deployment (the garbage collector) and its pods drain away.
+    cluster.kubectl("delete", "llmservice", "chat", "-n", namespace)
+    wait_for(
+        "the Deployment gone",
+        lambda: cluster.kubectl("get", "deploy", "chat", "-n", namespace, check=False).returncode != 0,
+        timeout=60,
+    )
+    wait_for("no pods", lambda: not cluster.pods(namespace, "serving.hearth.dev/llmservice=chat"), timeout=90)
+
+
+def test_refusals_name_the_llmservices_fields_and_a_foreign_deployment_is_never_taken(
+    cluster: Cluster, namespace: str
+) -> None:
+    bad = service(namespace, "bad", scaling={"scaleDownDelay": "999h"})  # the schema lets it by; the webhook not
+    refused = apply(cluster, bad, check=False)
+    assert refused.returncode != 0
+    assert 'LLMService bad: spec.scaling.scaleDownDelay is "999h": must be from 0s to 168h' in refused.stderr
+    by_schema = apply(cluster, service(namespace, "bad", scaling={"max": 0}), check=False)
+    assert by_schema.returncode != 0 and "spec.scaling.max" in by_schema.stderr
+    typo = apply(cluster, service(namespace, "bad", scaling={"maxReplicas": 3}), check=False)
+    assert typo.returncode != 0 and "maxReplicas" in typo.stderr  # kubectl's strict field validation
+
+    cluster.kubectl("create", "deployment", "taken", "--image=registry.invalid/web:1", "-n", namespace)
+    before = get_json(cluster, "deploy", "taken", "-n", namespace)
+    apply(cluster, service(namespace, "taken"))
+    row = wait_for("Conflict", lambda: (r := columns(cluster, namespace, "taken"))[1:2] == ["Conflict"] and r)
+    assert row
+    status = get_json(cluster, "llmservice", "taken", "-n", namespace)["status"]
+    assert "does not own" in status["message"]
+    assert health(LLMSERVICE, get_json(cluster, "llmservice", "taken", "-n", namespace))[0][0] == "Degraded"
+    after = get_json(cluster, "deploy", "taken", "-n", namespace)
+    assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert "ownerReferences" not in after["metadata"]
+    # The scaler, whatever it is made to do, writes the spec of no Deployment but an LLMService's.
+    patched = cluster.kubectl(
+        "patch", "deploy", "taken", "-n", namespace, "--type=merge", "-p", '{"spec":{"paused":true}}',
+        "--as=system:serviceaccount:hearth-system:hearth-scaler", check=False,
+    )  # fmt: skip
+    assert patched.returncode != 0 and "hearth-scaler-deployments" in patched.stderr
+    # Once the foreign Deployment is gone, Hearth makes its own.
+    cluster.kubectl("delete", "deploy", "taken", "-n", namespace)
+    wait_for("ScaledToZero", lambda: columns(cluster, namespace, "taken")[1:2] == ["ScaledToZero"], timeout=60)
+
+
+def test_an_edit_made_while_the_leading_scaler_dies_is_finished_by_the_next(cluster: Cluster, namespace: str) -> None:
+    apply(cluster, service(namespace, "steady"))
+    wait_for("at zero", lambda: columns(cluster, namespace, "steady")[1:2] == ["ScaledToZero"], timeout=60)
+    generation = get_json(cluster, "llmservice", "steady", "-n", namespace)["metadata"]["generation"]
+    apply(cluster, service(namespace, "steady", scaling={"max": 3, "target": 7}))
+    scalers = ("-n", "hearth-system", "-l", "app.kubernetes.io/name=hearth-scaler")
+    cluster.kubectl("delete", "pod", *scalers, "--grace-period=0", "--force", "--wait=false")
+
+    def caught_up() -> bool:
+        obj = get_json(cluster, "llmservice", "steady", "-n", namespace)
+        return (obj.get("status") or {}).get("observedGeneration") == generation + 1
+
+    wait_for("the new leader's status", caught_up, timeout=120)
+    annotations = get_json(cluster, "deploy", "steady", "-n", namespace)["metadata"]["annotations"]
+    assert annotations["hearth.dev/max-replicas"] == "3" and annotations["hearth.dev/target"] == "7"
+    assert get_json(cluster, "deploy", "steady", "-n", namespace)["spec"]["replicas"] == 0
+    managers = yaml.safe_dump(get_json(cluster, "deploy", "steady", "-n", namespace)["metadata"]["managedFields"])
+    assert "hearth-llmservice" in managers
