@@ -75,11 +75,27 @@ def _limits(field: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def inferenceruntime() -> str:
-    crd = yaml.safe_load((ROOT / "manifests" / "crd-inferenceruntime.yaml").read_text())
-    version = crd["spec"]["versions"][0]
-    schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+def _field_table(schema: dict[str, Any]) -> list[str]:
     required = set(schema.get("required") or [])
+    lines = ["| field | type | limits | description |", "|---|---|---|---|"]
+    for path, field in _fields(schema, ""):
+        kind = field.get("type", "object")
+        if field.get("x-kubernetes-int-or-string"):
+            kind = "int or string"
+        name = f"`{path}`" + (" (required)" if path in required else "")
+        description = str(field.get("description", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {name} | {kind} | {_limits(field)} | {description} |")
+    return lines
+
+
+def _crd(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    crd = yaml.safe_load((ROOT / "manifests" / name).read_text())
+    version = crd["spec"]["versions"][0]
+    return crd, version
+
+
+def inferenceruntime() -> str:
+    crd, version = _crd("crd-inferenceruntime.yaml")
     lines = [
         f"# InferenceRuntime reference (`{crd['spec']['group']}/{version['name']}`, cluster-scoped)",
         "",
@@ -89,16 +105,42 @@ def inferenceruntime() -> str:
         "own (`policies/runtime.py`). `kubectl explain inferenceruntime.spec --recursive` shows the same. What a",
         "runtime is for, with an example: [InferenceRuntimes](../concepts/runtimes.md).",
         "",
-        "| field | type | limits | description |",
-        "|---|---|---|---|",
+        *_field_table(version["schema"]["openAPIV3Schema"]["properties"]["spec"]),
     ]
-    for path, field in _fields(schema, ""):
-        kind = field.get("type", "object")
-        if field.get("x-kubernetes-int-or-string"):
-            kind = "int or string"
-        name = f"`{path}`" + (" (required)" if path in required else "")
-        description = str(field.get("description", "")).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {name} | {kind} | {_limits(field)} | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+def llmservice() -> str:
+    crd, version = _crd("crd-llmservice.yaml")
+    properties = version["schema"]["openAPIV3Schema"]["properties"]
+    columns = ", ".join(
+        f"{c['name'].upper()}{' (-o wide)' if c.get('priority') else ''}" for c in version["additionalPrinterColumns"]
+    )
+    lines = [
+        f"# LLMService reference (`{crd['spec']['group']}/{version['name']}`, namespaced)",
+        "",
+        GENERATED,
+        "",
+        "Every field of an LLMService, from the CRD, which is itself generated from the validator",
+        "(`policies/llmservice.py`): the types, bounds and descriptions below are the ones the webhook applies.",
+        "Each field becomes one `hearth.dev/` key of the Deployment it compiles into ([Annotations](annotations.md));",
+        "when to use one: [LLMService or Deployment?](../concepts/llmservice.md).",
+        "",
+        f"`kubectl get llmservice` prints NAME, {columns}. Short names: "
+        + ", ".join(f"`{n}`" for n in crd["spec"]["names"]["shortNames"])
+        + ".",
+        "",
+        "## spec",
+        "",
+        *_field_table(properties["spec"]),
+        "",
+        "## status",
+        "",
+        "Written by the leading scaler; `kubectl wait --for=condition=Ready llmservice/NAME` waits for the compiled",
+        "Deployment to be made and healthy (at zero too).",
+        "",
+        *_field_table(properties["status"]),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +253,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "../index.md": home,
     "annotations.md": annotation_keys,
     "inferenceruntime.md": inferenceruntime,
+    "llmservice.md": llmservice,
     "commands.md": commands,
     "metrics.md": metrics,
     "helm-values.md": helm_values,

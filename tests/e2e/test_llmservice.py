@@ -77,12 +77,12 @@ class Watch:
 def test_the_announcements_sample_as_written_stays_at_zero_on_vllm_nvidia(cluster: Cluster) -> None:
     cluster.kubectl("create", "namespace", "ai", check=False)
     cluster.kubectl("apply", "-f", str(SAMPLE))
-    shown = wait_for(
-        "ScaledToZero vllm-nvidia 0",
-        lambda: (row := columns(cluster, "ai", "qwen3-8b"))[1:4] == ["ScaledToZero", "vllm-nvidia", "0"] and row,
-        timeout=60,
-    )
-    assert shown[0] == "qwen3-8b"
+
+    def row() -> list[str] | None:
+        shown = columns(cluster, "ai", "qwen3-8b")
+        return shown if shown[1:4] == ["ScaledToZero", "vllm-nvidia", "0"] else None
+
+    assert wait_for("ScaledToZero vllm-nvidia 0", row, timeout=60)[0] == "qwen3-8b"
     header = cluster.kubectl("get", "llmservice", "-n", "ai").stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "AGE"]
     wide = cluster.kubectl("get", "llmservice", "-n", "ai", "-o", "wide").stdout.splitlines()[0].split()
@@ -124,7 +124,8 @@ def test_an_llmservice_serves_0_to_n_to_0_edits_roll_as_a_deployment_would_and_d
 
     # A scale field changes the Deployment's metadata only: the running pod stays.
     apply(cluster, service(namespace, "chat", scaling={"min": 1}))
-    pod = wait_for("one pod up", lambda: (p := cluster.pods(namespace, "serving.hearth.dev/llmservice=chat")) and p[0])
+    pods = wait_for("one pod up", lambda: cluster.pods(namespace, "serving.hearth.dev/llmservice=chat"))
+    pod: dict[str, Any] = pods[0]
     apply(cluster, service(namespace, "chat", scaling={"min": 1, "target": 3, "scaleDownDelay": "4s"}))
     wait_for(
         "the edit compiled",
@@ -201,7 +202,7 @@ def test_an_edit_made_while_the_leading_scaler_dies_is_finished_by_the_next(clus
 
     def caught_up() -> bool:
         obj = get_json(cluster, "llmservice", "steady", "-n", namespace)
-        return (obj.get("status") or {}).get("observedGeneration") == generation + 1
+        return bool((obj.get("status") or {}).get("observedGeneration") == generation + 1)
 
     wait_for("the new leader's status", caught_up, timeout=120)
     annotations = get_json(cluster, "deploy", "steady", "-n", namespace)["metadata"]["annotations"]
