@@ -34,14 +34,15 @@ def age(created: str | None, now: dt.datetime) -> str:
     return f"{max(seconds, 0)}s"
 
 
-def row(deployment: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool) -> list[str]:
+def row(deployment: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool, predicted: str = "") -> list[str]:
+    """`predicted`: the runtime an LLMService's status names (at zero: the one a pod would get)."""
     meta = deployment.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = status_of(deployment)
     template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
     pinned = (template.get("annotations") or {}).get("hearth.dev/runtime")
     vendors = (template.get("annotations") or {}).get("hearth.dev/vendors")
-    runtime = status.get("runtime") or pinned or (f"({vendors})" if vendors else "-")
+    runtime = status.get("runtime") or predicted or pinned or (f"({vendors})" if vendors else "-")
     desired = int((deployment.get("spec") or {}).get("replicas") or 0)
     ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
     name = f"{meta.get('namespace')}/{meta.get('name')}" if with_namespace else str(meta.get("name"))
@@ -95,7 +96,10 @@ def table(
     now = dt.datetime.now(dt.UTC)
     shown = {model_key_of(d) for d in deployments}
     lonely = [s for s in services or [] if model_key_of(s) not in shown]
-    rows = [row(d, now, with_namespace=with_namespace) for d in deployments]
+    runtimes = {model_key_of(s): str((s.get("status") or {}).get("runtime") or "") for s in services or []}
+    rows = [
+        row(d, now, with_namespace=with_namespace, predicted=runtimes.get(model_key_of(d), "")) for d in deployments
+    ]
     rows += [service_row(s, now, with_namespace=with_namespace) for s in lonely]
     return aligned([list(COLUMNS), *sorted(rows)])
 
@@ -126,7 +130,7 @@ def fetch_services(kubeconfig: str | None, namespace: str | None) -> list[Mappin
     where = {"namespace": namespace} if namespace else {}
     call = custom.list_namespaced_custom_object if namespace else custom.list_cluster_custom_object
     try:
-        found = call(GROUP, "v1alpha1", LLMSERVICE_PLURAL, **where, _request_timeout=30)
+        found = call(group=GROUP, version="v1alpha1", plural=LLMSERVICE_PLURAL, **where, _request_timeout=30)
     except ApiException as exc:
         if exc.status == 404:
             return []

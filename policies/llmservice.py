@@ -21,7 +21,7 @@ from policies.annotations import ENABLED_LABEL, PREFIX, TEMPLATE_WHERE
 from policies.deployment import Verdict, validate_deployment
 from policies.errors import ContractError, Problem
 from policies.patch import json_copy
-from policies.runtime import API_VERSION, GROUP, InferenceRuntime
+from policies.runtime import API_VERSION, GROUP, InferenceRuntime, problem_of
 
 __all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL"]
 
@@ -224,18 +224,6 @@ class LLMServiceSpec(_Strict):
     )
 
 
-# Pydantic's own aliases for the field paths the user wrote: `cold_start` is `coldStart` in errors.
-def _spec_problem(err: Mapping[str, Any]) -> Problem:
-    loc = ".".join(str(part) for part in err["loc"])
-    value = err.get("input")
-    shown = None if err["type"] == "missing" or isinstance(value, dict | list) else str(value)
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "missing":
-        return Problem(f"spec.{loc}", None, "is missing (required)", "add it")
-    fix = "remove the field or fix its spelling" if err["type"] == "extra_forbidden" else "correct the value"
-    return Problem(f"spec.{loc}" if loc else "spec", shown, msg, fix)
-
-
 def parse_spec(obj: Mapping[str, Any]) -> LLMServiceSpec:
     """The LLMService's spec, validated (ContractError naming `spec.…` paths)."""
     if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
@@ -244,7 +232,7 @@ def parse_spec(obj: Mapping[str, Any]) -> LLMServiceSpec:
     try:
         return LLMServiceSpec.model_validate(obj.get("spec"))
     except ValidationError as exc:
-        raise ContractError([_spec_problem(err) for err in exc.errors()]) from None
+        raise ContractError([problem_of("spec", err, ".") for err in exc.errors()]) from None
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[str, str]:

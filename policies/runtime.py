@@ -321,7 +321,7 @@ def runtime_from_object(obj: Mapping[str, Any]) -> InferenceRuntime:
             }
         )
     except ValidationError as exc:
-        raise ContractError([_problem(where, err) for err in exc.errors()]) from None
+        raise ContractError([problem_of(where, err) for err in exc.errors()]) from None
 
 
 def valid_runtimes(objects: Iterable[Mapping[str, Any]]) -> list[InferenceRuntime]:
@@ -336,7 +336,8 @@ def valid_runtimes(objects: Iterable[Mapping[str, Any]]) -> list[InferenceRuntim
     return found
 
 
-def _problem(where: str, err: Any) -> Problem:
+def problem_of(where: str, err: Any, join: str = " ") -> Problem:
+    """One pydantic error as a Problem at `where` + `join` + the field path as written (aliases)."""
     loc = ".".join(str(part) for part in err["loc"])
     value = err.get("input")
     shown = None if err["type"] == "missing" or isinstance(value, dict | list) else str(value)
@@ -346,7 +347,7 @@ def _problem(where: str, err: Any) -> Problem:
     fix = "add it" if err["type"] == "missing" else "correct the value"
     if err["type"] == "extra_forbidden":
         fix = "remove the field or fix its spelling"
-    return Problem(f"{where} {loc}", shown, msg, fix)
+    return Problem(f"{where}{join}{loc}" if loc else where, shown, msg, fix)
 
 
 def field_descriptions(model: type[BaseModel] = RuntimeSpec, prefix: str = "spec") -> dict[str, str]:

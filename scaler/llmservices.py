@@ -41,7 +41,7 @@ from policies import (
 
 log = logging.getLogger("hearth.scaler")
 FIELD_MANAGER = "hearth-llmservice"
-REPLICAS_MANAGER = "hearth-scaler"  # spec.replicas is handed over to it at creation (see `_hand_over`)
+REPLICAS_MANAGER = "hearth-scaler"  # spec.replicas is handed to it should ours ever own it (see `_hand_over`)
 HASH = "serving.hearth.dev/spec-hash"
 APPLY_PATCH = "application/apply-patch+yaml"
 Obj = dict[str, Any]
@@ -57,8 +57,9 @@ def owned_by(deployment: Mapping[str, Any], uid: str) -> bool:
 
 
 def holds_replicas_alone(deployment: Mapping[str, Any]) -> bool:
-    """Whether `hearth-llmservice` is the only manager of spec.replicas (the mutating webhook set it during
-    our create, so the field is ours): our next apply, which leaves it out, would then reset it to 1."""
+    """Whether `hearth-llmservice` is the only manager of spec.replicas: our next apply, which leaves it out,
+    would then reset it to 1. Not seen here (the mutating webhook's value at creation is owned by no manager),
+    but a cluster that attributes admission's changes to the applier would make it so."""
     owners = [
         entry.get("manager")
         for entry in (deployment.get("metadata") or {}).get("managedFields") or []

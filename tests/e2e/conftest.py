@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -142,3 +144,43 @@ def write(tmp: Path, name: str, text: str) -> Path:
 def webhook_runtimes(cluster: Cluster) -> list[str]:
     """What each webhook replica knows (they watch independently): one answer per pod."""
     return cluster.webhook_runtimes()
+
+
+def label_phase(obj: dict[str, Any]) -> str | None:
+    return ((obj["metadata"].get("labels") or {}).get("hearth.dev/phase")) or None
+
+
+class Snapshots:
+    """An object as it was when each of its phases was first seen (polled every 0.2 s): a Deployment's
+    phase label by default, or what `phase_of` reads (an LLMService's status.phase)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        name: str,
+        kind: str = "deploy",
+        phase_of: Callable[[dict[str, Any]], str | None] = label_phase,
+    ) -> None:
+        self.by_phase: dict[str, dict[str, Any]] = {}
+        self._args = ("get", kind, name, "-n", namespace, "-o", "json")
+        self._cluster, self._phase_of = cluster, phase_of
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            found = self._cluster.kubectl(*self._args, check=False)
+            if found.returncode == 0:
+                obj = json.loads(found.stdout)
+                now = self._phase_of(obj)
+                if now and now not in self.by_phase:
+                    self.by_phase[now] = obj
+
+    def __enter__(self) -> Snapshots:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -5,47 +5,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import threading
 import time
-from typing import Any
 
 import openai
 import pytest
 
 from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
-from tests.e2e.conftest import MESSAGES, apply, phase, sdk, wait_for
+from tests.e2e.conftest import MESSAGES, Snapshots, apply, phase, sdk, wait_for
 from tests.test_argocd_health import DEPLOYMENT, RUNTIME, health
 
 pytestmark = pytest.mark.e2e
-
-
-class Snapshots:
-    """The Deployment as it was when each phase was first seen (polled every 0.2 s)."""
-
-    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
-        self.by_phase: dict[str, dict[str, Any]] = {}
-        self._args = ("get", "deploy", name, "-n", namespace, "-o", "json")
-        self._cluster = cluster
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            found = self._cluster.kubectl(*self._args, check=False)
-            if found.returncode == 0:
-                obj = json.loads(found.stdout)
-                now = (obj["metadata"].get("labels") or {}).get("hearth.dev/phase")
-                if now and now not in self.by_phase:
-                    self.by_phase[now] = obj
-
-    def __enter__(self) -> Snapshots:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_argo_cd_sees_each_phase_of_a_model_and_why_one_is_degraded(cluster: Cluster, namespace: str) -> None:

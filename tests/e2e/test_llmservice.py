@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import threading
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 import yaml
 
 from devcluster.cluster import Cluster
-from tests.e2e.conftest import MESSAGES, apply, get_json, sdk, wait_for
+from tests.e2e.conftest import MESSAGES, Snapshots, apply, get_json, sdk, wait_for
 from tests.support import ROOT
 from tests.test_argocd_health import LLMSERVICE, health
 
@@ -46,32 +47,8 @@ def service(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-class Watch:
-    """The LLMService as it was when each phase was first seen (polled every 0.3 s)."""
-
-    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
-        self.by_phase: dict[str, dict[str, Any]] = {}
-        self.rows: list[list[str]] = []
-        self._args = ("get", "llmservice", name, "-n", namespace, "-o", "json")
-        self._cluster, self._stop = cluster, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.3):
-            found = self._cluster.kubectl(*self._args, check=False)
-            if found.returncode == 0:
-                obj = json.loads(found.stdout)
-                now = (obj.get("status") or {}).get("phase")
-                if now and now not in self.by_phase:
-                    self.by_phase[now] = obj
-
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def status_phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase") or None
 
 
 def test_the_announcements_sample_as_written_stays_at_zero_on_vllm_nvidia(cluster: Cluster) -> None:
@@ -94,6 +71,9 @@ def test_the_announcements_sample_as_written_stays_at_zero_on_vllm_nvidia(cluste
     assert cluster.pods("ai", "serving.hearth.dev/llmservice=qwen3-8b") == []
     status = get_json(cluster, "llmservice", "qwen3-8b", "-n", "ai")["status"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Serving": "False"}
+    hearth = [sys.executable, "-m", "hearth", "status", "-n", "ai", "--kubeconfig", str(cluster.layout.kubeconfig)]
+    table = subprocess.run(hearth, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert table[1].split()[:4] == ["qwen3-8b", "LLMService", "ScaledToZero", "vllm-nvidia"], table
 
 
 def test_an_llmservice_serves_0_to_n_to_0_edits_roll_as_a_deployment_would_and_deletion_drains(
@@ -102,7 +82,7 @@ def test_an_llmservice_serves_0_to_n_to_0_edits_roll_as_a_deployment_would_and_d
     apply(cluster, service(namespace, "chat"))
     wait_for("at zero", lambda: columns(cluster, namespace, "chat")[1:2] == ["ScaledToZero"], timeout=60)
     client = sdk(cluster, namespace)
-    with Watch(cluster, namespace, "chat") as watch:
+    with Snapshots(cluster, namespace, "chat", "llmservice", status_phase) as watch:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:  # target 1, two streams: 0 -> 1 -> 2
             streams = [
                 pool.submit(
@@ -208,5 +188,9 @@ def test_an_edit_made_while_the_leading_scaler_dies_is_finished_by_the_next(clus
     annotations = get_json(cluster, "deploy", "steady", "-n", namespace)["metadata"]["annotations"]
     assert annotations["hearth.dev/max-replicas"] == "3" and annotations["hearth.dev/target"] == "7"
     assert get_json(cluster, "deploy", "steady", "-n", namespace)["spec"]["replicas"] == 0
-    managers = yaml.safe_dump(get_json(cluster, "deploy", "steady", "-n", namespace)["metadata"]["managedFields"])
-    assert "hearth-llmservice" in managers
+    shown = cluster.kubectl("get", "deploy", "steady", "-n", namespace, "-o", "yaml", "--show-managed-fields").stdout
+    owns: dict[str, str] = {}  # manager -> the spec fields of all its entries (Apply and Update)
+    for entry in yaml.safe_load(shown)["metadata"]["managedFields"]:
+        spec = json.dumps((entry.get("fieldsV1") or {}).get("f:spec", {}))
+        owns[entry["manager"]] = owns.get(entry["manager"], "") + spec
+    assert "f:replicas" not in owns["hearth-llmservice"], owns  # so no apply of ours can ever reset it
