@@ -19,8 +19,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-
 from common.informer import Informer, InformerMetrics, resource_path
 from common.kubeapi import ApiError, KubeAPI
 from policies import (
@@ -38,6 +36,7 @@ from policies import (
     validate_llmservice,
     with_conditions,
 )
+from scaler.metrics import ScalerMetrics
 
 log = logging.getLogger("hearth.scaler")
 FIELD_MANAGER = "hearth-llmservice"
@@ -68,29 +67,19 @@ def holds_replicas_alone(deployment: Mapping[str, Any]) -> bool:
     return owners == [FIELD_MANAGER]
 
 
-class LLMServiceMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.applies = Counter(
-            "hearth_llmservice_applies",
-            "Deployments applied for LLMServices (created or changed), by result: applied, conflict, invalid, error.",
-            ["result"],
-            registry=registry,
-        )
-
-
 class LLMServiceController:
     def __init__(
         self,
         api: KubeAPI,
         deployments: Callable[[], Mapping[str, Obj]],
         runtimes: Callable[[], Awaitable[list[InferenceRuntime]]],
-        registry: CollectorRegistry,
+        metrics: ScalerMetrics,
         informer_metrics: InformerMetrics | None = None,
     ) -> None:
         self.api = api
         self.deployments = deployments  # the scaler's view of opted-in Deployments, by namespace/name
         self.runtimes = runtimes
-        self.metrics = LLMServiceMetrics(registry)
+        self.metrics = metrics
         self.services: Mapping[str, Obj] = {}
         self.informer = Informer(
             api,
@@ -115,7 +104,7 @@ class LLMServiceController:
             try:
                 await self._one(service, runtimes)
             except Exception as exc:
-                self.metrics.applies.labels("error").inc()
+                self.metrics.llmservice_applies.labels("error").inc()
                 log.warning("LLMService %s: %s", key, exc)
 
     async def _one(self, service: Obj, runtimes: list[InferenceRuntime]) -> None:
@@ -142,8 +131,8 @@ class LLMServiceController:
             deployment = None
         if problem is None and conflict is None:
             deployment = await self._apply(path, service, deployment)
-        else:
-            self.metrics.applies.labels("invalid" if problem else "conflict").inc()
+        elif (service.get("status") or {}).get("phase") not in ("Invalid", "Conflict"):  # counted once, on entry
+            self.metrics.llmservice_applies.labels("invalid" if problem else "conflict").inc()
         status = llmservice_status(generation, deployment, predicted, problem, conflict)
         await self._write_status(service, status)
 
@@ -166,7 +155,7 @@ class LLMServiceController:
         applied = await self.api.patch(
             path, desired, {"fieldManager": FIELD_MANAGER, "force": "true"}, content_type=APPLY_PATCH
         )
-        self.metrics.applies.labels("applied").inc()
+        self.metrics.llmservice_applies.labels("applied").inc()
         log.info("LLMService %s: Deployment %s", path.rsplit("/", 1)[-1], "changed" if current else "created")
         if holds_replicas_alone(applied):
             await self._hand_over(path, applied)

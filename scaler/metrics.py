@@ -62,6 +62,13 @@ class ScalerMetrics:
             registry=registry,
         )
         self.failures = Counter("hearth_scaler_errors", "Failed calls, by what failed.", ["what"], registry=registry)
+        self.llmservice_applies = Counter(
+            "hearth_llmservice_applies",
+            "Deployments applied for LLMServices (created or changed: applied), LLMServices refused (once as each "
+            "turns conflict: a Deployment of that name it does not own; or invalid), and failed passes (error).",
+            ["result"],
+            registry=registry,
+        )
         self.tick = Histogram(
             "hearth_scaler_tick_seconds",
             "Time of one scaling pass.",

@@ -127,7 +127,7 @@ async def serve(settings: ScalerSettings) -> None:
             ),
         )
 
-        llmservices = LLMServiceController(api, lambda: view.deployments, prewarmer.runtimes, registry, watch_metrics)
+        llmservices = LLMServiceController(api, lambda: view.deployments, prewarmer.runtimes, metrics, watch_metrics)
 
         async def compile_llmservices() -> None:
             while True:
