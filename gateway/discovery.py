@@ -24,13 +24,22 @@ from policies import (
     Collector,
     ScaleSpec,
     backend_of,
+    deployment_name_of,
+    model_key,
+    progress_of,
     published_failure,
     scale_of,
     served_names_of,
     stamp_of,
+    status_of,
 )
 
 log = logging.getLogger("hearth.discovery")
+
+
+def model_key_of_pod(pod: Mapping[str, Any]) -> str | None:
+    name = deployment_name_of(pod)
+    return model_key(str((pod.get("metadata") or {}).get("namespace", "")), name) if name else None
 
 
 class StaticUpstreams:
@@ -83,6 +92,10 @@ class StaticUpstreams:
             log.info("upstream %s: %d of %d ready", name, len(ready), len(urls))
         dead = [s for s in statuses if s >= 500 and s != 503]
         failed = not ready and len(dead) == len(urls)
+        if not ready:  # what a held client is told (hearth.dev/cold-start-progress)
+            loading = 503 in statuses
+            words = "loading the model (its /health answers 503)" if loading else "waiting for its server to answer"
+            self.table.set_start(key, None, f"{name}: {words}")
         self.table.set_failure(key, f"its /health answered {dead[0]}" if failed else None)
 
 
@@ -146,10 +159,19 @@ class KubeDiscovery:
             self.table.remove(key)
             self.on_removed(key)
         backends: dict[str, dict[str, str]] = {key: {} for key in deployments}
+        pods_of: dict[str, list[dict[str, Any]]] = {key: [] for key in deployments}
         for pod in pods:
             found = backend_of(pod)
             if found is not None and found.model in backends:
                 backends[found.model][found.url] = found.pod
+            owner = model_key_of_pod(pod)
+            if owner in pods_of:
+                pods_of[owner].append(pod)
         for key, urls in backends.items():
             if set(urls) != set(self.table.models[key].backends):
                 self.table.set_backends(key, urls)
+            deployment = deployments[key]
+            eta = status_of(deployment).get("eta")
+            desired = int((deployment.get("spec") or {}).get("replicas") or 0)
+            words = progress_of(self.table.models[key].name, desired, pods_of[key]).text if not urls else ""
+            self.table.set_start(key, float(eta) if eta and eta.isdigit() else None, words)

@@ -33,6 +33,7 @@ from gateway.holding import JSON_WHITESPACE, SSE, Held, Hold
 from gateway.keys import KeyRing, OverLimit, Unauthorized
 from gateway.lease import LeasedStream
 from gateway.metrics import GatewayMetrics
+from gateway.progress import progress_framing
 from gateway.proxy import forward_headers
 from gateway.relay import passthrough
 from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
@@ -101,7 +102,7 @@ class FrontDoor:
             if upstream is not None:
                 self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
                 return await self._relay(state, upstream, arrived, stream=stream)
-            return await self._activate(state, request, outgoing, arrived, stream)
+            return await self._activate(state, request, outgoing, arrived, stream, call.model)
         except ClientGone:
             self.metrics.rejections.labels(state.key, "client_gone").inc()
             return Response(status_code=499)
@@ -193,7 +194,7 @@ class FrontDoor:
             ) from None
 
     async def _activate(
-        self, state: ModelState, request: Request, outgoing: Outgoing, arrived: float, stream: bool
+        self, state: ModelState, request: Request, outgoing: Outgoing, arrived: float, stream: bool, requested: str
     ) -> Response:
         if not state.backends:
             self.activator.poke(state.key)
@@ -202,17 +203,21 @@ class FrontDoor:
             return self._refuse(
                 state, 503, "model_start_failed", f"model {state.key} failed to start: {state.failure}", None
             )
+        eta = state.eta  # the scaler's prediction of this model's start: when a retry will likely find it up
         if scale.cold_start == "reject":
-            return self._refuse(
-                state, 503, "model_starting", f"model {state.key} is starting from zero; retry shortly", 30
-            )
+            soon = f"in about {round(eta)}s" if eta is not None else "shortly"
+            message = f"model {state.key} is starting from zero; retry {soon}"
+            return self._refuse(state, 503, "model_starting", message, eta if eta is not None else 30)
         if state.held >= scale.queue_size or self.table.held_total >= self.settings.max_held:
-            return self._refuse(state, 429, "queue_full", f"too many requests are waiting for model {state.key}", 5)
+            message = f"too many requests are waiting for model {state.key}"
+            return self._refuse(state, 429, "queue_full", message, eta if eta is not None else 5)
         deadline = arrived + scale.activation_timeout
         held = self.hold.lease(state, arrived)
         ticket = state.wake.ticket()  # its place in line: arrival order
         if stream or scale.json_keepalive:
             framing, media = (SSE, "text/event-stream") if stream else (JSON_WHITESPACE, "application/json")
+            if stream and scale.cold_start_progress and outgoing.path.endswith("/chat/completions"):
+                framing = progress_framing(state, requested)
             first_byte = self._first_byte(state, arrived)
             return LeasedStream(
                 self.hold.stream(state, outgoing, deadline, held, ticket, first_byte, framing),

@@ -58,6 +58,7 @@ class Framing:
     beat: Callable[[float], bytes]  # seconds held so far -> a heartbeat
     error: Callable[[Held], bytes]
     relay: Callable[[Upstream, Callable[[], None]], AsyncIterator[bytes]]
+    ready: Callable[[float], bytes] = lambda waited: b""  # seconds held -> bytes before the model's answer
 
 
 # A streaming request: SSE comments while held, an error event if the hold fails.
@@ -172,6 +173,7 @@ class Hold:
             if beats.empty():
                 beats.put_nowait(waited)
 
+        began = time.monotonic()
         hold = asyncio.ensure_future(self.wait(state, outgoing, deadline, ticket, heartbeat=beat))
         next_beat: asyncio.Future[float] | None = None
         try:
@@ -193,6 +195,8 @@ class Hold:
                 return
             upstream, turn = found
             self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
+            if upstream.response.status_code == 200:
+                yield framing.ready(time.monotonic() - began)
 
             def first() -> None:
                 turn.started()

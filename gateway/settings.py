@@ -51,6 +51,11 @@ class FrontDoorSettings(BaseModel):
         description="for --upstream models: a held non-streaming request gets a 200 and spaces while held "
         "(Deployments use hearth.dev/json-keepalive)",
     )
+    cold_start_progress: bool = Field(
+        _SCALE.cold_start_progress,
+        description="for --upstream models: held streaming chat requests see the start's progress as reasoning "
+        "deltas (Deployments use hearth.dev/cold-start-progress)",
+    )
     activation_timeout: Duration = Field(_SCALE.activation_timeout, gt=0, description="longest hold")
     queue_size: int = Field(_SCALE.queue_size, ge=0, description="held requests per model")
     max_held: int = Field(10_000, ge=0, description="held requests in total, all models")
@@ -122,6 +127,7 @@ class FrontDoorSettings(BaseModel):
             cold_start=self.cold_start,
             heartbeat_interval=self.heartbeat_interval,
             json_keepalive=self.json_keepalive,
+            cold_start_progress=self.cold_start_progress,
             activation_timeout=self.activation_timeout,
             queue_size=self.queue_size,
         )

@@ -43,6 +43,8 @@ class ModelState:
     failure: str | None = None  # set when the model cannot start (e.g. Degraded); held requests fail
     created: str = ""  # the Deployment's creationTimestamp (who keeps a contested plain name)
     aliases: tuple[str, ...] = ()  # further names clients may use (hearth.dev/served-name after the first)
+    eta: float | None = None  # the scaler's prediction of a start from zero, in seconds (policies.coldstart)
+    progress: str = ""  # where a start from zero is, in words (policies.coldstart.progress_of)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     wake: Wake = field(init=False)  # the line of held requests, let in by arrival (gateway.wake)
 
@@ -148,6 +150,12 @@ class ModelTable:
         if kept:
             state.failure = None
         state.notify()
+
+    def set_start(self, key: str, eta: float | None, progress: str) -> None:
+        """What the front door tells held clients of a start: its predicted length and where it is now."""
+        state = self.models.get(key)
+        if state is not None:
+            state.eta, state.progress = eta, progress
 
     def set_failure(self, key: str, reason: str | None) -> None:
         state = self.models.get(key)

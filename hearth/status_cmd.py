@@ -1,5 +1,6 @@
-"""`hearth status`: NAME PHASE RUNTIME REPLICAS DEMAND PREWARMED AGE of Hearth Deployments, from the live
-cluster. PREWARMED is the nodes holding the model in their cache out of those `hearth.dev/prewarm` asks for.
+"""`hearth status`: NAME KIND PHASE RUNTIME REPLICAS DEMAND PREWARMED LAST START ETA AGE of Hearth Deployments
+and LLMServices, from the live cluster. PREWARMED is the nodes holding the model in their cache out of those
+`hearth.dev/prewarm` asks for; LAST START the last start from zero, ETA the scaler's prediction of the next.
 `hearth status --capacity`: per node and accelerator, what is free, busy, idle or held by other pods, and
 which models hold it (policies.capacity, from one list of nodes and pods)."""
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from policies import (
+    COLD_START,
     ENABLED_LABEL,
     GROUP,
     LLMSERVICE_KIND,
@@ -18,10 +20,11 @@ from policies import (
     PHASE_LABEL,
     Capacity,
     model_key_of,
+    parse_history,
     status_of,
 )
 
-COLUMNS = ("NAME", "KIND", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE")
+COLUMNS = ("NAME", "KIND", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "LAST START", "ETA", "AGE")
 
 
 def age(created: str | None, now: dt.datetime) -> str:
@@ -56,8 +59,19 @@ def row(deployment: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool
         f"{ready}/{desired}",
         "-" if demand is None else str(demand),
         status.get("prewarmed") or "-",
+        last_start(status.get("starts")),
+        f"{status['eta']}s" if status.get("eta") else "-",
         age(meta.get("creationTimestamp"), now),
     ]
+
+
+def last_start(starts: str | None) -> str:
+    """The last start from zero: its seconds and whether the node's cache was warm or had to fetch."""
+    history = parse_history(starts)
+    if not history:
+        return "-"
+    kind, seconds = history[-1]
+    return f"{seconds:.0f}s ({'fetched' if kind == COLD_START else 'warm'})"
 
 
 def service_row(service: Mapping[str, Any], now: dt.datetime, *, with_namespace: bool) -> list[str]:
@@ -74,8 +88,7 @@ def service_row(service: Mapping[str, Any], now: dt.datetime, *, with_namespace:
         phase,
         status.get("runtime") or "-",
         "0/0",
-        "-",
-        "-",
+        *["-"] * 4,  # DEMAND PREWARMED LAST START ETA: nothing runs
         age(meta.get("creationTimestamp"), now),
     ]
 

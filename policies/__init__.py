@@ -31,6 +31,8 @@ from policies.capacity import (
     slim_node,
     slim_pod,
 )
+from policies.coldstart import COLD as COLD_START
+from policies.coldstart import Progress, format_history, kind_of, parse_history, predict, progress_of, stages_of
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of, unique_keys
@@ -119,6 +121,7 @@ __all__ = [
     "CACHED_MODEL",
     "CACHE_LABEL_PREFIX",
     "CACHE_LABEL_VALUE",
+    "COLD_START",
     "CONDITION",
     "CONTAINER_KEY",
     "DEFAULT_ENDPOINT",
@@ -161,6 +164,7 @@ __all__ = [
     "PodSpec",
     "PrewarmPlan",
     "Problem",
+    "Progress",
     "RenderSettings",
     "RuntimeSpec",
     "ScaleSpec",
@@ -182,9 +186,11 @@ __all__ = [
     "files_to_fetch",
     "fits",
     "format_duration",
+    "format_history",
     "hub_id",
     "is_ready",
     "key_digest",
+    "kind_of",
     "llmservice_crd",
     "llmservice_status",
     "model_container",
@@ -195,6 +201,7 @@ __all__ = [
     "node_label",
     "normalize_endpoint",
     "owner",
+    "parse_history",
     "parse_llmservice",
     "parse_model_uri",
     "parse_pod",
@@ -203,12 +210,14 @@ __all__ = [
     "phase",
     "phase_since",
     "pod_needs",
+    "predict",
     "predicted_runtime",
     "prewarm_fetch",
     "prewarm_job",
     "prewarm_job_name",
     "prewarm_job_state",
     "prewarm_plan",
+    "progress_of",
     "published_failure",
     "quantity_bytes",
     "render_for_pod",
@@ -224,6 +233,7 @@ __all__ = [
     "slim_node",
     "slim_pod",
     "squatting_warnings",
+    "stages_of",
     "stamp_of",
     "start_failure",
     "status_of",

@@ -55,6 +55,14 @@ KEYS: tuple[Key, ...] = (
         "`true`: a held non-streaming request gets a 200 at once and a space every heartbeat interval, so "
         "proxies with idle timeouts keep it; errors then come as a 200 with an `error` body.",
     ),
+    Key(
+        "cold-start-progress",
+        "deployment",
+        "false",
+        "`true`: a held streaming chat request is told how the start goes, as `reasoning_content` deltas that "
+        "chat UIs show as the model's thinking (waiting for a node, fetching, loading, about how long), then "
+        "the model's answer. Off by default: API clients see only SSE comments while held.",
+    ),
     Key("activation-timeout", "deployment", "10m", "How long a request is held waiting for a ready pod."),
     Key(
         "prewarm",
@@ -134,6 +142,7 @@ class ScaleSpec:
     cold_start: Literal["keepalive", "reject"] = "keepalive"
     heartbeat_interval: float = 10.0
     json_keepalive: bool = False
+    cold_start_progress: bool = False
     activation_timeout: float = 600.0
     queue_size: int = 100
     prewarm: int = 0  # nodes to hold the model in their cache (PREWARM_ALL: every node that could run it)
@@ -255,6 +264,17 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
             values["json_keepalive"] = flag == "true"
         else:
             errors.add(at("json-keepalive"), raw["json-keepalive"], "must be true or false", 'write "true" or "false"')
+    if "cold-start-progress" in raw:
+        flag = raw["cold-start-progress"].strip()
+        if flag in ("true", "false"):
+            values["cold_start_progress"] = flag == "true"
+        else:
+            errors.add(
+                at("cold-start-progress"),
+                raw["cold-start-progress"],
+                "must be true or false",
+                'write "true" or "false"',
+            )
     if "activation-timeout" in raw:
         values["activation_timeout"] = duration_seconds(
             errors, at("activation-timeout"), raw["activation-timeout"], 1, 7200, "10m"

@@ -47,6 +47,7 @@ SCALE_FIELDS = {
     "queue-size": "spec.coldStart.queueSize",
     "heartbeat-interval": "spec.coldStart.heartbeatInterval",
     "json-keepalive": "spec.coldStart.jsonKeepalive",
+    "cold-start-progress": "spec.coldStart.progress",
 }
 POD_FIELDS = {
     "model": "spec.model.source.uri",
@@ -192,6 +193,11 @@ class ColdStart(_Strict):
     mode: Literal["keepalive", "reject"] = Field(
         "keepalive", description="keepalive holds requests while the model starts; reject answers 503 at once."
     )
+    progress: bool | None = Field(
+        None,
+        description="true: held streaming chat requests are told how the start goes, as reasoning_content deltas "
+        "that chat UIs show as thinking (off by default: API clients see SSE comments only).",
+    )
     activation_timeout: str | None = _duration("How long a request is held waiting for a ready pod (default 10m).")
     queue_size: int | None = Field(
         None,
@@ -256,6 +262,7 @@ def scale_annotations(spec: LLMServiceSpec) -> dict[str, str]:
         "queue-size": cold.queue_size,
         "heartbeat-interval": cold.heartbeat_interval,
         "json-keepalive": None if cold.json_keepalive is None else str(cold.json_keepalive).lower(),
+        "cold-start-progress": None if cold.progress is None else str(cold.progress).lower(),
     }
     return {PREFIX + key: str(value) for key, value in raw.items() if value is not None}
 

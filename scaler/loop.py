@@ -15,16 +15,24 @@ from typing import Any
 
 from common.accelerators import AcceleratorView
 from policies import (
+    ACTIVATING,
     DEGRADED,
     PHASE_LABEL,
+    READY,
+    SCALING,
     ScaleSpec,
     backend_of,
     condition,
+    format_history,
+    kind_of,
     model_key_of,
+    parse_history,
     phase,
     phase_since,
+    predict,
     scale_of,
     sidecar_url,
+    stages_of,
     start_failure,
     status_of,
 )
@@ -54,6 +62,7 @@ class ModelMemory:
     since: str | None = None  # when the phase last changed, as the condition says
     last_used: float | None = None  # when a tick last saw a request held, in flight or started
     used: str | None = None  # the same, in UTC, for the condition (`hearth status --capacity` shows it)
+    starts: list[tuple[str, float]] | None = None  # recent cold starts (policies.coldstart), from the condition
 
 
 class Scaler:
@@ -265,6 +274,11 @@ class Scaler:
         now_phase = phase(decision.replicas, len(ready), failed)
         runtimes = {(p["metadata"].get("labels") or {}).get("hearth.dev/runtime") for p in pods} - {None}
         state.runtime = ", ".join(sorted(str(r) for r in runtimes)) if runtimes else state.runtime
+        if state.starts is None:  # a new leader keeps its predecessor's history
+            state.starts = parse_history(status_of(deployment).get("starts"))
+        if state.phase == ACTIVATING and now_phase in (READY, SCALING):
+            self._record_start(key, state, ready)
+        eta = predict(state.starts)
         status: dict[str, Any] = {
             "demand": seen.total,
             "desired": decision.replicas,
@@ -273,6 +287,8 @@ class Scaler:
             "runtime": state.runtime,
             "prewarmed": self.prewarmer.summaries.get(key) if self.prewarmer is not None else None,
             "used": state.used or status_of(deployment).get("used"),  # a new leader keeps its predecessor's
+            "starts": format_history(state.starts) or None,
+            "eta": None if eta is None else round(eta),
         }
         if failed:
             status["failure"] = failed[:500]
@@ -291,3 +307,24 @@ class Scaler:
             await self.writer.mark(namespace, name, {PHASE_LABEL: now_phase})
             log.info("%s: phase %s -> %s", key, state.phase, now_phase)
         state.phase, state.status_at, state.last_status = now_phase, self.clock(), status
+
+    def _record_start(self, key: str, state: ModelMemory, ready: list[dict[str, Any]]) -> None:
+        """A model just came up from zero: its first ready pod's start, stage by stage, joins the history
+        the next start is predicted from (policies.coldstart)."""
+        measured = [s for s in (stages_of(p) for p in ready) if s is not None]
+        if not measured or state.starts is None:
+            return
+        first = min(measured, key=lambda s: s["total"])
+        predicted = predict(state.starts, kind_of(first))
+        state.starts.append((kind_of(first), first["total"]))
+        for stage, seconds in first.items():
+            self.metrics.cold_start.labels(stage).observe(seconds)
+        if predicted is not None:
+            self.metrics.eta_error.observe(abs(first["total"] - predicted))
+        log.info(
+            "%s: cold start %.0fs (%s; predicted %s)",
+            key,
+            first["total"],
+            ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in first.items() if stage != "total"),
+            "-" if predicted is None else f"{predicted:.0f}s",
+        )

@@ -62,6 +62,20 @@ class ScalerMetrics:
             registry=registry,
         )
         self.failures = Counter("hearth_scaler_errors", "Failed calls, by what failed.", ["what"], registry=registry)
+        self.cold_start = Histogram(
+            "hearth_cold_start_seconds",
+            "Starts from zero to the first ready pod, by stage: schedule (to a node), fetch (the node cache's "
+            "hearth-fetch), start (the containers), load (to Ready), total (from the pod's creation).",
+            ["stage"],
+            buckets=(1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800),
+            registry=registry,
+        )
+        self.eta_error = Histogram(
+            "hearth_cold_start_eta_error_seconds",
+            "How far each cold start was from the prediction made before it (|actual - predicted|).",
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+            registry=registry,
+        )
         self.llmservice_applies = Counter(
             "hearth_llmservice_applies",
             "Deployments applied for LLMServices (created or changed: applied), LLMServices refused (once as each "

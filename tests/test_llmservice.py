@@ -124,6 +124,7 @@ def test_every_field_reaches_its_annotation() -> None:
             "mode": "reject",
             "activationTimeout": "3m",
             "queueSize": 7,
+            "progress": True,
             "heartbeatInterval": "5s",
             "jsonKeepalive": True,
         },
@@ -134,7 +135,7 @@ def test_every_field_reaches_its_annotation() -> None:
     assert scale == {
         "min-replicas": "1", "max-replicas": "4", "target": "5", "scale-down-delay": "10m", "priority": "7",
         "prewarm": "true", "cold-start": "reject", "activation-timeout": "3m", "queue-size": "7",
-        "heartbeat-interval": "5s", "json-keepalive": "true",
+        "heartbeat-interval": "5s", "json-keepalive": "true", "cold-start-progress": "true",
     }  # fmt: skip
     assert pod == {
         "model": "hf://Qwen/Qwen3-8B", "served-name": "qwen,q3", "runtime": "vllm-nvidia",

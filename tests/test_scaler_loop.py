@@ -254,3 +254,35 @@ def test_a_failing_write_for_one_model_never_stops_the_others() -> None:
     asyncio.run(scaler.tick())
     assert ("scale", "chat", 1) in writer.calls
     assert scaler.metrics.registry.get_sample_value("hearth_scaler_errors_total", {"what": "model"}) == 1
+
+
+def test_a_start_from_zero_is_measured_from_the_pod_and_predicts_the_next() -> None:
+    from tests.test_coldstart import started
+
+    scaler, view, collector, writer, _, clock = setup()
+    view.deployments["ns/chat"] = deployment("chat", 0)
+    collector.demand = {"ns/chat": Demand(held=1)}
+    asyncio.run(scaler.tick())  # 0 -> 1: Activating
+    view.pods["ns/chat-1"] = pod("chat", "chat-1", "10.0.0.1", ready=False)
+    clock.now += 1
+    asyncio.run(scaler.tick())
+    ready = pod("chat", "chat-1", "10.0.0.1")
+    ready["status"] = {**started(0)["status"], "podIP": "10.0.0.1"}
+    ready["metadata"]["creationTimestamp"] = started(0)["metadata"]["creationTimestamp"]
+    view.pods["ns/chat-1"] = ready
+    clock.now += 1
+    asyncio.run(scaler.tick())  # Activating -> Ready: the start (14 s, warm) is recorded
+    message = [c for c in writer.calls if c[0] == "condition"][-1][3]
+    assert "starts w14" in message and "eta 14" in message
+    totals = scaler.metrics.registry.get_sample_value("hearth_cold_start_seconds_sum", {"stage": "total"})
+    assert totals == 14.0
+    # A new leader keeps the history from the condition it finds.
+    follower, view2, _, writer2, _, _ = setup()
+    view2.deployments["ns/chat"] = deployment("chat", 0)
+    view2.deployments["ns/chat"]["status"] = {
+        "conditions": [
+            {"type": "hearth.dev/Serving", "reason": "ScaledToZero", "message": message, "lastTransitionTime": "t0"}
+        ]
+    }
+    asyncio.run(follower.tick())
+    assert "starts w14" in [c for c in writer2.calls if c[0] == "condition"][-1][3]

@@ -92,3 +92,11 @@ def test_hearth_status_capacity_shows_each_pool_and_who_holds_it() -> None:
     assert shown[1].split()[:7] == ["gpu-0", "nvidia.com/gpu", "4", "0", "1", "2", "1"]
     assert shown[1].endswith("ai/glm (busy), 2x ai/qwen (idle 4m)")  # idle since its last use
     assert len(shown) == 2  # a node without accelerators is no pool
+
+
+def test_hearth_status_shows_the_last_start_and_the_predicted_next() -> None:
+    status = {"demand": 0, "desired": 0, "ready": 0, "reason": "idle", "starts": "c90,w20", "eta": 20}
+    got = deployment(condition("ScaledToZero", status, "t1", "t0"))
+    shown = row(got, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), with_namespace=False)
+    assert shown[7:9] == ["20s (warm)", "20s"]
+    assert row(deployment(), dt.datetime(2026, 12, 1, tzinfo=dt.UTC), with_namespace=False)[7:9] == ["-", "-"]

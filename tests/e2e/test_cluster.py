@@ -330,13 +330,14 @@ def test_hearth_status_lists_every_namespace_with_a_and_one_without(
         kubeconfig = f"--kubeconfig={cluster.layout.kubeconfig}"
         assert main(["status", "-A", kubeconfig]) == 0
         everywhere = capsys.readouterr().out.splitlines()
-        assert everywhere[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE"]
+        header = ["NAME", "KIND", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "LAST", "START", "ETA", "AGE"]
+        assert everywhere[0].split() == header
         names = [line.split()[0] for line in everywhere[1:]]
         assert f"{namespace}/listed-a" in names and f"{other}/listed-b" in names
         assert main(["status", "-n", other, kubeconfig]) == 0
         one = capsys.readouterr().out.splitlines()
         assert [line.split()[0] for line in one[1:]] == ["listed-b"]
-        assert one[1].split()[2] == "sim-nvidia"
+        assert one[1].split()[1:4:2] == ["Deployment", "sim-nvidia"]
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 

@@ -96,8 +96,8 @@ def test_idle_model_stays_at_zero(cluster: Cluster, namespace: str) -> None:
         text=True,
         check=True,
     ).stdout
-    assert status.splitlines()[0].split() == ["NAME", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED", "AGE"]
-    assert status.splitlines()[1].split()[:5] == ["idle", "ScaledToZero", "sim-nvidia", "0/0", "0"]
+    assert status.splitlines()[0].split()[:7] == ["NAME", "KIND", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED"]
+    assert status.splitlines()[1].split()[:6] == ["idle", "Deployment", "ScaledToZero", "sim-nvidia", "0/0", "0"]
 
 
 def _hearth() -> list[str]:
