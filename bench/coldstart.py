@@ -3,7 +3,10 @@
 ReplicaSet controller, the scheduler, the kubelet starting the sandbox and two containers, the startup and
 readiness probes, the front door learning of the ready pod, and the relay through front door and sidecar.
 
-    .venv/bin/python bench/coldstart.py [--cycles 5]     (own state folder, ports and address range)
+    .venv/bin/python bench/coldstart.py [--cycles 5] [--startup 0s]   (own state folder, ports, addresses)
+
+It also prints, per start, the scaler's prediction made before it (the `eta` of its condition) next to the
+start it then measured from the pod's timestamps (the last of `starts`), when the checkout has them.
 
 It uses only what every version of the local cluster offers (`Cluster.up`, `kubectl`, the front door's
 URL), so the same script measures an older checkout side by side.
@@ -54,16 +57,39 @@ def first_token(url: str, model: str, key: str) -> float:
     raise RuntimeError("the stream ended without a token")
 
 
+def condition_fields(cluster: Cluster) -> dict[str, str]:
+    """The fields of the scaler's condition on the model (`key value; ...`), read without Hearth's code."""
+    deployment = cluster.get_json("deploy", "cold", "-n", "bench")
+    for item in (deployment.get("status") or {}).get("conditions") or []:
+        if item.get("type") == "hearth.dev/Serving":
+            parts = str(item.get("message") or "").split("; failed: ")[0].split("; ")
+            return dict(part.partition(" ")[::2] for part in parts if " " in part)
+    return {}
+
+
+def last_start(cluster: Cluster, before: str | None) -> float | None:
+    """The start the scaler recorded after `before` (its `starts` field then), in seconds; None if none."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        starts = condition_fields(cluster).get("starts")
+        if starts and starts != before:
+            return float(starts.split(",")[-1][1:])
+        time.sleep(0.5)
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--startup", default="0s", help="the simulator's load time (e.g. 4s)")
     args = parser.parse_args()
+    predictions: list[tuple[float | None, float]] = []
     with tempfile.TemporaryDirectory() as state:
         cluster = Cluster(Layout(state=Path(state), port_base=56400, pod_net=50), ensure_binaries(default_cache_dir()))
         cluster.up()
         try:
             cluster.kubectl("create", "namespace", "bench")
-            model = simulated_model("bench", "cold", max_replicas=1, delay="2s", startup="0s", itl="1ms")
+            model = simulated_model("bench", "cold", max_replicas=1, delay="2s", startup=args.startup, itl="1ms")
             cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(model))
             url = cluster.openai_base_url
             key = cluster.api_key("bench")
@@ -77,12 +103,25 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise TimeoutError("the model did not go back to zero")
                     time.sleep(0.5)
+                fields = condition_fields(cluster)
                 times.append(first_token(url, "bench/cold", key))
+                measured = last_start(cluster, fields.get("starts"))
+                if measured is not None:
+                    eta = fields.get("eta")
+                    predictions.append((float(eta) if eta else None, measured))
             pushes = activation_pushes(cluster)
         finally:
             cluster.down()
     each = ", ".join(f"{t:.2f}" for t in times)
-    print(f"request at zero -> first token (simulator start-up 0 s): median {statistics.median(times):.2f} s ({each})")
+    print(
+        f"request at zero -> first token (simulator start-up {args.startup}): "
+        f"median {statistics.median(times):.2f} s ({each})"
+    )
+    if predictions:
+        pairs = ", ".join(f"{'-' if p is None else f'{p:.0f}'}/{a:.0f}" for p, a in predictions)
+        errors = [abs(p - a) for p, a in predictions if p is not None]
+        error = f"; mean |predicted - actual| {statistics.mean(errors):.1f} s" if errors else ""
+        print(f"start predicted/measured by the scaler, s (pod created -> Ready): {pairs}{error}")
     if pushes:
         mean_ms = 1000 * pushes[0] / pushes[1]
         print(f"activation push accepted by the leading scaler: mean {mean_ms:.0f} ms over {pushes[1]:.0f} pushes")

@@ -20,6 +20,9 @@ from policies.annotations import (
 from policies.annotations import (
     RENDER_ONLY as RENDER_ONLY_KEYS,
 )
+from policies.anticipation import Usage, Wake, format_usage, parse_usage
+from policies.anticipation import due as wake_due
+from policies.anticipation import record as record_use
 from policies.capacity import (
     Capacity,
     Holding,
@@ -169,7 +172,9 @@ __all__ = [
     "RuntimeSpec",
     "ScaleSpec",
     "Stamp",
+    "Usage",
     "Verdict",
+    "Wake",
     "accelerator_resources",
     "api_key_of",
     "assign_names",
@@ -187,6 +192,7 @@ __all__ = [
     "fits",
     "format_duration",
     "format_history",
+    "format_usage",
     "hub_id",
     "is_ready",
     "key_digest",
@@ -207,6 +213,7 @@ __all__ = [
     "parse_pod",
     "parse_scale",
     "parse_stamp",
+    "parse_usage",
     "phase",
     "phase_since",
     "pod_needs",
@@ -220,6 +227,7 @@ __all__ = [
     "progress_of",
     "published_failure",
     "quantity_bytes",
+    "record_use",
     "render_for_pod",
     "render_pod",
     "reported_name",
@@ -241,6 +249,7 @@ __all__ = [
     "valid_runtimes",
     "validate_deployment",
     "validate_llmservice",
+    "wake_due",
     "with_conditions",
     "with_scaler_defaults",
 ]

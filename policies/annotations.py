@@ -74,6 +74,14 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("queue-size", "deployment", "100", "Requests held per model while it has no ready pod; beyond it: 429."),
     Key(
+        "anticipate",
+        "deployment",
+        "false",
+        "`true`: the scaler learns in which hours of the week the model is used and wakes it shortly before an "
+        "hour in which its use usually begins (at most `--anticipations-per-day` times a day; back to zero "
+        "after scale-down-delay when no request comes).",
+    ),
+    Key(
         "priority",
         "deployment",
         "0",
@@ -143,6 +151,7 @@ class ScaleSpec:
     heartbeat_interval: float = 10.0
     json_keepalive: bool = False
     cold_start_progress: bool = False
+    anticipate: bool = False
     activation_timeout: float = 600.0
     queue_size: int = 100
     prewarm: int = 0  # nodes to hold the model in their cache (PREWARM_ALL: every node that could run it)
@@ -264,6 +273,12 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
             values["json_keepalive"] = flag == "true"
         else:
             errors.add(at("json-keepalive"), raw["json-keepalive"], "must be true or false", 'write "true" or "false"')
+    if "anticipate" in raw:
+        flag = raw["anticipate"].strip()
+        if flag in ("true", "false"):
+            values["anticipate"] = flag == "true"
+        else:
+            errors.add(at("anticipate"), raw["anticipate"], "must be true or false", 'write "true" or "false"')
     if "cold-start-progress" in raw:
         flag = raw["cold-start-progress"].strip()
         if flag in ("true", "false"):

@@ -42,6 +42,7 @@ SCALE_FIELDS = {
     "scale-down-delay": "spec.scaling.scaleDownDelay",
     "priority": "spec.scaling.priority",
     "prewarm": "spec.scaling.prewarm",
+    "anticipate": "spec.scaling.anticipate",
     "cold-start": "spec.coldStart.mode",
     "activation-timeout": "spec.coldStart.activationTimeout",
     "queue-size": "spec.coldStart.queueSize",
@@ -175,6 +176,12 @@ class Scaling(_Strict):
         "(every node its runtime can run on). Needs an hf:// model and a runtime with a node cache.",
     )
 
+    anticipate: bool | None = Field(
+        None,
+        description="true: wake the model shortly before the hours of the week in which its use usually begins "
+        "(learned from its use; a few times a day at most).",
+    )
+
     @field_validator("prewarm")
     @classmethod
     def _nodes(cls, value: int | str | None) -> int | str | None:
@@ -257,6 +264,7 @@ def scale_annotations(spec: LLMServiceSpec) -> dict[str, str]:
         "scale-down-delay": scaling.scale_down_delay,
         "priority": scaling.priority if "priority" in scaling.model_fields_set else None,
         "prewarm": {"all": "true", None: None}.get(scaling.prewarm, scaling.prewarm),  # type: ignore[arg-type]
+        "anticipate": None if scaling.anticipate is None else str(scaling.anticipate).lower(),
         "cold-start": cold.mode if "mode" in cold.model_fields_set else None,
         "activation-timeout": cold.activation_timeout,
         "queue-size": cold.queue_size,

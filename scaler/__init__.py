@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from common.lazy import exports
 
 if TYPE_CHECKING:
+    from scaler.anticipate import replay
     from scaler.decision import Decision, Memory, Observation, decide, wanted
     from scaler.packing import Candidate, Rules, Waiter, plan
     from scaler.server import serve
@@ -25,6 +26,7 @@ _EXPORTS = {
     "Rules": ("scaler.packing", "Rules"),
     "Waiter": ("scaler.packing", "Waiter"),
     "plan": ("scaler.packing", "plan"),
+    "replay": ("scaler.anticipate", "replay"),
     "serve": ("scaler.server", "serve"),
 }
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Waiter",
     "decide",
     "plan",
+    "replay",
     "serve",
     "wanted",
 ]

@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.accelerators import AcceleratorView
@@ -36,6 +36,7 @@ from policies import (
     start_failure,
     status_of,
 )
+from scaler.anticipate import Anticipator
 from scaler.decision import Decision, Memory, Observation, decide
 from scaler.demand import Demand, DemandCollector
 from scaler.kube import KubeWriter
@@ -78,6 +79,7 @@ class Scaler:
         prewarmer: Prewarmer | None = None,
         accelerators: AcceleratorView | None = None,
         room: RoomMaker | None = None,
+        anticipator: Anticipator | None = None,
     ) -> None:
         self.view = view
         self.collector = collector
@@ -89,6 +91,7 @@ class Scaler:
         self.prewarmer = prewarmer
         self.accelerators = accelerators
         self.room = room
+        self.anticipator = anticipator
         self.models: dict[str, ModelMemory] = {}
         self._lock = asyncio.Lock()
         self._reports: set[asyncio.Task[None]] = set()
@@ -203,7 +206,14 @@ class Scaler:
         state = self.models.setdefault(key, ModelMemory())
         spec: ScaleSpec = scale_of(deployment)
         current = self._current(key, deployment)
-        if seen.total > 0 or seen.started > 0:
+        used = seen.total > 0 or seen.started > 0
+        hold, wake = False, None
+        if self.anticipator is not None:  # waking before the rush (scaler.anticipate)
+            if state.starts is None:
+                state.starts = parse_history(status_of(deployment).get("starts"))
+            eta = predict(state.starts)
+            hold, wake = self.anticipator.tick(key, deployment, spec.anticipate, used, current, eta)
+        if used:
             state.last_used = self.clock()
             state.used = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         elif state.last_used is None:
@@ -212,18 +222,21 @@ class Scaler:
             demand=seen.total,
             busy_pods=seen.busy_pods,
             fresh=fresh,
-            started=seen.started,
+            started=max(seen.started, 1 if hold else 0),  # an expected use counts as a started request
             busy_seconds=seen.busy_seconds,
             interval=seen.interval,
         )
         decision = decide(spec, current, observation, self.clock(), state.memory)
+        if wake is not None and decision.replicas > current:
+            decision = replace(decision, reason=f"anticipating use at {wake.text}")
+            self.metrics.anticipated.labels(key).inc()
         state.memory = decision.memory
         state.demand = seen.total
         self.metrics.demand.labels(key).set(seen.total)
         self.metrics.desired.labels(key).set(decision.replicas)
         self.metrics.sidecars_answering.labels(key).set(seen.answering_pods)
         if decision.changes(current):
-            await self._scale(key, deployment, pods, current, decision, seen, None)
+            await self._scale(key, deployment, pods, current, decision, seen, None, anticipated=wake is not None)
         await self._publish(key, deployment, pods, decision, seen)
 
     async def _scale(
@@ -235,6 +248,7 @@ class Scaler:
         decision: Decision,
         seen: Demand,
         pushed_at: float | None,
+        anticipated: bool = False,
     ) -> None:
         namespace, name = key.split("/", 1)
         if decision.replicas < current:
@@ -253,7 +267,7 @@ class Scaler:
         direction = "up" if decision.replicas > before else "down"
         self.metrics.decisions.labels(key, direction).inc()
         reason = (
-            "Activated"
+            ("Anticipated" if anticipated else "Activated")
             if before == 0
             else "ScaledToZero"
             if decision.replicas == 0
@@ -289,6 +303,7 @@ class Scaler:
             "used": state.used or status_of(deployment).get("used"),  # a new leader keeps its predecessor's
             "starts": format_history(state.starts) or None,
             "eta": None if eta is None else round(eta),
+            **(self.anticipator.fields(key) if self.anticipator is not None else {}),
         }
         if failed:
             status["failure"] = failed[:500]

@@ -76,6 +76,12 @@ class ScalerMetrics:
             buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
             registry=registry,
         )
+        self.anticipated = Counter(
+            "hearth_scaler_anticipated_wakes",
+            "Models woken before an hour in which their use usually begins (hearth.dev/anticipate).",
+            ["model"],
+            registry=registry,
+        )
         self.llmservice_applies = Counter(
             "hearth_llmservice_applies",
             "Deployments applied for LLMServices (created or changed: applied), LLMServices refused (once as each "

@@ -21,6 +21,7 @@ from common.informer import InformerMetrics
 from common.kube import own_namespace
 from common.kubeapi import KubeAPI
 from common.peers import Peers
+from scaler.anticipate import Anticipator
 from scaler.demand import DemandCollector
 from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector, LeaseApi
@@ -125,6 +126,7 @@ async def serve(settings: ScalerSettings) -> None:
             room=RoomMaker(
                 writer, metrics, settings.rules, time.monotonic, prewarmer.runtimes, settings.vendor_fallback_after
             ),
+            anticipator=Anticipator(settings.anticipations_per_day),
         )
 
         llmservices = LLMServiceController(api, lambda: view.deployments, prewarmer.runtimes, metrics, watch_metrics)

@@ -80,6 +80,12 @@ class ScalerSettings(BaseModel):
         json_schema_extra={"env": "HEARTH_SIDECAR_IMAGE"},
     )
     prewarm_interval: Duration = Field(5.0, gt=0, description="time between prewarm passes (hearth.dev/prewarm)")
+    anticipations_per_day: int = Field(
+        2,
+        ge=0,
+        le=24,
+        description="most wakes before an expected use per model and UTC day (hearth.dev/anticipate); 0: none",
+    )
     llmservice_interval: Duration = Field(
         2.0, gt=0, description="time between passes over LLMServices (compile each into its Deployment, mirror status)"
     )

@@ -119,6 +119,7 @@ def test_every_field_reaches_its_annotation() -> None:
             "drainTimeout": "2m",
             "priority": 7,
             "prewarm": "all",
+            "anticipate": True,
         },
         coldStart={
             "mode": "reject",
@@ -134,7 +135,7 @@ def test_every_field_reaches_its_annotation() -> None:
     pod = {k.removeprefix(PREFIX): v for k, v in deployment["spec"]["template"]["metadata"]["annotations"].items()}
     assert scale == {
         "min-replicas": "1", "max-replicas": "4", "target": "5", "scale-down-delay": "10m", "priority": "7",
-        "prewarm": "true", "cold-start": "reject", "activation-timeout": "3m", "queue-size": "7",
+        "prewarm": "true", "anticipate": "true", "cold-start": "reject", "activation-timeout": "3m", "queue-size": "7",
         "heartbeat-interval": "5s", "json-keepalive": "true", "cold-start-progress": "true",
     }  # fmt: skip
     assert pod == {

@@ -286,3 +286,33 @@ def test_a_start_from_zero_is_measured_from_the_pod_and_predicts_the_next() -> N
     }
     asyncio.run(follower.tick())
     assert "starts w14" in [c for c in writer2.calls if c[0] == "condition"][-1][3]
+
+
+def test_an_anticipated_wake_is_an_event_and_holds_the_replica_until_the_usual_hour() -> None:
+    from policies.anticipation import format_usage
+    from scaler.anticipate import Anticipator
+    from tests.test_anticipation import at, used_at_nine
+
+    view, collector, elector, clock = View(), Collector(), Elector(), Clock()
+    writer = Writer(view)
+    wall = [at(14, 9) - 100]  # a Monday, 08:58:20 UTC, after two weeks of use from 9:00
+    anticipator = Anticipator(per_day=2, wall=lambda: wall[0])
+    metrics = ScalerMetrics(CollectorRegistry())
+    scaler = Scaler(view, collector, writer, elector, metrics, clock, anticipator=anticipator)  # type: ignore[arg-type]
+    usage = f"usage {format_usage(used_at_nine(2))}"
+    view.deployments["ns/chat"] = deployment("chat", 0, **{"hearth.dev/anticipate": "true"})
+    view.deployments["ns/chat"]["status"] = {
+        "conditions": [
+            {"type": "hearth.dev/Serving", "reason": "ScaledToZero", "message": usage, "lastTransitionTime": "t"}
+        ]
+    }
+    asyncio.run(scaler.tick())
+    assert ("scale", "chat", 1) in writer.calls
+    (event,) = [c for c in writer.calls if c[0] == "event"]
+    assert event[2] == "Anticipated" and "Mon 09:00-09:15 UTC" in event[4]
+    assert metrics.registry.get_sample_value("hearth_scaler_anticipated_wakes_total", {"model": "ns/chat"}) == 1
+    clock.now += 600  # ten idle minutes later, still before 09:15: held, whatever scale-down-delay (10 s) says
+    wall[0] += 600
+    asyncio.run(scaler.tick())
+    assert ("scale", "chat", 0) not in writer.calls
+    assert "anticipated " in [c for c in writer.calls if c[0] == "condition"][-1][3]
