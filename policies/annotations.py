@@ -14,7 +14,7 @@ from typing import Literal
 
 from policies.errors import Collector
 from policies.modelsource import ModelSource, parse_model_uri
-from policies.values import duration_seconds, is_dns_label, is_dns_subdomain, quantity, whole_number
+from policies.values import boolean, duration_seconds, is_dns_label, is_dns_subdomain, quantity, whole_number
 
 PREFIX = "hearth.dev/"
 ENABLED_LABEL = "hearth.dev/enabled"
@@ -267,29 +267,9 @@ def parse_scale(annotations: Mapping[str, str] | None, errors: Collector) -> Sca
         values["heartbeat_interval"] = duration_seconds(
             errors, at("heartbeat-interval"), raw["heartbeat-interval"], 1, 300, "10s"
         )
-    if "json-keepalive" in raw:
-        flag = raw["json-keepalive"].strip()
-        if flag in ("true", "false"):
-            values["json_keepalive"] = flag == "true"
-        else:
-            errors.add(at("json-keepalive"), raw["json-keepalive"], "must be true or false", 'write "true" or "false"')
-    if "anticipate" in raw:
-        flag = raw["anticipate"].strip()
-        if flag in ("true", "false"):
-            values["anticipate"] = flag == "true"
-        else:
-            errors.add(at("anticipate"), raw["anticipate"], "must be true or false", 'write "true" or "false"')
-    if "cold-start-progress" in raw:
-        flag = raw["cold-start-progress"].strip()
-        if flag in ("true", "false"):
-            values["cold_start_progress"] = flag == "true"
-        else:
-            errors.add(
-                at("cold-start-progress"),
-                raw["cold-start-progress"],
-                "must be true or false",
-                'write "true" or "false"',
-            )
+    for key in ("json-keepalive", "anticipate", "cold-start-progress"):
+        if key in raw:
+            values[key.replace("-", "_")] = boolean(errors, at(key), raw[key])
     if "activation-timeout" in raw:
         values["activation_timeout"] = duration_seconds(
             errors, at("activation-timeout"), raw["activation-timeout"], 1, 7200, "10m"

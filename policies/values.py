@@ -27,6 +27,15 @@ def whole_number(errors: Collector, where: str, raw: str, low: int, high: int, e
     return value
 
 
+def boolean(errors: Collector, where: str, raw: str) -> bool | None:
+    """`true` or `false`, as Kubernetes users write flags in annotations."""
+    flag = raw.strip()
+    if flag in ("true", "false"):
+        return flag == "true"
+    errors.add(where, raw, "must be true or false", 'write "true" or "false"')
+    return None
+
+
 def duration_seconds(errors: Collector, where: str, raw: str, low: float, high: float, example: str) -> float | None:
     """Go-style durations as Kubernetes users write them: 90s, 5m, 1h30m, 250ms."""
     text = raw.strip()
