@@ -59,6 +59,7 @@ class Framing:
     error: Callable[[Held], bytes]
     relay: Callable[[Upstream, Callable[[], None]], AsyncIterator[bytes]]
     ready: Callable[[float], bytes] = lambda waited: b""  # seconds held -> bytes before the model's answer
+    every: float | None = None  # seconds between beats (None: the model's heartbeat interval)
 
 
 # A streaming request: SSE comments while held, an error event if the hold fails.
@@ -100,13 +101,15 @@ class Hold:
         deadline: float,
         ticket: int,
         heartbeat: Callable[[float], None] | None = None,
+        every: float | None = None,
     ) -> tuple[Upstream, Turn]:
         """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval. The
         request waits in the model's line (gateway.wake) and goes when its turn comes, in arrival order;
         the caller says when its answer starts (`Turn.started`) or ends without one (`Turn.end`). `ticket`
         is its place in line, taken when its hold began (`state.wake.ticket()`)."""
         started = time.monotonic()
-        next_beat = started + state.scale.heartbeat_interval
+        interval = every or state.scale.heartbeat_interval
+        next_beat = started + interval
         failures = 0
         place: asyncio.Future[bool] | None = None
         try:
@@ -149,7 +152,7 @@ class Hold:
                     )
                 if heartbeat is not None and next_beat <= now:
                     heartbeat(now - started)
-                    next_beat = now + state.scale.heartbeat_interval
+                    next_beat = now + interval
         finally:
             if place is not None:
                 state.wake.quit(ticket, place)
@@ -174,7 +177,7 @@ class Hold:
                 beats.put_nowait(waited)
 
         began = time.monotonic()
-        hold = asyncio.ensure_future(self.wait(state, outgoing, deadline, ticket, heartbeat=beat))
+        hold = asyncio.ensure_future(self.wait(state, outgoing, deadline, ticket, heartbeat=beat, every=framing.every))
         next_beat: asyncio.Future[float] | None = None
         try:
             yield framing.opening(state.key)

@@ -4,8 +4,9 @@ reasoning model's thinking (Open WebUI, LibreChat, ...) display as it comes, the
 
 Each line is the real state the front door watches (policies.coldstart.progress_of: the pod scheduled,
 its weights fetched, its server loading, ready) and the scaler's prediction of the start's length. A
-line is sent when the state changes; between changes the usual SSE comment heartbeats keep the stream
-alive. The deltas are valid chunks of the chat completion stream, so SDKs parse them as any other.
+line is sent when the state changes (looked at every 2 s, or every heartbeat interval when shorter);
+between changes SSE comment heartbeats keep the stream alive. The deltas are valid chunks of the chat
+completion stream, so SDKs parse them as any other.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import orjson
 from gateway.holding import SSE, Framing
 from gateway.sse import sse_comment
 from gateway.table import ModelState
+
+PROGRESS_EVERY = 2.0  # seconds between looks at the start's stage (a heartbeat comment when it has not moved)
 
 
 def reasoning_chunk(model: str, text: str, *, first: bool = False) -> bytes:
@@ -61,4 +64,5 @@ def progress_framing(state: ModelState, model: str) -> Framing:
     def ready(waited: float) -> bytes:
         return reasoning_chunk(model, f"{model} is ready after {waited:.0f}s.\n\n")
 
-    return Framing(opening=opening, beat=beat, error=SSE.error, relay=SSE.relay, ready=ready)
+    every = min(PROGRESS_EVERY, state.scale.heartbeat_interval)
+    return Framing(opening=opening, beat=beat, error=SSE.error, relay=SSE.relay, ready=ready, every=every)
