@@ -293,6 +293,8 @@ class Scaler:
         if state.phase == ACTIVATING and now_phase in (READY, SCALING):
             self._record_start(key, state, ready)
         eta = predict(state.starts)
+        if eta is not None:
+            self.metrics.eta.labels(key).set(eta)
         status: dict[str, Any] = {
             "demand": seen.total,
             "desired": decision.replicas,

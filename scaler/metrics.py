@@ -70,6 +70,12 @@ class ScalerMetrics:
             buckets=(1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800),
             registry=registry,
         )
+        self.eta = Gauge(
+            "hearth_cold_start_eta_seconds",
+            "The predicted length of the model's next start from zero (policies.coldstart.predict).",
+            ["model"],
+            registry=registry,
+        )
         self.eta_error = Histogram(
             "hearth_cold_start_eta_error_seconds",
             "How far each cold start was from the prediction made before it (|actual - predicted|).",
@@ -103,7 +109,7 @@ class ScalerMetrics:
         )
 
     def forget(self, model: str) -> None:
-        for metric in (self.demand, self.desired, self.sidecars_answering, self.waiting):
+        for metric in (self.demand, self.desired, self.sidecars_answering, self.waiting, self.eta, self.anticipated):
             with contextlib.suppress(KeyError):
                 metric.remove(model)
 

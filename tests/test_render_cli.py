@@ -48,3 +48,19 @@ def test_render_warns_about_replicas(tmp_path: Path) -> None:
 def test_render_reports_a_missing_file() -> None:
     result = render("-f", "/nonexistent.yaml", "--runtimes", str(RUNTIMES))
     assert result.returncode == 2 and "No such file" in result.stderr
+
+
+def test_render_previews_the_deployment_an_llmservice_becomes_and_its_pod(tmp_path: Path) -> None:
+    sample = ROOT / "examples" / "llmservice" / "qwen3-8b.yaml"
+    result = render("-f", str(sample), "--runtimes", str(RUNTIMES))
+    assert result.returncode == 0, result.stderr
+    deployment, pod = yaml.safe_load_all(result.stdout)
+    assert deployment["kind"] == "Deployment" and "replicas" not in deployment["spec"]
+    assert deployment["metadata"]["annotations"]["hearth.dev/max-replicas"] == "3"
+    assert pod["kind"] == "Pod" and pod["metadata"]["labels"]["hearth.dev/runtime"] == "vllm-nvidia"
+    bad = yaml.safe_load(sample.read_text())
+    bad["spec"]["scaling"]["target"] = 0
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    refused = render("-f", str(tmp_path / "bad.yaml"), "--runtimes", str(RUNTIMES))
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert 'spec.scaling.target is "0": Input should be greater than or equal to 1' in refused.stderr

@@ -276,6 +276,7 @@ def test_a_start_from_zero_is_measured_from_the_pod_and_predicts_the_next() -> N
     assert "starts w14" in message and "eta 14" in message
     totals = scaler.metrics.registry.get_sample_value("hearth_cold_start_seconds_sum", {"stage": "total"})
     assert totals == 14.0
+    assert scaler.metrics.registry.get_sample_value("hearth_cold_start_eta_seconds", {"model": "ns/chat"}) == 14.0
     # A new leader keeps the history from the condition it finds.
     follower, view2, _, writer2, _, _ = setup()
     view2.deployments["ns/chat"] = deployment("chat", 0)
