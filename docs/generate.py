@@ -16,6 +16,7 @@ the pages are what this writes, as tests/test_chart.py does for the chart).
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -216,6 +217,93 @@ def metrics() -> str:
     return "\n".join(lines) + "\n"
 
 
+# Where each component's HTTP routes are defined (Starlette `Route(...)`, FastAPI `@app.get`, the webhook's
+# ENDPOINTS), read from the source so that a route added there is on the page.
+ROUTE_SOURCES = {
+    "Front door (`hearth gateway front-door`)": ("gateway/frontdoor.py", "gateway/server.py"),
+    "Sidecar (`hearth gateway sidecar`, in each model pod)": ("gateway/sidecar.py",),
+    "Scaler (`hearth scaler`)": ("scaler/server.py",),
+    "Webhook (`hearth webhook`, TLS)": ("webhook/app.py",),
+    "Node agent (`hearth cache agent`)": ("nodecache/agent.py",),
+}
+
+
+def _doc_line(tree: ast.Module, name: str) -> str:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            text = " ".join((ast.get_docstring(node) or "").split())
+            return text.split(". ")[0].rstrip(".")
+    return ""
+
+
+def _routes(path: str) -> Iterator[tuple[str, str, str]]:
+    """(path, methods, handler) of every route the module declares."""
+    from gateway.frontdoor import MODEL_ROUTES
+    from webhook.app import ENDPOINTS
+
+    source = ROOT / path
+    tree = ast.parse(source.read_text())
+    named = {  # the module's own string constants, e.g. OWN_METRICS = "/hearth/metrics"
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Route" and len(node.args) >= 2:
+            methods = next((k.value for k in node.keywords if k.arg == "methods"), None)
+            listed = methods.elts if isinstance(methods, ast.List) else []
+            verbs = "/".join(str(e.value) for e in listed if isinstance(e, ast.Constant)) or "GET"
+            handler = ast.unparse(node.args[1]).split(".")[-1]
+            first = node.args[0]
+            if isinstance(first, ast.Name):
+                paths = MODEL_ROUTES if first.id == "path" else (named[first.id],)
+            else:
+                paths = (ast.literal_eval(first),)
+            for route in paths:
+                yield str(route), verbs, handler
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "app.get":
+                    yield str(ast.literal_eval(decorator.args[0])), "GET", node.name
+    if path == "webhook/app.py":
+        for endpoint, check in ENDPOINTS.items():
+            yield endpoint, "POST", check.__name__
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def routes() -> str:
+    from gateway.codes import ERROR_CODES
+
+    lines = [
+        "# Routes and error codes",
+        "",
+        GENERATED,
+        "",
+        "Every HTTP route of Hearth's components, read from their source, and every `error.code` the gateway",
+        "answers with (`gateway/codes.py`; a test checks that the gateway's source uses no other). Errors are",
+        'OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}`, with `Retry-After` when a',
+        "retry can succeed and `x-should-retry: false` when it cannot.",
+    ]
+    for title, sources in ROUTE_SOURCES.items():
+        lines += ["", f"## {title}", "", "| path | methods | handler |", "|---|---|---|"]
+        found: dict[tuple[str, str], str] = {}
+        for path in sources:
+            tree = ast.parse((ROOT / path).read_text())
+            for route, verbs, handler in _routes(path):
+                doc = _doc_line(tree, handler)
+                found.setdefault((route, verbs), f"`{handler}`" + (f": {doc}" if doc else ""))
+        lines += [f"| `{route}` | {verbs} | {_cell(what)} |" for (route, verbs), what in sorted(found.items())]
+    lines += ["", "## Error codes", "", "| code | status | answered by | meaning |", "|---|---|---|---|"]
+    for code, (status, who, meaning) in sorted(ERROR_CODES.items()):
+        lines.append(f"| `{code}` | {status} | {who} | {_cell(meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
 def helm_values() -> str:
     values = (ROOT / "charts" / "hearth" / "values.yaml").read_text()
     return (
@@ -257,6 +345,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "commands.md": commands,
     "metrics.md": metrics,
     "helm-values.md": helm_values,
+    "routes.md": routes,
 }
 
 

@@ -250,6 +250,7 @@ class FrontDoor:
 
     # --- the rest of the API -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
+        """The models this caller's key may call, in OpenAI's list shape."""
         try:
             key = await self._authenticate(request)
         except BadRequest as bad:
@@ -278,6 +279,7 @@ class FrontDoor:
         }
 
     async def demand(self, request: Request) -> Response:
+        """Held and in-flight requests per model, for the scaler (which it may check by token review)."""
         if self.internal is not None:
             try:
                 await self.internal.check(request.headers)

@@ -117,6 +117,7 @@ async def serve(settings: FrontDoorSettings) -> None:
             door.keys_settle = key_watch.settle
 
         async def healthz(request: Request) -> Response:
+            """200 once the front door has learned its models."""
             if discovery is not None and not discovery.synced:
                 return Response("discovering models", status_code=503)
             if key_watch is not None and not key_watch.synced:
@@ -124,6 +125,7 @@ async def serve(settings: FrontDoorSettings) -> None:
             return Response("ok")
 
         async def prometheus(request: Request) -> Response:
+            """Prometheus metrics (on `--metrics-port` when set; the API port then answers 404)."""
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
         own = [Route("/healthz", healthz), Route("/metrics", prometheus)]

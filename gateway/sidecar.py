@@ -125,6 +125,7 @@ def create_app(
     own = metrics or SidecarMetrics(drain)
 
     async def ready(request: Request) -> Response:
+        """The readiness probe: 200 while the runtime is healthy and the pod is not draining."""
         if drain.draining:
             return Response("draining", status_code=503)
         try:
@@ -137,9 +138,11 @@ def create_app(
         )
 
     async def demand(request: Request) -> Response:
+        """In-flight requests of this pod, for the scaler."""
         return JSONResponse({"inFlight": drain.in_flight, "draining": drain.draining, "served": drain.served})
 
     async def drained(request: Request) -> Response:
+        """Blocks until open streams are done: the pod's preStop hook."""
         # The kubelet runs this hook and sends this container its SIGTERM at about the same time: wait a
         # little for the drain to begin. A call outside a shutdown is answered 409 after that wait.
         if not await drain.begun(DRAIN_BEGINS_WITHIN):
@@ -148,6 +151,7 @@ def create_app(
         return JSONResponse({"drained": done, "inFlight": drain.in_flight})
 
     async def forward(request: Request) -> Response:
+        """Everything else, relayed to the runtime and counted (503 `draining` once the pod goes away)."""
         if drain.draining:
             own.refused.labels("draining").inc()
             refused = openai_error(503, "this replica is shutting down; retry", "service_unavailable", "draining", 1)
@@ -178,6 +182,7 @@ def create_app(
         return await relayed(upstream, lease, as_is(upstream, lease))
 
     async def own_metrics(request: Request) -> Response:
+        """The sidecar's own metrics (`/metrics` is the runtime's, passed through)."""
         return Response(generate_latest(own.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = [

@@ -251,9 +251,11 @@ class Agent:
 
 def create_app(registry: CollectorRegistry, agent: Agent) -> Starlette:
     async def metrics(_: Request) -> Response:
+        """Prometheus metrics: the cache's size, models and evictions."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
+        """200 while the agent runs."""
         ok = agent.store.root.is_dir()
         return PlainTextResponse("ok" if ok else f"{agent.store.root} is not a folder", 200 if ok else 500)
 

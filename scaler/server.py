@@ -42,6 +42,7 @@ def create_app(scaler: Scaler, registry: CollectorRegistry, callers: CallerCheck
     pending: set[asyncio.Task[None]] = set()
 
     async def activate(request: Request) -> Response:
+        """A front door's push for a model at zero: one replica at once (callers may be checked by token review)."""
         pushed_at = scaler.clock()
         if callers is not None:
             try:
@@ -65,6 +66,7 @@ def create_app(scaler: Scaler, registry: CollectorRegistry, callers: CallerCheck
         return JSONResponse({"accepted": key}, status_code=202)
 
     async def status(request: Request) -> Response:
+        """Whether this replica leads, and each model's phase, demand and runtime."""
         models = {
             key: {"phase": m.phase, "demand": m.demand, "runtime": m.runtime}
             for key, m in sorted(scaler.models.items())
@@ -72,9 +74,11 @@ def create_app(scaler: Scaler, registry: CollectorRegistry, callers: CallerCheck
         return JSONResponse({"identity": scaler.elector.identity, "leader": scaler.elector.leading(), "models": models})
 
     async def healthz(request: Request) -> Response:
+        """200 (the body says whether its informers have synced)."""
         return Response("ok" if scaler.view.synced else "syncing", status_code=200)
 
     async def metrics(request: Request) -> Response:
+        """Prometheus metrics."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

@@ -70,3 +70,39 @@ def test_the_readme_is_a_landing_page_that_links_into_the_site() -> None:
     assert len(readme.splitlines()) < 150
     for target in re.findall(r"\]\((docs/[^)]+)\)", readme):
         assert (ROOT / target).is_file(), target
+
+
+# Calls that carry an error code, and the position of the code among their arguments.
+CODE_ARGUMENT = {"openai_error": 3, "sse_error": 2, "BadCall": 1, "Held": 1, "OverLimit": 0, "_refuse": 2}
+
+
+def test_every_error_code_the_gateway_answers_with_is_in_the_table_and_no_other() -> None:
+    """gateway/codes.py is the page's source: a code passed to an error anywhere in the gateway is in it,
+    and every code in it is still somewhere in the gateway's source."""
+    import ast
+
+    from gateway.codes import ERROR_CODES
+
+    sources = {p: p.read_text() for p in sorted((ROOT / "gateway").glob("*.py")) if p.name != "codes.py"}
+    used = set()
+    for path, text in sources.items():
+        for node in ast.walk(ast.parse(text, str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            index = CODE_ARGUMENT.get(str(name))
+            if index is not None and len(node.args) > index:
+                argument = node.args[index]
+                if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                    used.add(argument.value)
+                elif isinstance(argument, ast.JoinedStr):  # f"upstream_{status}"
+                    used.add(
+                        "".join(str(v.value) if isinstance(v, ast.Constant) else "<status>" for v in argument.values)
+                    )
+    assert used and used <= set(ERROR_CODES), used - set(ERROR_CODES)
+    text = "".join(sources.values())
+    gone = [code for code in ERROR_CODES if f'"{code}"' not in text and "<" not in code]
+    assert gone == [], f"in gateway/codes.py but no longer answered: {gone}"
+    routes = (ROOT / "docs" / "reference" / "routes.md").read_text()
+    assert all(f"| `{code}` |" in routes for code in ERROR_CODES)
+    assert "| `/v1/chat/completions` | POST |" in routes and "| `/validate/llmservices` | POST |" in routes

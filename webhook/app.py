@@ -106,10 +106,12 @@ def create_app(
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
+        """200 while the webhook serves."""
         return Response("ok", media_type="text/plain")
 
     @app.get("/debug/runtimes", include_in_schema=False)
     async def runtimes() -> Response:
+        """The InferenceRuntimes this replica renders from, with their version stamps."""
         known = [
             {"name": r.name, "vendor": r.spec.vendor, "priority": r.spec.priority, "stamp": r.stamp}
             for r in store.snapshot()
@@ -118,6 +120,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
+        """Prometheus metrics."""
         metrics.runtimes.set(len(store.snapshot()))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
