@@ -106,3 +106,13 @@ def test_every_error_code_the_gateway_answers_with_is_in_the_table_and_no_other(
     routes = (ROOT / "docs" / "reference" / "routes.md").read_text()
     assert all(f"| `{code}` |" in routes for code in ERROR_CODES)
     assert "| `/v1/chat/completions` | POST |" in routes and "| `/validate/llmservices` | POST |" in routes
+
+
+def test_every_benchmark_names_its_command_date_and_commit() -> None:
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    sections = re.split(r"\n(?=\*\*[^*]+\*\*)", text)[1:]
+    assert len(sections) >= 10
+    for section in sections:
+        title = section.split("**")[1]
+        assert re.search(r"bench/[a-z_]+\.py", section), f"{title}: no command"
+        assert re.search(r"\*Measured \d{4}-\d{2}-\d{2}, commit `[0-9a-f]{7}`\.\*", section), f"{title}: no date"
