@@ -130,8 +130,14 @@ class LLMServiceController:
             )
             deployment = None
         if problem is None and conflict is None:
-            deployment = await self._apply(path, service, deployment)
-        elif (service.get("status") or {}).get("phase") not in ("Invalid", "Conflict"):  # counted once, on entry
+            try:
+                deployment = await self._apply(path, service, deployment)
+            except ApiError as exc:  # the apiserver (or an admission policy) refused the Deployment
+                if exc.status not in (400, 403, 422):
+                    raise
+                problem = f"the Deployment it compiles into was refused: {exc.message}"[:1000]
+        refused = problem is not None or conflict is not None
+        if refused and (service.get("status") or {}).get("phase") not in ("Invalid", "Conflict"):  # once, on entry
             self.metrics.llmservice_applies.labels("invalid" if problem else "conflict").inc()
         status = llmservice_status(generation, deployment, predicted, problem, conflict)
         await self._write_status(service, status)

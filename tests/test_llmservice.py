@@ -4,20 +4,24 @@ cluster: tests/e2e/test_llmservice.py."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from common.kubeapi import ApiError
 from policies import ContractError, RenderSettings, validate_deployment
 from policies.annotations import KEYS, PHASE_LABEL, PREFIX
 from policies.llmservice import NOT_OFFERED, OWNER_LABEL, POD_FIELDS, SCALE_FIELDS, compile_deployment, parse_spec
 from policies.llmservice import validate_llmservice as validate
 from policies.llmservice_status import crd, mirror, predicted_runtime, same, with_conditions
 from policies.phase import condition
-from scaler.llmservices import FIELD_MANAGER, holds_replicas_alone, owned_by, spec_hash
+from scaler.llmservices import FIELD_MANAGER, LLMServiceController, holds_replicas_alone, owned_by, spec_hash
+from scaler.metrics import ScalerMetrics
 from tests.support import ROOT, sample_runtimes
 from webhook.admission import check_llmservice
 
@@ -260,3 +264,76 @@ def test_ownership_and_the_replicas_hand_over() -> None:
     assert not holds_replicas_alone(made)
     edited = with_spec(scaling__max=5)
     assert spec_hash(compile_deployment(edited)) != spec_hash(deployment)
+
+
+class FakeApi:
+    """The apiserver as the controller meets it: Deployments by path, applies recorded (or refused)."""
+
+    def __init__(self, refuse: ApiError | None = None) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.patches: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.refuse = refuse
+
+    async def get(self, path: str) -> dict[str, Any]:
+        if path not in self.objects:
+            raise ApiError(404, "not found")
+        return self.objects[path]
+
+    async def patch(self, path: str, body: dict[str, Any], params: dict[str, str], content_type: str = "") -> Any:
+        self.patches.append((path, body, params))
+        if path.endswith("/status"):
+            return body
+        if self.refuse is not None:
+            raise self.refuse
+        self.objects[path] = body
+        return body
+
+
+def controller(api: FakeApi, deployments: dict[str, Any] | None = None) -> LLMServiceController:
+    async def runtimes() -> list[Any]:
+        return sample_runtimes()
+
+    found = deployments or {}
+    return LLMServiceController(api, lambda: found, runtimes, ScalerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+
+
+def stored(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"].update({"generation": 2})
+    return obj
+
+
+def statuses(api: FakeApi) -> list[dict[str, Any]]:
+    return [body["status"] for path, body, _ in api.patches if path.endswith("/status")]
+
+
+def test_the_controller_applies_once_then_only_mirrors() -> None:
+    api = FakeApi()
+    control = controller(api)
+    asyncio.run(control._one(stored(sample()), sample_runtimes()))
+    (path, body, params), _ = api.patches
+    assert path == "/apis/apps/v1/namespaces/ai/deployments/qwen3-8b" and params["fieldManager"] == FIELD_MANAGER
+    assert params["force"] == "true" and "replicas" not in body["spec"]
+    status = statuses(api)[0]
+    assert status["phase"] == "Pending" and status["runtime"] == "vllm-nvidia" and status["observedGeneration"] == 2
+    again = controller(api, {"ai/qwen3-8b": api.objects[path]})
+    asyncio.run(again._one(stored(sample()) | {"status": status}, sample_runtimes()))
+    assert len(api.patches) == 2  # the same spec: no apply; the same status: no write
+
+
+def test_a_deployment_the_apiserver_refuses_turns_the_llmservice_invalid_with_its_words() -> None:
+    api = FakeApi(refuse=ApiError(422, 'Deployment.apps "qwen3-8b" is invalid: spec.template.spec.containers[0].env'))
+    asyncio.run(controller(api)._one(stored(sample()), sample_runtimes()))
+    (status,) = statuses(api)
+    assert status["phase"] == "Invalid" and "was refused: Deployment.apps" in status["message"]
+    assert [c["status"] for c in status["conditions"]] == ["False", "False"]
+
+
+def test_a_foreign_deployment_of_the_same_name_is_a_conflict_and_left_alone() -> None:
+    api = FakeApi()
+    foreign = {"metadata": {"name": "qwen3-8b", "namespace": "ai"}, "spec": {"replicas": 1}}
+    api.objects["/apis/apps/v1/namespaces/ai/deployments/qwen3-8b"] = foreign
+    asyncio.run(controller(api)._one(stored(sample()), sample_runtimes()))
+    assert [p for p, _, _ in api.patches] == [
+        "/apis/serving.hearth.dev/v1alpha1/namespaces/ai/llmservices/qwen3-8b/status"
+    ]
+    assert statuses(api)[0]["phase"] == "Conflict"
