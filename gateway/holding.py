@@ -198,8 +198,9 @@ class Hold:
                 return
             upstream, turn = found
             self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
-            if upstream.response.status_code == 200:
-                yield framing.ready(time.monotonic() - began)
+            ready = framing.ready(time.monotonic() - began) if upstream.response.status_code == 200 else b""
+            if ready:
+                yield ready
 
             def first() -> None:
                 turn.started()
