@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from devcluster.cluster import DEMO_NAMESPACE, REPO, Cluster
+from policies import status_of
 
 MANIFEST = REPO / "examples" / "demo.yaml"
 NAMESPACE, NAME = DEMO_NAMESPACE, "qwen3-8b"
@@ -49,8 +50,12 @@ def wait_until(what: str, probe: Any, timeout: float) -> Any:
     raise TimeoutError(f"the demo waited {timeout:.0f}s for {what}; see `hearth dev status` and the logs")
 
 
-def stream(url: str, key: str, tokens: int, on_comment: Any = None) -> tuple[str, float | None]:
-    """One streamed chat completion over raw SSE; returns the text and the time to its first token."""
+def stream(
+    url: str, key: str, tokens: int, on_comment: Any = None, on_progress: Any = None
+) -> tuple[str, float | None]:
+    """One streamed chat completion over raw SSE; returns the text and the time to its first token.
+    `on_comment` sees the heartbeat comments, `on_progress` each line of the start's progress (reasoning
+    deltas, hearth.dev/cold-start-progress)."""
     request = {
         "model": NAME,
         "stream": True,
@@ -71,7 +76,12 @@ def stream(url: str, key: str, tokens: int, on_comment: Any = None) -> tuple[str
             data = json.loads(line[6:])
             if "error" in data:
                 raise RuntimeError(data["error"]["message"])
-            delta = (data["choices"][0].get("delta") or {}).get("content") if data["choices"] else None
+            parts = (data["choices"][0].get("delta") or {}) if data["choices"] else {}
+            if parts.get("reasoning_content") and on_progress is not None:
+                for said in str(parts["reasoning_content"]).splitlines():
+                    if said.strip():
+                        on_progress(said)
+            delta = parts.get("content")
             if delta:
                 first = first if first is not None else time.monotonic() - began
                 words.append(delta)
@@ -97,7 +107,7 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
         beats.append(line)
         timeline.say(f"  SSE {line}")
 
-    text, first = stream(url, key, 12, on_comment=heartbeat)
+    text, first = stream(url, key, 12, on_comment=heartbeat, on_progress=lambda said: timeline.say(f"  shown: {said}"))
     timeline.say(f'  tokens: "{text}"')
     ready_at = time.monotonic()
     timeline.say(
@@ -114,6 +124,11 @@ def run(cluster: Cluster, manifest: Path = MANIFEST) -> int:
         timeline.say(f"  scaler: {activated[-1]['message']}")
     wait_until("Ready", lambda: _state(cluster)[0] == "Ready", 30)
     timeline.say("  now Ready: 1/1 replicas")
+    learned = wait_until("the start recorded", lambda: status_of(_deployment(cluster)).get("eta"), 15)
+    timeline.say(
+        f"  the scaler measured this start from the pod ({status_of(_deployment(cluster)).get('starts')}) and "
+        f"predicts the next: {learned} s (Retry-After, progress lines, hearth status)"
+    )
 
     print("\n2. A burst: 12 concurrent streams, target 4 per replica")
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
