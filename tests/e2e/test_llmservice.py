@@ -168,12 +168,11 @@ def test_refusals_name_the_llmservices_fields_and_a_foreign_deployment_is_never_
     )  # fmt: skip
     assert patched.returncode != 0 and "hearth-scaler-deployments" in patched.stderr
     # A pod template the apiserver refuses (the webhook does not know every pod field): Invalid, in its words.
-    template = {"spec": {"containers": [{"name": "model", "env": [{"name": "not a name!", "value": "x"}]}]}}
-    apply(cluster, service(namespace, "badenv", template=template))
-    invalid = wait_for("Invalid", lambda: columns(cluster, namespace, "badenv")[1:2] == ["Invalid"], timeout=60)
+    apply(cluster, service(namespace, "refused", template={"spec": {"restartPolicy": "Never"}}))
+    invalid = wait_for("Invalid", lambda: columns(cluster, namespace, "refused")[1:2] == ["Invalid"], timeout=60)
     assert invalid
-    message = get_json(cluster, "llmservice", "badenv", "-n", namespace)["status"]["message"]
-    assert "was refused" in message and "not a name!" in message, message
+    message = get_json(cluster, "llmservice", "refused", "-n", namespace)["status"]["message"]
+    assert "was refused" in message and "restartPolicy" in message, message
     # Once the foreign Deployment is gone, Hearth makes its own.
     cluster.kubectl("delete", "deploy", "taken", "-n", namespace)
     wait_for("ScaledToZero", lambda: columns(cluster, namespace, "taken")[1:2] == ["ScaledToZero"], timeout=60)
