@@ -25,6 +25,7 @@ from policies import (
     ScaleSpec,
     backend_of,
     deployment_name_of,
+    eta_for,
     model_key,
     progress_of,
     published_failure,
@@ -171,7 +172,7 @@ class KubeDiscovery:
             if set(urls) != set(self.table.models[key].backends):
                 self.table.set_backends(key, urls)
             deployment = deployments[key]
-            eta = status_of(deployment).get("eta")
             desired = int((deployment.get("spec") or {}).get("replicas") or 0)
-            words = progress_of(self.table.models[key].name, desired, pods_of[key]).text if not urls else ""
-            self.table.set_start(key, float(eta) if eta and eta.isdigit() else None, words)
+            progress = progress_of(self.table.models[key].name, desired, pods_of[key])
+            eta = eta_for(status_of(deployment), progress.stage)  # a node that fetches: the cold prediction
+            self.table.set_start(key, eta, progress.text if not urls else "")

@@ -35,7 +35,16 @@ from policies.capacity import (
     slim_pod,
 )
 from policies.coldstart import COLD as COLD_START
-from policies.coldstart import Progress, format_history, kind_of, parse_history, predict, progress_of, stages_of
+from policies.coldstart import (
+    Progress,
+    eta_for,
+    format_history,
+    kind_of,
+    parse_history,
+    predict,
+    progress_of,
+    stages_of,
+)
 from policies.deployment import Verdict, deployment_name_of, render_for_pod, validate_deployment, with_scaler_defaults
 from policies.errors import Collector, ContractError, Problem
 from policies.keys import KEY_LABEL, ApiKey, api_key_of, unique_keys
@@ -187,6 +196,7 @@ __all__ = [
     "deployment_name_of",
     "diff",
     "duration_seconds",
+    "eta_for",
     "evictions",
     "files_to_fetch",
     "fits",

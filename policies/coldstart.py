@@ -143,3 +143,10 @@ def predict(history: Sequence[tuple[str, float]], kind: str | None = None) -> fl
     kind = kind or history[-1][0]
     same = [seconds for k, seconds in history if k == kind][-KEPT:]
     return float(statistics.median(same or [seconds for _, seconds in history][-KEPT:]))
+
+
+def eta_for(fields: Mapping[str, str], stage: str) -> float | None:
+    """The start's predicted length as the front door uses it: the scaler's `eta` (the kind of start seen
+    last), or its `cold-eta` once this start is seen fetching weights (the chosen node's cache is cold)."""
+    text = fields.get("cold-eta") if stage == "fetching" and fields.get("cold-eta") else fields.get("eta")
+    return float(text) if text and text.isdigit() else None

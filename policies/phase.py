@@ -26,7 +26,19 @@ def phase(desired: int, ready: int, failed: str | None) -> str:
 # (it copies the list before setting its own) and writes with optimistic concurrency, so it never puts back
 # a stale copy of ours.
 CONDITION = "hearth.dev/Serving"
-FIELDS = ("demand", "desired", "ready", "runtime", "prewarmed", "used", "starts", "eta", "usage", "anticipated")
+FIELDS = (
+    "demand",
+    "desired",
+    "ready",
+    "runtime",
+    "prewarmed",
+    "used",
+    "starts",
+    "eta",
+    "cold-eta",
+    "usage",
+    "anticipated",
+)
 
 
 def condition(phase_now: str, status: Mapping[str, Any], now: str, since: str) -> dict[str, str]:

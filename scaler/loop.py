@@ -16,6 +16,7 @@ from typing import Any
 from common.accelerators import AcceleratorView
 from policies import (
     ACTIVATING,
+    COLD_START,
     DEGRADED,
     PHASE_LABEL,
     READY,
@@ -305,6 +306,7 @@ class Scaler:
             "used": state.used or status_of(deployment).get("used"),  # a new leader keeps its predecessor's
             "starts": format_history(state.starts) or None,
             "eta": None if eta is None else round(eta),
+            "cold-eta": self._cold_eta(state.starts, eta),
             **(self.anticipator.fields(key) if self.anticipator is not None else {}),
         }
         if failed:
@@ -324,6 +326,14 @@ class Scaler:
             await self.writer.mark(namespace, name, {PHASE_LABEL: now_phase})
             log.info("%s: phase %s -> %s", key, state.phase, now_phase)
         state.phase, state.status_at, state.last_status = now_phase, self.clock(), status
+
+    @staticmethod
+    def _cold_eta(starts: list[tuple[str, float]], eta: float | None) -> int | None:
+        """The prediction for a start whose node must fetch the weights, when it differs from `eta`."""
+        if not any(kind == COLD_START for kind, _ in starts):
+            return None
+        cold = round(predict(starts, COLD_START) or 0)
+        return cold if eta is None or cold != round(eta) else None
 
     def _record_start(self, key: str, state: ModelMemory, ready: list[dict[str, Any]]) -> None:
         """A model just came up from zero: its first ready pod's start, stage by stage, joins the history

@@ -217,3 +217,16 @@ def test_retry_after_follows_the_predicted_start() -> None:
     assert "retry in about 42s" in refused.json()["error"]["message"]
     front.table.set_start("ns/chat", None, "")
     assert asyncio.run(call()).headers["retry-after"] == "30"  # nothing learned yet: the fixed default
+
+
+def test_a_start_seen_fetching_is_told_the_cold_prediction() -> None:
+    from policies import eta_for
+
+    fields = {"eta": "8", "cold-eta": "41"}
+    assert eta_for(fields, "scheduling") == 8.0  # which node, and whether its cache is warm, is not known yet
+    assert eta_for(fields, "fetching") == 41.0  # this node must download the weights
+    assert eta_for({"eta": "8"}, "fetching") == 8.0 and eta_for({}, "waking") is None
+    from scaler.loop import Scaler
+
+    assert Scaler._cold_eta([(COLD, 40.0), (WARM, 8.0), (WARM, 9.0)], 8.5) == 40
+    assert Scaler._cold_eta([(WARM, 8.0)], 8.0) is None and Scaler._cold_eta([(COLD, 40.0)], 40.0) is None
