@@ -6,6 +6,8 @@ One cluster per state folder. Ports and the pod address range derive from a base
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,32 @@ def default_cache_dir() -> Path:
     return Path(base) / "hearth"
 
 
+RECORD = "layout.json"  # the ports and address range a state folder's cluster was started with
+
+
 @dataclass(frozen=True)
 class Layout:
     state: Path
     port_base: int = 16400
     pod_net: int = 10  # numbers the cluster's private address ranges (see devcluster/network.py)
+
+    @classmethod
+    def of(cls, state: Path, port_base: int | None = None, pod_net: int | None = None) -> Layout:
+        """The layout of the cluster in `state`: the values given, else those it was started with (so that
+        `hearth dev down --state-dir X` stops what `hearth dev up --state-dir X --pod-net N` started), else
+        the defaults."""
+        recorded: dict[str, int] = {}
+        with contextlib.suppress(OSError, ValueError):  # none yet, or unreadable: the values given or defaults
+            recorded = json.loads((state / RECORD).read_text())
+        return cls(
+            state=state,
+            port_base=port_base if port_base is not None else int(recorded.get("port_base", cls.port_base)),
+            pod_net=pod_net if pod_net is not None else int(recorded.get("pod_net", cls.pod_net)),
+        )
+
+    def record(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / RECORD).write_text(json.dumps({"port_base": self.port_base, "pod_net": self.pod_net}) + "\n")
 
     @property
     def network(self) -> Network:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def _layout(args: argparse.Namespace) -> Layout:
     from devcluster.layout import Layout, default_state_dir
 
-    return Layout(state=args.state_dir or default_state_dir(), port_base=args.port_base, pod_net=args.pod_net)
+    return Layout.of(args.state_dir or default_state_dir(), args.port_base, args.pod_net)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -42,6 +42,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from devcluster.processes import StartError
 
     layout = _layout(args)
+    layout.record()  # before starting: a start that fails half-way is stopped by `down` with the same layout
     try:
         cluster = Cluster(layout, ensure_binaries(default_cache_dir()))
         cluster.up()
@@ -139,12 +140,16 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         parser.add_argument(
             "--state-dir", type=Path, help="where the cluster keeps its state (default ~/.local/state/hearth/dev)"
         )
-        parser.add_argument("--port-base", type=int, default=16400, help="ports are taken from here up (default 16400)")
+        parser.add_argument(
+            "--port-base",
+            type=int,
+            help="ports are taken from here up (default: what `up` used for this state dir, else 16400)",
+        )
         parser.add_argument(
             "--pod-net",
             type=int,
-            default=10,
-            help="numbers this cluster's private ranges: pods 10.(200+N).0.0/16, nodes 172.30.N.0/24 (default 10)",
+            help="numbers this cluster's private ranges: pods 10.(200+N).0.0/16, nodes 172.30.N.0/24 (default: "
+            "what `up` used for this state dir, else 10)",
         )
 
     build = dev_sub.add_parser(
