@@ -41,6 +41,11 @@ def model_container(
     """The name of the container Hearth treats as the model (see the module's rules), or ContractError
     listing the containers and the fix."""
     containers = [c for c in containers if c.get("name") != SIDECAR_CONTAINER]
+    if any(not isinstance(c.get("name"), str) or not c.get("name") for c in containers):
+        # The apiserver refuses a nameless container too, but admission sees the object before it does.
+        raise ContractError(
+            [Problem("spec.containers[].name", None, "is missing: every container needs a name", "name it")]
+        )
     names = [str(c.get("name")) for c in containers]
     listed = ", ".join(names) or "(none)"
     if named is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from policies import ContractError, RenderSettings, render_for_pod, validate_deployment
+from policies import ContractError, RenderSettings, model_container, render_for_pod, validate_deployment
 from tests.support import GOLDEN, apiserver_pod, load_case
 
 CASES = sorted(GOLDEN.glob("*.yaml"))
@@ -146,3 +146,12 @@ def test_keep_mode_refuses_a_server_on_the_sidecars_port() -> None:
     pod = apiserver_pod(deployment)
     with pytest.raises(ContractError, match="is the port of Hearth's gateway sidecar"):
         render_for_pod(pod, runtimes, RenderSettings())
+
+
+def test_a_nameless_container_is_refused_not_a_crash() -> None:
+    """Admission sees a pod before the apiserver validates it: a container without a name must be a clear
+    refusal (hypothesis once found a nameless one ending in an uncaught StopIteration, a 500)."""
+    with pytest.raises(ContractError, match="every container needs a name"):
+        model_container([{}], None, ["nvidia.com/gpu"], "metadata.annotations")
+    with pytest.raises(ContractError, match="every container needs a name"):
+        model_container([{"name": "model"}, {"image": "x"}], None, [], "metadata.annotations")
