@@ -24,9 +24,8 @@ from policies import (
     Collector,
     ScaleSpec,
     backend_of,
-    deployment_name_of,
     eta_for,
-    model_key,
+    model_key_of_pod,
     progress_of,
     published_failure,
     scale_of,
@@ -36,11 +35,6 @@ from policies import (
 )
 
 log = logging.getLogger("hearth.discovery")
-
-
-def model_key_of_pod(pod: Mapping[str, Any]) -> str | None:
-    name = deployment_name_of(pod)
-    return model_key(str((pod.get("metadata") or {}).get("namespace", "")), name) if name else None
 
 
 class StaticUpstreams:
@@ -172,7 +166,10 @@ class KubeDiscovery:
             if set(urls) != set(self.table.models[key].backends):
                 self.table.set_backends(key, urls)
             deployment = deployments[key]
+            if urls:  # served: no start to tell of (the ETA stays for a queue-full Retry-After)
+                self.table.set_start(key, eta_for(status_of(deployment), "ready"), "")
+                continue
             desired = int((deployment.get("spec") or {}).get("replicas") or 0)
             progress = progress_of(self.table.models[key].name, desired, pods_of[key])
             eta = eta_for(status_of(deployment), progress.stage)  # a node that fetches: the cold prediction
-            self.table.set_start(key, eta, progress.text if not urls else "")
+            self.table.set_start(key, eta, progress.text)

@@ -19,6 +19,7 @@ from policies import (
     LLMSERVICE_PLURAL,
     PHASE_LABEL,
     Capacity,
+    api_time,
     model_key_of,
     parse_history,
     status_of,
@@ -28,9 +29,10 @@ COLUMNS = ("NAME", "KIND", "PHASE", "RUNTIME", "REPLICAS", "DEMAND", "PREWARMED"
 
 
 def age(created: str | None, now: dt.datetime) -> str:
-    if not created:
+    at = api_time(created)
+    if at is None:
         return "?"
-    seconds = int((now - dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)).total_seconds())
+    seconds = int((now - at).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"

@@ -88,6 +88,7 @@ from policies.objects import (
     is_ready,
     model_key,
     model_key_of,
+    model_key_of_pod,
     published_failure,
     scale_of,
     served_names_of,
@@ -125,7 +126,7 @@ from policies.runtime import (
 )
 from policies.selection import select_runtime
 from policies.stamp import MalformedStamp, Stamp, parse_stamp, stamp_of
-from policies.values import duration_seconds, format_duration, quantity_bytes
+from policies.values import api_time, duration_seconds, format_duration, quantity_bytes
 
 __all__ = [
     "ACTIVATING",
@@ -186,6 +187,7 @@ __all__ = [
     "Wake",
     "accelerator_resources",
     "api_key_of",
+    "api_time",
     "assign_names",
     "backend_of",
     "cache_key",
@@ -212,6 +214,7 @@ __all__ = [
     "model_container",
     "model_key",
     "model_key_of",
+    "model_key_of_pod",
     "names_configmap",
     "names_of_configmap",
     "node_label",

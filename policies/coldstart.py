@@ -20,6 +20,7 @@ from typing import Any
 
 from policies.modelcache import FETCH_CONTAINER
 from policies.objects import is_ready
+from policies.values import api_time
 
 KEPT = 5  # recent starts of each kind kept and predicted from
 WARM, COLD = "w", "c"  # the node's cache held the model (or the model is not cached), or it was fetched
@@ -34,15 +35,6 @@ class Progress:
 
 
 _ORDER = {"waking": 0, "scheduling": 1, "fetching": 2, "starting": 3, "loading": 4, "ready": 5}
-
-
-def _time(text: object) -> dt.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
 
 
 def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -88,17 +80,17 @@ def progress_of(model: str, desired: int, pods: Sequence[Mapping[str, Any]]) -> 
 def stages_of(pod: Mapping[str, Any]) -> dict[str, float] | None:
     """A ready pod's start in seconds per stage (schedule, fetch, start, load) and `total`; None while it
     is not ready or a timestamp is missing. `kind` (WARM or COLD) is whether a fetch downloaded."""
-    created = _time((pod.get("metadata") or {}).get("creationTimestamp"))
-    scheduled = _time(_condition(pod, "PodScheduled").get("lastTransitionTime"))
-    ready_at = _time(_condition(pod, "Ready").get("lastTransitionTime"))
+    created = api_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    scheduled = api_time(_condition(pod, "PodScheduled").get("lastTransitionTime"))
+    ready_at = api_time(_condition(pod, "Ready").get("lastTransitionTime"))
     if not is_ready(pod) or created is None or scheduled is None or ready_at is None:
         return None
     done = (_fetch(pod).get("state") or {}).get("terminated") or {}
-    fetch_start, fetch_end = _time(done.get("startedAt")), _time(done.get("finishedAt"))
+    fetch_start, fetch_end = api_time(done.get("startedAt")), api_time(done.get("finishedAt"))
     fetch = (fetch_end - fetch_start).total_seconds() if fetch_start and fetch_end else 0.0
     model_started: dt.datetime | None = None
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        started = _time(((status.get("state") or {}).get("running") or {}).get("startedAt"))
+        started = api_time(((status.get("state") or {}).get("running") or {}).get("startedAt"))
         if started is not None and (model_started is None or started < model_started):
             model_started = started
     after_fetch = fetch_end or scheduled

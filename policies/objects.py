@@ -43,6 +43,12 @@ def model_key_of(obj: Mapping[str, Any]) -> str:
     return model_key(str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
+def model_key_of_pod(pod: Mapping[str, Any]) -> str | None:
+    """The model (`namespace/deployment`) a pod belongs to, or None when no Deployment owns it."""
+    name = deployment_name_of(pod)
+    return model_key(str(_mapping(pod.get("metadata")).get("namespace", "")), name) if name else None
+
+
 def scale_of(deployment: Mapping[str, Any], errors: Collector | None = None) -> ScaleSpec:
     """The Deployment's scale spec; a value the validating webhook would refuse (it may have been down)
     falls back to its default, with the problem in `errors`."""
@@ -130,8 +136,7 @@ def sidecar_url(pod: Mapping[str, Any]) -> str | None:
 def backend_of(pod: Mapping[str, Any]) -> PodBackend | None:
     """The pod as a backend of its model when it is Ready, not terminating and rendered, else None."""
     url = sidecar_url(pod)
-    deployment = deployment_name_of(pod)
-    if url is None or deployment is None or not is_ready(pod):
+    model = model_key_of_pod(pod)
+    if url is None or model is None or not is_ready(pod):
         return None
-    meta = _mapping(pod.get("metadata"))
-    return PodBackend(model_key(str(meta.get("namespace", "")), deployment), url, str(meta.get("name", "")))
+    return PodBackend(model, url, str(_mapping(pod.get("metadata")).get("name", "")))

@@ -5,6 +5,7 @@ Each returns the parsed value or records a precise problem on the collector and 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from policies.errors import Collector
@@ -91,3 +92,13 @@ def is_dns_label(text: str) -> bool:
 
 def is_dns_subdomain(text: str) -> bool:
     return len(text) <= 253 and bool(_DNS_SUBDOMAIN.fullmatch(text)) and ".." not in text
+
+
+def api_time(text: object) -> dt.datetime | None:
+    """A Kubernetes API timestamp (`2026-12-06T10:00:00Z`, whole seconds, UTC); None when absent or broken."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None

@@ -210,9 +210,7 @@ class Scaler:
         used = seen.total > 0 or seen.started > 0
         hold, wake = False, None
         if self.anticipator is not None:  # waking before the rush (scaler.anticipate)
-            if state.starts is None:
-                state.starts = parse_history(status_of(deployment).get("starts"))
-            eta = predict(state.starts)
+            eta = predict(self._history(state, deployment)) if spec.anticipate else None
             hold, wake = self.anticipator.tick(key, deployment, spec.anticipate, used, current, eta)
         if used:
             state.last_used = self.clock()
@@ -289,11 +287,10 @@ class Scaler:
         now_phase = phase(decision.replicas, len(ready), failed)
         runtimes = {(p["metadata"].get("labels") or {}).get("hearth.dev/runtime") for p in pods} - {None}
         state.runtime = ", ".join(sorted(str(r) for r in runtimes)) if runtimes else state.runtime
-        if state.starts is None:  # a new leader keeps its predecessor's history
-            state.starts = parse_history(status_of(deployment).get("starts"))
+        starts = self._history(state, deployment)
         if state.phase == ACTIVATING and now_phase in (READY, SCALING):
-            self._record_start(key, state, ready)
-        eta = predict(state.starts)
+            self._record_start(key, starts, ready)
+        eta = predict(starts)
         if eta is not None:
             self.metrics.eta.labels(key).set(eta)
         status: dict[str, Any] = {
@@ -304,9 +301,9 @@ class Scaler:
             "runtime": state.runtime,
             "prewarmed": self.prewarmer.summaries.get(key) if self.prewarmer is not None else None,
             "used": state.used or status_of(deployment).get("used"),  # a new leader keeps its predecessor's
-            "starts": format_history(state.starts) or None,
+            "starts": format_history(starts) or None,
             "eta": None if eta is None else round(eta),
-            "cold-eta": self._cold_eta(state.starts, eta),
+            "cold-eta": self._cold_eta(starts, eta),
             **(self.anticipator.fields(key) if self.anticipator is not None else {}),
         }
         if failed:
@@ -335,15 +332,23 @@ class Scaler:
         cold = round(predict(starts, COLD_START) or 0)
         return cold if eta is None or cold != round(eta) else None
 
-    def _record_start(self, key: str, state: ModelMemory, ready: list[dict[str, Any]]) -> None:
+    @staticmethod
+    def _history(state: ModelMemory, deployment: dict[str, Any]) -> list[tuple[str, float]]:
+        """The model's recent starts from zero; read once from the condition, so a new leader keeps its
+        predecessor's history."""
+        if state.starts is None:
+            state.starts = parse_history(status_of(deployment).get("starts"))
+        return state.starts
+
+    def _record_start(self, key: str, starts: list[tuple[str, float]], ready: list[dict[str, Any]]) -> None:
         """A model just came up from zero: its first ready pod's start, stage by stage, joins the history
         the next start is predicted from (policies.coldstart)."""
         measured = [s for s in (stages_of(p) for p in ready) if s is not None]
-        if not measured or state.starts is None:
+        if not measured:
             return
         first = min(measured, key=lambda s: s["total"])
-        predicted = predict(state.starts, kind_of(first))
-        state.starts.append((kind_of(first), first["total"]))
+        predicted = predict(starts, kind_of(first))
+        starts.append((kind_of(first), first["total"]))
         for stage, seconds in first.items():
             self.metrics.cold_start.labels(stage).observe(seconds)
         if predicted is not None:

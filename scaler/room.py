@@ -19,6 +19,7 @@ from policies import (
     InferenceRuntime,
     PodSpec,
     ScaleSpec,
+    api_time,
     format_duration,
     is_ready,
     model_key,
@@ -66,11 +67,8 @@ def _unbound(pod: Obj) -> bool:
 
 def _since(stamp: object, now: dt.datetime) -> float:
     """Seconds since an API timestamp (0 when absent or broken: too young to act on)."""
-    try:
-        at = dt.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return 0.0
-    return max(0.0, (now - at).total_seconds())
+    at = api_time(stamp)
+    return 0.0 if at is None else max(0.0, (now - at).total_seconds())
 
 
 def waiters(usage: Mapping[str, Usage]) -> list[Waiter]:

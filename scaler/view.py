@@ -12,7 +12,7 @@ from typing import Any
 
 from common.informer import Informer, InformerMetrics, resource_path
 from common.kubeapi import KubeAPI
-from policies import ENABLED_LABEL, deployment_name_of, model_key, stamp_of
+from policies import ENABLED_LABEL, model_key_of_pod, stamp_of
 
 Obj = dict[str, Any]
 
@@ -60,18 +60,14 @@ class ClusterView:
         await asyncio.gather(*(informer.run() for informer in self.informers))
 
     def deployment_of(self, pod: Mapping[str, Any]) -> Obj | None:
-        name = deployment_name_of(pod)
-        namespace = str((pod.get("metadata") or {}).get("namespace", ""))
-        return self.deployments.get(model_key(namespace, name)) if name else None
+        key = model_key_of_pod(pod)
+        return self.deployments.get(key) if key else None
 
     def pods_by_model(self) -> dict[str, list[Obj]]:
         """Each watched Deployment's pods (one pass over the pods)."""
         grouped: dict[str, list[Obj]] = {key: [] for key in self.deployments}
         for pod in self.pods.values():
-            name = deployment_name_of(pod)
-            if name is None:
-                continue
-            key = model_key(str(pod["metadata"].get("namespace", "")), name)
+            key = model_key_of_pod(pod)
             if key in grouped:
                 grouped[key].append(pod)
         return grouped
