@@ -495,6 +495,10 @@ class Cluster:
         items: list[dict[str, Any]] = self.get_json("pods", "-n", namespace, "-l", selector)["items"]
         return items
 
+    def live_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods not being deleted: a scale-down's pod drains for a while after the replicas say 0."""
+        return [p for p in self.pods(namespace, selector) if not p["metadata"].get("deletionTimestamp")]
+
     def hearth_pods(self, component: str) -> list[dict[str, Any]]:
         """The pods of one of Hearth's Deployments (hearth-webhook, hearth-gateway, hearth-scaler)."""
         return self.pods(HEARTH_NAMESPACE, f"app.kubernetes.io/name={component}")

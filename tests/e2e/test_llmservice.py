@@ -104,7 +104,7 @@ def test_an_llmservice_serves_0_to_n_to_0_edits_roll_as_a_deployment_would_and_d
 
     # A scale field changes the Deployment's metadata only: the running pod stays.
     apply(cluster, service(namespace, "chat", scaling={"min": 1}))
-    pods = wait_for("one pod up", lambda: cluster.pods(namespace, "serving.hearth.dev/llmservice=chat"))
+    pods = wait_for("one pod up", lambda: cluster.live_pods(namespace, "serving.hearth.dev/llmservice=chat"))
     pod: dict[str, Any] = pods[0]
     apply(cluster, service(namespace, "chat", scaling={"min": 1, "target": 3, "scaleDownDelay": "4s"}))
     wait_for(
@@ -114,7 +114,7 @@ def test_an_llmservice_serves_0_to_n_to_0_edits_roll_as_a_deployment_would_and_d
         ),
     )
     wait_for("Ready", lambda: columns(cluster, namespace, "chat")[1:2] == ["Ready"], timeout=60)
-    uids = {p["metadata"]["uid"] for p in cluster.pods(namespace, "serving.hearth.dev/llmservice=chat")}
+    uids = {p["metadata"]["uid"] for p in cluster.live_pods(namespace, "serving.hearth.dev/llmservice=chat")}
     assert uids == {pod["metadata"]["uid"]}
     # A runtime field changes the pod template: a rollout, as editing the Deployment would make.
     apply(cluster, service(namespace, "chat", scaling={"min": 1}, runtime={"args": ["--itl=10ms"]}))

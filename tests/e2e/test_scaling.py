@@ -422,7 +422,7 @@ def test_a_kept_deployment_runs_as_written_and_scales_from_zero(cluster: Cluster
     apply(cluster, kept)
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "kept") == "ScaledToZero", timeout=30)
     assert stream_text(cluster, "kept-alias", 5, namespace) == expected(5)  # an alias reaches it, from zero
-    (pod,) = [p for p in cluster.pods(namespace, "app=kept") if not p["metadata"].get("deletionTimestamp")]
+    (pod,) = cluster.live_pods(namespace, "app=kept")
     server = next(c for c in pod["spec"]["containers"] if c["name"] == "server")
     assert server["image"] == cluster.image and server["command"] == [*command, "--startup-duration=1s"]
     assert [c["name"] for c in pod["spec"]["containers"]] == ["server", "hearth-gateway"]
