@@ -1,5 +1,6 @@
-"""A small Hugging Face-compatible hub, so that the real hub client (`huggingface_hub.snapshot_download`)
-runs against the local cluster and the tests exactly as it runs against huggingface.co.
+"""A small hub that speaks Hugging Face's API and ModelScope's (devcluster.hub_modelscope), so that the
+real hub clients (`huggingface_hub.snapshot_download`, `modelscope_hub`) run against the local cluster and
+the tests exactly as they run against huggingface.co and modelscope.cn.
 
 It serves the endpoints that client uses (model info with file metadata, the recursive tree listing, and
 `resolve` with HEAD, GET and byte ranges, with the headers the client reads: X-Repo-Commit, ETag,
@@ -90,6 +91,7 @@ class HubFile:
     size: int
     blob_id: str
     sha256: str | None  # LFS files (the weights) only, as on the real hub
+    digest: str  # the SHA-256 of every file, which ModelScope lists
 
     def tree_entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": "file", "oid": self.blob_id, "size": self.size, "path": self.path}
@@ -127,16 +129,22 @@ def load_repo(repo_id: str, folder: Path, gated: bool = False, tokens: frozenset
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
         known = cached.get(name)
-        if known and known["stamp"] == stamp:
-            files[name] = HubFile(name, stat.st_size, known["blob_id"], known["sha256"])
+        if known and known["stamp"] == stamp and "digest" in known:
+            files[name] = HubFile(name, stat.st_size, known["blob_id"], known["sha256"], known["digest"])
             continue
-        lfs = sha256_of(path) if name.endswith(".safetensors") else None
-        files[name] = HubFile(name, stat.st_size, git_blob_id(path), lfs)
+        digest = sha256_of(path)
+        lfs = digest if name.endswith(".safetensors") else None
+        files[name] = HubFile(name, stat.st_size, git_blob_id(path), lfs, digest)
     scratch = index_file.with_name(f"{INDEX}.{os.getpid()}")
     scratch.write_text(
         json.dumps(
             {
-                n: {"stamp": [f.size, (folder / n).stat().st_mtime_ns], "blob_id": f.blob_id, "sha256": f.sha256}
+                n: {
+                    "stamp": [f.size, (folder / n).stat().st_mtime_ns],
+                    "blob_id": f.blob_id,
+                    "sha256": f.sha256,
+                    "digest": f.digest,
+                }
                 for n, f in files.items()
             }
         )
@@ -160,6 +168,19 @@ class Hub:
             self.requests["total"] += 1
 
 
+def access(hub: Hub, repo_id: str, token: str, revision: str, branches: tuple[str, ...]) -> Repo | str:
+    """The repository, or why not: missing, no-token or bad-token (gated, or private on ModelScope),
+    revision (neither a branch of `branches` nor the commit)."""
+    repo = hub.repos.get(repo_id)
+    if repo is None:
+        return "missing"
+    if repo.gated and token not in repo.tokens:
+        return "bad-token" if token else "no-token"
+    if revision not in (*branches, repo.commit):
+        return "revision"
+    return repo
+
+
 def _refused(status: int, code: str, message: str) -> Response:
     return JSONResponse({"error": message}, status, headers={"X-Error-Code": code, "X-Error-Message": message})
 
@@ -168,17 +189,17 @@ def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="hearth local hub", docs_url=None, redoc_url=None, openapi_url=None)
 
     def repo_for(request: Request, repo_id: str, revision: str) -> Repo | Response:
-        repo = hub.repos.get(repo_id)
-        if repo is None:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        repo = access(hub, repo_id, token, revision, ("main",))
+        if repo == "missing":
             message = (
                 f"Repository Not Found for url: {request.url}. Please make sure you specified the correct `repo_id`."
             )
             return _refused(401, "RepoNotFound", message)
-        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if repo.gated and token not in repo.tokens:
+        if repo in ("no-token", "bad-token"):
             message = f"Access to model {repo_id} is restricted. You must be authenticated to access it."
-            return _refused(401 if not token else 403, "GatedRepo", message)
-        if revision not in ("main", repo.commit):
+            return _refused(401 if repo == "no-token" else 403, "GatedRepo", message)
+        if isinstance(repo, str):
             return _refused(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return repo
 
@@ -242,9 +263,20 @@ def create_app(hub: Hub) -> FastAPI:
             return Response(headers={**headers, "Content-Length": str(entry.size)})
         return FileResponse(repo.folder / path, headers=headers, media_type="application/octet-stream")
 
+    from devcluster.hub_modelscope import add_modelscope_routes
+
+    add_modelscope_routes(app, hub)
+
     @app.get("/_hub/requests")
     async def requests_seen() -> Response:
         return JSONResponse(dict(hub.requests))
+
+    @app.post("/_hub/reload")
+    async def reload() -> Response:
+        """Reads every repository's folder again (a test that changed a file moves its revision)."""
+        for repo_id, repo in list(hub.repos.items()):
+            hub.repos[repo_id] = load_repo(repo_id, repo.folder, repo.gated, repo.tokens)
+        return JSONResponse({repo_id: repo.commit for repo_id, repo in hub.repos.items()})
 
     return app
 

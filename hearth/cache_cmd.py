@@ -40,15 +40,25 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def fetch_flags(fetch: argparse.ArgumentParser) -> None:
-    fetch.add_argument("--model", required=True, help="the model URI, e.g. hf://Qwen/Qwen3-8B")
+    fetch.add_argument(
+        "--model", required=True, help="the model URI, e.g. hf://Qwen/Qwen3-8B or modelscope://Qwen/Qwen3-8B"
+    )
     fetch.add_argument(
         "--endpoint",
-        default="https://huggingface.co",
-        help="the hub to fetch from (HF_ENDPOINT plays no part); the cache entry is this hub's own",
+        default=None,
+        help="the hub to fetch from (default: huggingface.co or modelscope.cn; HF_ENDPOINT and MODELSCOPE_ENDPOINT "
+        "play no part); the cache entry is this hub's own",
     )
     fetch.add_argument("--root", type=Path, required=True, help="the cache folder (the node's host path)")
     fetch.add_argument("--credentials", default="none", help="where the hub token comes from (for error messages)")
     fetch.add_argument("--wait", type=float, default=3600.0, help="longest wait for another fetch of the model")
+    fetch.add_argument(
+        "--max-age",
+        type=float,
+        default=None,
+        help="seconds a cached copy is served before the hub is asked (one request) whether its revision moved "
+        "(default: never ask)",
+    )
     fetch.add_argument("--attempts", type=int, default=5, help="tries of an unreachable or failing hub (2 s, doubling)")
     fetch.add_argument(
         "--progress-seconds",
@@ -72,7 +82,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
     try:
         limits = Limits(args.progress_bytes, args.progress_seconds, args.reserve_bytes)
-        request = Request(args.model, args.endpoint, args.credentials, args.wait, args.attempts, limits)
+        request = Request(args.model, args.endpoint, args.credentials, args.wait, args.attempts, limits, args.max_age)
         fetch(Store(args.root), request, log)
     except CacheError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

@@ -128,7 +128,10 @@ class AgentMetrics:
             registry=registry,
         )
         self.fetches = Counter(
-            "hearth_cache_fetches", "Fetches by outcome: hit, download, repair.", ["node", "outcome"], registry=registry
+            "hearth_cache_fetches",
+            "Fetches by outcome: hit, download, repair, update (the hub's revision moved).",
+            ["node", "outcome"],
+            registry=registry,
         )
         self.downloaded = Counter(
             "hearth_cache_downloaded_bytes", "Bytes downloaded from the hub.", ["node"], registry=registry
@@ -244,7 +247,7 @@ class Agent:
         self.known = set(keys)
         for event in self.tail.new_events():
             outcome = str(event.get("outcome"))
-            if outcome in ("hit", "download", "repair"):
+            if outcome in ("hit", "download", "repair", "update"):
                 m.fetches.labels(node, outcome).inc()
                 m.downloaded.labels(node).inc(int(event.get("bytes") or 0))
 

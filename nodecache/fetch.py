@@ -2,11 +2,13 @@
 
 Runs as the model pod's init container (and as a prewarm pod). Under the model's lock (one fetch per model
 per hub per node; a second pod waits, then finds it complete):
-  - a complete entry is a hit: nothing is asked of the hub;
-  - otherwise the hub's own client lists the files with their sizes and hashes and downloads them
-    (`huggingface_hub.snapshot_download` against `--endpoint`, with HF_TOKEN) into a scratch folder; every
-    file is checked against the listing, and the folder is renamed into place. Files of a damaged entry that
-    are still good are hard-linked into the scratch folder instead of downloaded again.
+  - a complete entry is a hit: nothing is asked of the hub (with `--max-age`, once the copy was last
+    checked longer ago, the hub is asked for its listing: one request; a moved revision is fetched anew);
+  - otherwise the hub's own client (nodecache.hubs: huggingface_hub or modelscope_hub, against
+    `--endpoint`, with the hub's token variable) lists the files with their sizes and hashes and downloads
+    them into a scratch folder; every file is checked against the listing, and the folder is renamed into
+    place. Files of a damaged or outdated entry whose hash is still the listed one are hard-linked into the
+    scratch folder instead of downloaded again.
 
 The hub is not trusted beyond the entry of its own endpoint (policies.modelcache.cache_key): a listing is
 refused unless its commit id is 40 hex digits, every path is a plain relative path inside the entry and
@@ -19,6 +21,7 @@ longer). Errors name their fix: a gated model names the credentials the pod used
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import multiprocessing
 import os
@@ -34,8 +37,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from nodecache.hubs import DENIED, MISSING, NO_REVISION, REFUSED, RETRY, HubApi, Listed, client, describe
 from nodecache.store import META, CacheError, Check, Expected, Store, free_bytes, mismatch
-from policies import Collector, ModelSource, cache_key, files_to_fetch, normalize_endpoint, parse_model_uri
+from policies import HUBS, Collector, ModelSource, cache_key, files_to_fetch, normalize_endpoint, parse_model_uri
 
 ATTEMPTS = 5  # tries of the hub when it cannot be reached or answers 5xx, 2 s apart doubling
 SLACK = 1 << 20  # what the client writes beside the files (its metadata), over the listed total
@@ -60,25 +64,28 @@ class Limits:
 @dataclass(frozen=True)
 class Outcome:
     key: str
-    state: str  # hit | download | repair
+    state: str  # hit | download | repair | update (a new revision, unchanged files kept)
     path: Path
     downloaded: int = 0  # bytes
     seconds: float = 0.0
 
 
-def source_of(uri: str, endpoint: str) -> tuple[ModelSource, str, str]:
-    """The model, its cache key (bound to the endpoint) and the normalized endpoint; CacheError if either
-    is not one the node cache holds."""
+def source_of(uri: str, endpoint: str | None) -> tuple[ModelSource, str, str]:
+    """The model, its cache key (bound to the endpoint: the hub's own address when None) and the normalized
+    endpoint; CacheError if either is not one the node cache holds."""
     errors = Collector()
     source = parse_model_uri(errors, "--model", uri)
     if source is None:
         raise CacheError("; ".join(str(p) for p in errors.problems) or f"bad model URI {uri}")
-    normalized = normalize_endpoint(endpoint)
+    if source.kind not in HUBS:
+        raise CacheError(f"{uri}: the node cache holds hub models (hf://ORG/NAME, modelscope://ORG/NAME) only")
+    raw = endpoint if endpoint is not None else HUBS[source.kind].default_endpoint
+    normalized = normalize_endpoint(raw)
     if normalized is None:
-        raise CacheError(f"--endpoint {endpoint!r}: write https://HOST[:PORT][/PATH]")
+        raise CacheError(f"--endpoint {raw!r}: write https://HOST[:PORT][/PATH]")
     key = cache_key(source, normalized)
     if key is None:
-        raise CacheError(f"{uri}: the node cache holds hub models (hf://ORG/NAME) only")
+        raise CacheError(f"{uri}: the node cache does not hold it")
     return source, key, normalized
 
 
@@ -87,11 +94,12 @@ class Request:
     """One fetch: what, from where, with whose credentials (for messages), and its bounds."""
 
     uri: str
-    endpoint: str
+    endpoint: str | None  # None: the hub's own address
     credentials: str
     wait: float
     attempts: int
     limits: Limits
+    max_age: float | None = None  # seconds a hit is served before the hub is asked whether it moved
 
 
 def fetch(store: Store, request: Request, log: Callable[[str], None] = print) -> Outcome:
@@ -101,15 +109,28 @@ def fetch(store: Store, request: Request, log: Callable[[str], None] = print) ->
         key, request.wait, on_wait=lambda: log(f"{key}: another pod of this node is fetching it; waiting")
     ):
         check = store.check(key)
+        tries = _Tries(endpoint, request.credentials, log, request.attempts, source.kind, store.meta)
+        listing, asked = None, "the hub is not asked"
+        if check.state == "hit" and _due(store, key, request.max_age):
+            check, listing = _recheck(store, key, check, source.path, tries)
+            asked = "the hub's listing is the same" if listing is not None else "the hub could not be asked"
         if check.state == "hit":
             store.touch(key)
             store.record({"key": key, "outcome": "hit", "seconds": round(time.monotonic() - started, 3)})
-            log(f"{key}: in the node's cache (revision {check.revision[:12]}); the hub is not asked")
+            log(f"{key}: in the node's cache (revision {check.revision[:12]}); {asked}")
             return Outcome(key, "hit", store.entry(key))
         if check.state == "damaged":
             log(f"{key}: the cached copy is damaged ({check.reason}); fetching what is missing")
-        tries = _Tries(endpoint, request.credentials, log, request.attempts)
-        outcome = _download(store, source.path, key, check, tries, request.limits)
+        try:
+            outcome = _download(store, source.path, key, check, tries, request.limits, listing)
+        except CacheError as error:
+            if check.state != "outdated":
+                raise
+            # The copy that is here is whole: a new revision that cannot be fetched now waits for the next start.
+            log(f"{key}: the new revision could not be fetched ({error}); serving revision {check.revision[:12]}")
+            store.touch(key)
+            store.record({"key": key, "outcome": "hit", "seconds": round(time.monotonic() - started, 3)})
+            return Outcome(key, "hit", store.entry(key))
     seconds = time.monotonic() - started
     store.record({"key": key, "outcome": outcome.state, "bytes": outcome.downloaded, "seconds": round(seconds, 3)})
     log(f"{key}: {outcome.state} done, {outcome.downloaded / 2**20:.1f} MiB in {seconds:.1f}s")
@@ -122,12 +143,48 @@ class _Tries:
     credentials: str
     log: Callable[[str], None]
     attempts: int
+    kind: str  # huggingface | modelscope
+    home: Path  # where the hub's client keeps its settings: the cache's own folder
+
+    def hub(self) -> HubApi:
+        return client(self.kind, self.home, self.endpoint)
 
 
-def _download(store: Store, repo: str, key: str, check: Check, tries: _Tries, limits: Limits) -> Outcome:
+def _due(store: Store, key: str, max_age: float | None) -> bool:
+    return max_age is not None and time.time() - store.checked_at(key) > max_age
+
+
+def _recheck(
+    store: Store, key: str, check: Check, repo: str, tries: _Tries
+) -> tuple[Check, tuple[HubApi, str, list[Expected]] | None]:
+    """A hit last checked longer ago than --max-age: the hub's listing (one try: a hub that cannot be
+    reached does not stop a cached model from starting). The same revision: still a hit, checked now.
+    Another: an outdated entry, whose files with unchanged hashes are kept."""
+    hub = tries.hub()
+    try:
+        revision, files = _listing(hub, repo, dataclasses.replace(tries, attempts=1))
+    except CacheError as error:
+        tries.log(f"{key}: could not ask the hub whether the revision moved ({error}); serving the cached copy")
+        return check, None
+    if revision == check.revision:
+        store.mark_checked(key)
+        return check, (hub, revision, files)
+    tries.log(f"{key}: the hub moved from revision {check.revision[:12]} to {revision[:12]}; fetching what changed")
+    manifest = store.manifest(key) or {"files": {}}
+    return Check("outdated", "", tuple(manifest["files"]), check.revision), (hub, revision, files)
+
+
+def _download(
+    store: Store,
+    repo: str,
+    key: str,
+    check: Check,
+    tries: _Tries,
+    limits: Limits,
+    listing: tuple[HubApi, str, list[Expected]] | None = None,
+) -> Outcome:
     log = tries.log
-    hub = _client(store, tries.endpoint)
-    revision, files = _listing(hub, repo, tries)
+    hub, revision, files = listing if listing is not None else _listed(tries.hub(), repo, tries)
     scratch = store.scratch(key)
     try:
         reused = _reuse(store, key, check, revision, files, scratch)
@@ -142,13 +199,9 @@ def _download(store: Store, repo: str, key: str, check: Check, tries: _Tries, li
             )
         log(f"{key}: downloading {len(wanted)} files ({total / 2**20:.1f} MiB) of revision {revision[:12]}")
         largest = max((f.size for f in wanted), default=0)
-        paths = [f.path for f in wanted]
+        listed = [Listed(f.path, f.size, f.sha256, f.blob_id) for f in wanted]
         _bounded(
-            lambda: _attempts(
-                lambda: hub.snapshot_download(repo, revision=revision, local_dir=scratch, allow_patterns=paths),
-                repo,
-                tries,
-            ),
+            lambda: _attempts(lambda: hub.download(repo, revision, scratch, listed), hub, repo, tries),
             _Bounds(key, scratch, total, max(largest, SLACK), limits, log),
         )
         problems = [why for f in files if (why := mismatch(scratch / f.path, f))]
@@ -159,12 +212,14 @@ def _download(store: Store, repo: str, key: str, check: Check, tries: _Tries, li
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return Outcome(key, "repair" if reused else "download", store.entry(key), total)
+    state = "update" if check.state == "outdated" else "repair" if reused else "download"
+    return Outcome(key, state, store.entry(key), total)
 
 
 def _reuse(store: Store, key: str, check: Check, revision: str, files: list[Expected], scratch: Path) -> set[str]:
-    """Hard-links the good files of a damaged entry of the same revision into `scratch`."""
-    if check.state != "damaged" or check.revision != revision:
+    """Hard-links the good files of a damaged or outdated entry whose hash is the listed one into `scratch`
+    (a file is its content: the revision it came with does not matter)."""
+    if check.state not in ("damaged", "outdated"):
         return set()
     manifest = store.manifest(key) or {"files": {}}
     reused = set()
@@ -182,48 +237,21 @@ def _reuse(store: Store, key: str, check: Check, revision: str, files: list[Expe
     return reused
 
 
-class _Hub:
-    """The hub client's calls the fetcher makes (huggingface_hub, imported when first needed), against one
-    endpoint given explicitly (the environment's HF_ENDPOINT plays no part)."""
-
-    def __init__(self, endpoint: str) -> None:
-        import huggingface_hub
-
-        self.module = huggingface_hub
-        self.endpoint = endpoint
-        self.api = huggingface_hub.HfApi(endpoint=endpoint)
-
-    def model_info(self, repo: str) -> Any:
-        return self.api.model_info(repo, files_metadata=True)
-
-    def snapshot_download(self, repo: str, revision: str, local_dir: Path, allow_patterns: list[str]) -> None:
-        self.module.snapshot_download(
-            repo, revision=revision, local_dir=local_dir, allow_patterns=allow_patterns, endpoint=self.endpoint
-        )
+def _listed(hub: HubApi, repo: str, tries: _Tries) -> tuple[HubApi, str, list[Expected]]:
+    revision, files = _listing(hub, repo, tries)
+    return hub, revision, files
 
 
-def _client(store: Store, endpoint: str) -> _Hub:
-    # The client keeps tokens and transfer caches under HF_HOME; the pod's root file system is read-only,
-    # so they go to the cache's own folder. No progress bars in a pod's log. Set before the client is
-    # imported (it reads them once), whatever the environment said.
-    os.environ["HF_HOME"] = str(store.meta / "hf-home")
-    os.environ["HF_ENDPOINT"] = endpoint
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    return _Hub(endpoint)
-
-
-def _listing(hub: _Hub, repo: str, tries: _Tries) -> tuple[str, list[Expected]]:
-    info = _attempts(lambda: hub.model_info(repo), repo, tries)
-    revision = str(info.sha or "")
+def _listing(hub: HubApi, repo: str, tries: _Tries) -> tuple[str, list[Expected]]:
+    revision, listed = _attempts(lambda: hub.listing(repo), hub, repo, tries)
     if not _COMMIT.fullmatch(revision):
         raise CacheError(
             f"{repo}: the hub at {tries.endpoint} gave {revision[:60]!r} as the commit id, which is not 40 hex "
             "digits: its files are not fetched"
         )
     files = []
-    for sibling in info.siblings or []:
-        files.append(_expected(repo, sibling, tries.endpoint))
+    for entry in listed:
+        files.append(_expected(repo, entry, tries.endpoint))
     if not files:
         raise CacheError(f"{repo}: the hub lists no files for it")
     kept = set(files_to_fetch(f.path for f in files))
@@ -236,9 +264,9 @@ def _listing(hub: _Hub, repo: str, tries: _Tries) -> tuple[str, list[Expected]]:
     return revision, [f for f in files if f.path in kept]
 
 
-def _expected(repo: str, sibling: Any, endpoint: str) -> Expected:
+def _expected(repo: str, listed: Listed, endpoint: str) -> Expected:
     """One listed file, refused unless it has a size, a hash and a plain path inside the entry."""
-    name = str(sibling.rfilename)
+    name = str(listed.path)
     parts = name.split("/")
     if (
         not name
@@ -252,10 +280,10 @@ def _expected(repo: str, sibling: Any, endpoint: str) -> Expected:
             f"{repo}: the hub at {endpoint} lists a file {name[:100]!r} that is not a plain path inside a model's "
             "folder: refused"
         )
-    if not isinstance(sibling.size, int) or sibling.size < 0:
+    size = listed.size
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise CacheError(f"{repo}: the hub at {endpoint} did not report the size of {name}")
-    sha256 = sibling.lfs.sha256 if sibling.lfs is not None else None
-    blob_id = sibling.blob_id
+    sha256, blob_id = listed.sha256 or None, listed.blob_id or None
     if sha256 is not None and not _SHA256.fullmatch(str(sha256)):
         raise CacheError(f"{repo}: the hub at {endpoint} gave {name} a SHA-256 that is not 64 hex digits")
     if blob_id is not None and not _COMMIT.fullmatch(str(blob_id)):
@@ -265,7 +293,7 @@ def _expected(repo: str, sibling: Any, endpoint: str) -> Expected:
             f"{repo}: the hub at {endpoint} gave no hash for {name}; the node cache installs only files it can "
             "check (use a hub that reports hashes, or a runtime without spec.cache)"
         )
-    return Expected(name, sibling.size, sha256, blob_id)
+    return Expected(name, size, None if sha256 is None else str(sha256), None if blob_id is None else str(blob_id))
 
 
 @dataclass(frozen=True)
@@ -360,51 +388,44 @@ def _bytes_in(folder: Path) -> int:
     return total
 
 
-def _attempts(call: Callable[[], Any], repo: str, tries: _Tries) -> Any:
-    from huggingface_hub import errors
-
+def _attempts(call: Callable[[], Any], hub: HubApi, repo: str, tries: _Tries) -> Any:
     credentials, log, endpoint = tries.credentials, tries.log, tries.endpoint
     delay = 2.0
     for attempt in range(1, tries.attempts + 1):
         try:
             return call()
-        except errors.GatedRepoError:
-            raise CacheError(_gated(repo, credentials)) from None
-        except errors.RevisionNotFoundError as error:
-            raise CacheError(f"{repo}: the hub has no such revision ({error})") from None
-        except errors.RepositoryNotFoundError:
-            raise CacheError(
-                f"{repo}: no such model on {endpoint} (or it is private and the credentials, {credentials}, "
-                "do not reach it); check the name in hearth.dev/model"
-            ) from None
         except Exception as error:
-            status = getattr(getattr(error, "response", None), "status_code", None)
-            if not isinstance(error, errors.HfHubHTTPError) and not _transport(error):
+            meaning = hub.failure(error)
+            if meaning is None:
                 raise
-            if status is not None and status < 500 and status != 429:
-                raise CacheError(f"{repo}: the hub at {endpoint} refused: {error}") from None
+            if meaning == DENIED:
+                raise CacheError(_denied(repo, credentials, hub)) from None
+            if meaning == NO_REVISION:
+                raise CacheError(f"{repo}: the hub has no such revision ({describe(error)})") from None
+            if meaning == MISSING:
+                raise CacheError(
+                    f"{repo}: no such model on {endpoint} (or it is private and the credentials, {credentials}, "
+                    "do not reach it); check the name in hearth.dev/model"
+                ) from None
+            if meaning == REFUSED:
+                raise CacheError(f"{repo}: the hub at {endpoint} refused: {describe(error)}") from None
+            assert meaning == RETRY, meaning
             if attempt == tries.attempts:
-                raise CacheError(f"{repo}: the hub at {endpoint} failed {attempt} times: {error}") from None
-            log(f"{repo}: the hub failed ({type(error).__name__}: {error}); try {attempt + 1} in {delay:.0f}s")
+                raise CacheError(f"{repo}: the hub at {endpoint} failed {attempt} times: {describe(error)}") from None
+            log(f"{repo}: the hub failed ({describe(error)}); try {attempt + 1} in {delay:.0f}s")
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
 
 
-def _transport(error: BaseException) -> bool:
-    """A connection, timeout or protocol failure of the client's HTTP library (worth another try)."""
-    return any(kind.__module__.split(".")[0].startswith("httpx") for kind in type(error).__mro__) or isinstance(
-        error, ConnectionError | TimeoutError
-    )
-
-
-def _gated(repo: str, credentials: str) -> str:
+def _denied(repo: str, credentials: str, hub: HubApi) -> str:
+    variable = hub.token_variable
     if credentials == "none":
         return (
-            f"{repo} is gated and the model container has no hub token: put HF_TOKEN in a Secret and give it "
-            "to the container (env HF_TOKEN from a secretKeyRef), for a user the repository admits"
+            f"{repo} is gated or private and the model container has no hub token: put {variable} in a Secret "
+            f"and give it to the container (env {variable} from a secretKeyRef), for a user the repository admits"
         )
     return (
-        f"{repo} is gated and the hub refused the token from {credentials}: "
+        f"{repo} is gated or private and the hub refused the token from {credentials}: "
         "ask for access with that user, or fix the Secret"
     )

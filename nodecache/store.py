@@ -89,7 +89,7 @@ def mismatch(path: Path, expected: Expected) -> str | None:
 class Check:
     """What the cache holds for a model: complete, absent, or damaged (and which files are still good)."""
 
-    state: str  # hit | missing | damaged
+    state: str  # hit | missing | damaged | outdated (the hub's revision moved; fetch.py)
     reason: str = ""
     good: tuple[str, ...] = ()
     revision: str = ""
@@ -205,6 +205,17 @@ class Store:
 
     def touch(self, key: str) -> None:
         (self.entry(key) / META / "last-used").touch()
+
+    def mark_checked(self, key: str) -> None:
+        """The hub was asked now and its listing is still the entry's."""
+        (self.entry(key) / META / "checked").touch()
+
+    def checked_at(self, key: str) -> float:
+        """When the hub last confirmed the entry: its fetch, or the last time it was asked since."""
+        try:
+            return (self.entry(key) / META / "checked").stat().st_mtime
+        except FileNotFoundError:
+            return float((self.manifest(key) or {}).get("fetched") or 0.0)
 
     def last_used(self, key: str) -> float:
         try:

@@ -58,8 +58,11 @@ from policies.llmservice_status import mirror as llmservice_status
 from policies.llmservice_status import predicted_runtime, with_conditions
 from policies.llmservice_status import same as same_status
 from policies.modelcache import (
+    CACHE_CLAIM,
     CACHED_MODEL,
     DEFAULT_ENDPOINT,
+    HUBS,
+    HubClient,
     cache_key,
     evictions,
     files_to_fetch,
@@ -132,6 +135,7 @@ __all__ = [
     "ACTIVATING",
     "API_VERSION",
     "CACHED_MODEL",
+    "CACHE_CLAIM",
     "CACHE_LABEL_PREFIX",
     "CACHE_LABEL_VALUE",
     "COLD_START",
@@ -141,6 +145,7 @@ __all__ = [
     "DEGRADED",
     "ENABLED_LABEL",
     "GROUP",
+    "HUBS",
     "KEYS",
     "KEY_LABEL",
     "KIND",
@@ -168,6 +173,7 @@ __all__ = [
     "Collector",
     "ContractError",
     "Holding",
+    "HubClient",
     "InferenceRuntime",
     "LLMServiceSpec",
     "MalformedStamp",

@@ -109,7 +109,7 @@ def _node_cache_problems(
     if caches and pod is not None and pod.model is not None and holds(pod.model):
         env = [e for e in model.get("env") or [] if isinstance(e, Mapping)]
         try:
-            endpoint_of(env, f"spec.template.spec.containers[{model.get('name')}]")
+            endpoint_of(env, f"spec.template.spec.containers[{model.get('name')}]", pod.model.kind)
         except ContractError as exc:
             problems.extend(exc.problems)
     return problems

@@ -4,7 +4,8 @@ Pure. The webhook renders pods from these names (policies.render), the fetcher a
 (`nodecache`) keep the folders they name.
 
 A runtime with `spec.cache` gives each node one folder (a host path) shared by all its pods. A hub model
-`hf://ORG/NAME` fetched from the hub at ENDPOINT lives in `<root>/huggingface/<hub id>/ORG/NAME/` once a
+`hf://ORG/NAME` fetched from the hub at ENDPOINT lives in `<root>/huggingface/<hub id>/ORG/NAME/` (and
+`modelscope://ORG/NAME` in `<root>/modelscope/<hub id>/ORG/NAME/`) once a
 fetcher has downloaded it to a temporary folder, checked every file against the sizes and hashes that hub
 reports, and renamed it into place; the model container mounts the root read-only and loads that folder.
 The entry is bound to its source: the hub id is the endpoint's host and a digest of the whole endpoint, so
@@ -33,14 +34,39 @@ LABEL_PREFIX = "cache.hearth.dev/"
 LABEL_VALUE = "true"
 FETCH_CONTAINER = "hearth-fetch"
 CACHE_VOLUME = "hearth-node-cache"
+CACHE_CLAIM = "hearth-model-cache"  # the claim a runtime with cache.volume PersistentVolumeClaim mounts
 PREFERENCE_WEIGHT = 100
-DEFAULT_ENDPOINT = "https://huggingface.co"
-ENDPOINT_VARIABLE = "HF_ENDPOINT"
-TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-# What the fetcher receives of the model container's settings: the hub token and the client's timeouts,
-# by name, nothing else (no envFrom: an LD_PRELOAD or PYTHONPATH of the tenant's never runs in the root
+
+
+@dataclass(frozen=True)
+class HubClient:
+    """One hub the node cache fetches from: the source kind it serves (and the first folder of its
+    entries), where it is by default, the variable that moves it, and the variables of its client that
+    the fetcher receives (tokens first)."""
+
+    kind: str
+    default_endpoint: str
+    endpoint_variable: str
+    token_variables: tuple[str, ...]
+    timeout_variables: tuple[str, ...] = ()
+
+
+HUBS = {
+    "huggingface": HubClient(
+        "huggingface",
+        "https://huggingface.co",
+        "HF_ENDPOINT",
+        ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
+        ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"),
+    ),
+    "modelscope": HubClient("modelscope", "https://modelscope.cn", "MODELSCOPE_ENDPOINT", ("MODELSCOPE_API_TOKEN",)),
+}
+DEFAULT_ENDPOINT = HUBS["huggingface"].default_endpoint
+# What the fetcher receives of the model container's settings: its hub's tokens and client timeouts, by
+# name, nothing else (no envFrom: an LD_PRELOAD or PYTHONPATH of the tenant's never runs in the root
 # fetcher). The endpoint is an argument (`--endpoint`), so that the entry it fills is the endpoint's own.
-FETCHER_VARIABLES = (*TOKEN_VARIABLES, "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+# The admission policy hearth-node-cache-fetcher admits the variables of every hub.
+FETCHER_VARIABLES = tuple(v for hub in HUBS.values() for v in (*hub.token_variables, *hub.timeout_variables))
 _ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
@@ -63,8 +89,8 @@ def hub_id(endpoint: str) -> str:
 
 
 def holds(source: ModelSource) -> bool:
-    """Whether the node cache holds models of this source (hub models, hf://ORG/NAME)."""
-    return source.kind == "huggingface"
+    """Whether the node cache holds models of this source (hub models: hf://ORG/NAME, modelscope://ORG/NAME)."""
+    return source.kind in HUBS
 
 
 def cache_key(source: ModelSource, endpoint: str) -> str | None:
@@ -72,22 +98,25 @@ def cache_key(source: ModelSource, endpoint: str) -> str | None:
     for a source the node cache does not hold."""
     if not holds(source):
         return None
-    return f"huggingface/{hub_id(endpoint)}/{source.path}"
+    return f"{source.kind}/{hub_id(endpoint)}/{source.path}"
 
 
-def endpoint_of(env: Sequence[Mapping[str, Any]], where: str) -> str:
-    """The hub a cached model is fetched from: the last HF_ENDPOINT of `env` (the runtime's, then the
-    container's own), else huggingface.co. It must be a plain value: the entry is keyed by it when the pod
-    is created, and a value from a Secret or ConfigMap is not known then."""
-    endpoint = DEFAULT_ENDPOINT
+def endpoint_of(env: Sequence[Mapping[str, Any]], where: str, kind: str = "huggingface") -> str:
+    """The hub a cached model of `kind` is fetched from: the last of its endpoint variable in `env` (the
+    runtime's, then the container's own; HF_ENDPOINT, MODELSCOPE_ENDPOINT), else the hub's own address. It
+    must be a plain value: the entry is keyed by it when the pod is created, and a value from a Secret or
+    ConfigMap is not known then."""
+    hub = HUBS[kind]
+    variable = hub.endpoint_variable
+    endpoint = hub.default_endpoint
     for entry in env:
-        if entry.get("name") != ENDPOINT_VARIABLE:
+        if entry.get("name") != variable:
             continue
         if "valueFrom" in entry or not isinstance(entry.get("value"), str):
             raise ContractError(
                 [
                     Problem(
-                        f"{where}.env[{ENDPOINT_VARIABLE}]",
+                        f"{where}.env[{variable}]",
                         None,
                         "with the node cache, the hub endpoint must be a plain value (the cache entry is bound "
                         "to it when the pod is created)",
@@ -100,7 +129,7 @@ def endpoint_of(env: Sequence[Mapping[str, Any]], where: str) -> str:
             raise ContractError(
                 [
                     Problem(
-                        f"{where}.env[{ENDPOINT_VARIABLE}]",
+                        f"{where}.env[{variable}]",
                         str(entry["value"]),
                         "must be an http(s) URL with a host and an optional path, nothing else",
                         "write it as https://HOST[:PORT][/PATH]",
@@ -151,31 +180,38 @@ def node_label(key: str) -> str:
     return LABEL_PREFIX + "m-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def fetcher_env(env: Iterable[Mapping[str, Any]], env_from: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The fetcher's environment: FETCHER_VARIABLES from `env` (values and valueFrom alike), and the tokens
-    an `envFrom` Secret or ConfigMap may hold, as references to that one key (optional: the source may not
-    have it). Later entries win, as in a container; `env` wins over `envFrom`."""
+def fetcher_env(
+    env: Iterable[Mapping[str, Any]], env_from: Iterable[Mapping[str, Any]], kind: str = "huggingface"
+) -> list[dict[str, Any]]:
+    """The fetcher's environment for a model of hub `kind`: that hub's token and timeout variables from
+    `env` (values and valueFrom alike), and the tokens an `envFrom` Secret or ConfigMap may hold, as
+    references to that one key (optional: the source may not have it). Later entries win, as in a
+    container; `env` wins over `envFrom`."""
+    hub = HUBS[kind]
+    wanted = (*hub.token_variables, *hub.timeout_variables)
     found: dict[str, dict[str, Any]] = {}
     for source in env_from:
         prefix = str(source.get("prefix") or "")
-        for kind, ref_kind in (("secretRef", "secretKeyRef"), ("configMapRef", "configMapKeyRef")):
-            name = (source.get(kind) or {}).get("name")
+        for from_kind, ref_kind in (("secretRef", "secretKeyRef"), ("configMapRef", "configMapKeyRef")):
+            name = (source.get(from_kind) or {}).get("name")
             if not name:
                 continue
-            for variable in TOKEN_VARIABLES:
+            for variable in hub.token_variables:
                 if variable.startswith(prefix) and len(variable) > len(prefix):
                     ref = {"name": name, "key": variable[len(prefix) :], "optional": True}
                     found[variable] = {"name": variable, "valueFrom": {ref_kind: ref}}
     for entry in env:
-        if entry.get("name") in FETCHER_VARIABLES:
+        if entry.get("name") in wanted:
             found[str(entry["name"])] = copy.deepcopy(dict(entry))
     return list(found.values())
 
 
-def credentials_of(env: Sequence[Mapping[str, Any]], env_from: Sequence[Mapping[str, Any]]) -> str:
-    """Where the hub token comes from, as an error message should name it."""
+def credentials_of(
+    env: Sequence[Mapping[str, Any]], env_from: Sequence[Mapping[str, Any]], kind: str = "huggingface"
+) -> str:
+    """Where the token of the hub of `kind` comes from, as an error message should name it."""
     for entry in reversed(env):
-        if entry.get("name") in TOKEN_VARIABLES:
+        if entry.get("name") in HUBS[kind].token_variables:
             ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
             if ref.get("name"):
                 return f'Secret "{ref["name"]}" (key {ref.get("key", "?")}, variable {entry["name"]})'
@@ -229,13 +265,27 @@ def prefer_nodes_holding(affinity: Mapping[str, Any] | None, key: str) -> dict[s
     return out
 
 
+def cache_volume(host_path: str, volume: str) -> dict[str, Any]:
+    """The pod volume of the node cache: the host folder itself, or (volume PersistentVolumeClaim) the
+    namespace's claim CACHE_CLAIM, bound to a local PersistentVolume of that folder (`hearth cache volume`)."""
+    if volume == "PersistentVolumeClaim":
+        return {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}
+    return {"name": CACHE_VOLUME, "hostPath": {"path": host_path, "type": "DirectoryOrCreate"}}
+
+
 def fetch_container(
-    env: Sequence[Mapping[str, Any]], env_from: Sequence[Mapping[str, Any]], uri: str, endpoint: str, image: str
+    env: Sequence[Mapping[str, Any]],
+    env_from: Sequence[Mapping[str, Any]],
+    source: ModelSource,
+    endpoint: str,
+    image: str,
+    max_age: int | None = None,
 ) -> dict[str, Any]:
     """The container that puts a model into the node's cache (or finds it there): Hearth's image, the hub
     `endpoint` as an argument, the token and timeouts among `env` and `env_from` (fetcher_env), the cache
-    mounted writable (only here). Root, because the kubelet creates the host folder as root; no capability.
-    The manifests' admission policy hearth-node-cache-fetcher admits exactly this shape."""
+    mounted writable (only here), `max_age` (seconds) the runtime's cache.maxAgeSeconds. Root, because the
+    kubelet creates the host folder as root; no capability. The manifests' admission policy
+    hearth-node-cache-fetcher admits exactly this shape."""
     return {
         "name": FETCH_CONTAINER,
         "image": image,
@@ -243,12 +293,13 @@ def fetch_container(
         "args": [
             "cache",
             "fetch",
-            f"--model={uri}",
+            f"--model={source.uri}",
             f"--endpoint={endpoint}",
             f"--root={NODE_CACHE_MOUNT}",
-            f"--credentials={credentials_of(env, env_from)}",
+            f"--credentials={credentials_of(env, env_from, source.kind)}",
+            *([f"--max-age={max_age}"] if max_age is not None else []),
         ],
-        "env": fetcher_env(env, env_from),
+        "env": fetcher_env(env, env_from, source.kind),
         "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": NODE_CACHE_MOUNT}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": {

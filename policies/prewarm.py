@@ -20,11 +20,13 @@ from policies.modelcache import (
     CACHED_MODEL,
     LABEL_VALUE,
     cache_key,
+    cache_volume,
     endpoint_of,
     fetch_container,
     holds,
     node_label,
 )
+from policies.modelsource import ModelSource
 from policies.runtime import InferenceRuntime, Toleration
 
 PREWARM_FOR = "hearth.dev/prewarm-for"  # label of the Jobs and their pods: the Deployment's name
@@ -104,7 +106,7 @@ class Fetch:
 
     key: str
     endpoint: str
-    uri: str
+    source: ModelSource
     model: Mapping[str, Any]  # the template's model container
 
 
@@ -120,9 +122,9 @@ def prewarm_fetch(deployment: Mapping[str, Any], runtime: InferenceRuntime, spec
     name = model_container(containers, spec.container, {runtime.spec.accelerator.resource}, TEMPLATE_WHERE)
     model = next(c for c in containers if c.get("name") == name)
     env = [{"name": e.name, "value": e.value} for e in runtime.spec.container.env] + list(model.get("env") or [])
-    endpoint = endpoint_of(env, f"{TEMPLATE_WHERE}.containers[{name}]")
+    endpoint = endpoint_of(env, f"{TEMPLATE_WHERE}.containers[{name}]", source.kind)
     key = cache_key(source, endpoint)
-    return None if key is None else Fetch(key, endpoint, source.uri, {**model, "env": env})
+    return None if key is None else Fetch(key, endpoint, source, {**model, "env": env})
 
 
 def prewarm_job(
@@ -139,7 +141,7 @@ def prewarm_job(
     meta = deployment.get("metadata") or {}
     template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     env, env_from = list(fetch.model.get("env") or []), list(fetch.model.get("envFrom") or [])
-    container = fetch_container(env, env_from, fetch.uri, fetch.endpoint, image)
+    container = fetch_container(env, env_from, fetch.source, fetch.endpoint, image, cache.max_age_seconds)
     deployment_name = str(meta.get("name"))
     labels = {
         "app.kubernetes.io/managed-by": "hearth",
@@ -158,7 +160,7 @@ def prewarm_job(
             }
         },
         "containers": [container],
-        "volumes": [{"name": "hearth-node-cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}],
+        "volumes": [cache_volume(cache.host_path, cache.volume)],
     }
     tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in runtime.spec.accelerator.tolerations]
     if tolerations:

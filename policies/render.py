@@ -27,6 +27,7 @@ from policies.modelcache import (
     DEFAULT_ENDPOINT,
     NODE_CACHE_MOUNT,
     cache_key,
+    cache_volume,
     endpoint_of,
     entry_path,
     fetch_container,
@@ -167,7 +168,7 @@ def _from_runtime(
     ours, key, endpoint = _fill_model_container(model, runtime, spec, source, served_name, settings)
     _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings))
     if key is not None and rt.cache is not None:
-        fetcher = _fetcher(model, source, endpoint, settings)
+        fetcher = _fetcher(model, source, endpoint, settings, rt.cache.max_age_seconds)
         ours += fetcher["volumeMounts"]
         _put_by_name(pod_spec.setdefault("initContainers", []), fetcher)
         out.setdefault("metadata", {}).setdefault("annotations", {})[CACHED_MODEL] = key
@@ -294,7 +295,7 @@ def _fill_model_container(
     kept_cache = any(caches.values())  # the user mounts a hub cache already: it is used, not replaced
     runtime_env = [{"name": e.name, "value": e.value} for e in rt.container.env]
     cached = rt.cache is not None and not kept_cache and holds(source)
-    endpoint = endpoint_of(runtime_env + _dicts(model, "env"), MODEL_WHERE) if cached else DEFAULT_ENDPOINT
+    endpoint = endpoint_of(runtime_env + _dicts(model, "env"), MODEL_WHERE, source.kind) if cached else DEFAULT_ENDPOINT
     key = cache_key(source, endpoint) if cached else None
     variables = {
         "model.path": source.path if key is None else entry_path(NODE_CACHE_MOUNT, key),
@@ -384,10 +385,11 @@ def cache_path_problems(pod_spec: object, caches: Iterable[str]) -> list[Problem
     return problems
 
 
-def _fetcher(model: Obj, source: ModelSource, endpoint: str, settings: RenderSettings) -> Obj:
+def _fetcher(model: Obj, source: ModelSource, endpoint: str, settings: RenderSettings, max_age: int | None) -> Obj:
     """The init container that puts the model into the node's cache (or finds it there) before the runtime
     starts, with the model container's hub token and timeouts (no other setting of the tenant's)."""
-    return fetch_container(_dicts(model, "env"), _dicts(model, "envFrom"), source.uri, endpoint, settings.sidecar_image)
+    env, env_from = _dicts(model, "env"), _dicts(model, "envFrom")
+    return fetch_container(env, env_from, source, endpoint, settings.sidecar_image, max_age)
 
 
 def _drain_hook(settings: RenderSettings) -> Obj:
@@ -445,8 +447,7 @@ def _add_volumes(
         cache: Obj = {"sizeLimit": spec.cache_size} if spec.cache_size else {}
         _put_by_name(volumes, {"name": "hearth-cache", "emptyDir": cache})
     if CACHE_VOLUME in used and runtime.spec.cache is not None:
-        node_cache = {"path": runtime.spec.cache.host_path, "type": "DirectoryOrCreate"}
-        _put_by_name(volumes, {"name": CACHE_VOLUME, "hostPath": node_cache})
+        _put_by_name(volumes, cache_volume(runtime.spec.cache.host_path, runtime.spec.cache.volume))
     if source.claim is not None:
         claim = {"claimName": source.claim, "readOnly": True}
         _put_by_name(volumes, {"name": "hearth-model", "persistentVolumeClaim": claim})

@@ -192,6 +192,24 @@ class NodeCache(_Strict):
     low_watermark_percent: int = Field(
         default=80, ge=0, le=100, alias="lowWatermarkPercent", description="Eviction stops at or below this share."
     )
+    max_age_seconds: int | None = Field(
+        default=None,
+        ge=60,
+        le=31_536_000,
+        alias="maxAgeSeconds",
+        description="How long a cached model is served without asking its hub again. Unset: for ever (a warm "
+        "start asks nothing, also with the hub unreachable). Set: a start on a node whose copy was last checked "
+        "longer ago asks the hub for the revision's listing (one request); when the revision moved, the new one "
+        "is fetched (files whose hash did not change are kept), else the copy is served and counted as checked. "
+        "A hub that cannot be reached then does not stop the start: the cached copy is served.",
+    )
+    volume: Literal["HostPath", "PersistentVolumeClaim"] = Field(
+        default="HostPath",
+        description="How pods reach the node's folder. HostPath: a hostPath volume (the model's namespace must "
+        "allow host paths: Pod Security privileged). PersistentVolumeClaim: the claim hearth-model-cache of the "
+        "pod's own namespace, bound to a local PersistentVolume whose path is hostPath on every node (made by "
+        "`hearth cache volume`), so the namespace can stay at Pod Security baseline.",
+    )
 
     @model_validator(mode="after")
     def _watermarks(self) -> NodeCache:
@@ -223,7 +241,8 @@ class RuntimeSpec(_Strict):
     metrics: Metrics = Field(Metrics(), description="Where the runtime exports its Prometheus metrics.")
     cache: NodeCache | None = Field(
         None,
-        description="A node-local model cache: hub models (hf://) are fetched once per node into this host folder, "
+        description="A node-local model cache: hub models (hf://, modelscope://) are fetched once per node into this "
+        "host folder, "
         "verified, and mounted read-only, so a cold start on a warm node downloads nothing. Unset: each pod "
         "downloads into an emptyDir.",
     )

@@ -61,7 +61,7 @@ def fetch(
     hub: str, root: Path, model: str, *extra: str, token: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
     """`hearth cache fetch` as the init container runs it: the hub as --endpoint, the token in HF_TOKEN."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_", "MODELSCOPE_"))}
     environ.update(env or {})
     if token is not None:
         environ["HF_TOKEN"] = token
@@ -179,7 +179,7 @@ def test_an_unreachable_hub_is_tried_again_then_reported(tmp_path: Path) -> None
 
 def test_a_non_hub_model_is_refused(tmp_path: Path) -> None:
     code, out = finished(fetch("http://127.0.0.1:9", tmp_path, "pvc://models/qwen"))
-    assert code == 1 and "hub models (hf://ORG/NAME) only" in out
+    assert code == 1 and "hub models (hf://ORG/NAME, modelscope://ORG/NAME) only" in out
 
 
 def test_other_weight_formats_stay_on_the_hub_when_safetensors_are_there(hub: str, tmp_path: Path) -> None:

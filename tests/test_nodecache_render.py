@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -13,16 +14,18 @@ from policies.errors import ContractError
 from policies.modelcache import CACHED_MODEL, hub_id, node_label
 from policies.objects import published_failure
 from policies.runtime import runtime_from_object
-from tests.support import RUNTIMES, apiserver_pod
+from tests.support import ROOT, RUNTIMES, apiserver_pod
 
 SETTINGS = RenderSettings()
 KEY = f"huggingface/{hub_id('https://huggingface.co')}/Qwen/Qwen3-8B"  # the shipped runtime names no mirror
 
 
-def runtime(cache: bool = True) -> Any:
+def runtime(cache: bool = True, **settings: Any) -> Any:
     body = yaml.safe_load((RUNTIMES / "vllm-nvidia.yaml").read_text())
     if not cache:
         body["spec"].pop("cache")
+    else:
+        body["spec"]["cache"].update(settings)
     return runtime_from_object(body)
 
 
@@ -44,10 +47,10 @@ def deployment(model: str | None = "hf://Qwen/Qwen3-8B", **pod: Any) -> dict[str
     }
 
 
-def render(dep: dict[str, Any], cache: bool = True) -> dict[str, Any]:
+def render(dep: dict[str, Any], cache: bool = True, **settings: Any) -> dict[str, Any]:
     pod = apiserver_pod(dep)
     before = copy.deepcopy(pod)
-    out = render_for_pod(pod, [runtime(cache)], SETTINGS)
+    out = render_for_pod(pod, [runtime(cache, **settings)], SETTINGS)
     assert pod == before
     return out
 
@@ -237,3 +240,50 @@ def test_held_callers_read_why_the_model_does_not_start() -> None:
     assert published_failure(deployment) == f"its Deployment is Degraded: {why}"
     deployment["status"] = {}
     assert published_failure(deployment) == "its Deployment is Degraded"
+
+
+def test_a_modelscope_model_is_cached_from_its_own_hub_with_its_own_token() -> None:
+    token = {"name": "MODELSCOPE_API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "ms", "key": "t"}}}
+    mirror = {"name": "MODELSCOPE_ENDPOINT", "value": "https://Mirror.example.cn/"}
+    hf = {"name": "HF_TOKEN", "value": "not for this hub"}
+    pod = render(deployment("modelscope://Qwen/Qwen3-8B", container={"env": [token, mirror, hf]}))
+    key = f"modelscope/{hub_id('https://mirror.example.cn')}/Qwen/Qwen3-8B"
+    assert pod["metadata"]["annotations"][CACHED_MODEL] == key
+    model = containers(pod)["model"]
+    assert model["args"][0] == f"/var/lib/hearth/models/{key}"
+    assert not any(e["name"] == "VLLM_USE_MODELSCOPE" for e in model["env"])  # the runtime loads a folder
+    fetch = containers(pod, "initContainers")["hearth-fetch"]
+    assert "--endpoint=https://mirror.example.cn" in fetch["args"]
+    assert '--credentials=Secret "ms" (key t, variable MODELSCOPE_API_TOKEN)' in fetch["args"]
+    assert [e["name"] for e in fetch["env"]] == ["MODELSCOPE_API_TOKEN"]  # not the other hub's token
+    bad = deployment("modelscope://Qwen/Qwen3-8B", container={"env": [{"name": "MODELSCOPE_ENDPOINT", "value": "x"}]})
+    with pytest.raises(ContractError, match=r"env\[MODELSCOPE_ENDPOINT\]"):
+        render(bad)
+
+
+def test_a_claim_instead_of_a_host_path_and_the_refresh_rule_reach_the_pod() -> None:
+    pod = render(deployment(), volume="PersistentVolumeClaim", maxAgeSeconds=86400)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["hearth-node-cache"] == {
+        "name": "hearth-node-cache",
+        "persistentVolumeClaim": {"claimName": "hearth-model-cache"},
+    }
+    assert not any("hostPath" in v for v in volumes.values())  # a Pod Security baseline namespace admits it
+    assert "--max-age=86400" in containers(pod, "initContainers")["hearth-fetch"]["args"]
+
+
+def test_the_admission_policy_admits_exactly_the_fetchers_variables_and_flags() -> None:
+    from policies.modelcache import FETCHER_VARIABLES
+
+    docs = list(yaml.safe_load_all((ROOT / "manifests" / "node-cache-policy.yaml").read_text()))
+    (policy,) = [
+        d for d in docs if d["metadata"]["name"] == "hearth-node-cache-fetcher" and d["kind"].endswith("Policy")
+    ]
+    rules = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    listed = re.search(r"e\.name in \[([^\]]*)\]", rules)
+    assert listed is not None
+    assert sorted(n.strip(" '") for n in listed.group(1).split(",")) == sorted(FETCHER_VARIABLES)
+    fetch = containers(render(deployment(), maxAgeSeconds=600), "initContainers")["hearth-fetch"]
+    for flag in fetch["args"][2:]:
+        name = flag.partition("=")[0]
+        assert f"a.startsWith('{name}=')" in rules or f"a == '{flag}'" in rules, flag

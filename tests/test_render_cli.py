@@ -25,7 +25,14 @@ def test_render_prints_the_pod() -> None:
     assert result.returncode == 0, result.stderr
     pod = yaml.safe_load(result.stdout)
     assert pod["kind"] == "Pod" and pod["metadata"]["labels"]["hearth.dev/runtime"] == "vllm-nvidia"
-    assert pod["spec"]["containers"][0]["env"][0] == {"name": "VLLM_USE_MODELSCOPE", "value": "true"}
+    # The announcement's modelscope:// model comes from the node cache: fetched from modelscope.cn once per node.
+    (fetcher,) = pod["spec"]["initContainers"]
+    assert fetcher["name"] == "hearth-fetch"
+    assert "--model=modelscope://Qwen/Qwen3-8B-Instruct" in fetcher["args"]
+    assert "--endpoint=https://modelscope.cn" in fetcher["args"]
+    model = pod["spec"]["containers"][0]
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in model["env"]
+    assert "/var/lib/hearth/models/modelscope/modelscope.cn-" in " ".join(model["args"])
 
 
 def test_render_fails_with_the_webhook_message(tmp_path: Path) -> None:
