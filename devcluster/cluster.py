@@ -45,8 +45,9 @@ DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
 DEV_ROOM_ARGS = ("--retire-grace=3s", "--min-residency=10s", "--vendor-fallback-after=5s")  # shipped: 30s, 2m, 30s
 # The local hub's models (MiB): generated stand-ins under the name every simulated Deployment uses, a
 # gated one, and small ones of their own for the model-cache tests (each node keeps what it fetched).
-HUB_MODELS = {"Qwen/Qwen3-8B": 256, "hearth-dev/gated-model": 2} | {
-    f"hearth-dev/{name}": 32 for name in ("cold", "twin", "prewarmed", "repair", "evict-a", "evict-b", "evict-c")
+HUB_MODELS = {"Qwen/Qwen3-8B": 256, "Qwen/Qwen3-8B-Instruct": 256, "hearth-dev/gated-model": 2} | {
+    f"hearth-dev/{name}": 32
+    for name in ("cold", "twin", "prewarmed", "repair", "evict-a", "evict-b", "evict-c", "ms-baseline")
 }
 HUB_GATED = {"hearth-dev/gated-model": "hf_hearth_dev_gated_token"}
 HEARTH_NAMESPACE = "hearth-system"
@@ -386,9 +387,10 @@ class Cluster:
             flush=True,
         )
 
-    def cache_key(self, repo: str) -> str:
-        """The node cache entry of hf://`repo` as the dev runtimes fetch it (from this cluster's hub)."""
-        return f"huggingface/{hub_id(self.layout.hub_url)}/{repo}"
+    def cache_key(self, repo: str, kind: str = "huggingface") -> str:
+        """The node cache entry of hf://`repo` (or modelscope://, kind modelscope) as the dev runtimes fetch
+        it (from this cluster's hub)."""
+        return f"{kind}/{hub_id(self.layout.hub_url)}/{repo}"
 
     def dev_runtimes(self, image: str) -> str:
         """devcluster/runtimes.yaml for this cluster: Hearth's image and the cluster's own hub."""

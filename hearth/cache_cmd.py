@@ -34,6 +34,18 @@ def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     help_text = "keep this node's cache: label the node, evict, export metrics"
     add_service(jobs, "agent", help_text, AgentSettings, serve_agent, check=missing)
 
+    volume = jobs.add_parser(
+        "volume",
+        help="print the local PersistentVolume and claim that give a namespace the node cache without a host path "
+        "(runtimes with cache.volume: PersistentVolumeClaim); pipe it to kubectl apply -f -",
+    )
+    volume.add_argument("--namespace", "-n", required=True, help="the model namespace")
+    volume.add_argument(
+        "--path", default="/var/lib/hearth/models", help="the node folder (the runtimes' cache.hostPath)"
+    )
+    volume.add_argument("--size", default="50Gi", help="the volume's capacity (the runtimes' cache.size)")
+    volume.set_defaults(func=_cmd_volume)
+
     listing = jobs.add_parser("ls", help="the models in a cache folder: size, last use, state")
     listing.add_argument("--root", type=Path, required=True)
     listing.set_defaults(func=_cmd_ls)
@@ -89,6 +101,20 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             TERMINATION_LOG.write_text(str(error))
         return 1
+    return 0
+
+
+def _cmd_volume(args: argparse.Namespace) -> int:
+    import yaml
+
+    from policies import local_cache_volumes
+
+    try:
+        objects = local_cache_volumes(args.namespace, args.path, args.size)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
     return 0
 
 

@@ -23,6 +23,7 @@ from policies.annotations import (
 from policies.anticipation import Usage, Wake, format_usage, parse_usage
 from policies.anticipation import due as wake_due
 from policies.anticipation import record as record_use
+from policies.cachevolume import local_cache_volumes
 from policies.capacity import (
     Capacity,
     Holding,
@@ -217,6 +218,7 @@ __all__ = [
     "kind_of",
     "llmservice_crd",
     "llmservice_status",
+    "local_cache_volumes",
     "model_container",
     "model_key",
     "model_key_of",

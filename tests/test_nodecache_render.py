@@ -287,3 +287,23 @@ def test_the_admission_policy_admits_exactly_the_fetchers_variables_and_flags() 
     for flag in fetch["args"][2:]:
         name = flag.partition("=")[0]
         assert f"a.startsWith('{name}=')" in rules or f"a == '{flag}'" in rules, flag
+
+
+def test_hearth_cache_volume_binds_the_namespaces_claim_to_the_node_folder_and_keeps_it() -> None:
+    from policies import local_cache_volumes
+
+    storage_class, volume, claim = local_cache_volumes("ai", "/data/models", "10Gi")
+    assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
+    assert volume["spec"]["local"] == {"path": "/data/models"}
+    assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"  # the folder holds other namespaces' models
+    assert (
+        volume["spec"]["claimRef"]["namespace"] == "ai" and volume["spec"]["claimRef"]["name"] == "hearth-model-cache"
+    )
+    assert claim["spec"]["volumeName"] == volume["metadata"]["name"] == "hearth-model-cache-ai"
+    assert claim["metadata"]["namespace"] == "ai"
+    assert claim["spec"]["storageClassName"] == volume["spec"]["storageClassName"] == storage_class["metadata"]["name"]
+    for bad in ("AI", "a_b", ""):
+        with pytest.raises(ValueError, match="not a namespace name"):
+            local_cache_volumes(bad)
+    with pytest.raises(ValueError, match="absolute path"):
+        local_cache_volumes("ai", "models")

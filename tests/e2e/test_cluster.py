@@ -133,6 +133,10 @@ def test_a_real_vllm_runtime_renders_a_pod_the_kubelet_accepts(cluster: Cluster,
     and 32Gi, more than a dev node has: the Deployment's own values replace them, as a user's would."""
     small = deployment(namespace, **{"hearth.dev/runtime": "vllm-nvidia"})
     small["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    # The shipped runtime caches the modelscope:// model from modelscope.cn, which is not reachable here: the
+    # Deployment names the dev cluster's hub (which speaks ModelScope's API), as a user names a mirror.
+    hub = {"name": "MODELSCOPE_ENDPOINT", "value": cluster.layout.hub_url}
+    small["spec"]["template"]["spec"]["containers"][0]["env"] = [hub]
     apply(cluster, small)
 
     def pulling() -> dict[str, Any] | None:
