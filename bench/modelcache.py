@@ -1,7 +1,7 @@
 """Cold start from zero to first token, broken down, with the node-local model cache cold, warm and
 prewarmed, for the dev cluster's default generated model size and one ten times larger.
 
-    .venv/bin/python bench/modelcache.py [--sizes 256,2560] [--runs 3] [--load-rate 200]
+    .venv/bin/python bench/modelcache.py [--sizes 256,2560] [--runs 3] [--load-rate 200] [--hub modelscope]
 
 Own state folder, ports and address range. The models are generated into the local hub's folder (once),
 served by the dev cluster's hub to the real hub client, and loaded by the simulator at --load-rate MiB/s
@@ -189,7 +189,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="256,2560", help="model sizes in MiB")
     parser.add_argument("--runs", type=int, default=3, help="starts per case (medians are printed)")
     parser.add_argument("--load-rate", type=float, default=200.0, help="the simulator's load pace, MiB/s")
+    parser.add_argument(
+        "--hub", choices=("huggingface", "modelscope"), default="huggingface", help="the API the models come by"
+    )
     args = parser.parse_args()
+    scheme = "hf" if args.hub == "huggingface" else "modelscope"
     sizes = [int(s) for s in args.sizes.split(",")]
     hub = default_cache_dir() / "hub" / "hearth-dev"
     for size in sizes:
@@ -205,10 +209,9 @@ def main() -> None:
             api_key = cluster.api_key(NAMESPACE)
             for size in sizes:
                 name, repo = f"m{size}", f"hearth-dev/bench-{size}"
-                key = cluster.cache_key(repo)
-                model = simulated_model(
-                    NAMESPACE, name, max_replicas=1, delay="2s", startup="0s", itl="1ms", model=f"hf://{repo}"
-                )
+                key = cluster.cache_key(repo, args.hub)
+                uri = f"{scheme}://{repo}"
+                model = simulated_model(NAMESPACE, name, max_replicas=1, delay="2s", startup="0s", itl="1ms", model=uri)
                 annotations = model["spec"]["template"]["metadata"]["annotations"]
                 annotations["hearth.dev/extra-args"] += f" --load-rate={args.load_rate}"
                 cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(model))
@@ -220,12 +223,12 @@ def main() -> None:
                         print(f"{size} MiB {case} run {run + 1}: total {figures['total']:.2f} s", flush=True)
         finally:
             cluster.down()
-    report(results, args.load_rate)
+    report(results, args.load_rate, scheme)
 
 
-def report(results: dict[tuple[int, str], list[dict[str, float]]], rate: float) -> None:
+def report(results: dict[tuple[int, str], list[dict[str, float]]], rate: float, scheme: str) -> None:
     columns = [*PHASES, "total", "download", "downloaded MiB"]
-    print(f"\nmedians in seconds (simulator load pace {rate:.0f} MiB/s)")
+    print(f"\nmedians in seconds ({scheme}:// models, simulator load pace {rate:.0f} MiB/s)")
     print("| model | cache | " + " | ".join(columns) + " | total / load |")
     print("|---" * (len(columns) + 3) + "|")
     for (size, case), runs in results.items():

@@ -173,7 +173,7 @@ class Scaling(_Strict):
     prewarm: Annotated[int, Strict()] | Literal["all"] | None = Field(
         None,
         description="Fetch the model into the node cache while it sits at zero: a number of nodes, or all "
-        "(every node its runtime can run on). Needs an hf:// model and a runtime with a node cache.",
+        "(every node its runtime can run on). Needs an hf:// or modelscope:// model and a runtime with a node cache.",
     )
 
     anticipate: bool | None = Field(

@@ -100,7 +100,7 @@ class Prewarmer:
             await self._refuse(deployment, progress, f"its model or runtime is not valid: {refused.message or 'none'}")
             return
         if fetch is None:
-            why = "needs an hf:// model and a runtime with spec.cache" + f" (runtime {runtime.name})"
+            why = "needs an hf:// or modelscope:// model and a runtime with spec.cache" + f" (runtime {runtime.name})"
             await self._refuse(deployment, progress, why)
             return
         progress.refused = None
