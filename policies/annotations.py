@@ -69,8 +69,8 @@ KEYS: tuple[Key, ...] = (
         "deployment",
         "false",
         "`true`: fetch the model into the node cache of every node its runtime can run on, while it sits at "
-        "zero; a number N: N such nodes (those already holding it count first). Needs an `hf://` or `modelscope://` model and a "
-        "runtime with `spec.cache`.",
+        "zero; a number N: N such nodes (those already holding it count first). Needs an `hf://` or "
+        "`modelscope://` model and a runtime with `spec.cache`.",
     ),
     Key("queue-size", "deployment", "100", "Requests held per model while it has no ready pod; beyond it: 429."),
     Key(
