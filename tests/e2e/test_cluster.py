@@ -116,9 +116,13 @@ def test_deployment_is_rendered_scheduled_and_run_by_the_kubelet(cluster: Cluste
     assert env.strip() in {"0", "1", "2", "3"}
     mounts = [line.split() for line in exec_in(cluster, namespace, pod, "model", "cat", "/proc/mounts").splitlines()]
     assert ["tmpfs", "/dev/shm"] in [m[:2] for m in mounts]  # the in-memory /dev/shm, sized by the webhook
-    assert "/var/cache/hearth" in [m[1] for m in mounts]  # the hub cache volume (HF_HOME lives there)
+    # The modelscope:// model comes from the node's cache (the dev runtimes name the dev hub), read-only.
+    (cache,) = [m for m in mounts if m[1] == "/var/lib/hearth/models"]
+    assert "ro" in cache[3].split(",")
     assert exec_in(cluster, namespace, pod, "model", "printenv", "HF_TOKEN").strip() == "s3cret"  # from the Secret
-    exec_in(cluster, namespace, pod, "model", "touch", "/var/cache/hearth/written")  # writable by the runtime
+    name = pod["metadata"]["name"]
+    touch = ["exec", "-n", namespace, name, "-c", "model", "--", "touch", "/var/lib/hearth/models/written"]
+    assert cluster.kubectl(*touch, check=False).returncode != 0  # only the fetcher writes it
 
 
 def exec_in(cluster: Cluster, namespace: str, pod: dict[str, Any], container: str, *argv: str) -> str:
