@@ -57,23 +57,17 @@ def add_modelscope_routes(app: FastAPI, hub: Hub) -> None:
         return repo
 
     @app.get("/api/v1/models/{org}/{name}")
+    @app.get("/api/v1/models/{org}/{name}/revisions")
     async def info(request: Request, org: str, name: str) -> Response:
         repo_id = f"{org}/{name}"
-        hub.count(repo_id, "ms-info")
+        revisions = request.url.path.endswith("/revisions")
+        hub.count(repo_id, "ms-revisions" if revisions else "ms-info")
         repo = repo_for(request, repo_id, BRANCH)
         if isinstance(repo, Response):
             return repo
+        if revisions:
+            return _answer({"RevisionMap": {"Branches": [{"Revision": BRANCH, "CreatedAt": 0}], "Tags": []}})
         return _answer({"Path": org, "Name": name, "Id": abs(hash(repo_id)) % 10**6, "Visibility": 5})
-
-    @app.get("/api/v1/models/{org}/{name}/revisions")
-    async def revisions(request: Request, org: str, name: str) -> Response:
-        repo_id = f"{org}/{name}"
-        hub.count(repo_id, "ms-revisions")
-        repo = repo_for(request, repo_id, BRANCH)
-        if isinstance(repo, Response):
-            return repo
-        branch = {"Revision": BRANCH, "CreatedAt": 0}
-        return _answer({"RevisionMap": {"Branches": [branch], "Tags": []}})
 
     @app.get("/api/v1/models/{org}/{name}/repo/files")
     async def files(request: Request, org: str, name: str) -> Response:

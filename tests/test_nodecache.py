@@ -7,6 +7,7 @@ request, which is how "a warm start asks the hub nothing" is proven.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,18 +38,17 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (mixed / "original").mkdir()
     (mixed / "original" / "consolidated.00.pth").write_bytes(b"\0" * 2**20)
     (mixed / "original" / "params.json").write_text("{}")
+    with serving_hub(folder, "--generate=Org/Small=24", "--generate=Org/Gated=2", f"--gated=Org/Gated={TOKEN}") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving_hub(folder: Path, *args: str) -> Iterator[str]:
+    """`hearth dev hub` over `folder` (with `args`: --generate, --gated) on a free port: its URL."""
     port = free_port()
-    args = [
-        "dev",
-        "hub",
-        f"--folder={folder}",
-        f"--port={port}",
-        "--generate=Org/Small=24",
-        "--generate=Org/Gated=2",
-        f"--gated=Org/Gated={TOKEN}",
-    ]
     url = f"http://127.0.0.1:{port}"
-    with hearth_process(args, f"{url}/_hub/health", False, folder / "hub.log"):
+    argv = ["dev", "hub", f"--folder={folder}", f"--port={port}", *args]
+    with hearth_process(argv, f"{url}/_hub/health", False, folder / "hub.log"):
         yield url
 
 

@@ -14,8 +14,8 @@ from devcluster.hub import generate_model
 from devcluster.weights import load
 from nodecache.store import Store, sha256_of
 from policies import Collector, cache_key, parse_model_uri
-from tests.servers import free_port, hearth_process
-from tests.test_nodecache import counts, fetch, finished
+from tests.servers import free_port
+from tests.test_nodecache import counts, fetch, finished, serving_hub
 
 pytestmark = pytest.mark.process
 
@@ -28,18 +28,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     folder = tmp_path_factory.mktemp("hub")
     for name in ("Moving", "MovingHF"):
         generate_model(folder / "Qwen" / name, 2, shards=2)
-    port = free_port()
-    args = [
-        "dev",
-        "hub",
-        f"--folder={folder}",
-        f"--port={port}",
-        "--generate=Qwen/Qwen3-8B-Instruct=12",
-        "--generate=Qwen/Private=2",
-        f"--gated=Qwen/Private={TOKEN}",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with hearth_process(args, f"{url}/_hub/health", False, folder / "hub.log"):
+    generated = ["--generate=Qwen/Qwen3-8B-Instruct=12", "--generate=Qwen/Private=2", f"--gated=Qwen/Private={TOKEN}"]
+    with serving_hub(folder, *generated) as url:
         yield url, folder
 
 

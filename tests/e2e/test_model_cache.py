@@ -150,15 +150,18 @@ def test_a_corrupted_shard_is_detected_and_only_it_fetched_again(cluster: Cluste
     assert downloads(cluster, repo) - before == 1
 
 
-def test_a_gated_model_without_access_fails_naming_the_secret(cluster: Cluster, namespace: str) -> None:
-    cluster.kubectl("create", "secret", "generic", "hf-token", "-n", namespace, "--from-literal=token=hf_nope")
-    env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}]
-    apply(cluster, simulated_model(namespace, "gated", model="hf://hearth-dev/gated-model", env=env))
+@pytest.mark.parametrize(("scheme", "variable"), [("hf", "HF_TOKEN"), ("modelscope", "MODELSCOPE_API_TOKEN")])
+def test_a_gated_or_private_model_without_access_fails_naming_the_secret(
+    cluster: Cluster, namespace: str, scheme: str, variable: str
+) -> None:
+    cluster.kubectl("create", "secret", "generic", "hub-token", "-n", namespace, "--from-literal=token=nope")
+    env = [{"name": variable, "valueFrom": {"secretKeyRef": {"name": "hub-token", "key": "token"}}}]
+    apply(cluster, simulated_model(namespace, "gated", model=f"{scheme}://hearth-dev/gated-model", env=env))
     with pytest.raises(openai.APIStatusError) as refused:
         ask(cluster, namespace, "gated")
     assert refused.value.status_code == 503
     message = str(refused.value.message)
-    assert "is gated" in message and 'Secret "hf-token"' in message, message
+    assert "is gated or private" in message and 'Secret "hub-token"' in message, message
 
 
 def test_eviction_removes_least_recently_used_models_and_keeps_those_in_use(

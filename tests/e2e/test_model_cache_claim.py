@@ -1,6 +1,6 @@
 """The announcement's kind of model (modelscope://) in the node cache on the real cluster, reached through a
 local PersistentVolume (`hearth cache volume`) from a namespace at Pod Security baseline, which refuses
-host paths; and a private ModelScope model whose token does not reach it."""
+host paths. (A private ModelScope model whose token does not reach it: test_model_cache.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import subprocess
 import sys
 from typing import Any
 
-import openai
 import pytest
 
 from devcluster.cluster import Cluster
@@ -100,14 +99,3 @@ def pod_with(namespace: str, name: str, container: dict[str, Any], volume: dict[
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"containers": [container], "volumes": [volume]},
     }
-
-
-def test_a_private_modelscope_model_fails_naming_the_secret(cluster: Cluster, namespace: str) -> None:
-    cluster.kubectl("create", "secret", "generic", "ms-token", "-n", namespace, "--from-literal=token=wrong")
-    env = [{"name": "MODELSCOPE_API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "ms-token", "key": "token"}}}]
-    apply(cluster, simulated_model(namespace, "private", model="modelscope://hearth-dev/gated-model", env=env))
-    with pytest.raises(openai.APIStatusError) as failed:
-        ask(cluster, namespace, "private")
-    assert failed.value.status_code == 503
-    message = str(failed.value.message)
-    assert "is gated or private" in message and 'Secret "ms-token"' in message, message
