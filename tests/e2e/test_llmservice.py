@@ -200,3 +200,23 @@ def test_an_edit_made_while_the_leading_scaler_dies_is_finished_by_the_next(clus
         spec = json.dumps((entry.get("fieldsV1") or {}).get("f:spec", {}))
         owns[entry["manager"]] = owns.get(entry["manager"], "") + spec
     assert "f:replicas" not in owns["hearth-llmservice"], owns  # so no apply of ours can ever reset it
+
+
+def test_the_namespace_roles_grant_llmservices_as_they_grant_deployments(cluster: Cluster, namespace: str) -> None:
+    """manifests/rbac-tenants.yaml aggregates llmservices into admin, edit and view (the controller-manager's
+    aggregation): a developer bound to edit in a namespace may create them there, a reader only read them,
+    and nobody writes the status but the scaler."""
+    for role, user in (("edit", "dev"), ("view", "reader")):
+        cluster.kubectl(
+            "create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}", "-n", namespace
+        )
+
+    def can(user: str, verb: str, where: str = namespace, *extra: str) -> str:
+        argv = ["auth", "can-i", verb, "llmservices.serving.hearth.dev", "-n", where, f"--as={user}", *extra]
+        return str(cluster.kubectl(*argv, check=False).stdout.strip())
+
+    wait_for("edit to include llmservices", lambda: can("dev", "create") == "yes" or None, timeout=30)
+    assert [can("dev", verb) for verb in ("get", "list", "watch", "update", "patch", "delete")] == ["yes"] * 6
+    assert can("dev", "patch", namespace, "--subresource=status") == "no"
+    assert can("dev", "create", "default") == "no"  # a RoleBinding reaches its own namespace only
+    assert [can("reader", verb) for verb in ("get", "list", "watch", "create", "delete")] == ["yes"] * 3 + ["no"] * 2
