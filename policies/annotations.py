@@ -86,7 +86,8 @@ KEYS: tuple[Key, ...] = (
         "deployment",
         "0",
         "0 to 1000. When accelerators run out, a waking model may retire idle replicas of models of the same "
-        "or lower priority, never of a higher one.",
+        "or lower priority, never of a higher one. Capped by the namespace's label `hearth.dev/max-priority` "
+        "(a cluster admin's), else by the scaler's `--default-max-priority`.",
     ),
     Key(
         "model",

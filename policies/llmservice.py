@@ -168,7 +168,8 @@ class Scaling(_Strict):
         ge=0,
         le=1000,
         description="0 to 1000: when accelerators run out, a waking model may retire idle replicas of models of "
-        "the same or lower priority, never of a higher one.",
+        "the same or lower priority, never of a higher one (at most the namespace's hearth.dev/max-priority "
+        "label, a cluster admin's).",
     )
     prewarm: Annotated[int, Strict()] | Literal["all"] | None = Field(
         None,

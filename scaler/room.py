@@ -30,6 +30,7 @@ from policies import (
     select_runtime,
     sidecar_url,
 )
+from scaler.ceilings import PriorityCeilings
 from scaler.decision import wanted
 from scaler.demand import Demand
 from scaler.kube import KubeWriter
@@ -71,8 +72,13 @@ def _since(stamp: object, now: dt.datetime) -> float:
     return 0.0 if at is None else max(0.0, (now - at).total_seconds())
 
 
-def waiters(usage: Mapping[str, Usage]) -> list[Waiter]:
-    """Model pods that wait for a node, oldest first."""
+def _namespace(key: str) -> str:
+    return key.partition("/")[0]
+
+
+def waiters(usage: Mapping[str, Usage], ceilings: PriorityCeilings | None = None) -> list[Waiter]:
+    """Model pods that wait for a node, oldest first (priorities capped by their namespace's ceiling)."""
+    cap = (ceilings or PriorityCeilings(None)).cap
     found: list[tuple[str, Waiter]] = []
     for key, model in usage.items():
         spec = scale_of(model.deployment)
@@ -85,7 +91,7 @@ def waiters(usage: Mapping[str, Usage]) -> list[Waiter]:
             waiter = Waiter(
                 _pod_key(pod),
                 key,
-                spec.priority,
+                cap(_namespace(key), spec.priority),
                 needs,
                 {str(k): str(v) for k, v in (pod_spec.get("nodeSelector") or {}).items()},
                 tuple(pod_spec.get("tolerations") or ()),
@@ -106,9 +112,12 @@ def spare_replicas(spec: ScaleSpec, model: Usage) -> int:
     return max(0, model.replicas - max(spec.min_replicas, wanted(spec, model.demand.total)))
 
 
-def candidates(usage: Mapping[str, Usage], now: dt.datetime) -> list[Candidate]:
+def candidates(
+    usage: Mapping[str, Usage], now: dt.datetime, ceilings: PriorityCeilings | None = None
+) -> list[Candidate]:
     """Ready, bound replicas with nothing in flight (their sidecar answered this tick) of models that can
-    give one up."""
+    give one up (priorities capped by their namespace's ceiling)."""
+    cap = (ceilings or PriorityCeilings(None)).cap
     found: list[Candidate] = []
     for key, model in usage.items():
         spec = scale_of(model.deployment)
@@ -129,7 +138,7 @@ def candidates(usage: Mapping[str, Usage], now: dt.datetime) -> list[Candidate]:
                     key,
                     str(node),
                     holds,
-                    spec.priority,
+                    cap(_namespace(key), spec.priority),
                     model.idle_for,
                     _since((pod.get("status") or {}).get("startTime"), now),
                     spare,
@@ -177,7 +186,9 @@ class RoomMaker:
         clock: Callable[[], float],
         runtimes: Callable[[], Awaitable[list[InferenceRuntime]]] | None = None,
         fallback_after: float = 30.0,
+        ceilings: PriorityCeilings | None = None,
     ) -> None:
+        self.ceilings = ceilings or PriorityCeilings(None)
         self.runtimes = runtimes  # listed only when a pod has waited `fallback_after` with vendors to choose from
         self.fallback_after = fallback_after
         self._runtimes: tuple[float, list[InferenceRuntime]] | None = None  # when listed, and what
@@ -215,8 +226,8 @@ class RoomMaker:
         """One pass: plan, then retire. Returns the plan and the replicas written per model retired from."""
         pods = {_pod_key(p): p for model in usage.values() for p in model.pods}
         now = dt.datetime.now(dt.UTC)
-        found = candidates(usage, now)
-        unplaced = waiters(usage)
+        found = candidates(usage, now, self.ceilings)
+        unplaced = waiters(usage, self.ceilings)
         decided = plan(view, unplaced, found, self.rules, self._recent(), self._incoming(view))
         self._gauge(view, usage, {c.pod for c in found})
         by_model: dict[str, list[Retire]] = {}

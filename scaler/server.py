@@ -22,6 +22,7 @@ from common.kube import own_namespace
 from common.kubeapi import KubeAPI
 from common.peers import Peers
 from scaler.anticipate import Anticipator
+from scaler.ceilings import PriorityCeilings
 from scaler.demand import DemandCollector
 from scaler.kube import KubeWriter
 from scaler.leader import LeaderElector, LeaseApi
@@ -113,6 +114,7 @@ async def serve(settings: ScalerSettings) -> None:
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256)) as client:
         writer = KubeWriter(api, settings.identity)
         prewarmer = Prewarmer(api, writer, metrics, settings.prewarm_image)
+        ceilings = PriorityCeilings(api, settings.default_max_priority, watch_metrics)
         scaler = Scaler(
             view,
             DemandCollector(
@@ -128,7 +130,13 @@ async def serve(settings: ScalerSettings) -> None:
             prewarmer=prewarmer,
             accelerators=accelerators,
             room=RoomMaker(
-                writer, metrics, settings.rules, time.monotonic, prewarmer.runtimes, settings.vendor_fallback_after
+                writer,
+                metrics,
+                settings.rules,
+                time.monotonic,
+                prewarmer.runtimes,
+                settings.vendor_fallback_after,
+                ceilings,
             ),
             anticipator=Anticipator(settings.anticipations_per_day),
         )
@@ -171,6 +179,7 @@ async def serve(settings: ScalerSettings) -> None:
             front_doors.run(),
             elector.run(),
             llmservices.run(),
+            ceilings.run(),
             ticks(),
             prewarms(),
             compile_llmservices(),

@@ -102,6 +102,14 @@ class ScalerSettings(BaseModel):
     min_residency: Duration = Field(
         120.0, ge=0, description="a replica is retired only after it has been up this long (no thrashing)"
     )
+    default_max_priority: int = Field(
+        1000,
+        ge=0,
+        le=1000,
+        description="the highest hearth.dev/priority a model acts with in a namespace without the label "
+        "hearth.dev/max-priority (which a cluster admin sets per namespace); 1000: a tenant's own value. A "
+        "cluster shared by tenants sets 0 and labels the namespaces that may outrank others",
+    )
     vendor_fallback_after: Duration = Field(
         30.0,
         ge=1,

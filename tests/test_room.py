@@ -213,3 +213,38 @@ def test_the_gauge_shows_free_idle_busy_and_other() -> None:
         for state in ("free", "idle", "busy", "other")
     }
     assert counts == {"free": 1, "idle": 1, "busy": 1, "other": 1}
+
+
+def test_a_namespaces_ceiling_caps_the_priority_its_tenant_wrote() -> None:
+    """hearth.dev/priority is the tenant's; the namespace label hearth.dev/max-priority (an admin's) caps it.
+    m1..m3 wrote 10 but their namespace's ceiling is 0: a waking model of priority 0 elsewhere may retire
+    them; with the scaler's default ceiling the same test keeps them (test above)."""
+    from scaler.ceilings import PriorityCeilings, ceilings_of
+
+    scaler, view, collector, writer, _, clock, _ = setup()
+    for name in ("m0", "m1", "m2", "m3"):
+        view.deployments[f"ns/{name}"]["metadata"]["annotations"]["hearth.dev/priority"] = "10"
+    view.deployments["ns/m0"]["metadata"]["annotations"]["hearth.dev/min-replicas"] = "1"
+    ceilings = PriorityCeilings(None, default=1000)
+    namespaces = {"ns": {"metadata": {"name": "ns", "labels": {"hearth.dev/max-priority": "0"}}}}
+    ceilings._set(namespaces)
+    assert scaler.room is not None
+    scaler.room.ceilings = ceilings
+
+    async def scenario() -> None:
+        await scaler.tick()
+        clock.now += 600
+        view.deployments["other/fifth"] = deployment("fifth", 1)
+        view.deployments["other/fifth"]["metadata"]["namespace"] = "other"
+        fifth = model_pod("fifth", "", node=None)
+        fifth["metadata"]["namespace"] = "other"
+        view.pods["other/fifth-pod"] = fifth
+        collector.demand["other/fifth"] = Demand(held=1)
+        await scaler.tick()
+
+    asyncio.run(scenario())
+    assert [name for name, _ in scale_writes(writer)] == ["m1"]  # capped to 0: no longer above the waker
+    assert ceilings.cap("ns", 10) == 0 and ceilings.cap("other", 10) == 10
+    typo = {"t": {"metadata": {"name": "t", "labels": {"hearth.dev/max-priority": "lots"}}}}
+    assert ceilings_of(typo) == {"t": 0}  # an admin's typo never lifts a tenant
+    assert PriorityCeilings(None, default=0).cap("anywhere", 500) == 0

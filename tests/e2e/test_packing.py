@@ -168,3 +168,18 @@ def test_a_model_listing_two_vendors_goes_where_there_is_room_and_is_moved_when_
         print(f"\n  a two-vendor model woken while its first vendor is full: answered in {took:.1f}s")
         assert runtime_of(cluster, namespace, "later") == {npus.runtime}
         assert len(events(cluster, namespace, "VendorFallback")) == 1
+
+
+def test_the_scalers_see_the_priority_ceilings_admins_set_on_namespaces(cluster: Cluster, namespace: str) -> None:
+    """The namespace watch (label selector, the scaler's RBAC) reaches every scaler replica; what a ceiling
+    does to making room is tests/test_room.py's."""
+    cluster.kubectl("label", "namespace", namespace, "hearth.dev/max-priority=7")
+
+    def seen() -> bool | None:
+        logs = [
+            cluster.kubectl("logs", "-n", "hearth-system", p["metadata"]["name"], "--tail=-1").stdout
+            for p in cluster.hearth_pods("hearth-scaler")
+        ]
+        return all(f"'{namespace}': 7" in log for log in logs) or None
+
+    wait_for("every scaler to know the ceiling", seen, timeout=30)
