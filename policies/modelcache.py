@@ -49,6 +49,7 @@ class HubClient:
     endpoint_variable: str
     token_variables: tuple[str, ...]
     timeout_variables: tuple[str, ...] = ()
+    domain_variable: str | None = None  # an older variable naming the host alone (https:// implied)
 
 
 HUBS = {
@@ -59,7 +60,13 @@ HUBS = {
         ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
         ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"),
     ),
-    "modelscope": HubClient("modelscope", "https://modelscope.cn", "MODELSCOPE_ENDPOINT", ("MODELSCOPE_API_TOKEN",)),
+    "modelscope": HubClient(
+        "modelscope",
+        "https://modelscope.cn",
+        "MODELSCOPE_ENDPOINT",
+        ("MODELSCOPE_API_TOKEN",),
+        domain_variable="MODELSCOPE_DOMAIN",  # the modelscope SDK's older name, still honoured by its client
+    ),
 }
 DEFAULT_ENDPOINT = HUBS["huggingface"].default_endpoint
 # What the fetcher receives of the model container's settings: its hub's tokens and client timeouts, by
@@ -103,14 +110,14 @@ def cache_key(source: ModelSource, endpoint: str) -> str | None:
 
 def endpoint_of(env: Sequence[Mapping[str, Any]], where: str, kind: str = "huggingface") -> str:
     """The hub a cached model of `kind` is fetched from: the last of its endpoint variable in `env` (the
-    runtime's, then the container's own; HF_ENDPOINT, MODELSCOPE_ENDPOINT), else the hub's own address. It
-    must be a plain value: the entry is keyed by it when the pod is created, and a value from a Secret or
-    ConfigMap is not known then."""
+    runtime's, then the container's own; HF_ENDPOINT, MODELSCOPE_ENDPOINT), else the last MODELSCOPE_DOMAIN
+    (a host, as the ModelScope client reads it), else the hub's own address. It must be a plain value: the
+    entry is keyed by it when the pod is created, and a value from a Secret or ConfigMap is not known then."""
     hub = HUBS[kind]
-    variable = hub.endpoint_variable
-    endpoint = hub.default_endpoint
+    found: dict[str, str] = {}
     for entry in env:
-        if entry.get("name") != variable:
+        variable = str(entry.get("name"))
+        if variable not in (hub.endpoint_variable, hub.domain_variable):
             continue
         if "valueFrom" in entry or not isinstance(entry.get("value"), str):
             raise ContractError(
@@ -124,7 +131,10 @@ def endpoint_of(env: Sequence[Mapping[str, Any]], where: str, kind: str = "huggi
                     )
                 ]
             )
-        normalized = normalize_endpoint(str(entry["value"]))
+        value = str(entry["value"])
+        if variable == hub.domain_variable and "://" not in value:
+            value = f"https://{value}"
+        normalized = normalize_endpoint(value)
         if normalized is None:
             raise ContractError(
                 [
@@ -136,8 +146,8 @@ def endpoint_of(env: Sequence[Mapping[str, Any]], where: str, kind: str = "huggi
                     )
                 ]
             )
-        endpoint = normalized
-    return endpoint
+        found[variable] = normalized
+    return found.get(hub.endpoint_variable) or found.get(str(hub.domain_variable)) or hub.default_endpoint
 
 
 # Weights in other formats than safetensors: a repository that has safetensors often carries these too

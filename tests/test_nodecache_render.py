@@ -307,3 +307,15 @@ def test_hearth_cache_volume_binds_the_namespaces_claim_to_the_node_folder_and_k
             local_cache_volumes(bad)
     with pytest.raises(ValueError, match="absolute path"):
         local_cache_volumes("ai", "models")
+
+
+def test_the_older_modelscope_domain_variable_still_names_the_hub() -> None:
+    from policies.modelcache import endpoint_of
+
+    domain = {"name": "MODELSCOPE_DOMAIN", "value": "mirror.example.cn"}
+    endpoint = {"name": "MODELSCOPE_ENDPOINT", "value": "https://other.example.cn"}
+    assert endpoint_of([domain], "c", "modelscope") == "https://mirror.example.cn"
+    assert endpoint_of([endpoint, domain], "c", "modelscope") == "https://other.example.cn"  # the newer name wins
+    assert endpoint_of([domain], "c", "huggingface") == "https://huggingface.co"  # not HF's
+    with pytest.raises(ContractError, match=r"MODELSCOPE_DOMAIN"):
+        endpoint_of([{"name": "MODELSCOPE_DOMAIN", "value": "a b"}], "c", "modelscope")
