@@ -160,10 +160,10 @@ def _recheck(
     """A hit last checked longer ago than --max-age: the hub's listing (one try: a hub that cannot be
     reached does not stop a cached model from starting). The same revision: still a hit, checked now.
     Another: an outdated entry, whose files with unchanged hashes are kept."""
-    hub = tries.hub()
     try:
+        hub = tries.hub()
         revision, files = _listing(hub, repo, dataclasses.replace(tries, attempts=1))
-    except CacheError as error:
+    except Exception as error:  # whatever the hub answered: the copy here is whole and verified
         tries.log(f"{key}: could not ask the hub whether the revision moved ({error}); serving the cached copy")
         return check, None
     if revision == check.revision:

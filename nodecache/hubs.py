@@ -117,12 +117,13 @@ class ModelScope:
     def listing(self, repo: str) -> tuple[str, list[Listed]]:
         entries = self.api.list_repo_files(repo, "model", revision=self.branch)
         files = [Listed(e.path, e.size, e.sha256, None) for e in entries if getattr(e, "type", "blob") != "tree"]
-        canonical = sorted((str(f.path), f.size, f.sha256) for f in files)
-        revision = hashlib.sha1(json.dumps(canonical).encode(), usedforsecurity=False).hexdigest()
+        canonical = sorted(json.dumps([f.path, f.size, f.sha256], default=str) for f in files)
+        revision = hashlib.sha1("\n".join(canonical).encode(), usedforsecurity=False).hexdigest()
         return revision, files
 
     def download(self, repo: str, revision: str, local_dir: Path, files: list[Listed]) -> None:
-        # The listing checked here is the client's too (file_list): it asks the hub for no second one.
+        # The listing checked here is the client's too (file_list): it asks the hub for no second one. The
+        # branch is asked for, not `revision` (a digest of ours); every file is checked against the listing.
         listed = [{"Path": f.path, "Size": f.size, "Sha256": f.sha256, "Type": "blob"} for f in files]
         self.api.download_repo(
             repo, "model", revision=self.branch, local_dir=local_dir, file_list=listed, max_workers=4

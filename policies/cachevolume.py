@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from policies.modelcache import CACHE_CLAIM, NODE_CACHE_MOUNT
-from policies.values import is_dns_subdomain
+from policies.values import is_dns_label
 
 STORAGE_CLASS = "hearth-node-cache"
 _LABELS = {"app.kubernetes.io/part-of": "hearth", "app.kubernetes.io/component": "node-cache"}
@@ -28,7 +28,7 @@ def volume_name(namespace: str) -> str:
 def local_cache_volumes(namespace: str, path: str = NODE_CACHE_MOUNT, size: str = "50Gi") -> list[dict[str, Any]]:
     """The StorageClass, the namespace's PersistentVolume of the node folder `path` (the runtimes'
     cache.hostPath, which the node agent creates on every node it runs on) and its claim."""
-    if not is_dns_subdomain(namespace) or len(volume_name(namespace)) > 253:
+    if not is_dns_label(namespace):
         raise ValueError(f"{namespace!r} is not a namespace name")
     if not path.startswith("/"):
         raise ValueError(f"{path!r}: the node folder is an absolute path (the runtimes' cache.hostPath)")

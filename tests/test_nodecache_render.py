@@ -302,7 +302,7 @@ def test_hearth_cache_volume_binds_the_namespaces_claim_to_the_node_folder_and_k
     assert claim["spec"]["volumeName"] == volume["metadata"]["name"] == "hearth-model-cache-ai"
     assert claim["metadata"]["namespace"] == "ai"
     assert claim["spec"]["storageClassName"] == volume["spec"]["storageClassName"] == storage_class["metadata"]["name"]
-    for bad in ("AI", "a_b", ""):
+    for bad in ("AI", "a_b", "", "a.b"):
         with pytest.raises(ValueError, match="not a namespace name"):
             local_cache_volumes(bad)
     with pytest.raises(ValueError, match="absolute path"):
