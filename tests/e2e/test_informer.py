@@ -106,7 +106,8 @@ def test_list_watch_and_skip_what_is_malformed(cluster: Cluster, namespace: str)
 def test_every_component_reports_its_informers(cluster: Cluster, namespace: str) -> None:
     """Each component's /metrics counts the lists of its informers: the webhook's InferenceRuntimes and the
     model-names record (a ConfigMap), the front doors' Deployments, pods, scaler peers, the record and the
-    key Secrets, the scalers' Deployments, pods, front-door peers and LLMServices; the webhooks and scalers
+    key Secrets, the scalers' Deployments, pods, front-door peers, LLMServices and the namespaces with a
+    priority ceiling; the webhooks and scalers
     also every node and pod for the accelerator capacity."""
     import ssl
 
@@ -123,7 +124,11 @@ def test_every_component_reports_its_informers(cluster: Cluster, namespace: str)
     expected = {
         "hearth-webhook": ("https", 8443, {"inferenceruntimes", "configmaps", "nodes", "pods/capacity"}),
         "hearth-gateway": ("http", 9090, {"deployments", "pods", "peers", "configmaps", "secrets"}),
-        "hearth-scaler": ("http", 8081, {"deployments", "pods", "peers", "nodes", "pods/capacity", "llmservices"}),
+        "hearth-scaler": (
+            "http",
+            8081,
+            {"deployments", "pods", "peers", "nodes", "pods/capacity", "llmservices", "namespaces"},
+        ),
     }
 
     def listed_by(pod: dict[str, Any], scheme: str, port: int) -> set[str]:

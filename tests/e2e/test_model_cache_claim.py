@@ -83,7 +83,7 @@ def test_a_modelscope_model_prewarmed_through_a_local_volume_in_a_baseline_names
         named = {**claim, "name": "hearth-node-cache"}
         mount = [{"name": "hearth-node-cache", "mountPath": "/m"}]
         writer = pod_with(namespace, "writer", {**sleeper, "volumeMounts": mount}, named)
-        assert "only read-only" in refused(cluster, writer)
+        assert "readOnly: true on the mount" in refused(cluster, writer)  # this policy's or the fetcher one's
         reader = pod_with(namespace, "reader", {**sleeper, "volumeMounts": [{**mount[0], "readOnly": True}]}, named)
         assert apply(cluster, reader, "--dry-run=server").returncode == 0
     finally:
