@@ -274,7 +274,7 @@ class FrontDoor:
             "id": self.table.plain_name(state, allowed),
             "object": "model",
             "created": epoch_seconds(state.created) or self.started,
-            "owned_by": state.key.split("/", 1)[0],
+            "owned_by": state.namespace,
             "hearth": {"deployment": state.key, "readyPods": len(state.backends)},
         }
 

@@ -185,6 +185,6 @@ def _namespaces_of(table: ModelTable, discovery: KubeDiscovery | None) -> Callab
     def known() -> set[str] | None:
         if discovery is None or not discovery.synced:
             return None
-        return {key.split("/", 1)[0] for key in table.models}
+        return {state.namespace for state in table.models.values()}
 
     return known

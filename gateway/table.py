@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.wake import Wake
-from policies import Claimant, ScaleSpec, owner
+from policies import Claimant, ScaleSpec, key_namespace, owner
 
 
 @dataclass
@@ -83,7 +83,7 @@ class ModelState:
 
     @property
     def namespace(self) -> str:
-        return self.key.split("/", 1)[0]
+        return key_namespace(self.key)
 
     @property
     def claimant(self) -> Claimant:

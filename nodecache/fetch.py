@@ -115,10 +115,8 @@ def fetch(store: Store, request: Request, log: Callable[[str], None] = print) ->
             check, listing = _recheck(store, key, check, source.path, tries)
             asked = "the hub's listing is the same" if listing is not None else "the hub could not be asked"
         if check.state == "hit":
-            store.touch(key)
-            store.record({"key": key, "outcome": "hit", "seconds": round(time.monotonic() - started, 3)})
             log(f"{key}: in the node's cache (revision {check.revision[:12]}); {asked}")
-            return Outcome(key, "hit", store.entry(key))
+            return _served(store, key, started)
         if check.state == "damaged":
             log(f"{key}: the cached copy is damaged ({check.reason}); fetching what is missing")
         try:
@@ -128,13 +126,18 @@ def fetch(store: Store, request: Request, log: Callable[[str], None] = print) ->
                 raise
             # The copy that is here is whole: a new revision that cannot be fetched now waits for the next start.
             log(f"{key}: the new revision could not be fetched ({error}); serving revision {check.revision[:12]}")
-            store.touch(key)
-            store.record({"key": key, "outcome": "hit", "seconds": round(time.monotonic() - started, 3)})
-            return Outcome(key, "hit", store.entry(key))
+            return _served(store, key, started)
     seconds = time.monotonic() - started
     store.record({"key": key, "outcome": outcome.state, "bytes": outcome.downloaded, "seconds": round(seconds, 3)})
     log(f"{key}: {outcome.state} done, {outcome.downloaded / 2**20:.1f} MiB in {seconds:.1f}s")
     return Outcome(key, outcome.state, outcome.path, outcome.downloaded, seconds)
+
+
+def _served(store: Store, key: str, started: float) -> Outcome:
+    """The copy on the node is what the pod loads: a hit (its last use and the event recorded)."""
+    store.touch(key)
+    store.record({"key": key, "outcome": "hit", "seconds": round(time.monotonic() - started, 3)})
+    return Outcome(key, "hit", store.entry(key))
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ def _download(
     hub, revision, files = listing if listing is not None else _listed(tries.hub(), repo, tries)
     scratch = store.scratch(key)
     try:
-        reused = _reuse(store, key, check, revision, files, scratch)
+        reused = _reuse(store, key, check, files, scratch)
         wanted = [f for f in files if f.path not in reused]
         total = sum(f.size for f in wanted)
         free = free_bytes(store.root)
@@ -216,7 +219,7 @@ def _download(
     return Outcome(key, state, store.entry(key), total)
 
 
-def _reuse(store: Store, key: str, check: Check, revision: str, files: list[Expected], scratch: Path) -> set[str]:
+def _reuse(store: Store, key: str, check: Check, files: list[Expected], scratch: Path) -> set[str]:
     """Hard-links the good files of a damaged or outdated entry whose hash is the listed one into `scratch`
     (a file is its content: the revision it came with does not matter)."""
     if check.state not in ("damaged", "outdated"):

@@ -203,6 +203,13 @@ class Store:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)  # a running pod keeps its open files (same inodes)
 
+    def _stamped(self, key: str, stamp: str) -> float | None:
+        """When the entry's stamp file (`last-used`, `checked`) was last touched, if it exists."""
+        try:
+            return (self.entry(key) / META / stamp).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def touch(self, key: str) -> None:
         (self.entry(key) / META / "last-used").touch()
 
@@ -212,16 +219,12 @@ class Store:
 
     def checked_at(self, key: str) -> float:
         """When the hub last confirmed the entry: its fetch, or the last time it was asked since."""
-        try:
-            return (self.entry(key) / META / "checked").stat().st_mtime
-        except FileNotFoundError:
-            return float((self.manifest(key) or {}).get("fetched") or 0.0)
+        checked = self._stamped(key, "checked")
+        return checked if checked is not None else float((self.manifest(key) or {}).get("fetched") or 0.0)
 
     def last_used(self, key: str) -> float:
-        try:
-            return (self.entry(key) / META / "last-used").stat().st_mtime
-        except FileNotFoundError:
-            return 0.0
+        used = self._stamped(key, "last-used")
+        return 0.0 if used is None else used
 
     def models(self) -> list[str]:
         """The complete entries (folders with a manifest Hearth wrote for that key), by key: the entries of

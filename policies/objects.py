@@ -38,6 +38,11 @@ def model_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+def key_namespace(key: str) -> str:
+    """The namespace of a model key (model_key's first part)."""
+    return key.partition("/")[0]
+
+
 def model_key_of(obj: Mapping[str, Any]) -> str:
     meta = _mapping(obj.get("metadata"))
     return model_key(str(meta.get("namespace", "")), str(meta.get("name", "")))

@@ -22,6 +22,7 @@ from policies import (
     api_time,
     format_duration,
     is_ready,
+    key_namespace,
     model_key,
     parse_pod,
     pod_needs,
@@ -72,10 +73,6 @@ def _since(stamp: object, now: dt.datetime) -> float:
     return 0.0 if at is None else max(0.0, (now - at).total_seconds())
 
 
-def _namespace(key: str) -> str:
-    return key.partition("/")[0]
-
-
 def waiters(usage: Mapping[str, Usage], ceilings: PriorityCeilings | None = None) -> list[Waiter]:
     """Model pods that wait for a node, oldest first (priorities capped by their namespace's ceiling)."""
     cap = (ceilings or PriorityCeilings(None)).cap
@@ -91,7 +88,7 @@ def waiters(usage: Mapping[str, Usage], ceilings: PriorityCeilings | None = None
             waiter = Waiter(
                 _pod_key(pod),
                 key,
-                cap(_namespace(key), spec.priority),
+                cap(key_namespace(key), spec.priority),
                 needs,
                 {str(k): str(v) for k, v in (pod_spec.get("nodeSelector") or {}).items()},
                 tuple(pod_spec.get("tolerations") or ()),
@@ -138,7 +135,7 @@ def candidates(
                     key,
                     str(node),
                     holds,
-                    cap(_namespace(key), spec.priority),
+                    cap(key_namespace(key), spec.priority),
                     model.idle_for,
                     _since((pod.get("status") or {}).get("startTime"), now),
                     spare,
