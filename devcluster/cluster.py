@@ -30,6 +30,7 @@ import yaml
 from certs import issue
 from devcluster import processes
 from devcluster.build import KUBERNETES_VERSION, Binaries
+from devcluster.engine import ensure_engine_image
 from devcluster.image import Image, ensure_image, ensure_pause_image
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.network import host_down, host_up
@@ -42,6 +43,7 @@ from policies import ENABLED_LABEL, KEY_LABEL, SHIPPED_IMAGE, hub_id, is_ready
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
+ENGINE_RUNTIME = Path(__file__).resolve().parent / "runtime-llamacpp.yaml"
 DEV_ROOM_ARGS = ("--retire-grace=3s", "--min-residency=10s", "--vendor-fallback-after=5s")  # shipped: 30s, 2m, 30s
 # The local hub's models (MiB): generated stand-ins under the name every simulated Deployment uses, a
 # gated one, and small ones of their own for the model-cache tests (each node keeps what it fetched).
@@ -49,6 +51,9 @@ HUB_MODELS = {"Qwen/Qwen3-8B": 256, "Qwen/Qwen3-8B-Instruct": 256, "hearth-dev/g
     f"hearth-dev/{name}": 32
     for name in ("cold", "twin", "prewarmed", "repair", "evict-a", "evict-b", "evict-c", "ms-baseline")
 }
+# llama.cpp models (one GGUF file of a random-weight Llama, devcluster/gguf_model.py), MiB: two sizes, so that
+# a real engine's load time can be seen to grow with the file.
+HUB_GGUF_MODELS = {"hearth-dev/llama-small-gguf": 8, "hearth-dev/llama-large-gguf": 384}
 HUB_GATED = {"hearth-dev/gated-model": "hf_hearth_dev_gated_token"}
 HEARTH_NAMESPACE = "hearth-system"
 _KEYS_LOCK = threading.Lock()
@@ -67,11 +72,17 @@ def _answers(url: str, headers: dict[str, str]) -> bool:
 
 class Cluster:
     def __init__(
-        self, layout: Layout, binaries: Binaries | None = None, nodes: tuple[NodeSpec, ...] = DEFAULT_NODES
+        self,
+        layout: Layout,
+        binaries: Binaries | None = None,
+        nodes: tuple[NodeSpec, ...] = DEFAULT_NODES,
+        engine: bool = False,
     ) -> None:
         self.layout = layout
         self.binaries = binaries
         self.node_specs = nodes
+        self.engine = engine  # llama.cpp's image in the nodes and its runtime (devcluster/engine.py)
+        self.engine_image: str | None = None  # its name, once `up` imported it
         self.id = str(layout.state.resolve())
         self._launched: dict[str, tuple[list[str], Callable[[], bool], float]] = {}
 
@@ -153,15 +164,20 @@ class Cluster:
         cache = default_cache_dir()
         image = ensure_image(cache)
         pause = ensure_pause_image(cache, self.binaries["hearth-pause"])
+        images = [pause.archive, image.archive]
+        engine = ensure_engine_image(cache) if self.engine else None
+        if engine is not None:
+            images.append(engine.archive)
+            self.engine_image = engine.ref
         print(f"Starting the dev cluster (Kubernetes {KUBERNETES_VERSION}) in {layout.state}", flush=True)
         host_up(layout.network)
         ensure_pki(layout, [spec.name for spec in self.node_specs])
         self._control_plane(self.binaries)
         self._hub(cache / "hub")
         for node in self.node_runs():
-            self._node(node, self.binaries, [pause.archive, image.archive], pause.ref)
+            self._node(node, self.binaries, images, pause.ref)
         self.wait_nodes_ready(120)
-        self.install_hearth(image)
+        self.install_hearth(image, engine)
         self.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
         self.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", str(MANIFESTS / "tenant"))  # as a tenant's admin would
         self.api_key(DEMO_NAMESPACE)
@@ -176,6 +192,7 @@ class Cluster:
         argv = [sys.executable, "-m", "hearth", "dev", "hub", f"--folder={folder}"]
         argv += [f"--host={layout.network.host_ip}", f"--port={layout.hub_port}"]
         argv += [f"--generate={repo}={mib}" for repo, mib in HUB_MODELS.items()]
+        argv += [f"--generate-gguf={repo}={mib}" for repo, mib in HUB_GGUF_MODELS.items()]
         argv += [f"--gated={repo}={token}" for repo, token in HUB_GATED.items()]
         self._start("hub", argv, processes.url_ok(f"{layout.hub_url}/_hub/health"), 120)
 
@@ -364,7 +381,7 @@ class Cluster:
         (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
         return folder
 
-    def install_hearth(self, image: Image) -> None:
+    def install_hearth(self, image: Image, engine: Image | None = None) -> None:
         started = time.monotonic()
         hosts = [f"hearth-webhook.{HEARTH_NAMESPACE}.svc", f"hearth-webhook.{HEARTH_NAMESPACE}.svc.cluster.local"]
         issue(self.layout.webhook_tls, hosts)
@@ -372,7 +389,7 @@ class Cluster:
         self.apply_webhook_secret()
         self.kubectl("apply", "-k", str(self.overlay(image)))
         self.wait_hearth_ready(180)
-        runtimes = self.dev_runtimes(image.ref)
+        runtimes = self.dev_runtimes(image.ref, engine.ref if engine else None)
         # The webhook learns runtimes from its watch; retry while it syncs, as `kubectl apply` users would.
         for attempt in range(60):
             result = self.kubectl("apply", "-f", str(MANIFESTS / "runtimes"), "-f", "-", stdin=runtimes, check=False)
@@ -392,9 +409,12 @@ class Cluster:
         it (from this cluster's hub)."""
         return f"{kind}/{hub_id(self.layout.hub_url)}/{repo}"
 
-    def dev_runtimes(self, image: str) -> str:
-        """devcluster/runtimes.yaml for this cluster: Hearth's image and the cluster's own hub."""
+    def dev_runtimes(self, image: str, engine: str | None = None) -> str:
+        """devcluster/runtimes.yaml for this cluster: Hearth's image and the cluster's own hub; with the
+        engine's image, its runtime too (devcluster/runtime-llamacpp.yaml)."""
         text = DEV_RUNTIMES.read_text().replace("hearth.dev/simulator:dev", image)
+        if engine is not None:
+            text += "---\n" + ENGINE_RUNTIME.read_text().replace("hearth.dev/llamacpp:dev", engine)
         return text.replace("http://hearth.dev-hub", self.layout.hub_url)
 
     def apply_webhook_secret(self) -> None:

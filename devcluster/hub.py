@@ -12,6 +12,7 @@ counted, per repository and kind, at `/_hub/requests`, so a test can prove that 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import random
 import shutil
 import threading
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from devcluster.gguf_model import generate_gguf as write_gguf
 from nodecache.store import git_blob_id, sha256_of
 
 CHUNK = 8 << 20
 INDEX = ".hub-index.json"
+LFS_SUFFIXES = (".safetensors", ".gguf")  # weights are LFS files on the real hub
 
 
 def generate_model(folder: Path, size_mib: int, shards: int = 4, seed: int = 0) -> Path:
@@ -133,7 +137,7 @@ def load_repo(repo_id: str, folder: Path, gated: bool = False, tokens: frozenset
             files[name] = HubFile(name, stat.st_size, known["blob_id"], known["sha256"], known["digest"])
             continue
         digest = sha256_of(path)
-        lfs = digest if name.endswith(".safetensors") else None
+        lfs = digest if name.endswith(LFS_SUFFIXES) else None
         files[name] = HubFile(name, stat.st_size, git_blob_id(path), lfs, digest)
     scratch = index_file.with_name(f"{INDEX}.{os.getpid()}")
     scratch.write_text(
@@ -213,6 +217,7 @@ def create_app(hub: Hub) -> FastAPI:
             return repo
         with_blobs = request.query_params.get("blobs", "").lower() == "true"
         siblings = [f.sibling() if with_blobs else {"rfilename": f.path} for f in repo.files.values()]
+        gguf = any(path.endswith(".gguf") for path in repo.files)
         body = {
             "_id": repo.commit[:24],
             "id": repo_id,
@@ -223,8 +228,8 @@ def create_app(hub: Hub) -> FastAPI:
             "disabled": False,
             "downloads": 0,
             "likes": 0,
-            "tags": ["safetensors", "llama"],
-            "library_name": "transformers",
+            "tags": ["gguf" if gguf else "safetensors", "llama"],
+            "library_name": "llama.cpp" if gguf else "transformers",
             "siblings": siblings,
         }
         return JSONResponse(body)
@@ -291,25 +296,38 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def serve_folder(folder: Path, generate: list[str], gated: list[str]) -> FastAPI:
+def _generated(target: Path, write: Callable[[Path], object]) -> None:
+    """`target` written once by `write` into a scratch folder renamed into place (two hubs may start at once)."""
+    if target.is_dir():
+        return
+    scratch = target.with_name(f".{target.name}.{os.getpid()}")
+    write(scratch)
+    try:
+        scratch.rename(target)
+    except OSError:  # the other one won
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def is_repository(folder: Path) -> bool:
+    """A model repository: a Transformers layout (config.json) or llama.cpp's (GGUF files only)."""
+    return (folder / "config.json").is_file() or any(folder.glob("*.gguf"))
+
+
+def serve_folder(folder: Path, generate: list[str], gated: list[str], generate_gguf: Sequence[str] = ()) -> FastAPI:
     """The hub app for every repository under `folder` (ORG/NAME/), generating the missing ones asked for
-    as ORG/NAME=MIB (shards of at most 128 MiB, at least 2)."""
+    as ORG/NAME=MIB (safetensors shards of at most 128 MiB, at least 2) and, for llama.cpp, one GGUF file of
+    a random-weight Llama (devcluster.gguf_model)."""
     for repo, mib in _pairs(generate, "--generate").items():
-        target = folder / repo
-        if not (target / "config.json").is_file():
-            size = int(mib)
-            scratch = target.with_name(f".{target.name}.{os.getpid()}")  # two hubs may start at once
-            generate_model(scratch, size, shards=max(2, -(-size // 128)))
-            try:
-                scratch.rename(target)
-            except OSError:  # the other one won
-                shutil.rmtree(scratch, ignore_errors=True)
+        shards = max(2, -(-int(mib) // 128))
+        _generated(folder / repo, functools.partial(generate_model, size_mib=int(mib), shards=shards))
+    for repo, mib in _pairs(list(generate_gguf), "--generate-gguf").items():
+        _generated(folder / repo, functools.partial(write_gguf, size_mib=int(mib), name=repo))
     tokens = _pairs(gated, "--gated")
     hub = Hub()
-    for config in sorted(folder.glob("*/*/config.json")):
-        repo_id = config.parent.relative_to(folder).as_posix()
+    for repo_folder in sorted(p for p in folder.glob("*/*") if p.is_dir() and is_repository(p)):
+        repo_id = repo_folder.relative_to(folder).as_posix()
         token = tokens.get(repo_id)
-        hub.repos[repo_id] = load_repo(repo_id, config.parent, gated=token is not None, tokens=frozenset({token or ""}))
+        hub.repos[repo_id] = load_repo(repo_id, repo_folder, gated=token is not None, tokens=frozenset({token or ""}))
     app = create_app(hub)
 
     @app.get("/_hub/health")

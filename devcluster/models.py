@@ -55,3 +55,20 @@ def simulated_model(
             },
         },
     }
+
+
+def engine_model(
+    namespace: str,
+    name: str,
+    *,
+    model: str = "hf://hearth-dev/llama-small-gguf",
+    delay: str = "3s",
+    max_replicas: int = 1,
+) -> dict[str, Any]:
+    """A scale-to-zero Deployment pinned to the real engine's runtime (`llamacpp-nvidia`, the dev cluster
+    started with the engine): a GGUF repository of the dev hub, fetched into the node's cache."""
+    deployment = simulated_model(namespace, name, model=model, delay=delay, max_replicas=max_replicas, target=1)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    annotations["hearth.dev/runtime"] = "llamacpp-nvidia"
+    del annotations["hearth.dev/extra-args"]  # the simulator's flags
+    return deployment

@@ -27,6 +27,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
+    if args.engine:
+        from devcluster.engine import main as build_engine
+
+        return build_engine()
     from devcluster.image import main
 
     return main()
@@ -44,7 +48,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     layout = _layout(args)
     layout.record()  # before starting: a start that fails half-way is stopped by `down` with the same layout
     try:
-        cluster = Cluster(layout, ensure_binaries(default_cache_dir()))
+        cluster = Cluster(
+            layout, ensure_binaries(default_cache_dir()), engine=getattr(args, "engine", None) is not None
+        )
         cluster.up()
     except (BuildError, ImageError, NetworkError, NodeError, StartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -124,7 +130,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
     from devcluster.hub import serve_folder
 
     try:
-        app = serve_folder(args.folder, args.generate or [], args.gated or [])
+        app = serve_folder(args.folder, args.generate or [], args.gated or [], args.generate_gguf or [])
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -157,6 +163,11 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     build.set_defaults(func=cmd_build)
     image = dev_sub.add_parser("image", help="build Hearth's container image (an OCI archive) and print its name")
+    image.add_argument(
+        "--engine",
+        action="store_true",
+        help="build the llama.cpp engine's image instead (llama-cpp-python compiled here, about six minutes once)",
+    )
     image.set_defaults(func=cmd_image)
     for name, func, text in (
         ("up", cmd_up, "start the dev cluster (builds it first if needed)"),
@@ -167,6 +178,13 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ):
         parser = dev_sub.add_parser(name, help=text)
         cluster_flags(parser)
+        if name in ("up", "demo"):
+            parser.add_argument(
+                "--engine",
+                choices=["llama.cpp"],
+                help="also a real engine: llama.cpp's server in an image built here (about six minutes, once) and "
+                "its runtime llamacpp-nvidia" + ("; the demo's model runs on it" if name == "demo" else ""),
+            )
         parser.set_defaults(func=func)
 
     sim = dev_sub.add_parser("simulator", help="a model simulator speaking vLLM's OpenAI API")
@@ -193,6 +211,12 @@ def add_dev(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     hub.add_argument("--port", type=int, default=8088)
     hub.add_argument(
         "--generate", action="append", metavar="ORG/NAME=MIB", help="generate this model if it is not there (repeat)"
+    )
+    hub.add_argument(
+        "--generate-gguf",
+        action="append",
+        metavar="ORG/NAME=MIB",
+        help="generate this llama.cpp model (one GGUF file, random weights) if it is not there (repeat)",
     )
     hub.add_argument("--gated", action="append", metavar="ORG/NAME=TOKEN", help="serve it only with this token")
     hub.set_defaults(func=cmd_hub)

@@ -139,9 +139,9 @@ def command_words(container: Mapping[str, Any]) -> list[str]:
 
 
 # The flags that name the model a server reports in /v1/models, most telling first: vLLM and SGLang's
-# --served-model-name, llama.cpp's --alias, then the model itself (vLLM's --model or `vllm serve MODEL`,
-# SGLang's --model-path, TGI's --model-id).
-_NAME_FLAGS = ("--served-model-name", "--alias", "--model", "--model-path", "--model-id")
+# --served-model-name, llama.cpp's --alias (llama-cpp-python's --model_alias), then the model itself (vLLM's
+# --model or `vllm serve MODEL`, SGLang's --model-path, TGI's --model-id).
+_NAME_FLAGS = ("--served-model-name", "--alias", "--model-alias", "--model", "--model-path", "--model-id")
 
 
 def reported_name(container: Mapping[str, Any]) -> str | None:
@@ -178,3 +178,41 @@ def extra_args(words: Sequence[str]) -> str:
         if flagging:
             out.append(word)
     return shlex.join(out)
+
+
+def _flag_value(words: Sequence[str], flag: str) -> str | None:
+    """The value of `--flag` (`--flag=v` or `--flag v`; underscores and dashes alike), None when absent."""
+    for index, word in enumerate(words):
+        name, sep, value = word.partition("=")
+        if name.replace("_", "-") == flag:
+            return value if sep else (words[index + 1] if index + 1 < len(words) else "")
+    return None
+
+
+def engine_warnings(container: Mapping[str, Any]) -> list[str]:
+    """What an engine's own defaults break behind Hearth's sidecar, learned by running it (issue: a real
+    engine in the dev cluster). llama-cpp-python's server serves one request at a time and, by default, ends
+    the running stream as soon as any other request arrives (`--interrupt_requests`), a readiness check
+    included; and its /v1/models waits for the running completion, so a probe there times out during a long
+    answer."""
+    words = command_words(container)
+    if not any(w == "llama_cpp.server" or w.endswith("/llama_cpp/server") for w in words):
+        return []
+    warnings = []
+    name = container.get("name")
+    if (_flag_value(words, "--interrupt-requests") or "true").lower() not in ("false", "0", "no", "off"):
+        warnings.append(
+            f'container "{name}" runs llama-cpp-python\'s server, which ends the running stream when another '
+            "request arrives (a readiness check too): add --interrupt_requests=false so requests wait their turn"
+        )
+    probe = _mapping_of(_mapping_of(container.get("readinessProbe")).get("httpGet")).get("path")
+    if probe == "/v1/models":
+        warnings.append(
+            f'container "{name}": llama-cpp-python\'s /v1/models waits for the running completion, so a readiness '
+            "probe there fails during a long answer; probe /openapi.json (served as soon as the model is loaded)"
+        )
+    return warnings
+
+
+def _mapping_of(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

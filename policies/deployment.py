@@ -13,6 +13,7 @@ from policies.adoption import (
     accelerator_resources,
     clean_path,
     dropped_command,
+    engine_warnings,
     model_container,
     reported_name,
 )
@@ -125,6 +126,7 @@ def _keep_warnings(model: Mapping[str, Any], pod: PodSpec, deployment: str) -> l
             f'keep mode: the front door asks the server for model "{deployment}", but its command line serves '
             f'"{reported}"; add {PREFIX}served-name: "{reported}" (clients may still use "{deployment}")'
         )
+    warnings.extend(engine_warnings(model))
     if "preStop" in (model.get("lifecycle") or {}):
         warnings.append(
             f'container "{model.get("name")}" has a preStop hook of its own, which is kept: Hearth cannot drain '

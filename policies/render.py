@@ -166,7 +166,9 @@ def _from_runtime(
     pod_spec = out["spec"]
     drain = int(spec.drain_timeout if spec.drain_timeout is not None else rt.lifecycle.drain_timeout_seconds)
     ours, key, endpoint = _fill_model_container(model, runtime, spec, source, served_name, settings)
-    _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings))
+    # The sidecar's readiness follows the runtime's own health path (vLLM's /health; llama-cpp-python's
+    # server has none), as it follows the container's probe in keep mode.
+    _put_by_name(pod_spec["containers"], _sidecar(rt.container.port, drain, settings, rt.probes.path))
     if key is not None and rt.cache is not None:
         fetcher = _fetcher(model, source, endpoint, settings, rt.cache.max_age_seconds)
         ours += fetcher["volumeMounts"]

@@ -23,6 +23,7 @@ import yaml
 from devcluster import processes
 from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
+from devcluster.engine import ensure_engine_image
 from devcluster.image import ensure_image, ensure_pause_image
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.simulator import WORDS  # what the simulator answers, one word per token, round and round
@@ -59,7 +60,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         binaries = ensure_binaries(cache)
         ensure_image(cache)
         ensure_pause_image(cache, binaries["hearth-pause"])
-    dev = Cluster(Layout(state=state, port_base=26400 + 1000 * index, pod_net=20 + index), binaries)
+        ensure_engine_image(cache)  # llama.cpp (tests/e2e/test_engine.py): compiled once per machine
+    layout = Layout(state=state, port_base=26400 + 1000 * index, pod_net=20 + index)
+    dev = Cluster(layout, binaries, engine=True)
     try:
         dev.up()  # inside: a start that fails half-way is stopped too, leaving nothing running
         yield dev
