@@ -51,9 +51,13 @@ HUB_MODELS = {"Qwen/Qwen3-8B": 256, "Qwen/Qwen3-8B-Instruct": 256, "hearth-dev/g
     f"hearth-dev/{name}": 32
     for name in ("cold", "twin", "prewarmed", "repair", "evict-a", "evict-b", "evict-c", "ms-baseline")
 }
-# llama.cpp models (one GGUF file of a random-weight Llama, devcluster/gguf_model.py), MiB: two sizes, so that
-# a real engine's load time can be seen to grow with the file.
-HUB_GGUF_MODELS = {"hearth-dev/llama-small-gguf": 8, "hearth-dev/llama-large-gguf": 384}
+# llama.cpp models (one GGUF file of a random-weight Llama, devcluster/gguf_model.py), MiB: a tiny one for
+# the engine's tests, and two sizes, so that a real engine's cold start can be seen to grow with the file.
+HUB_GGUF_MODELS = {
+    "hearth-dev/llama-tiny-gguf": 4,
+    "hearth-dev/llama-small-gguf": 8,
+    "hearth-dev/llama-large-gguf": 384,
+}
 HUB_GATED = {"hearth-dev/gated-model": "hf_hearth_dev_gated_token"}
 HEARTH_NAMESPACE = "hearth-system"
 _KEYS_LOCK = threading.Lock()

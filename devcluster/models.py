@@ -61,7 +61,7 @@ def engine_model(
     namespace: str,
     name: str,
     *,
-    model: str = "hf://hearth-dev/llama-small-gguf",
+    model: str = "hf://hearth-dev/llama-tiny-gguf",
     delay: str = "3s",
     max_replicas: int = 1,
 ) -> dict[str, Any]:

@@ -39,11 +39,6 @@ ERROR_CODES: dict[str, tuple[str, str, str]] = {
         "`Retry-After` is the model's predicted start when the scaler has measured one.",
     ),
     "internal_error": ("500", "front door", "A bug: the front door failed on the request (its log says more)."),
-    "upstream_unreachable": (
-        "502",
-        "front door, sidecar",
-        "The model's ready pods failed before answering, three times; or the sidecar could not reach the runtime.",
-    ),
     "upstream_bad_header": ("502", "front door", "The model answered with a header the front door cannot relay."),
     "upstream_<status>": (
         "200 (SSE)",
@@ -65,6 +60,18 @@ ERROR_CODES: dict[str, tuple[str, str, str]] = {
         "(`x-should-retry: false`).",
     ),
     "draining": ("503", "sidecar", "The pod is going away; the front door retries another pod."),
+    "runtime_down": (
+        "503",
+        "sidecar",
+        "The pod's runtime refused the connection (killed, or restarting): the front door retries another pod, "
+        "or holds the request until one is ready.",
+    ),
+    "upstream_unreachable": (
+        "502",
+        "front door, sidecar",
+        "The model's ready pods failed before answering, three times; or the runtime broke the connection "
+        "before answering the sidecar.",
+    ),
     "activation_timeout": (
         "504 (or SSE)",
         "front door",

@@ -33,7 +33,7 @@ from gateway.lease import Lease
 from gateway.proxy import forward_headers
 from gateway.relay import as_is, quiet_aborts, relayed
 from gateway.settings import SidecarSettings
-from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeouts
+from gateway.upstream import NotListening, UpstreamError, Upstreams, UpstreamTimeouts
 
 log = logging.getLogger("hearth.sidecar")
 
@@ -99,7 +99,8 @@ class SidecarMetrics:
         self.registry.register(_Served(drain))
         self.refused = Counter(
             "hearth_sidecar_refused",
-            "Requests not relayed, by reason: draining, upstream_unreachable, body (too large or too slow).",
+            "Requests not relayed, by reason: draining, runtime_down (the runtime refused the connection), "
+            "upstream_unreachable, body (too large or too slow).",
             ["reason"],
             registry=self.registry,
         )
@@ -168,6 +169,15 @@ def create_app(
             upstream = await upstreams.open(request.method, url, body, forward_headers(request.headers.items()))
         except UpstreamError as exc:
             lease.release()
+            if isinstance(exc, NotListening):
+                # The engine is not running (killed, or restarting in place): this pod cannot serve until
+                # its readiness says so again, so the front door is told to pass it over, as when draining,
+                # and a request with nowhere else to go is held for the restart instead of failing.
+                own.refused.labels("runtime_down").inc()
+                message = "the model runtime of this replica is not running (restarting?); retry"
+                refused = openai_error(503, message, "service_unavailable", "runtime_down", 1)
+                refused.headers["X-Hearth-Draining"] = "runtime-down"  # the header older front doors know
+                return refused
             own.refused.labels("upstream_unreachable").inc()
             return openai_error(
                 502,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import aiohttp
 
 UpstreamError = (aiohttp.ClientError, TimeoutError)
+# Nothing accepts connections at the address: the process is not running (crashed, or restarting).
+NotListening = aiohttp.ClientConnectorError
 
 
 @dataclass(frozen=True)

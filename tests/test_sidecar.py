@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -63,6 +64,22 @@ def test_a_runtime_that_cannot_be_reached_is_a_502_and_counts_nothing() -> None:
     answer, in_flight = asyncio.run(scenario())
     assert answer.status_code == 502 and json.loads(answer.content)["error"]["code"] == "upstream_unreachable"
     assert in_flight == 0
+
+
+def test_a_runtime_that_is_not_running_is_passed_over_not_an_error() -> None:
+    """Nothing listens (the engine was killed, or restarts in place): the front door is told to pass the pod
+    over, as when it drains, so a request with nowhere else to go is held for the restart (found with
+    llama.cpp killed mid-stream: the next request was a 502)."""
+    refused = ConnectionRefusedError(111, "Connection refused")
+    key = SimpleNamespace(host="127.0.0.1", port=8000, ssl=False)
+
+    async def scenario() -> tuple[httpx.Response, int]:
+        client, drain = sidecar(aiohttp.ClientConnectorError(key, refused))  # type: ignore[arg-type]
+        return await client.post("/v1/chat/completions", json=BODY), drain.in_flight
+
+    answer, in_flight = asyncio.run(scenario())
+    assert answer.status_code == 503 and json.loads(answer.content)["error"]["code"] == "runtime_down"
+    assert answer.headers["x-hearth-draining"] == "runtime-down" and in_flight == 0
 
 
 def test_no_call_drains_a_pod_only_its_sigterm_does(monkeypatch: pytest.MonkeyPatch) -> None:

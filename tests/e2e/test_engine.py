@@ -122,9 +122,13 @@ def test_an_engine_killed_mid_stream_gives_the_client_an_error_not_a_hang(cluste
                     os.kill(pid, signal.SIGKILL)
                 seen += 1
     assert 20 < seen < 1500 and time.monotonic() - started < 60, (seen, broken.value)
-    # The kubelet restarts the engine; the next request waits for it (or another pod) and is answered.
+    # The kubelet restarts the engine in place; the next request, sent at once and without the SDK's retries,
+    # is held until it is back (the sidecar passes the pod over while nothing listens), then answered.
     pieces, finish = words(client.chat.completions.create(model="victim", messages=MESSAGES, stream=True, max_tokens=4))
     assert (len(pieces), finish) == (4, "length")
+    (after,) = cluster.live_pods(namespace, "app=victim")
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]  # the same pod, its engine restarted
+    assert next(c for c in after["status"]["containerStatuses"] if c["name"] == "model")["restartCount"] >= 1
 
 
 def test_an_open_engine_stream_is_drained_when_its_pod_goes(cluster: Cluster, namespace: str) -> None:
