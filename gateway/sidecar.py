@@ -175,9 +175,9 @@ def create_app(
                 # and a request with nowhere else to go is held for the restart instead of failing.
                 own.refused.labels("runtime_down").inc()
                 message = "the model runtime of this replica is not running (restarting?); retry"
-                refused = openai_error(503, message, "service_unavailable", "runtime_down", 1)
-                refused.headers["X-Hearth-Draining"] = "runtime-down"  # the header older front doors know
-                return refused
+                down = openai_error(503, message, "service_unavailable", "runtime_down", 1)
+                down.headers["X-Hearth-Draining"] = "runtime-down"  # the header older front doors know
+                return down
             own.refused.labels("upstream_unreachable").inc()
             return openai_error(
                 502,

@@ -66,11 +66,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if cmd_up(args) != 0:
         return 1
     from devcluster.cluster import Cluster
-    from devcluster.demo import run
+    from devcluster.demo import ENGINE_MANIFEST, MANIFEST, run
 
     layout = _layout(args)
     print()
-    return run(Cluster(layout))
+    return run(Cluster(layout), ENGINE_MANIFEST if args.engine else MANIFEST)
 
 
 def _state_flag(args: argparse.Namespace) -> str:

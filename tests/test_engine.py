@@ -132,3 +132,21 @@ def test_the_sidecar_follows_the_runtimes_health_path_in_render_mode() -> None:
     assert "--health-path=/openapi.json" in containers["hearth-gateway"]["args"]
     assert containers["model"]["readinessProbe"]["httpGet"]["path"] == "/openapi.json"
     assert "--interrupt_requests=false" in containers["model"]["args"]
+
+
+def test_the_engine_demo_model_is_served_by_the_engine_runtime_without_a_warning() -> None:
+    import dataclasses
+
+    import yaml
+
+    from devcluster.cluster import DEV_RUNTIMES, ENGINE_RUNTIME
+    from devcluster.demo import ENGINE_MANIFEST
+    from policies import runtime_from_object, select_runtime
+
+    text = DEV_RUNTIMES.read_text() + "---\n" + ENGINE_RUNTIME.read_text()
+    runtimes = [runtime_from_object(d) for d in yaml.safe_load_all(text) if d]
+    verdict = validate_deployment(yaml.safe_load(ENGINE_MANIFEST.read_text()), runtimes)
+    assert [w for w in verdict.warnings if "scale-down-delay is 15s" not in w] == [] and verdict.pod is not None
+    assert select_runtime(verdict.pod, runtimes).name == "llamacpp-nvidia"
+    unpinned = dataclasses.replace(verdict.pod, runtime=None, vendors=("nvidia",))
+    assert select_runtime(unpinned, runtimes).name == "sim-nvidia"  # below the simulator: only a pin chooses it
