@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import wait
 from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
 from devcluster.layout import Layout, default_cache_dir
@@ -40,15 +40,6 @@ CASES = {  # name: (Deployment, what it is)
     "llama-small": ("hf://hearth-dev/llama-small-gguf", "llama.cpp, 8 MiB GGUF"),
     "llama-large": ("hf://hearth-dev/llama-large-gguf", "llama.cpp, 384 MiB GGUF"),
 }
-
-
-def wait(what: str, probe: Callable[[], Any], timeout: float = 300) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.2)
-    return value
 
 
 def first_token(url: str, model: str, headers: dict[str, str]) -> float:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,13 @@ def run_load(
 
 def python() -> str:
     return sys.executable
+
+
+def wait(what: str, probe: Callable[[], Any], timeout: float = 300) -> Any:
+    """`probe()`'s first truthy value, asked every 0.2 s; TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.2)
+    return value

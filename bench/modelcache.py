@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import wait
 from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
 from devcluster.hub import generate_model
@@ -51,15 +51,6 @@ from policies import node_label
 NAMESPACE = "bench"
 NODE = "gpu-node-0"
 PHASES = ("scale + pod created", "scheduling", "container start", "fetch", "load", "readiness", "first token")
-
-
-def wait(what: str, probe: Callable[[], Any], timeout: float = 300) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.2)
-    return value
 
 
 class PodWatch:

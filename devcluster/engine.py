@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
+from devcluster import image
 from devcluster.image import (
     PYTHON_VERSION,
     USER,
@@ -35,7 +36,9 @@ from devcluster.image import (
     _clean_older,
     _run,
     base_key,
+    build_and_print,
     ensure_base,
+    site_layer,
 )
 
 ENGINE_NAME = "localhost/hearth-llamacpp"
@@ -114,31 +117,15 @@ def _engine_layer(wheel: Path, work: Path) -> Path:
     # the wheel compiled here is tagged linux_x86_64; its dependencies come as manylinux wheels
     argv += ["--platform=linux_x86_64", "--platform=manylinux2014_x86_64", "--platform=manylinux_2_28_x86_64"]
     _run([*argv, f"{wheel}[server]", *EXTRAS], "pip install (the engine and its server)")
-    for scripts in ("bin",):
-        target = site / scripts
-        if target.is_dir():
-            for item in target.iterdir():
-                item.unlink()
-            target.rmdir()
+    shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts name the build machine's Python
     check_runtimes(sorted((site / "llama_cpp" / "lib").glob("*.so*")))
-    _run(
-        [sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode=unchecked-hash", str(site)],
-        "compileall",
-    )
-    layer = work / "engine.tar"
-    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-
-        def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            return info
-
-        tar.add(site, arcname=SITE, filter=owned_by_root)
-    return layer
+    return site_layer(site, SITE, work / "engine.tar")
 
 
 def engine_tag(wheel: Path) -> str:
-    parts = [base_key(), wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest(), *EXTRAS, SITE, *ENTRYPOINT]
+    """The hash of what went in: the base, the wheel, the extras and this recipe (and the image module's)."""
+    recipe = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in (__file__, image.__file__ or "")]
+    parts = [base_key(), wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest(), *EXTRAS, *recipe]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -175,12 +162,4 @@ def ensure_engine_image(cache_root: Path) -> Image:
 
 
 def main() -> int:
-    from devcluster.layout import default_cache_dir
-
-    try:
-        image = ensure_engine_image(default_cache_dir())
-    except ImageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(image.ref)
-    return 0
+    return build_and_print(ensure_engine_image)

@@ -25,6 +25,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,25 +174,31 @@ def _app_layer(work: Path) -> Path:
     shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts name the build machine's Python
     for unused in PRUNED:
         shutil.rmtree(site / unused, ignore_errors=True)
-    # Byte-compile for the image's CPython (3.11 pyc files are the same for every 3.11 patch release);
-    # unchecked hashes, because the root filesystem is read-only and mtimes are irrelevant there.
-    _run(
-        [sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode=unchecked-hash", str(site)],
-        "compileall",
-    )
-    layer = work / "app.tar"
-    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-
-        def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            return info
-
-        tar.add(site, arcname="opt/hearth/site", filter=owned_by_root)
+    layer = site_layer(site, "opt/hearth/site", work / "app.tar")
+    with tarfile.open(layer, "a", format=tarfile.PAX_FORMAT) as tar:
         launcher = LAUNCHER.read_bytes()
         info = tarfile.TarInfo("usr/local/bin/hearth")
         info.size, info.mode = len(launcher), 0o755
         tar.addfile(info, io.BytesIO(launcher))
+    return layer
+
+
+def site_layer(site: Path, arcname: str, layer: Path) -> Path:
+    """`site` byte-compiled for the image's CPython (3.11 pyc files are the same for every 3.11 patch
+    release; unchecked hashes, because the root filesystem is read-only and mtimes are irrelevant there),
+    as an uncompressed layer tar at `arcname`, owned by root."""
+    _run(
+        [sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode=unchecked-hash", str(site)],
+        "compileall",
+    )
+
+    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(site, arcname=arcname, filter=owned_by_root)
     return layer
 
 
@@ -282,13 +289,18 @@ def ensure_pause_image(cache_root: Path, pause_binary: Path) -> Image:
     return image
 
 
-def main() -> int:
+def build_and_print(build: Callable[[Path], Image]) -> int:
+    """`hearth dev image [--engine]`: build into the cache (if needed), print the image's name."""
     from devcluster.layout import default_cache_dir
 
     try:
-        image = ensure_image(default_cache_dir())
+        image = build(default_cache_dir())
     except ImageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(image.ref)
     return 0
+
+
+def main() -> int:
+    return build_and_print(ensure_image)
