@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-# Debian packages the local cluster's nodes (runc, CNI plugins, iptables) and the image builder
-# (mmdebstrap, umoci) need; installed with apt-get when missing (the nodes run containers: root).
-HOST_PACKAGES := runc containernetworking-plugins iptables mmdebstrap umoci
+# Debian packages the local cluster's nodes (runc, CNI plugins, iptables), the image builder (mmdebstrap,
+# umoci) and the llama.cpp engine's compile (cmake, g++) need; installed with apt-get when missing (the
+# nodes run containers: root).
+HOST_PACKAGES := runc containernetworking-plugins iptables mmdebstrap umoci cmake g++
 
 .PHONY: setup host demo test lint check process unit e2e docs bench controlplane image clean
 
