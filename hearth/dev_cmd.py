@@ -69,8 +69,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from devcluster.demo import ENGINE_MANIFEST, MANIFEST, run
 
     layout = _layout(args)
+    cluster = Cluster(layout)
+    if args.engine and "llamacpp-nvidia" not in cluster.runtime_names():
+        print(
+            "error: the dev cluster already running was started without the engine: `hearth dev down`, then "
+            "`hearth dev demo --engine llama.cpp`",
+            file=sys.stderr,
+        )
+        return 1
     print()
-    return run(Cluster(layout), ENGINE_MANIFEST if args.engine else MANIFEST)
+    return run(cluster, ENGINE_MANIFEST if args.engine else MANIFEST)
 
 
 def _state_flag(args: argparse.Namespace) -> str:
