@@ -168,7 +168,7 @@ def no_nvidia(answers: list[str]) -> bool:
 
 def test_without_nvidia_runtimes_the_same_deployment_lands_on_ascend(cluster: Cluster, namespace: str) -> None:
     # Without these, sim-ascend is the only runtime left: its image runs here (vLLM's needs a registry).
-    removed = ["vllm-nvidia", "sim-nvidia", "vllm-ascend-910b", "vllm-ascend-310p"]
+    removed = ["vllm-nvidia", "sim-nvidia", "llamacpp-nvidia", "vllm-ascend-910b", "vllm-ascend-310p"]
     cluster.kubectl("delete", "inferenceruntime", *removed)
     try:
         wait_for(
@@ -189,7 +189,7 @@ def test_without_nvidia_runtimes_the_same_deployment_lands_on_ascend(cluster: Cl
         assert exec_in(cluster, namespace, pod, "model", "printenv", "ASCEND_VISIBLE_DEVICES").strip().isdigit()
     finally:
         cluster.kubectl("apply", "-f", str(MANIFESTS / "runtimes"))
-        cluster.kubectl("apply", "-f", "-", stdin=cluster.dev_runtimes(cluster.image))
+        cluster.kubectl("apply", "-f", "-", stdin=cluster.dev_runtimes(cluster.image, cluster.engine_image))
 
 
 def test_invalid_deployment_is_refused_with_key_value_and_fix(cluster: Cluster, namespace: str) -> None:
