@@ -140,7 +140,9 @@ async def serve(settings: FrontDoorSettings) -> None:
             access_log=False,
             http=bounded_head_protocol(settings.header_timeout),
             timeout_keep_alive=75,
-            timeout_graceful_shutdown=10,
+            # A rolling upgrade of the front doors must not cut the streams they relay: new connections stop
+            # at SIGTERM, open ones run to their end (it once was 10 s, which cut every longer answer).
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
             backlog=4096,
         )
         quiet_aborts()  # after the Config, which sets up uvicorn's loggers

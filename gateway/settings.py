@@ -62,6 +62,12 @@ class FrontDoorSettings(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     body_timeout: Duration = Field(30.0, gt=0, description="longest body upload; then 408")
     header_timeout: Duration = Field(10.0, gt=0, description="longest request-head read")
+    shutdown_timeout: Duration = Field(
+        580.0,
+        gt=0,
+        description="after SIGTERM, how long open streams and held requests may still finish (keep it under the "
+        "pod's terminationGracePeriodSeconds, 600 as shipped, minus its 5 s preStop pause)",
+    )
     connect_timeout: Duration = Field(5.0, gt=0, description="connecting to a pod")
     idle_stream_timeout: Duration = Field(600.0, gt=0, description="longest silence from a pod mid-answer")
     health_interval: Duration = Field(0.5, gt=0, description="how often --upstream backends' /health is read")

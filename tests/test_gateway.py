@@ -214,6 +214,38 @@ def test_drain_finishes_open_streams_and_moves_new_work(procs: Processes) -> Non
     assert "drain complete; exiting" in side_a.log.read_text()
 
 
+def test_a_front_door_stopped_mid_stream_lets_a_long_stream_finish(procs: Processes) -> None:
+    """A rolling upgrade of the front doors: SIGTERM while a stream of ~12 s is relayed. New connections are
+    refused at once, the open stream runs to its end, then the process exits (a graceful shutdown of 10 s
+    once cut every longer answer)."""
+    door = procs.front_door([("qwen", procs.sidecar(procs.simulator(itl="100ms")))])
+    texts: list[str] = []
+
+    def long_stream() -> None:
+        request = {"model": "qwen", "messages": CHAT, "stream": True, "max_tokens": 120}
+        with httpx.stream("POST", f"{door.url}/v1/chat/completions", json=request, timeout=60) as response:
+            texts.append("".join(response.iter_text()))
+
+    streaming = threading.Thread(target=long_stream)
+    streaming.start()
+    wait_for("the stream to be relayed", lambda: demand(door)["inFlight"] == 1)
+    stopped = time.monotonic()
+    door.proc.send_signal(signal.SIGTERM)
+    wait_for("new connections refused", lambda: _refused(door.url))
+    streaming.join(timeout=60)
+    assert len(texts) == 1 and texts[0].count("data: ") == 122 and texts[0].rstrip().endswith("data: [DONE]")
+    assert time.monotonic() - stopped > 10  # it outlived the old 10 s limit
+    door.proc.wait(timeout=20)  # and left once nothing was open
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/healthz", timeout=1)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
 def test_sidecar_without_open_streams_exits_at_once(procs: Processes) -> None:
     side = procs.sidecar(procs.simulator(), drain_timeout="60s")
     side.proc.send_signal(signal.SIGTERM)
