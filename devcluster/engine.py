@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +27,8 @@ from pathlib import Path
 
 from devcluster import image
 from devcluster.image import (
+    PYTHON_CONFIG,
     PYTHON_VERSION,
-    USER,
     Image,
     ImageError,
     _assemble,
@@ -71,18 +70,13 @@ def ensure_wheel(cache: Path) -> Path:
     if found:
         return found[0]
     started = time.monotonic()
+    print(f"Building the llama.cpp engine image ({ENGINE_NAME})", flush=True)
     print(f"  llama-cpp-python {LLAMA_CPP_PYTHON}: compiling llama.cpp (about six minutes on two cores)", flush=True)
     partial = folder.with_name(folder.name + ".partial")
     env = dict(os.environ, CMAKE_ARGS=" ".join(CMAKE_ARGS), CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
     argv = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", "wheel", "--no-deps"]
     argv += ["--wheel-dir", str(partial), f"llama-cpp-python=={LLAMA_CPP_PYTHON}"]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise ImageError(
-            f"building llama-cpp-python failed (exit {result.returncode}; it needs cmake and a C++ compiler: "
-            f"apt-get install cmake g++):\n{tail}"
-        )
+    _run(argv, "building llama-cpp-python (it needs cmake and a C++ compiler: apt-get install cmake g++)", env)
     partial.rename(folder)
     print(f"  llama-cpp-python compiled in {time.monotonic() - started:.0f}s", flush=True)
     return next(folder.glob("llama_cpp_python-*.whl"))
@@ -133,9 +127,6 @@ def ensure_engine_image(cache_root: Path) -> Image:
     """The llama.cpp engine's image, built once per machine and inputs; returned either way."""
     cache = cache_root / "engine"
     cache.mkdir(parents=True, exist_ok=True)
-    wheel_folder = cache / f"wheel-{wheel_key()}"
-    if not any(wheel_folder.glob("*.whl")):
-        print(f"Building the llama.cpp engine image ({ENGINE_NAME})", flush=True)
     wheel = ensure_wheel(cache)
     tag = engine_tag(wheel)
     image = Image(f"{ENGINE_NAME}:{tag}", cache / f"llamacpp-{tag}.oci.tar")
@@ -146,13 +137,9 @@ def ensure_engine_image(cache_root: Path) -> Image:
     with tempfile.TemporaryDirectory(prefix="hearth-engine-") as tmp:
         layer = _engine_layer(wheel, Path(tmp))
         config = [
-            f"--config.user={USER}:{USER}",
-            "--config.env=PATH=/usr/local/bin:/usr/bin:/bin",
+            *PYTHON_CONFIG,
             f"--config.env=PYTHONPATH=/{SITE}",
-            "--config.env=PYTHONDONTWRITEBYTECODE=1",
-            "--config.env=PYTHONUNBUFFERED=1",
             "--config.env=HOME=/tmp",
-            "--config.workingdir=/",
             *(f"--config.entrypoint={part}" for part in ENTRYPOINT),
         ]
         _assemble([base, layer], tag, config, image.archive, ENGINE_NAME)

@@ -2,8 +2,8 @@
 
 llama.cpp loads and runs them like any Llama: a SentencePiece-style vocabulary (byte fallback, so any text
 tokenizes), a chat template, and every tensor of a Llama block in F16. The weights are pseudo-random, so the
-tokens are noise; what a data plane needs from an engine (load time that grows with the file, a token
-stream, the engine's own errors) is real. The same arguments give the same bytes.
+tokens are noise; what a data plane needs from an engine (a file whose download and first token grow with
+its size, a token stream, the engine's own errors) is real. The same arguments give the same bytes.
 """
 
 from __future__ import annotations
@@ -45,19 +45,14 @@ class Shape:
     def feed_forward(self) -> int:
         return 4 * self.embedding
 
-    @property
-    def parameters(self) -> int:
-        per_layer = 4 * self.embedding**2 + 3 * self.embedding * self.feed_forward + 2 * self.embedding
-        return self.layers * per_layer + 2 * self.vocab * self.embedding + self.embedding
-
 
 def vocabulary() -> tuple[list[str], list[float], list[int]]:
-    """Tokens, scores and types (llama.cpp's: 1 normal, 3 control, 6 byte) of the generated vocabulary."""
-    tokens = (
-        list(SPECIAL) + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581"] + [f"\u2581{w}" for w in WORDS_TEXT.split()]
-    )
-    types = [2, 3, 3] + [6] * 256 + [1] * (1 + len(WORDS_TEXT.split()))
-    scores = [0.0] * (len(SPECIAL) + 256) + [-float(i) for i in range(1 + len(WORDS_TEXT.split()))]
+    """Tokens, scores and types (llama.cpp's: 1 normal, 2 unknown, 3 control, 6 byte) of the generated
+    vocabulary."""
+    words = ["\u2581"] + [f"\u2581{w}" for w in WORDS_TEXT.split()]
+    tokens = [*SPECIAL, *(f"<0x{b:02X}>" for b in range(256)), *words]
+    types = [2, 3, 3] + [6] * 256 + [1] * len(words)
+    scores = [0.0] * NEVER_SAMPLED + [-float(i) for i in range(len(words))]
     return tokens, scores, types
 
 

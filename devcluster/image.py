@@ -55,6 +55,14 @@ DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/
 # Parts of dependencies that Hearth never imports, left out of the image: the kubernetes client's asyncio
 # twin (68 MiB with its byte code; Hearth runs the synchronous client in threads).
 PRUNED = ("kubernetes/aio",)
+# What every Python image built here runs with (Hearth's, and the engine's: devcluster/engine.py).
+PYTHON_CONFIG = (
+    f"--config.user={USER}:{USER}",
+    "--config.env=PATH=/usr/local/bin:/usr/bin:/bin",
+    "--config.env=PYTHONDONTWRITEBYTECODE=1",
+    "--config.env=PYTHONUNBUFFERED=1",
+    "--config.workingdir=/",
+)
 # The command the image runs; the manifests say `command: [hearth]`.
 LAUNCHER = Path(__file__).resolve().parent / "launcher.py"
 
@@ -82,8 +90,8 @@ def _tool(name: str, package: str) -> str:
     return path
 
 
-def _run(argv: list[str], what: str) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
         raise ImageError(f"{what} failed (exit {result.returncode}):\n{tail}")
@@ -249,15 +257,7 @@ def ensure_image(cache_root: Path) -> Image:
     with tempfile.TemporaryDirectory(prefix="hearth-image-") as tmp:
         print("  application layer: Hearth's wheel and its dependencies (pip)", flush=True)
         app = _app_layer(Path(tmp))
-        config = [
-            f"--config.user={USER}:{USER}",
-            "--config.env=PATH=/usr/local/bin:/usr/bin:/bin",
-            "--config.env=PYTHONDONTWRITEBYTECODE=1",
-            "--config.env=PYTHONUNBUFFERED=1",
-            "--config.workingdir=/",
-            "--config.entrypoint=hearth",
-            "--config.cmd=--help",
-        ]
+        config = [*PYTHON_CONFIG, "--config.entrypoint=hearth", "--config.cmd=--help"]
         _assemble([base, app], tag, config, image.archive, IMAGE_NAME)
         unpacked = (base.stat().st_size + app.stat().st_size) / 2**20
     _clean_older(cache, "hearth-*.oci.tar", image.archive)

@@ -57,6 +57,9 @@ def simulated_model(
     }
 
 
+ENGINE_RUNTIME = "llamacpp-nvidia"  # devcluster/runtime-llamacpp.yaml
+
+
 def engine_model(
     namespace: str,
     name: str,
@@ -69,6 +72,6 @@ def engine_model(
     started with the engine): a GGUF repository of the dev hub, fetched into the node's cache."""
     deployment = simulated_model(namespace, name, model=model, delay=delay, max_replicas=max_replicas, target=1)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    annotations["hearth.dev/runtime"] = "llamacpp-nvidia"
+    annotations["hearth.dev/runtime"] = ENGINE_RUNTIME
     del annotations["hearth.dev/extra-args"]  # the simulator's flags
     return deployment

@@ -48,9 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     layout = _layout(args)
     layout.record()  # before starting: a start that fails half-way is stopped by `down` with the same layout
     try:
-        cluster = Cluster(
-            layout, ensure_binaries(default_cache_dir()), engine=getattr(args, "engine", None) is not None
-        )
+        cluster = Cluster(layout, ensure_binaries(default_cache_dir()), engine=args.engine is not None)
         cluster.up()
     except (BuildError, ImageError, NetworkError, NodeError, StartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -67,10 +65,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     from devcluster.cluster import Cluster
     from devcluster.demo import ENGINE_MANIFEST, MANIFEST, run
+    from devcluster.models import ENGINE_RUNTIME
 
     layout = _layout(args)
     cluster = Cluster(layout)
-    if args.engine and "llamacpp-nvidia" not in cluster.runtime_names():
+    if args.engine and ENGINE_RUNTIME not in cluster.runtime_names():
         print(
             "error: the dev cluster already running was started without the engine: `hearth dev down`, then "
             "`hearth dev demo --engine llama.cpp`",
