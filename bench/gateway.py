@@ -1,8 +1,10 @@
-"""The gateway, side by side in one run on the same simulator: direct; through the front door; through
-the front door with API keys (and its access log); through front door + sidecar; through LiteLLM's proxy
-(the Python peer users would pick); with --tree, through the front door of another checkout (before).
+"""The gateway, side by side in one run on the same simulator, each hop as users run it: direct; the
+front door bare (no keys, no access log); the front door as shipped (API keys and its JSON access log);
+the sidecar alone; both hops as shipped; LiteLLM's proxy (the Python peer users would pick); with
+--tree, the same three shipped paths of another checkout (before). With --rounds N the paths alternate
+N times and each figure is the median of its rounds.
 
-    .venv/bin/python bench/gateway.py [--seconds 5] [--held 10000] [--no-litellm] [--tree OLD_CHECKOUT]
+    .venv/bin/python bench/gateway.py [--seconds 5] [--rounds 3] [--held 10000] [--no-litellm] [--tree OLD]
 
 Also the cost of authenticating one request in the front door (hash, lookup, compare, limits), in process.
 
@@ -19,6 +21,7 @@ import dataclasses
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -208,6 +211,30 @@ def stream_load(
     return result
 
 
+def door_args(upstream: str) -> list[str]:
+    return ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={upstream}"]
+
+
+def shipped_paths(
+    stack: Stack, sim_url: str, keys: Path, tree: Path | None, label: str
+) -> dict[str, tuple[str, list[int]]]:
+    """The front door as shipped (keys, access log), the sidecar, and both hops, of this checkout or `tree`."""
+    side_args = ["gateway", "sidecar", "--host=127.0.0.1", "--port=PORT", f"--upstream={sim_url}"]
+    keyed, keyed_url = stack.hearth(f"door{label}", [*door_args(sim_url), f"--api-keys={keys}"], "/healthz", tree=tree)
+    side, side_url = stack.hearth(f"sidecar{label}", side_args, "/ready", tree=tree)
+    both, both_url = stack.hearth(f"both{label}", [*door_args(side_url), f"--api-keys={keys}"], "/healthz", tree=tree)
+    return {
+        f"front door, shipped{label}": (keyed_url, [keyed.pid]),
+        f"sidecar{label}": (side_url, [side.pid]),
+        f"front door + sidecar, shipped{label}": (both_url, [both.pid, side.pid]),
+    }
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the rounds."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], int | float)}
+
+
 def held_memory(stack: Stack, binary: Path, body: Path, held: int) -> dict[str, float]:
     _, sim_url = stack.hearth(
         "sim-loading",
@@ -254,6 +281,7 @@ def held_memory(stack: Stack, binary: Path, body: Path, held: int) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the paths this many times (medians)")
     parser.add_argument("--held", type=int, default=10_000)
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--tree", type=Path, help="also through the front door of this checkout (before)")
@@ -274,55 +302,25 @@ def main() -> None:
                 ["dev", "simulator", "--port=PORT", "--served-model-name=qwen", "--max-num-seqs=4096"],
                 "/v1/models",
             )
-            side, side_url = stack.hearth(
-                "sidecar", ["gateway", "sidecar", "--host=127.0.0.1", "--port=PORT", f"--upstream={sim_url}"], "/ready"
-            )
-            door, door_url = stack.hearth(
-                "door",
-                ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={sim_url}"],
-                "/healthz",
-            )
-            keyed, keyed_url = stack.hearth(
-                "keyed",
-                [
-                    "gateway",
-                    "front-door",
-                    "--host=127.0.0.1",
-                    "--port=PORT",
-                    f"--upstream=qwen={sim_url}",
-                    f"--api-keys={keys}",
-                ],
-                "/healthz",
-            )
-            door2, door2_url = stack.hearth(
-                "door2",
-                ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={side_url}"],
-                "/healthz",
-            )
-            paths: dict[str, tuple[str, list[int]]] = {
-                "direct": (sim_url, []),
-                "front door": (door_url, [door.pid]),
-                "front door + keys, access log": (keyed_url, [keyed.pid]),
-                "front door + sidecar": (door2_url, [door2.pid, side.pid]),
-            }
+            paths: dict[str, tuple[str, list[int]]] = {"direct": (sim_url, [])}
+            bare, bare_url = stack.hearth("door-bare", [*door_args(sim_url), "--no-access-log"], "/healthz")
+            paths["front door, bare"] = (bare_url, [bare.pid])
+            paths.update(shipped_paths(stack, sim_url, keys, None, ""))
             if args.tree is not None:
-                before, before_url = stack.hearth(
-                    "before",
-                    ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={sim_url}"],
-                    "/healthz",
-                    tree=args.tree.resolve(),
-                )
-                paths[f"front door ({args.tree.name})"] = (before_url, [before.pid])
+                paths.update(shipped_paths(stack, sim_url, keys, args.tree.resolve(), f" ({args.tree.name})"))
             if not args.no_litellm:
                 found = litellm(stack, sim_url)
                 if found is not None:
                     paths["LiteLLM proxy"] = (found[1], [found[0].pid])
             time.sleep(1.5)  # the front doors' health checks have seen their upstreams
-            results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in paths}
-            for concurrency in (1, 64, 256):
-                for name, (url, pids) in paths.items():
-                    results[name][concurrency] = stream_load(binary, url, body, concurrency, args.seconds, pids)
-                    print(f"  {name:<22} c={concurrency:<4} {results[name][concurrency]}", flush=True)
+            rounds: dict[str, dict[int, list[dict[str, Any]]]] = {name: {1: [], 64: [], 256: []} for name in paths}
+            for round_ in range(args.rounds):
+                for concurrency in (1, 64, 256):
+                    for name, (url, pids) in paths.items():
+                        result = stream_load(binary, url, body, concurrency, args.seconds, pids)
+                        rounds[name][concurrency].append(result)
+                        print(f"  round {round_ + 1} {name:<34} c={concurrency:<4} {result}", flush=True)
+            results = {name: {c: medians(runs) for c, runs in by_c.items()} for name, by_c in rounds.items()}
             stack.stop()
             stack = Stack(tmp)
             held = held_memory(stack, binary, body, args.held)
@@ -338,15 +336,18 @@ def main() -> None:
         "tok/s c=64",
         "tok/s c=256",
         "CPU-ms/1k tok (c=64)",
+        "of direct c=64",
+        "of direct c=256",
     ]
     print("\n| " + " | ".join(header) + " |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         one = rows[1]
+        share = [rows[c]["tokens_per_s"] / results["direct"][c]["tokens_per_s"] for c in (64, 256)]
         print(
             f"| {name} | {one['ttft_p50_ms']:.2f} | {one['ttft_p99_ms']:.2f} | {one['ttft_p50_ms'] - direct:+.2f} | "
             f"{one['tokens_per_s']:.0f} | {rows[64]['tokens_per_s']:.0f} | {rows[256]['tokens_per_s']:.0f} | "
-            f"{rows[64]['cpu_ms_per_1k_tokens']:.1f} |"
+            f"{rows[64]['cpu_ms_per_1k_tokens']:.1f} | {share[0]:.0%} | {share[1]:.0%} |"
         )
     print(
         f"\nHeld streaming clients: {held['held']:.0f} held ({held['errors']:.0f} errors); front door RSS "

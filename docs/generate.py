@@ -255,7 +255,10 @@ def _routes(path: str) -> Iterator[tuple[str, str, str]]:
             methods = next((k.value for k in node.keywords if k.arg == "methods"), None)
             listed = methods.elts if isinstance(methods, ast.List) else []
             verbs = "/".join(str(e.value) for e in listed if isinstance(e, ast.Constant)) or "GET"
-            handler = ast.unparse(node.args[1]).split(".")[-1]
+            target = node.args[1]  # a handler, or an ASGI callable mounted as it is: Mounted(forward)
+            if isinstance(target, ast.Call) and getattr(target.func, "id", None) == "Mounted":
+                target = target.args[0]
+            handler = ast.unparse(target).split(".")[-1]
             first = node.args[0]
             if isinstance(first, ast.Name):
                 paths = MODEL_ROUTES if first.id == "path" else (named[first.id],)

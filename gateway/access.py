@@ -1,9 +1,11 @@
-"""One record per call to a model, from its arrival to its last byte: an access log line in JSON (key
-name, model, status, tokens when the answer reports its usage, duration), the per-key metrics, and the
-release of the key's place among its requests at once, exactly once, however the answer ends.
+"""One record per call to a model, from its arrival to its last byte, and the one place its outcome is
+counted: the model's and the key's metrics, an access log line in JSON (key name, model, status, error
+code, tokens when the answer reports its usage, duration), and the release of the key's place among its
+requests at once, exactly once, however the answer ends.
 
-An ASGI middleware: only it sees the end of a streamed answer (the last body message sent). The handler
-fills the record in (`record_of(request)`); the key itself never reaches it, only the key's name."""
+The front door's model routes fill their record in as they answer (gateway.frontdoor); the other `/v1/`
+routes (model lists, unknown URLs) get theirs from the `AccessLog` middleware, which reads only the
+status of the answer's head. The key itself never reaches a record, only the key's name."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.metrics import GatewayMetrics
 
 RECORD = "hearth.call"
-TAIL = 2048  # bytes kept from the last `"usage"` on: the usage object is small
+
+
+TAIL_READS = 4  # reads kept from an answer's end: its usage (the last event, or a body's end) is in them
 
 
 @dataclass
@@ -30,19 +34,16 @@ class CallRecord:
     started: float
     key: str | None = None
     model: str | None = None
-    status: int = 0
+    status: int = 0  # the HTTP status sent (0: none, the client left first)
+    outcome: int | None = None  # what the call came to when the status sent cannot say (a held stream's)
+    code: str | None = None  # why it was refused or failed (hearth_gateway_rejections_total's reason)
     releases: list[Callable[[], None]] = field(default_factory=list)
-    tail: bytes = b""
+    tail: bytes = b""  # the answer's last bytes (gateway.relay)
 
-
-def keep_usage(record: CallRecord, chunk: bytes) -> None:
-    """Keep the answer from its last `"usage"` on (bounded): one search per chunk, no copy of the rest. A
-    usage object split between two reads of a whole answer is missed (its tokens are then unknown)."""
-    at = chunk.rfind(b'"usage"')
-    if at >= 0:
-        record.tail = chunk[at : at + TAIL]
-    elif record.tail and len(record.tail) < TAIL:
-        record.tail += chunk[: TAIL - len(record.tail)]
+    @property
+    def counted(self) -> int:
+        """The status the metrics count: the outcome, else the status sent, else 499 (the client left)."""
+        return self.outcome or self.status or 499
 
 
 def record_of(request: Request) -> CallRecord | None:
@@ -82,46 +83,24 @@ def access_logger() -> logging.Logger:
     return logger
 
 
-class AccessLog:
-    """Wraps the front door's app: a CallRecord for every `/v1/` request, finished when the answer ends."""
+class Outcomes:
+    """Counts each call's outcome once, from its record."""
 
     def __init__(
-        self,
-        app: ASGIApp,
-        metrics: GatewayMetrics,
-        logger: logging.Logger | None,
-        clock: Callable[[], float] = time.monotonic,
+        self, metrics: GatewayMetrics, logger: logging.Logger | None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.app, self.metrics, self.logger, self.clock = app, metrics, logger, clock
+        self.metrics, self.logger, self.clock = metrics, logger, clock
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        record = CallRecord(started=self.clock())
-        scope[RECORD] = record
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record.status = int(message["status"])
-            elif message["type"] == "http.response.body":
-                keep_usage(record, message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        except Exception:
-            record.status = record.status or 500  # the server's error answer comes after this middleware
-            raise
-        finally:
-            self._finish(scope, record)
-
-    def _finish(self, scope: Scope, record: CallRecord) -> None:
+    def finish(self, record: CallRecord, method: str, path: str) -> None:
         for release in record.releases:
             release()
         seconds = self.clock() - record.started
-        usage = usage_of(record.tail) if record.status == 200 else None
-        status = record.status or 499  # no answer began: the client left
+        status = record.counted
+        usage = usage_of(record.tail) if status == 200 else None
+        if record.model is not None:
+            self.metrics.requests.labels(record.model, str(status)).inc()
+            if record.code is not None:
+                self.metrics.rejections.labels(record.model, record.code).inc()
         if record.key is not None:
             self.metrics.key_requests.labels(record.key, str(status)).inc()
             if usage is not None:
@@ -132,11 +111,40 @@ class AccessLog:
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                 "key": record.key,
                 "model": record.model,
-                "method": scope.get("method"),
-                "path": scope.get("path"),
+                "method": method,
+                "path": path,
                 "status": status,
+                "error": record.code,
                 "seconds": round(seconds, 4),
                 "promptTokens": usage[0] if usage else None,
                 "completionTokens": usage[1] if usage else None,
             }
             self.logger.info(orjson.dumps(line).decode())
+
+
+class AccessLog:
+    """Wraps the app of the front door's other routes: a CallRecord for every `/v1/` request, finished
+    when the answer ends."""
+
+    def __init__(self, app: ASGIApp, outcomes: Outcomes) -> None:
+        self.app, self.outcomes = app, outcomes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        record = CallRecord(started=self.outcomes.clock())
+        scope[RECORD] = record
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            record.status = record.status or 500  # the server's error answer comes after this middleware
+            raise
+        finally:
+            self.outcomes.finish(record, scope["method"], scope["path"])

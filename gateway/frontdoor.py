@@ -3,9 +3,10 @@ a model starts from zero (bounded per model and in total), and reports demand. E
 OpenAI-shaped: a JSON body with a status when nothing was sent yet, an SSE `data: {"error": ...}` event
 once a 200 stream has begun.
 
-This module reads a request and decides; the parts live beside it: routing (gateway.routing, each attempt
-under a lease from gateway.lease), holding (gateway.holding), relaying (gateway.relay), SSE framing
-(gateway.sse), client presence (gateway.clients) and the push to the scaler (gateway.activator)."""
+A call to a model takes one path (`FrontDoor.call`): admitted (its key), read (gateway.calls), looked up,
+made one object (gateway.modelcall), given an answer by one acquire step that holds it when it must
+(gateway.holding, routing through gateway.routing), relayed from one place (gateway.relay), its client
+watched throughout (gateway.exchange), and its outcome counted once (gateway.access)."""
 
 from __future__ import annotations
 
@@ -16,31 +17,36 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
+from common.bodies import BodyTimeout, BodyTooLarge
 from common.callers import CallerCheck, NotAllowed
-from gateway.access import AccessLog, CallRecord, record_of
+from gateway.access import AccessLog, CallRecord, Outcomes, record_of
 from gateway.activator import Activator
 from gateway.calls import BadCall, Call, read_call
-from gateway.clients import ClientGone, unless_disconnected
 from gateway.errors import body_refusal, error_type, openai_error
-from gateway.holding import JSON_WHITESPACE, SSE, Held, Hold
+from gateway.exchange import ClientGone, Exchange, Mounted
+from gateway.framing import JSON_WHITESPACE, SSE, Framing, Refused
+from gateway.holding import Gate
 from gateway.keys import KeyRing, OverLimit, Unauthorized
-from gateway.lease import LeasedStream
 from gateway.metrics import GatewayMetrics
+from gateway.modelcall import ModelCall
 from gateway.progress import progress_framing
 from gateway.proxy import forward_headers
-from gateway.relay import passthrough
-from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
+from gateway.relay import AnswerBrokenOff, relay
+from gateway.routing import Outgoing, Router
 from gateway.settings import FrontDoorSettings
 from gateway.table import Allowed, ModelState, ModelTable, UnknownModel
 from gateway.upstream import Upstreams
 from policies import ApiKey
+
+log = logging.getLogger("hearth.frontdoor")
 
 
 class BadRequest(Exception):
@@ -72,45 +78,104 @@ class FrontDoor:
         self.keys_settle: Callable[[float], Awaitable[None]] | None = None
         self.internal = internal  # None: /demand answers anyone (outside a cluster)
         self.router = Router(table, upstreams, metrics, settings.retries)
-        self.hold = Hold(table, self.router, metrics)
+        self.gate = Gate(table, self.router, metrics, activator, settings.max_held)
+        self.outcomes = Outcomes(metrics, None)  # the access log is the app's (create_app)
         self.started = int(time.time())
 
-    async def call(self, request: Request) -> Response:
-        """Any request that names a model: chat, completions, embeddings, responses, rerank, score, audio."""
-        arrived = time.monotonic()
-        record = record_of(request)
+    async def call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Any request that names a model: chat, completions, embeddings, responses, rerank, score, audio. A
+        plain ASGI call: one path from arrival to last byte, its outcome counted once at the end."""
+        exchange = Exchange(scope, receive, send)
+        record = CallRecord(started=time.monotonic())
         try:
-            key = await self._admit(request, record)
-            call = await self._read(request)
-            state = self._lookup(call.model, key)
+            await self._answer(exchange, record)
+        except ClientGone:
+            record.code, record.outcome = "client_gone", 499
+        except AnswerBrokenOff:
+            raise  # the server aborts the connection: the client must not take it for a whole answer
+        except Exception:
+            if exchange.begun:
+                raise
+            log.exception("the front door failed on a call to %s", record.model or "a model")
+            message = "the front door failed on this request; see its log"
+            await exchange.respond(openai_error(500, message, "server_error", "internal_error"))
+        finally:
+            record.status = exchange.status
+            self.outcomes.finish(record, scope["method"], scope["path"])
+
+    async def _answer(self, exchange: Exchange, record: CallRecord) -> None:
+        try:
+            key = await self._admit(exchange.headers, record)
+            body = await self._read(exchange)
+            state = self._lookup(body.model, key)
         except BadRequest as bad:
-            return bad.response
-        if record is not None:
-            record.model = state.key
+            await exchange.respond(bad.response)
+            return
+        record.model = state.key
         state.started += 1
-        headers = forward_headers(request.headers.items())
+        call = self._model_call(exchange, body, state, key, record)
+        with exchange.watching():
+            try:
+                answer = await self.gate.acquire(call)
+            except Refused as refused:
+                record.code, record.outcome = refused.code, refused.status
+                await self._refuse(call, refused)
+                await exchange.end()
+                return
+            async with answer:
+                record.outcome = answer.response.status_code
+                check = body.stream
+                if exchange.begun and call.framing is not None:
+                    check = call.framing.events
+                    ready = call.framing.ready(time.monotonic() - (call.held_since or call.arrived))
+                    if ready and answer.response.status_code == 200:
+                        await exchange.write(ready)
+                histogram = self.metrics.first_byte.labels(state.key)
+
+                def first() -> None:
+                    if answer.turn is not None:
+                        answer.turn.started()  # the window grows as answers start (gateway.wake)
+                    histogram.observe(time.monotonic() - call.arrived)
+
+                record.tail = await relay(exchange, answer, check=check, first=first)
+        await exchange.end()
+
+    @staticmethod
+    async def _refuse(call: ModelCall, refused: Refused) -> None:
+        if call.exchange.begun:  # a held answer began as a 200: the error is in its words
+            assert call.framing is not None
+            await call.exchange.write(call.framing.error(refused))
+            return
+        final = refused.retry_after is None  # a failure that will not heal by itself: clients must not retry
+        kind = error_type(refused.status)
+        await call.exchange.respond(
+            openai_error(refused.status, refused.message, kind, refused.code, refused.retry_after, final=final)
+        )
+
+    def _model_call(
+        self, exchange: Exchange, body: Call, state: ModelState, key: ApiKey | None, record: CallRecord
+    ) -> ModelCall:
+        headers = forward_headers(exchange.headers.items())
         if key is not None:  # the model's server never sees a client's key
             headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
         # The runtime serves the model under its served name.
-        outgoing = Outgoing(request.url.path, call.renamed(state.served_name), headers)
-        stream = call.stream
-        try:
-            # A streaming answer's head comes at once; a whole answer's only when it is done, so only then
-            # is the wait raced against the client leaving (which costs two tasks per request).
-            # While held requests are let in after a cold start, a newcomer queues behind them (arrival order).
-            upstream = None if state.wake.busy else await self._attempt(state, request, outgoing, stream)
-            if upstream is not None:
-                self.metrics.routing.labels(state.key).observe(time.monotonic() - arrived)
-                return await self._relay(state, upstream, arrived, stream=stream)
-            return await self._activate(state, request, outgoing, arrived, stream, call.model)
-        except ClientGone:
-            self.metrics.rejections.labels(state.key, "client_gone").inc()
-            return Response(status_code=499)
+        outgoing = Outgoing(exchange.path, body.renamed(state.served_name), headers)
+        scale = state.scale
+        framing: Framing | None = None
+        if body.stream:
+            framing = SSE
+            if scale.cold_start_progress and exchange.path.endswith("/chat/completions"):
+                framing = progress_framing(state, body.model)
+        elif scale.json_keepalive:
+            framing = JSON_WHITESPACE
+        arrived = record.started
+        deadline = arrived + scale.activation_timeout
+        return ModelCall(exchange, body, state, key, outgoing, arrived, deadline, framing, record)
 
-    async def _admit(self, request: Request, record: CallRecord | None) -> ApiKey | None:
+    async def _admit(self, headers: Headers, record: CallRecord) -> ApiKey | None:
         """The caller's key, counted against its limits (its place released when the answer ends); None
         when keys are off. BadRequest with 401 or 429 otherwise."""
-        key = await self._authenticate(request)
+        key = await self._authenticate(headers, record)
         if key is None:
             return None
         try:
@@ -119,27 +184,25 @@ class FrontDoor:
             raise BadRequest(
                 openai_error(429, over.message, "rate_limit_exceeded", over.code, over.retry_after)
             ) from None
-        if release is not None and record is not None:
+        if release is not None:
             record.releases.append(release)  # given back when the answer ends (gateway.access)
-        elif release is not None:
-            release()  # no record (an app built without create_app): given back now rather than leaked
         return key
 
-    async def _authenticate(self, request: Request) -> ApiKey | None:
+    async def _authenticate(self, headers: Headers, record: CallRecord | None) -> ApiKey | None:
         if self.keys is None:
             return None
         try:
             # Two credentials (two Authorization headers, or one beside an api-key) were judged by the
             # first, while a proxy in front may have checked the other: one request, one credential.
-            if sum(len(request.headers.getlist(name)) for name in CREDENTIAL_HEADERS) > 1:
+            if sum(len(headers.getlist(name)) for name in CREDENTIAL_HEADERS) > 1:
                 raise Unauthorized("ambiguous")
             try:
-                key = self.keys.authenticate(request.headers)
+                key = self.keys.authenticate(headers)
             except Unauthorized as unknown:
                 if unknown.reason != "invalid" or self.keys_settle is None:
                     raise
                 await self.keys_settle(KEYS_SETTLE_SECONDS)  # a namespace's keys may be arriving
-                key = self.keys.authenticate(request.headers)
+                key = self.keys.authenticate(headers)
         except Unauthorized as refused:
             self.metrics.auth_failures.labels(refused.reason).inc()
             message = {
@@ -151,27 +214,19 @@ class FrontDoor:
             response = openai_error(401, message, "invalid_request_error", "invalid_api_key")
             response.headers["WWW-Authenticate"] = "Bearer"
             raise BadRequest(response) from None
-        record = record_of(request)
         if record is not None:  # the access log and the key's metrics name it (never the key itself)
             record.key = key.name
         return key
 
-    async def _attempt(self, state: ModelState, request: Request, outgoing: Outgoing, stream: bool) -> Upstream | None:
-        attempt = self.router.open(state, outgoing)
-        try:
-            return await attempt if stream else await unless_disconnected(request, attempt)
-        except BackendsFailed:
-            return None  # held, and tried again a few times (gateway.holding)
-
-    async def _read(self, request: Request) -> Call:
+    async def _read(self, exchange: Exchange) -> Call:
         """The call the body makes (gateway.calls), or BadRequest with the client's error."""
         settings = self.settings
         try:
-            body = await read_bounded(request, settings.max_body_bytes, settings.body_timeout)
+            body = await exchange.read_body(settings.max_body_bytes, settings.body_timeout)
         except (BodyTimeout, BodyTooLarge) as refused:
             raise BadRequest(body_refusal(refused, settings.max_body_bytes, settings.body_timeout)) from None
         try:
-            return read_call(body, request.headers.get("content-type"))
+            return read_call(body, exchange.headers.get("content-type"))
         except BadCall as bad:
             raise BadRequest(openai_error(400, bad.message, "invalid_request_error", bad.code)) from None
 
@@ -193,66 +248,11 @@ class FrontDoor:
                 )
             ) from None
 
-    async def _activate(
-        self, state: ModelState, request: Request, outgoing: Outgoing, arrived: float, stream: bool, requested: str
-    ) -> Response:
-        if not state.backends:
-            self.activator.poke(state.key)
-        scale = state.scale
-        if state.failure:
-            return self._refuse(
-                state, 503, "model_start_failed", f"model {state.key} failed to start: {state.failure}", None
-            )
-        eta = state.eta  # the scaler's prediction of this model's start: when a retry will likely find it up
-        if scale.cold_start == "reject":
-            soon = f"in about {round(eta)}s" if eta is not None else "shortly"
-            message = f"model {state.key} is starting from zero; retry {soon}"
-            return self._refuse(state, 503, "model_starting", message, eta if eta is not None else 30)
-        if state.held >= scale.queue_size or self.table.held_total >= self.settings.max_held:
-            message = f"too many requests are waiting for model {state.key}"
-            return self._refuse(state, 429, "queue_full", message, eta if eta is not None else 5)
-        deadline = arrived + scale.activation_timeout
-        held = self.hold.lease(state, arrived)
-        ticket = state.wake.ticket()  # its place in line: arrival order
-        if stream or scale.json_keepalive:
-            framing, media = (SSE, "text/event-stream") if stream else (JSON_WHITESPACE, "application/json")
-            if stream and scale.cold_start_progress and outgoing.path.endswith("/chat/completions"):
-                framing = progress_framing(state, requested)
-            first_byte = self._first_byte(state, arrived)
-            return LeasedStream(
-                self.hold.stream(state, outgoing, deadline, held, ticket, first_byte, framing),
-                held,
-                media_type=media,
-                headers={"Cache-Control": "no-cache"},
-            )
-        with held:
-            try:
-                upstream, turn = await unless_disconnected(request, self.hold.wait(state, outgoing, deadline, ticket))
-            except Held as failed:
-                return self._refuse(state, failed.status, failed.code, failed.message, failed.retry_after)
-        turn.started()  # a whole answer's head comes with the answer: it has started
-        return await self._relay(state, upstream, arrived, stream=False)
-
-    def _first_byte(self, state: ModelState, arrived: float) -> Callable[[], None]:
-        histogram = self.metrics.first_byte.labels(state.key)
-        return lambda: histogram.observe(time.monotonic() - arrived)
-
-    async def _relay(self, state: ModelState, upstream: Upstream, arrived: float, *, stream: bool) -> Response:
-        relayed = await passthrough(upstream, stream=stream, first_byte=self._first_byte(state, arrived))
-        self.metrics.requests.labels(state.key, str(relayed.status_code)).inc()
-        return relayed
-
-    def _refuse(self, state: ModelState, status: int, code: str, message: str, retry_after: float | None) -> Response:
-        """A refusal; `retry_after` None: a failure that will not heal by itself, which clients must not retry."""
-        self.metrics.rejections.labels(state.key, code).inc()
-        self.metrics.requests.labels(state.key, str(status)).inc()
-        return openai_error(status, message, error_type(status), code, retry_after, final=retry_after is None)
-
     # --- the rest of the API -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
         """The models this caller's key may call, in OpenAI's list shape."""
         try:
-            key = await self._authenticate(request)
+            key = await self._authenticate(request.headers, record_of(request))
         except BadRequest as bad:
             return bad.response
         allowed = key.may_call if key is not None else None
@@ -262,7 +262,7 @@ class FrontDoor:
     async def model(self, request: Request) -> Response:
         """GET /v1/models/{id}: one model, as the list shows it."""
         try:
-            key = await self._authenticate(request)
+            key = await self._authenticate(request.headers, record_of(request))
             allowed = key.may_call if key is not None else None
             state = self._lookup(request.path_params["model"], key)
         except BadRequest as bad:
@@ -324,16 +324,28 @@ async def _unknown(request: Request, exc: Exception) -> Response:
 
 def create_app(
     door: FrontDoor, extra_routes: list[Route] | None = None, access_log: logging.Logger | None = None
-) -> Starlette:
-    """The front door's app. Every call to a model is recorded from arrival to last byte (gateway.access):
-    its key's place among its requests at once is given back there, and `access_log` gets its line."""
+) -> ASGIApp:
+    """The front door's app. A call to a model goes straight to `FrontDoor.call` (no router, no middleware
+    on its path: it records itself); the other routes are a Starlette app whose `/v1/` answers are recorded
+    by gateway.access. `access_log` gets one line per call either way."""
+    door.outcomes.logger = access_log
+    call = Mounted(door.call)
     routes = [
-        *(Route(path, door.call, methods=["POST"]) for path in MODEL_ROUTES),
+        *(Route(path, call, methods=["POST"]) for path in MODEL_ROUTES),
         Route("/v1/models", door.models, methods=["GET"]),
         Route("/v1/models/{model:path}", door.model, methods=["GET"]),
         Route("/demand", door.demand, methods=["GET"]),
         *(extra_routes or []),
     ]
     handlers = {404: _unknown, 405: _unknown, 500: _unknown}
-    recorded = Middleware(AccessLog, metrics=door.metrics, logger=access_log)
-    return Starlette(routes=routes, exception_handlers=handlers, middleware=[recorded])
+    recorded = Middleware(AccessLog, outcomes=door.outcomes)
+    rest = Starlette(routes=routes, exception_handlers=handlers, middleware=[recorded])
+    model_routes = frozenset(MODEL_ROUTES)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in model_routes:
+            await door.call(scope, receive, send)
+        else:
+            await rest(scope, receive, send)
+
+    return app

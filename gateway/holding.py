@@ -1,22 +1,28 @@
-"""Holding requests for a model at zero until a backend is ready: bounded waits, heartbeats to streaming
-clients, and a clear error when the wait ends without one."""
+"""The one way from a call to a backend's answer: `Gate.acquire` returns at once when a ready pod answers,
+and otherwise holds the call in its model's wake-up line (gateway.wake) until a pod answers or the call's
+deadline passes. A hold is shown to the client by the call's framing (heartbeats, cold-start progress),
+never by a second path: a held call and a direct one leave here the same way, as an Answer.
+
+Knative's activator waits and routes in one call (`throttler.Try`); KEDA's interceptor bounds the
+cold-start wait with one context deadline. Here the deadline is one scope (`asyncio.timeout_at`) around
+each wait in line; an answer being computed is never cut by it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 from prometheus_client import Histogram
 
-from gateway.errors import error_body, error_type
+from gateway.activator import Activator
+from gateway.framing import Refused
 from gateway.lease import GaugeCount, Lease
 from gateway.metrics import GatewayMetrics
-from gateway.relay import into_stream, into_whole
-from gateway.routing import BackendsFailed, Outgoing, Router, Upstream
-from gateway.sse import sse_comment, sse_error
+from gateway.modelcall import ModelCall
+from gateway.relay import Answer
+from gateway.routing import BackendsFailed, Router
 from gateway.table import Holding, ModelState, ModelTable
 from gateway.wake import Turn
 
@@ -25,15 +31,6 @@ from gateway.wake import Turn
 # few times with backoff rather than waiting out its whole timeout).
 FAILED_ATTEMPTS = 3
 FIRST_PAUSE = 0.5
-
-
-class Held(Exception):
-    """A held request ends without a backend: `status` and `code` say why (timeout, start failure, pods
-    that fail), `retry_after` when to try again (None: do not, it will not heal by itself)."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: float | None = 30) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
 class WaitTimer:
@@ -49,44 +46,48 @@ class WaitTimer:
         self._histogram.observe(time.monotonic() - self._arrived)
 
 
-@dataclass(frozen=True)
-class Framing:
-    """How a held answer that has already begun as a 200 says that it waits, how it fails, and how the
-    model's answer follows."""
-
-    opening: Callable[[str], bytes]  # the model's key -> the first bytes, sent at once
-    beat: Callable[[float], bytes]  # seconds held so far -> a heartbeat
-    error: Callable[[Held], bytes]
-    relay: Callable[[Upstream, Callable[[], None]], AsyncIterator[bytes]]
-    ready: Callable[[float], bytes] = lambda waited: b""  # seconds held -> bytes before the model's answer
-    every: float | None = None  # seconds between beats (None: the model's heartbeat interval)
-
-
-# A streaming request: SSE comments while held, an error event if the hold fails.
-SSE = Framing(
-    opening=lambda key: sse_comment(f"hearth: model {key} is starting; holding this request"),
-    beat=lambda waited: sse_comment(f"hearth: still starting ({waited:.0f}s)"),
-    error=lambda failed: sse_error(failed.message, error_type(failed.status), failed.code),
-    relay=into_stream,
-)
-# A whole-answer request kept alive through proxies' idle timeouts (hearth.dev/json-keepalive): spaces
-# while held (JSON allows whitespace before a value), then the answer's body, or the error object. The
-# status is committed as 200 before the answer is known: an error arrives as a 200 with an `error` body.
-JSON_WHITESPACE = Framing(
-    opening=lambda key: b" ",
-    beat=lambda waited: b" ",
-    error=lambda failed: error_body(failed.message, error_type(failed.status), failed.code),
-    relay=into_whole,
-)
-
-
-class Hold:
-    def __init__(self, table: ModelTable, router: Router, metrics: GatewayMetrics) -> None:
+class Gate:
+    def __init__(
+        self, table: ModelTable, router: Router, metrics: GatewayMetrics, activator: Activator, max_held: int
+    ) -> None:
         self.table = table
         self.router = router
         self.metrics = metrics
+        self.activator = activator
+        self.max_held = max_held
 
-    def lease(self, state: ModelState, arrived: float) -> Lease:
+    async def acquire(self, call: ModelCall) -> Answer:
+        """The answer's head from a ready pod of the call's model; Refused when there will be none."""
+        state = call.state
+        # While held calls are let in after a cold start, a newcomer queues behind them (arrival order).
+        if not state.wake.busy:
+            try:
+                answer = await self.router.open(state, call.outgoing)
+            except BackendsFailed:
+                answer = None  # held, and tried again a few times
+            if answer is not None:
+                self.metrics.routing.labels(state.key).observe(time.monotonic() - call.arrived)
+                return answer
+        if not state.backends:
+            self.activator.poke(state.key)
+        self._may_hold(state)
+        with self._held(state, call.arrived):
+            return await self._hold(call)
+
+    def _may_hold(self, state: ModelState) -> None:
+        scale = state.scale
+        if state.failure:
+            raise Refused(503, "model_start_failed", f"model {state.key} failed to start: {state.failure}", None)
+        eta = state.eta  # the scaler's prediction of this model's start: when a retry will likely find it up
+        if scale.cold_start == "reject":
+            soon = f"in about {round(eta)}s" if eta is not None else "shortly"
+            message = f"model {state.key} is starting from zero; retry {soon}"
+            raise Refused(503, "model_starting", message, eta if eta is not None else 30)
+        if state.held >= scale.queue_size or self.table.held_total >= self.max_held:
+            message = f"too many requests are waiting for model {state.key}"
+            raise Refused(429, "queue_full", message, eta if eta is not None else 5)
+
+    def _held(self, state: ModelState, arrived: float) -> Lease:
         """Counts a held request on its model, the table and the gauge; observes its wait when released."""
         return Lease(
             Holding(self.table, state),
@@ -94,131 +95,67 @@ class Hold:
             WaitTimer(self.metrics.activation_wait.labels(state.key), arrived),
         )
 
-    async def wait(
-        self,
-        state: ModelState,
-        outgoing: Outgoing,
-        deadline: float,
-        ticket: int,
-        heartbeat: Callable[[float], None] | None = None,
-        every: float | None = None,
-    ) -> tuple[Upstream, Turn]:
-        """Wait for a backend until `deadline`; `heartbeat(waited)` is called every heartbeat interval. The
-        request waits in the model's line (gateway.wake) and goes when its turn comes, in arrival order;
-        the caller says when its answer starts (`Turn.started`) or ends without one (`Turn.end`). `ticket`
-        is its place in line, taken when its hold began (`state.wake.ticket()`)."""
-        started = time.monotonic()
-        interval = every or state.scale.heartbeat_interval
-        next_beat = started + interval
+    async def _hold(self, call: ModelCall) -> Answer:
+        state = call.state
+        ticket = state.wake.ticket()  # its place in line: arrival order
+        await call.hold()
         failures = 0
-        place: asyncio.Future[bool] | None = None
-        try:
+        while True:
+            changed = state.changed
+            turn = await self._turn(call, ticket)
+            try:
+                answer = await self.router.open(state, call.outgoing)
+            except BackendsFailed as failed:
+                answer = None
+                failures += 1
+                if failures >= FAILED_ATTEMPTS:
+                    times = f"failed {failures} times before answering ({failed})"
+                    message = f"the ready pods of model {state.key} {times}"
+                    raise Refused(502, "upstream_unreachable", message, 1) from None
+            finally:
+                if answer is None:  # no answer: the place goes back to the line
+                    turn.end()
+            if answer is not None:
+                answer.turn = turn  # the answer holds the place until it starts (the window grows)
+                return answer
+            # Its pods failed or are all draining: wait for the model to change (or a pause), then line up.
+            pause = FIRST_PAUSE * 2 ** (failures - 1) if failures else call.beat_every
+            async with self._until_deadline(call):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), pause)
+
+    async def _turn(self, call: ModelCall, ticket: int) -> Turn:
+        """Waits in line (beating) until this ticket's turn comes; Refused at the deadline or if the model
+        failed to start."""
+        state = call.state
+        held_since = call.held_since or call.arrived
+        async with self._until_deadline(call):
             while True:
                 if state.failure:
                     message = f"model {state.key} failed to start: {state.failure}"
-                    raise Held(503, "model_start_failed", message, retry_after=None)
-                changed = state.changed
-                wake = min(deadline, next_beat) if heartbeat is not None else deadline
-                if place is None:
-                    place = state.wake.join(ticket)
-                await asyncio.wait({place}, timeout=max(0.0, wake - time.monotonic()))  # keeps the place
-                if place.done():
-                    granted, place = place.result(), None
-                    if granted:
-                        turn, upstream = Turn(state.wake), None
-                        try:
-                            upstream = await self.router.open(state, outgoing)
-                        except BackendsFailed as failed:
-                            failures += 1
-                            if failures >= FAILED_ATTEMPTS:
-                                times = f"failed {failures} times before answering ({failed})"
-                                message = f"the ready pods of model {state.key} {times}"
-                                raise Held(502, "upstream_unreachable", message, retry_after=1) from None
-                            wake = min(wake, time.monotonic() + FIRST_PAUSE * 2 ** (failures - 1))
-                        finally:
-                            if upstream is None:  # no answer: the place goes back to the line
-                                turn.end()
-                        if upstream is not None:
-                            return upstream, turn
-                        # Its pods failed or are all draining: wait for the model to change, then line up.
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(changed.wait(), max(0.0, wake - time.monotonic()))
-                now = time.monotonic()
-                if now >= deadline:
-                    raise Held(
-                        504,
-                        "activation_timeout",
-                        f"model {state.key} did not become ready within {state.scale.activation_timeout:g}s",
-                    )
-                if heartbeat is not None and next_beat <= now:
-                    heartbeat(now - started)
-                    next_beat = now + interval
-        finally:
-            if place is not None:
-                state.wake.quit(ticket, place)
+                    raise Refused(503, "model_start_failed", message, None)
+                place = state.wake.join(ticket)
+                granted = False
+                try:
+                    while not place.done():
+                        await asyncio.wait({place}, timeout=call.beat_every)  # keeps the place
+                        if not place.done():
+                            await call.beat(time.monotonic() - held_since)
+                    granted = place.result()  # False: asked to look at the model again
+                finally:
+                    if not granted:
+                        state.wake.quit(ticket, place)
+                if granted:
+                    return Turn(state.wake)
 
-    async def stream(
-        self,
-        state: ModelState,
-        outgoing: Outgoing,
-        deadline: float,
-        held: Lease,
-        ticket: int,
-        first_byte: Callable[[], None],
-        framing: Framing = SSE,
-    ) -> AsyncIterator[bytes]:
-        """A held client's answer, begun at once as a 200 (`framing` says in what words): an opening at
-        once, heartbeats while held, then the model's answer (or the error). `held` is released as soon as
-        the hold ends."""
-        beats: asyncio.Queue[float] = asyncio.Queue(maxsize=1)
-
-        def beat(waited: float) -> None:
-            if beats.empty():
-                beats.put_nowait(waited)
-
-        began = time.monotonic()
-        hold = asyncio.ensure_future(self.wait(state, outgoing, deadline, ticket, heartbeat=beat, every=framing.every))
-        next_beat: asyncio.Future[float] | None = None
+    @contextlib.asynccontextmanager
+    async def _until_deadline(self, call: ModelCall) -> AsyncIterator[None]:
+        """The call's deadline as a scope: Refused (504) when it passes inside."""
+        loop = asyncio.get_running_loop()
         try:
-            yield framing.opening(state.key)
-            while not hold.done():
-                next_beat = asyncio.ensure_future(beats.get())
-                await asyncio.wait({hold, next_beat}, return_when=asyncio.FIRST_COMPLETED)
-                if next_beat.done():
-                    yield framing.beat(next_beat.result())
-                else:
-                    next_beat.cancel()
-            held.release()
-            try:
-                found = hold.result()
-            except Held as failed:
-                self.metrics.rejections.labels(state.key, failed.code).inc()
-                self.metrics.requests.labels(state.key, str(failed.status)).inc()
-                yield framing.error(failed)
-                return
-            upstream, turn = found
-            self.metrics.requests.labels(state.key, str(upstream.response.status_code)).inc()
-            ready = framing.ready(time.monotonic() - began) if upstream.response.status_code == 200 else b""
-            if ready:
-                yield ready
-
-            def first() -> None:
-                turn.started()
-                first_byte()
-
-            async for chunk in framing.relay(upstream, first):
-                yield chunk
-        finally:
-            if next_beat is not None:
-                next_beat.cancel()
-            if not hold.done():
-                hold.cancel()
-                self.metrics.rejections.labels(state.key, "client_gone").inc()
-            elif not hold.cancelled() and hold.exception() is None:
-                # A backend found just as the client left: give its request and turn back (no-ops once
-                # relayed).
-                upstream, turn = hold.result()
-                turn.end()
-                await upstream.response.aclose()
-                upstream.lease.release()
-            held.release()
+            async with asyncio.timeout_at(loop.time() + call.deadline - time.monotonic()):
+                yield
+        except TimeoutError:
+            timeout = call.state.scale.activation_timeout
+            message = f"model {call.state.key} did not become ready within {timeout:g}s"
+            raise Refused(504, "activation_timeout", message, 30) from None

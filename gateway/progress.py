@@ -15,7 +15,7 @@ import time
 
 import orjson
 
-from gateway.holding import SSE, Framing
+from gateway.framing import SSE, Framing
 from gateway.sse import sse_comment
 from gateway.table import ModelState
 
@@ -65,4 +65,4 @@ def progress_framing(state: ModelState, model: str) -> Framing:
         return reasoning_chunk(model, f"{model} is ready after {waited:.0f}s.\n\n")
 
     every = min(PROGRESS_EVERY, state.scale.heartbeat_interval)
-    return Framing(opening=opening, beat=beat, error=SSE.error, relay=SSE.relay, ready=ready, every=every)
+    return Framing(opening, beat, SSE.error, SSE.media_type, SSE.events, ready=ready, every=every)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from gateway.lease import GaugeCount, Lease
 from gateway.metrics import GatewayMetrics
+from gateway.relay import Answer
 from gateway.table import Backend, ModelState, ModelTable
-from gateway.upstream import UpstreamError, UpstreamResponse, Upstreams
+from gateway.upstream import UpstreamError, Upstreams
 
 log = logging.getLogger("hearth.frontdoor")
 DRAINING_HEADER = "x-hearth-draining"
@@ -32,16 +33,6 @@ class BackendsFailed(Exception):
     """Every backend tried failed before sending a byte; the message names the last and why."""
 
 
-@dataclass
-class Upstream:
-    """An answer's head from a backend, and the lease that counts the request on it until it ends."""
-
-    backend: Backend
-    response: UpstreamResponse
-    lease: Lease
-    path: str = "/v1/chat/completions"  # the route asked: how its stream ends (gateway.sse.last_events_of)
-
-
 class Router:
     def __init__(self, table: ModelTable, upstreams: Upstreams, metrics: GatewayMetrics, retries: int) -> None:
         self.table = table
@@ -52,9 +43,10 @@ class Router:
     def lease(self, state: ModelState, backend: Backend) -> Lease:
         return Lease(backend, state, GaugeCount(self.metrics.in_flight.labels(state.key)))
 
-    async def open(self, state: ModelState, outgoing: Outgoing) -> Upstream | None:
-        """An upstream answer's head; None when no backend is ready (or all are draining); BackendsFailed
-        when those tried failed."""
+    async def open(self, state: ModelState, outgoing: Outgoing) -> Answer | None:
+        """An upstream answer's head, which owns its lease from then on; None when no backend is ready (or
+        all are draining); BackendsFailed when those tried failed. An attempt's lease that no answer takes
+        over is released here, once."""
         tried: set[str] = set()
         failure: str | None = None
         while len(tried) <= self.retries:
@@ -63,23 +55,22 @@ class Router:
                 break
             tried.add(backend.url)
             lease = self.lease(state, backend)
+            answer: Answer | None = None
             try:
                 response = await self.upstreams.open(
                     "POST", backend.url + outgoing.path, outgoing.body, outgoing.headers
                 )
+                if response.status_code == 503 and response.headers.get(DRAINING_HEADER):
+                    await response.aclose()
+                    continue
+                answer = Answer(response, lease, backend.name, outgoing.path)
+                return answer
             except UpstreamError as exc:
-                lease.release()
                 failure = f"{backend.name}: {type(exc).__name__}"
                 log.info("backend %s of %s failed before any byte (%s); trying another", backend.name, state.key, exc)
-                continue
-            except BaseException:
-                lease.release()
-                raise
-            if response.status_code == 503 and response.headers.get(DRAINING_HEADER):
-                lease.release()
-                await response.aclose()
-                continue
-            return Upstream(backend, response, lease, outgoing.path)
+            finally:
+                if answer is None:  # not handed over: this attempt's lease ends here
+                    lease.release()
         if failure is not None:
             raise BackendsFailed(failure)
         return None

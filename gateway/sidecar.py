@@ -25,13 +25,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.bodies import BodyTimeout, BodyTooLarge, read_bounded
+from common.bodies import BodyTimeout, BodyTooLarge
 from common.http import bounded_head_protocol
 from gateway.errors import body_refusal, openai_error
+from gateway.exchange import ClientGone, Exchange, Mounted
 from gateway.lease import Lease
 from gateway.proxy import forward_headers
-from gateway.relay import as_is, quiet_aborts, relayed
+from gateway.relay import Answer, quiet_aborts, relay
 from gateway.settings import SidecarSettings
 from gateway.upstream import NotListening, UpstreamError, Upstreams, UpstreamTimeouts
 
@@ -83,6 +85,10 @@ async def _set_within(event: asyncio.Event, limit: float) -> bool:
     return True
 
 
+def _nothing() -> None:
+    pass
+
+
 DRAIN_BEGINS_WITHIN = 10.0  # seconds /drained waits for the SIGTERM that begins the drain
 OWN_METRICS = "/hearth/metrics"  # the sidecar's own; /metrics is the runtime's, passed through as it is
 
@@ -122,7 +128,7 @@ def create_app(
     client: httpx.AsyncClient,
     upstreams: Upstreams,
     metrics: SidecarMetrics | None = None,
-) -> Starlette:
+) -> ASGIApp:
     own = metrics or SidecarMetrics(drain)
 
     async def ready(request: Request) -> Response:
@@ -151,45 +157,61 @@ def create_app(
         done = await drain.wait(settings.drain_timeout)
         return JSONResponse({"drained": done, "inFlight": drain.in_flight})
 
-    async def forward(request: Request) -> Response:
-        """Everything else, relayed to the runtime and counted (503 `draining` once the pod goes away)."""
+    async def forward(scope: Scope, receive: Receive, send: Send) -> None:
+        """Everything else, relayed to the runtime and counted (503 `draining` once the pod goes away), on
+        the front door's pieces: a plain ASGI exchange, its client watched, one relay."""
+        exchange = Exchange(scope, receive, send)
+        try:
+            refusal = await _relay(exchange)
+        except ClientGone:
+            return
+        if refusal is not None:
+            await exchange.respond(refusal)
+        else:
+            await exchange.end()
+
+    async def _relay(exchange: Exchange) -> Response | None:
         if drain.draining:
             own.refused.labels("draining").inc()
             refused = openai_error(503, "this replica is shutting down; retry", "service_unavailable", "draining", 1)
             refused.headers["X-Hearth-Draining"] = "1"  # the front door retries on another pod
             return refused
         try:
-            body = await read_bounded(request, settings.max_body_bytes, settings.body_timeout)
+            body = await exchange.read_body(settings.max_body_bytes, settings.body_timeout)
         except (BodyTimeout, BodyTooLarge) as refused:
             own.refused.labels("body").inc()
             return body_refusal(refused, settings.max_body_bytes, settings.body_timeout)
-        lease = Lease(drain)
-        try:
-            url = settings.upstream + request.url.path
-            upstream = await upstreams.open(request.method, url, body, forward_headers(request.headers.items()))
-        except UpstreamError as exc:
-            lease.release()
-            if isinstance(exc, NotListening):
-                # The engine is not running (killed, or restarting in place): this pod cannot serve until
-                # its readiness says so again, so the front door is told to pass it over, as when draining,
-                # and a request with nowhere else to go is held for the restart instead of failing.
-                own.refused.labels("runtime_down").inc()
-                message = "the model runtime of this replica is not running (restarting?); retry"
-                down = openai_error(503, message, "service_unavailable", "runtime_down", 1)
-                down.headers["X-Hearth-Draining"] = "runtime-down"  # the header older front doors know
-                return down
-            own.refused.labels("upstream_unreachable").inc()
-            return openai_error(
-                502,
-                f"the model runtime did not answer: {type(exc).__name__}",
-                "upstream_error",
-                "upstream_unreachable",
-                1,
-            )
-        except BaseException:
-            lease.release()
-            raise
-        return await relayed(upstream, lease, as_is(upstream, lease))
+        with exchange.watching():
+            lease = Lease(drain)
+            answer: Answer | None = None
+            try:
+                url = settings.upstream + exchange.path
+                headers = forward_headers(exchange.headers.items())
+                response = await upstreams.open(exchange.scope["method"], url, body, headers)
+                answer = Answer(response, lease, "the runtime", exchange.path)
+            except UpstreamError as exc:
+                return _unreachable(exc)
+            finally:
+                if answer is None:  # not handed over: the lease ends here
+                    lease.release()
+            async with answer:
+                await relay(exchange, answer, check=False, first=_nothing)
+        return None
+
+    def _unreachable(exc: BaseException) -> Response:
+        if isinstance(exc, NotListening):
+            # The engine is not running (killed, or restarting in place): this pod cannot serve until
+            # its readiness says so again, so the front door is told to pass it over, as when draining,
+            # and a request with nowhere else to go is held for the restart instead of failing.
+            own.refused.labels("runtime_down").inc()
+            message = "the model runtime of this replica is not running (restarting?); retry"
+            down = openai_error(503, message, "service_unavailable", "runtime_down", 1)
+            down.headers["X-Hearth-Draining"] = "runtime-down"  # the header older front doors know
+            return down
+        own.refused.labels("upstream_unreachable").inc()
+        return openai_error(
+            502, f"the model runtime did not answer: {type(exc).__name__}", "upstream_error", "upstream_unreachable", 1
+        )
 
     async def own_metrics(request: Request) -> Response:
         """The sidecar's own metrics (`/metrics` is the runtime's, passed through)."""
@@ -200,9 +222,20 @@ def create_app(
         Route("/ready", ready),
         Route("/demand", demand),
         Route("/drained", drained, methods=["GET"]),
-        Route("/{path:path}", forward, methods=["GET", "POST"]),
+        Route("/{path:path}", Mounted(forward), methods=["GET", "POST"]),
     ]
-    return Starlette(routes=routes)
+    rest = Starlette(routes=routes)
+    own_paths = frozenset({OWN_METRICS, "/ready", "/demand", "/drained"})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # What the runtime answers goes straight to the relay; the sidecar's own routes (and a method the
+        # relay does not take: 405) through Starlette's router.
+        if scope["type"] == "http" and scope["method"] in ("GET", "POST") and scope["path"] not in own_paths:
+            await forward(scope, receive, send)
+        else:
+            await rest(scope, receive, send)
+
+    return app
 
 
 class _DrainingServer(uvicorn.Server):

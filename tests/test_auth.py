@@ -188,17 +188,23 @@ def test_usage_is_read_from_an_answers_tail(tail: bytes, usage: tuple[int, int] 
     assert usage_of(tail) == usage
 
 
-def test_usage_is_kept_from_the_last_report_across_reads() -> None:
-    from gateway.access import CallRecord, keep_usage
-
-    record = CallRecord(started=0.0)
-    for chunk in (b'data: {"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n', b"data: {}\n\n" * 50):
-        keep_usage(record, chunk)
-    keep_usage(record, b'data: {"choices":[],"usage":{"prompt_tokens":8,')
-    keep_usage(record, b'"completion_tokens":5}}\n\ndata: [DONE]\n\n')  # the object split across two reads
-    assert usage_of(record.tail) == (8, 5)
-    keep_usage(record, b"x" * 5000)
-    assert len(record.tail) <= 2048  # bounded, whatever follows
+def test_usage_is_read_from_the_last_report_of_a_stream_split_across_reads() -> None:
+    """The relay keeps only references to an answer's last reads; a stream's final usage report split
+    between two of them, after earlier reports and many other reads, is the one counted."""
+    door = Door()
+    chunks = (
+        b'data: {"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n',
+        *(b"data: {}\n\n",) * 50,
+        b'data: {"choices":[],"usage":{"prompt_tokens":8,',
+        b'"completion_tokens":5}}\n\n',
+        b"data: [DONE]\n\n",
+    )
+    door.upstreams.scripts["http://a"] = ScriptedResponse(headers={"content-type": "text/event-stream"}, chunks=chunks)
+    answer = door.call(
+        "POST", "/v1/chat/completions", headers=bearer(KEY_A), json={"model": "chat", "stream": True, **CHAT}
+    )
+    assert answer.status_code == 200 and answer.content.endswith(b"data: [DONE]\n\n")
+    assert '"promptTokens":8,"completionTokens":5' in door.log.getvalue()
 
 
 def test_another_namespace_storing_a_leaked_key_does_not_take_its_calls_over() -> None:
