@@ -70,10 +70,11 @@ class Stack:
         health_path: str,
         timeout: float = 60,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> tuple[subprocess.Popen[bytes], str]:
         health = base + health_path
         log = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         self.procs.append(proc)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -92,8 +93,10 @@ class Stack:
     ) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         argv = [sys.executable, "-m", "hearth", "--log-level=warning", *[a.replace("PORT", str(port)) for a in args]]
-        env = {**os.environ, "PYTHONPATH": str(tree)} if tree is not None else None  # another checkout's code
-        return self.start(name, argv, f"http://127.0.0.1:{port}", health_path, env=env)
+        # Another checkout's code: `python -m` puts the working directory first on the path, so the process
+        # runs there (PYTHONPATH alone would still import this checkout's packages).
+        env = {**os.environ, "PYTHONPATH": str(tree)} if tree is not None else None
+        return self.start(name, argv, f"http://127.0.0.1:{port}", health_path, env=env, cwd=tree)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -212,7 +215,15 @@ def stream_load(
 
 
 def door_args(upstream: str) -> list[str]:
-    return ["gateway", "front-door", "--host=127.0.0.1", "--port=PORT", f"--upstream=qwen={upstream}"]
+    # /metrics on the API port: several front doors run side by side (the default metrics port is one port)
+    return [
+        "gateway",
+        "front-door",
+        "--host=127.0.0.1",
+        "--port=PORT",
+        "--metrics-port=0",
+        f"--upstream=qwen={upstream}",
+    ]
 
 
 def shipped_paths(
@@ -248,6 +259,7 @@ def held_memory(stack: Stack, binary: Path, body: Path, held: int) -> dict[str, 
             "front-door",
             "--host=127.0.0.1",
             "--port=PORT",
+            "--metrics-port=0",
             f"--upstream=qwen={sim_url}",
             f"--queue-size={held}",
             f"--max-held={held}",

@@ -52,7 +52,7 @@ def record_of(request: Request) -> CallRecord | None:
 
 
 def usage_of(tail: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of the last `"usage": {...}` in what `keep_usage` kept, if any."""
+    """(prompt, completion) tokens of the last `"usage": {...}` in an answer's last reads (gateway.relay), if any."""
     at = tail.rfind(b'"usage"')
     if at < 0:
         return None

@@ -21,13 +21,14 @@ class GatewayMetrics:
         )
         self.requests = Counter(
             "hearth_gateway_requests",
-            "Requests answered, by model and HTTP status.",
+            "Calls to models, by model and outcome: the HTTP status, or for a held stream that began as a 200 "
+            "the status of how it ended; 499 when the client left first.",
             ["model", "code"],
             registry=registry,
         )
         self.rejections = Counter(
             "hearth_gateway_rejections",
-            "Requests refused or failed, by reason.",
+            "Calls refused or failed, by reason (the error code; client_gone: the client left before the end).",
             ["model", "reason"],
             registry=registry,
         )
