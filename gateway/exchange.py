@@ -95,7 +95,8 @@ class Exchange:
 
         def leave(done: asyncio.Future[None]) -> None:
             nonlocal gone
-            if not done.cancelled() and done.exception() is None:
+            # A server reports the end of a complete answer as a disconnect too: that is no client leaving.
+            if not done.cancelled() and done.exception() is None and not self.complete:
                 gone = True
                 task.cancel()
 

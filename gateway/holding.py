@@ -123,6 +123,7 @@ class Gate:
             async with self._until_deadline(call):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), pause)
+            await call.beat(time.monotonic() - (call.held_since or call.arrived))  # the line's beats restart
 
     async def _turn(self, call: ModelCall, ticket: int) -> Turn:
         """Waits in line (beating) until this ticket's turn comes; Refused at the deadline or if the model

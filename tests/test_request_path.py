@@ -20,6 +20,7 @@ from gateway import frontdoor, holding
 from gateway.access import Outcomes
 from gateway.frontdoor import FrontDoor, create_app
 from gateway.lease import Lease
+from gateway.relay import relay as real_relay
 from gateway.routing import DRAINING_HEADER
 from tests.gateway_fakes import ScriptedResponse
 from tests.test_frontdoor import CHAT, OK, door, model
@@ -37,7 +38,7 @@ class Instruments:
         lease_init, lease_release = Lease.__init__, Lease.release
         finish = Outcomes.finish
         acquire = holding.Gate.acquire
-        relay = frontdoor.relay
+        relay = real_relay
 
         def init(lease: Lease, *counted: Any) -> None:
             self.releases[id(lease)] = 0
