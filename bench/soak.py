@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -56,6 +57,7 @@ def main() -> None:
         parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULTS)}")
     print(f"seed {seed} (replay: --seed {seed}); faults every {args.every:g}s on average: {', '.join(faults)}")
     models = [f"m{i}" for i in range(args.models)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped early: the cluster still goes down
     with tempfile.TemporaryDirectory() as state:
         cluster = Cluster(Layout(state=Path(state), port_base=56400, pod_net=50), ensure_binaries(default_cache_dir()))
         cluster.up()

@@ -27,9 +27,14 @@ class Peers:
         namespace: str | None = None,
         port: int = 0,
         metrics: InformerMetrics | None = None,
+        *,
+        leaving_too: bool = False,
     ) -> None:
+        """`leaving_too`: pods being deleted count while they still run (a front door that drains still
+        holds and relays requests its scaler must count); `leaving()` names them."""
         self.fixed = list(fixed)
         self.port = port
+        self.leaving_too = leaving_too
         self.selected = bool(selector)
         self._pods: Mapping[str, Mapping[str, Any]] = {}
         self.informer: Informer | None = None
@@ -45,17 +50,23 @@ class Peers:
             await self.informer.run()
 
     def urls(self) -> list[str]:
-        return [*self.fixed, *peer_urls(self._pods.values(), self.port)]
+        return [*self.fixed, *peer_urls(self._pods.values(), self.port, leaving=self.leaving_too)]
+
+    def leaving(self) -> set[str]:
+        """The URLs of pods being deleted (in `urls()` only with `leaving_too`)."""
+        deleted = [p for p in self._pods.values() if (p.get("metadata") or {}).get("deletionTimestamp")]
+        return set(peer_urls(deleted, self.port, leaving=True))
 
 
-def peer_urls(pods: Iterable[Mapping[str, Any]], port: int) -> list[str]:
-    """Base URLs of the running pods with an address that are not being deleted, sorted (a stable order)."""
+def peer_urls(pods: Iterable[Mapping[str, Any]], port: int, *, leaving: bool = False) -> list[str]:
+    """Base URLs of the running pods with an address, sorted (a stable order); those being deleted only
+    with `leaving`."""
     found = []
     for pod in pods:
         status = pod.get("status") or {}
         if status.get("phase") != "Running" or not status.get("podIP"):
             continue
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        if (pod.get("metadata") or {}).get("deletionTimestamp") and not leaving:
             continue
         found.append(f"http://{status['podIP']}:{port}")
     return sorted(found)

@@ -255,7 +255,10 @@ class Soak:
             os.kill(pid, signal.SIGCONT)
             return f"kube-apiserver stopped {away:.0f}s"
         if kind == "drain-node":
-            node = self.rng.choice([s.name for s in self.cluster.node_specs])
+            # The node of a running model pod: the dev cluster's other node is the only one Hearth's own pods
+            # may run on (the accelerator node is tainted), and draining that is an outage an operator made.
+            pods = [p for m in self.models for p in self.cluster.live_pods(self.namespace, f"app={m}")]
+            node = str(self.rng.choice([p["spec"]["nodeName"] for p in pods if p["spec"].get("nodeName")]))
             self.cluster.kubectl(
                 "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=120s", check=False
             )

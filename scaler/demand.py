@@ -58,8 +58,12 @@ class DemandCollector:
         timeout: float = 0.5,
         require_front_door: bool = False,
         token: CallerToken | None = None,
+        leaving: Callable[[], set[str]] = set,
     ) -> None:
         self.client = client
+        # Front doors being deleted: still read (they drain: their held and in-flight requests are demand),
+        # but one that has stopped answering does not make the tick stale.
+        self.leaving = leaving
         self.token = token  # the scaler's ServiceAccount token: front doors answer /demand only to it
         self.front_doors = front_doors
         self.timeout = timeout
@@ -104,7 +108,10 @@ class DemandCollector:
                     sidecars.append((key, url))
                     reads.append(self._get(f"{url}/demand", {}))
         answers = await asyncio.gather(*reads)
-        fresh = all(a is not None for a in answers) and (bool(gateway_urls) or not self.require_front_door)
+        leaving = self.leaving() if gateway_urls else set()
+        sources = [*gateway_urls, *(url for _, url in sidecars)]
+        answered = all(a is not None or u in leaving for u, a in zip(sources, answers, strict=True))
+        fresh = answered and (bool(set(gateway_urls) - leaving) or not self.require_front_door)
         demand: dict[str, Demand] = {key: Demand() for key in pods_by_model}
         now = time.monotonic()
         interval = now - self._collected if self._collected is not None else 0.0

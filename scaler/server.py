@@ -107,6 +107,7 @@ async def serve(settings: ScalerSettings) -> None:
         settings.gateway_namespace,
         settings.gateway_port,
         watch_metrics,
+        leaving_too=True,  # a draining front door's held requests are demand until it is gone
     )
     callers = None
     if settings.internal_callers:
@@ -122,6 +123,7 @@ async def serve(settings: ScalerSettings) -> None:
                 front_doors.urls,
                 require_front_door=bool(settings.gateway_selector),
                 token=CallerToken(settings.token_file) if settings.token_file else None,
+                leaving=front_doors.leaving,
             ),
             writer,
             elector,

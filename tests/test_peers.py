@@ -36,6 +36,47 @@ def test_peers_are_running_pods_with_an_address_not_being_deleted() -> None:
     assert peer_urls(pods, 8081) == ["http://10.0.0.2:8081", "http://10.0.0.9:8081"]
 
 
+def test_the_scaler_counts_a_front_door_that_drains_and_does_not_wait_on_one_that_stopped() -> None:
+    """A front door being deleted (a rolling upgrade) still holds requests: their demand must reach the
+    scaler, or a model at zero is never woken for them (they hung until the activation timeout and the old
+    front door stayed Terminating for its whole shutdown timeout). One that no longer answers adds nothing
+    and does not make the tick stale."""
+    from scaler.demand import DemandCollector
+
+    pods = [pod("10.0.0.2"), pod("10.0.0.4", deleting=True)]
+    assert peer_urls(pods, 8081, leaving=True) == ["http://10.0.0.2:8081", "http://10.0.0.4:8081"]
+    held = {"http://10.0.0.4:8081": {"held": 3, "inFlight": 0, "started": 0, "busySeconds": 0}}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        base = f"http://{request.url.host}:{request.url.port}"
+        if base not in held:
+            return httpx.Response(200, json={"models": {}})
+        return httpx.Response(200, json={"models": {"ns/m": held[base]}})
+
+    async def run() -> tuple[float, bool]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            urls = peer_urls(pods, 8081, leaving=True)
+            collector = DemandCollector(client, lambda: urls, leaving=lambda: {"http://10.0.0.4:8081"})
+            demand, fresh = await collector.collect({"ns/m": []})
+            return demand["ns/m"].held, fresh
+
+    assert asyncio.run(run()) == (3, True)
+    held.clear()
+
+    def gone(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "10.0.0.4":
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json={"models": {}})
+
+    async def stopped() -> bool:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(gone)) as client:
+            urls = peer_urls(pods, 8081, leaving=True)
+            collector = DemandCollector(client, lambda: urls, leaving=lambda: {"http://10.0.0.4:8081"})
+            return (await collector.collect({"ns/m": []}))[1]
+
+    assert asyncio.run(stopped()) is True
+
+
 def count(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 

@@ -12,6 +12,7 @@ from devcluster.cluster import Cluster
 from devcluster.models import simulated_model
 from tests.e2e.conftest import apply
 
+pytestmark = pytest.mark.e2e
 SEED = 20261206
 
 
