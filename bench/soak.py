@@ -83,9 +83,11 @@ def report(soak: Soak, cluster: Cluster, seed: int) -> None:
         print(f"  failed  {detail:<40} {count}")
     for detail, count in sorted(tally.lost.items()):
         print(f"  lost    {detail:<40} {count}")
-    print("recovery after each fault kind (Hearth available again), s:")
+    print("recovery after each fault kind (Hearth's components and the models' pods ready again), s:")
     for kind, times in sorted(soak.recoveries.items()):
         print(f"  {kind:<18} n={len(times):<3} p50 {statistics.median(times):6.1f}  max {max(times):6.1f}")
+    for kind, count in sorted(soak.unseen.items()):
+        print(f"  {kind:<18} n={count:<3} made nothing unready (within 15 s)")
     print("peak RSS, MiB: " + ", ".join(f"{c} {mib:.0f}" for c, mib in sorted(soak.rss.items())))
     print("front door gauges at the end: " + ", ".join(f"{k} {v:g}" for k, v in gauges(cluster).items()))
     events = cluster.get_json("events", "-A", "--field-selector", "type=Warning")["items"]

@@ -141,6 +141,7 @@ class Soak:
         self.cycles: collections.Counter[str] = collections.Counter()
         self.schedule: list[tuple[float, str, str]] = []
         self.recoveries: dict[str, list[float]] = collections.defaultdict(list)
+        self.unseen: collections.Counter[str] = collections.Counter()  # faults that never made anything unready
         self.rss: dict[str, float] = collections.defaultdict(float)
         self.started = time.monotonic()
         key = cluster.api_key(namespace)
@@ -217,17 +218,19 @@ class Soak:
             self.schedule.append((at, kind, target))
             print(f"  {at:7.1f}s {kind:<18} {target}", flush=True)
             if not target.startswith("skipped"):
-                began = time.monotonic()
-                self.recovered()
-                self.recoveries[kind].append(time.monotonic() - began)
+                began = time.monotonic()  # after the injection: a drain or an apiserver away has ended
+                if self.recovered(shows_within=15):
+                    self.recoveries[kind].append(time.monotonic() - began)
+                else:
+                    self.unseen[kind] += 1
             skips[kind] += target.startswith("skipped")
             if self.pending and (not target.startswith("skipped") or skips[kind] >= MAX_SKIPS):
                 self.pending.pop(0)  # a kind with nothing to hit now (no model pod running) is tried again
 
     def inject(self, kind: str) -> str:
         action, _, what = kind.partition("-")
-        if action in ("kill", "delete") and f"hearth-{what}" in COMPONENTS:
-            component = f"hearth-{what}"
+        component = "hearth-node-agent" if what == "agent" else f"hearth-{what}"
+        if action in ("kill", "delete") and component in COMPONENTS:
             pod = self.rng.choice(self.cluster.hearth_pods(component))
             name = str(pod["metadata"]["name"])
             if action == "delete":
@@ -275,30 +278,40 @@ class Soak:
         for pid in self.cluster.container_pids(pod, container):
             os.kill(pid, signal.SIGKILL)
 
-    def recovered(self, timeout: float = 300) -> None:
-        """Until the apiserver answers and every Hearth Deployment and DaemonSet is fully available."""
-
-        def healthy() -> bool:
-            if not self.cluster.apiserver_ready():
-                return False
-            try:
-                items = self.cluster.get_json("deploy,daemonset", "-n", HEARTH_NAMESPACE)["items"]
-            except processes.StartError:
-                return False
-            for item in items:
-                status, want = item.get("status", {}), item["spec"].get("replicas")
-                if item["kind"] == "DaemonSet":
-                    if status.get("numberAvailable", 0) < status.get("desiredNumberScheduled", 1):
-                        return False
-                elif status.get("updatedReplicas", 0) < want or status.get("availableReplicas", 0) < want:
+    def healthy(self) -> bool:
+        """The apiserver answers, every Hearth Deployment and DaemonSet is fully available, and every model
+        pod the scaler asked for is ready."""
+        if not self.cluster.apiserver_ready():
+            return False
+        try:
+            items = self.cluster.get_json("deploy,daemonset", "-n", HEARTH_NAMESPACE)["items"]
+            items += self.cluster.get_json("deploy", "-n", self.namespace)["items"]
+        except processes.StartError:
+            return False
+        for item in items:
+            status, want = item.get("status", {}), item["spec"].get("replicas", 0)
+            if item["kind"] == "DaemonSet":
+                if status.get("numberAvailable", 0) < status.get("desiredNumberScheduled", 1):
                     return False
-            return True
+            elif status.get("updatedReplicas", 0) < want or status.get("readyReplicas", 0) < want:
+                return False
+        return True
 
+    def recovered(self, timeout: float = 300, shows_within: float = 0.0) -> bool:
+        """Waits until healthy; with `shows_within`, first (that long at most) for the fault to show (a
+        killed container is noticed by its kubelet a moment later). False if it never showed."""
+        showed = False
+        until = time.monotonic() + shows_within
+        while time.monotonic() < until and not showed:
+            showed = not self.healthy()
+            time.sleep(0.2)
         deadline = time.monotonic() + timeout
-        while not healthy():
+        while not self.healthy():
+            showed = True
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Hearth did not recover within {timeout:g}s")
             time.sleep(0.5)
+        return showed
 
     # --- memory ----------------------------------------------------------------------------------
     def sample_memory(self) -> None:
