@@ -28,6 +28,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from devcluster import processes
 from devcluster.cluster import HEARTH_NAMESPACE, Cluster
 from devcluster.simulator import WORDS
+from policies import is_ready
 
 COMPONENTS = {  # Deployment or DaemonSet -> its container
     "hearth-webhook": "webhook",
@@ -346,8 +347,8 @@ def gauges(cluster: Cluster) -> dict[str, float]:
     totals = {"hearth_gateway_in_flight": 0.0, "hearth_gateway_held": 0.0}
     for pod in cluster.hearth_pods("hearth-gateway"):
         ip = pod["status"].get("podIP")
-        if not ip or pod["metadata"].get("deletionTimestamp"):
-            continue
+        if not ip or pod["metadata"].get("deletionTimestamp") or not is_ready(pod):
+            continue  # a front door that is not ready has not begun to take requests (or was just restarted)
         for line in httpx.get(f"http://{ip}:9090/metrics", timeout=5).text.splitlines():
             name = line.split("{", 1)[0].split(" ", 1)[0]
             if name in totals:
