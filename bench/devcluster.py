@@ -22,18 +22,7 @@ from devcluster.build import ensure_binaries
 from devcluster.cluster import Cluster
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.models import simulated_model
-
-
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+from devcluster.processes import rss_mib
 
 
 def webhook_latency(cluster: Cluster) -> dict[str, dict[str, float]]:

@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -324,22 +323,10 @@ class Soak:
             for component, listed in pods.items():
                 for pod in listed:
                     try:
-                        mib = rss_mib(self.cluster.container_pids(pod, COMPONENTS[component]))
+                        mib = processes.rss_mib(self.cluster.container_pids(pod, COMPONENTS[component]))
                     except (KeyError, StopIteration):
                         continue
                     self.rss[component] = max(self.rss[component], mib)
-
-
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 def gauges(cluster: Cluster) -> dict[str, float]:
