@@ -123,9 +123,9 @@ class FrontDoor:
                 await exchange.end()
                 return
             async with answer:
-                record.outcome = answer.response.status_code
                 check = body.stream
                 if exchange.begun and call.framing is not None:
+                    record.outcome = answer.response.status_code  # the 200 sent says nothing of the answer
                     check = call.framing.events
                     ready = call.framing.ready(time.monotonic() - (call.held_since or call.arrived))
                     if ready and answer.response.status_code == 200:

@@ -152,6 +152,8 @@ def test_refusals_and_failures_give_everything_back_and_count_once(instruments: 
     skips, bad, late, full = drive(front, *({"model": m, **CHAT} for m in ("skips", "bad", "late", "full")))
     assert skips.status_code == 200 and skips.content == OK
     assert bad.status_code == 502 and bad.json()["error"]["code"] == "upstream_bad_header"
+    sample = front.metrics.registry.get_sample_value  # counted as what the client got, not the pod's 200
+    assert sample("hearth_gateway_requests_total", {"model": "ns/bad", "code": "502"}) == 1.0
     assert late.status_code == 504 and late.json()["error"]["code"] == "activation_timeout"
     assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
     instruments.each_lease_released_once()
