@@ -103,10 +103,10 @@ class Gate:
         while True:
             changed = state.changed
             turn = await self._turn(call, ticket)
+            answer: Answer | None = None  # also when the attempt is cancelled (its client left)
             try:
                 answer = await self.router.open(state, call.outgoing)
             except BackendsFailed as failed:
-                answer = None
                 failures += 1
                 if failures >= FAILED_ATTEMPTS:
                     times = f"failed {failures} times before answering ({failed})"

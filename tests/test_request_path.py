@@ -214,3 +214,46 @@ def test_a_client_gone_mid_stream_cancels_its_answer_and_gives_everything_back(i
         == 1.0
     )
     assert front.table.models["ns/chat"].in_flight == 0
+
+
+def test_a_client_gone_while_its_held_call_connects_gives_its_place_back(instruments: Instruments) -> None:
+    """The turn a held call got must go back to the line when its client leaves during the attempt to reach
+    the pod (it once did not: the window lost a place for good)."""
+    front, upstreams = door({})
+    model(front, "ns/cold", "cold", {})
+    connecting = asyncio.Event()
+
+    async def never_answers(method: str, url: str, body: bytes, headers: Any) -> Any:
+        connecting.set()
+        await asyncio.Event().wait()
+
+    upstreams.open = never_answers  # type: ignore[method-assign]
+    body = json.dumps({"model": "cold", **CHAT}).encode()
+
+    async def scenario() -> None:
+        left = asyncio.Event()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+        call = asyncio.ensure_future(create_app(front)(scope, receive, send))  # type: ignore[arg-type]
+        await until(lambda: front.table.models["ns/cold"].held == 1)
+        front.table.set_backends("ns/cold", {"http://a": "pod-a"})
+        await asyncio.wait_for(connecting.wait(), 5)
+        assert front.table.models["ns/cold"].wake.out == 1
+        left.set()
+        await asyncio.wait_for(call, 5)
+
+    asyncio.run(scenario())
+    state = front.table.models["ns/cold"]
+    assert state.wake.out == 0 and state.held == 0 and state.in_flight == 0
+    instruments.each_lease_released_once()
+    assert instruments.finished == 1
