@@ -36,17 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import cpu_seconds
 from devcluster.gotools import loadgen
+from devcluster.processes import rss_mib
 
 MASTER_KEY = "sk-hearth-bench-only"  # LiteLLM refuses to start without one; the others ignore it
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hearth" / "bench"
 REQUEST = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 100}
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def free_port() -> int:
@@ -267,7 +261,7 @@ def held_memory(stack: Stack, binary: Path, body: Path, held: int) -> dict[str, 
         "/healthz",
     )
     time.sleep(1)
-    baseline = rss_mib(door.pid)
+    baseline = rss_mib([door.pid])
     proc = subprocess.Popen(
         [str(binary), f"-hold={held}", f"-url={door_url}/v1/chat/completions", f"-body={body}", "-d=60s"],
         stdout=subprocess.PIPE,
@@ -277,7 +271,7 @@ def held_memory(stack: Stack, binary: Path, body: Path, held: int) -> dict[str, 
     opened = json.loads(proc.stdout.readline())
     demand = httpx.get(f"{door_url}/demand").json()["models"]["local/qwen"]["held"]
     time.sleep(2)
-    loaded = rss_mib(door.pid)
+    loaded = rss_mib([door.pid])
     proc.kill()
     proc.wait()
     return {

@@ -26,7 +26,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from devcluster import processes
 from devcluster.cluster import HEARTH_NAMESPACE, Cluster
-from devcluster.simulator import WORDS
+from devcluster.simulator import said
 from policies import is_ready
 
 COMPONENTS = {  # Deployment or DaemonSet -> its container
@@ -52,10 +52,6 @@ FAULTS = (
     "drain-node",
     "rollout",
 )
-
-
-def expected(tokens: int) -> str:
-    return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
 
 
 @dataclass
@@ -102,7 +98,7 @@ def one_request(client: openai.OpenAI, model: str, stream: bool, tokens: int, ta
     except openai.APIError as error:  # an error event in a stream
         tally.add("failed", f"stream {error.code or error.message[:40]}")
         return
-    want = expected(tokens)
+    want = said(tokens)
     if text == want:
         tally.add("answered")
     elif len(text) > len(want):

@@ -30,6 +30,11 @@ EMBEDDING_SIZE = 8
 WORDS = ("Hearth", " keeps", " idle", " GPUs", " at", " zero", " and", " wakes", " them", " on", " demand", ".")
 
 
+def said(tokens: int) -> str:
+    """The whole text the simulator answers for `tokens` tokens: its words in turn (deterministic)."""
+    return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
+
+
 @dataclass
 class SimSettings:
     served_names: list[str]
@@ -145,7 +150,7 @@ def create_app(settings: SimSettings) -> FastAPI:
         async with _slot():
             await asyncio.sleep(settings.ttft_seconds + settings.itl_seconds * (max_tokens - 1))
             finished.labels("completed").inc()
-        text = "".join(WORDS[i % len(WORDS)] for i in range(max_tokens))
+        text = said(max_tokens)
         usage = {"prompt_tokens": 8, "completion_tokens": max_tokens, "total_tokens": 8 + max_tokens}
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
         if chat:
@@ -244,9 +249,6 @@ def create_app(settings: SimSettings) -> FastAPI:
         return body
 
     # --- the rest of vLLM's OpenAI surface, answered in its shapes (the content is made up) ---------
-    def words(tokens: int) -> str:
-        return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
-
     def texts(value: object) -> list[str]:
         return [value] if isinstance(value, str) else [str(v) for v in value] if isinstance(value, list) else []
 
@@ -277,7 +279,7 @@ def create_app(settings: SimSettings) -> FastAPI:
             return StreamingResponse(response_events(str(body["model"]), tokens), media_type="text/event-stream")
         await asyncio.sleep(settings.ttft_seconds + settings.itl_seconds * (tokens - 1))
         finished.labels("completed").inc()
-        return JSONResponse(response_object(str(body["model"]), tokens, words(tokens)))
+        return JSONResponse(response_object(str(body["model"]), tokens, said(tokens)))
 
     async def response_events(model: str, tokens: int) -> AsyncIterator[bytes]:
         """As vLLM streams /v1/responses: named events, no `data: [DONE]`; the last is response.completed."""
@@ -297,7 +299,7 @@ def create_app(settings: SimSettings) -> FastAPI:
             }
             yield _event("response.output_text.delta", delta, 1 + i)
         finished.labels("completed").inc()
-        yield _event("response.completed", {"response": response_object(model, tokens, words(tokens))}, 1 + tokens)
+        yield _event("response.completed", {"response": response_object(model, tokens, said(tokens))}, 1 + tokens)
 
     def _event(kind: str, payload: dict[str, Any], sequence: int) -> bytes:
         data = json.dumps({"type": kind, "sequence_number": sequence, **payload}, separators=(",", ":"))
@@ -385,7 +387,7 @@ def create_app(settings: SimSettings) -> FastAPI:
         finished.labels("completed").inc()
         # One word per KiB of audio: the answer shows the whole file came through.
         words = max(1, len(audio) // 1024)
-        text = "".join(WORDS[i % len(WORDS)] for i in range(words)).strip()
+        text = said(words).strip()
         return JSONResponse({"text": text, "usage": {"type": "duration", "seconds": max(1, len(audio) // 32000)}})
 
     return app

@@ -127,7 +127,7 @@ class FrontDoor:
                 if exchange.begun and call.framing is not None:
                     record.outcome = answer.response.status_code  # the 200 sent says nothing of the answer
                     check = call.framing.events
-                    ready = call.framing.ready(time.monotonic() - (call.held_since or call.arrived))
+                    ready = call.framing.ready(call.waited())
                     if ready and answer.response.status_code == 200:
                         await exchange.write(ready)
                 histogram = self.metrics.first_byte.labels(state.key)

@@ -123,13 +123,12 @@ class Gate:
             async with self._until_deadline(call):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), pause)
-            await call.beat(time.monotonic() - (call.held_since or call.arrived))  # the line's beats restart
+            await call.beat(call.waited())  # the line's beats restart
 
     async def _turn(self, call: ModelCall, ticket: int) -> Turn:
         """Waits in line (beating) until this ticket's turn comes; Refused at the deadline or if the model
         failed to start."""
         state = call.state
-        held_since = call.held_since or call.arrived
         async with self._until_deadline(call):
             while True:
                 if state.failure:
@@ -141,7 +140,7 @@ class Gate:
                     while not place.done():
                         await asyncio.wait({place}, timeout=call.beat_every)  # keeps the place
                         if not place.done():
-                            await call.beat(time.monotonic() - held_since)
+                            await call.beat(call.waited())
                     granted = place.result()  # False: asked to look at the model again
                 finally:
                     if not granted:

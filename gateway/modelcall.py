@@ -36,6 +36,10 @@ class ModelCall:
             await self.exchange.start(200, {"Cache-Control": "no-cache"}, self.framing.media_type)
             await self.exchange.write(self.framing.opening(self.state.key))
 
+    def waited(self) -> float:
+        """Seconds held so far (since arrival, until the hold begins)."""
+        return time.monotonic() - (self.held_since or self.arrived)
+
     async def beat(self, waited: float) -> None:
         if self.framing is not None:
             await self.exchange.write(self.framing.beat(waited))

@@ -171,38 +171,46 @@ def test_refusals_and_failures_give_everything_back_and_count_once(instruments: 
     assert rejections == {("ns/late", "activation_timeout"): 1.0, ("ns/full", "queue_full"): 1.0}
 
 
-def test_a_client_gone_mid_stream_cancels_its_answer_and_gives_everything_back(instruments: Instruments) -> None:
-    gate = asyncio.Event()  # the rest of the answer never comes: only the client's leaving ends it
-    front, _ = door({"http://a": ScriptedResponse(headers=SSE_HEAD, chunks=EVENTS, gate=gate)})
-    model(front, "ns/chat", "chat", {"http://a": "pod-a"})
-    body = json.dumps({"model": "chat", "stream": True, **CHAT}).encode()
+class Client:
+    """A raw ASGI client of the app: sends `body` at once, stays connected until `leave()`, keeps what it got."""
 
-    async def scenario() -> None:
-        left = asyncio.Event()
-        sent: list[dict[str, Any]] = []
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.left = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+        self._messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
 
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await left.wait()
-            return {"type": "http.disconnect"}
+    async def receive(self) -> dict[str, Any]:
+        if self._messages:
+            return self._messages.pop()
+        await self.left.wait()
+        return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
 
+    def call(self, front: FrontDoor) -> asyncio.Future[None]:
         scope = {
             "type": "http",
             "method": "POST",
             "path": "/v1/chat/completions",
             "headers": [(b"content-type", b"application/json")],
         }
-        call = asyncio.ensure_future(create_app(front)(scope, receive, send))  # type: ignore[arg-type]
-        await until(lambda: bool(sent))  # the head went out; the body waits on the backend
+        return asyncio.ensure_future(create_app(front)(scope, self.receive, self.send))  # type: ignore[arg-type]
+
+
+def test_a_client_gone_mid_stream_cancels_its_answer_and_gives_everything_back(instruments: Instruments) -> None:
+    gate = asyncio.Event()  # the rest of the answer never comes: only the client's leaving ends it
+    front, _ = door({"http://a": ScriptedResponse(headers=SSE_HEAD, chunks=EVENTS, gate=gate)})
+    model(front, "ns/chat", "chat", {"http://a": "pod-a"})
+
+    async def scenario() -> None:
+        client = Client({"model": "chat", "stream": True, **CHAT})
+        call = client.call(front)
+        await until(lambda: bool(client.sent))  # the head went out; the body waits on the backend
         assert front.table.models["ns/chat"].in_flight == 1
-        left.set()
+        client.left.set()
         await asyncio.wait_for(call, 5)
-        assert sent[0]["status"] == 200
+        assert client.sent[0]["status"] == 200
 
     asyncio.run(scenario())
     instruments.each_lease_released_once()
@@ -228,28 +236,15 @@ def test_a_client_gone_while_its_held_call_connects_gives_its_place_back(instrum
         await asyncio.Event().wait()
 
     upstreams.open = never_answers  # type: ignore[method-assign]
-    body = json.dumps({"model": "cold", **CHAT}).encode()
 
     async def scenario() -> None:
-        left = asyncio.Event()
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await left.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-        call = asyncio.ensure_future(create_app(front)(scope, receive, send))  # type: ignore[arg-type]
+        client = Client({"model": "cold", **CHAT})
+        call = client.call(front)
         await until(lambda: front.table.models["ns/cold"].held == 1)
         front.table.set_backends("ns/cold", {"http://a": "pod-a"})
         await asyncio.wait_for(connecting.wait(), 5)
         assert front.table.models["ns/cold"].wake.out == 1
-        left.set()
+        client.left.set()
         await asyncio.wait_for(call, 5)
 
     asyncio.run(scenario())

@@ -26,7 +26,7 @@ from devcluster.cluster import Cluster
 from devcluster.engine import ensure_engine_image
 from devcluster.image import ensure_image, ensure_pause_image
 from devcluster.layout import Layout, default_cache_dir
-from devcluster.simulator import WORDS  # what the simulator answers, one word per token, round and round
+from devcluster.simulator import said  # what the simulator answers, one word per token, round and round
 
 T = TypeVar("T")
 
@@ -92,7 +92,7 @@ MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
 
 def expected(tokens: int) -> str:
-    return "".join(WORDS[i % len(WORDS)] for i in range(tokens))
+    return said(tokens)
 
 
 def apply(cluster: Cluster, obj: dict[str, Any], *flags: str, check: bool = True) -> Any:
