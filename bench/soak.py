@@ -14,7 +14,8 @@ two retries. The seed is printed first: the same seed replays the same schedule 
 Fault kinds (`--faults` picks some; all by default): SIGKILL of each Hearth component's process (webhook,
 front door, scaler, node agent) and of a model pod's sidecar; deletion of a Hearth pod; SIGKILL of a
 model's runtime mid-stream; a restart of kube-apiserver and of etcd; the apiserver away for 30-60 s; a
-drain of a node (uncordoned after); a rolling restart of Hearth's Deployments.
+drain of a node (uncordoned after); a rolling upgrade of Hearth (its Deployments and DaemonSet) to a new
+image tag of the same code, as `kubectl apply -k` of a changed overlay would roll it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def report(soak: Soak, cluster: Cluster, seed: int) -> None:
         print(f"  {kind:<18} n={len(times):<3} p50 {statistics.median(times):6.1f}  max {max(times):6.1f}")
     for kind, count in sorted(soak.unseen.items()):
         print(f"  {kind:<18} n={count:<3} made nothing unready (within 15 s)")
+    print("requests open when each fault kind struck, by how they ended:")
+    for kind, ended in sorted(soak.open_at_faults().items()):
+        print(f"  {kind:<18} " + (", ".join(f"{outcome} {n}" for outcome, n in sorted(ended.items())) or "none open"))
     print("peak RSS, MiB: " + ", ".join(f"{c} {mib:.0f}" for c, mib in sorted(soak.rss.items())))
     print("front door gauges at the end: " + ", ".join(f"{k} {v:g}" for k, v in gauges(cluster).items()))
     events = cluster.get_json("events", "-A", "--field-selector", "type=Warning")["items"]

@@ -50,7 +50,7 @@ FAULTS = (
     "restart-etcd",
     "apiserver-away",
     "drain-node",
-    "rollout",
+    "upgrade",
 )
 
 
@@ -60,11 +60,13 @@ class Tally:
     answered: int = 0
     failed: collections.Counter[str] = field(default_factory=collections.Counter)
     lost: collections.Counter[str] = field(default_factory=collections.Counter)
+    spans: list[tuple[float, float, str]] = field(default_factory=list)  # (began, ended, outcome), monotonic
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, outcome: str, detail: str = "") -> None:
+    def add(self, outcome: str, detail: str = "", *, began: float) -> None:
         with self.lock:
             self.sent += 1
+            self.spans.append((began, time.monotonic(), outcome))
             if outcome == "answered":
                 self.answered += 1
             elif outcome == "failed":
@@ -72,9 +74,15 @@ class Tally:
             else:
                 self.lost[detail] += 1
 
+    def open_at(self, moment: float) -> collections.Counter[str]:
+        """How the requests open at `moment` (monotonic) ended: answered, failed or lost."""
+        with self.lock:
+            return collections.Counter(outcome for began, ended, outcome in self.spans if began <= moment < ended)
+
 
 def one_request(client: openai.OpenAI, model: str, stream: bool, tokens: int, tally: Tally) -> None:
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "soak"}]
+    began = time.monotonic()
     try:
         if stream:
             text = ""
@@ -86,25 +94,25 @@ def one_request(client: openai.OpenAI, model: str, stream: bool, tokens: int, ta
             answer = client.chat.completions.create(model=model, messages=messages, max_tokens=tokens)
             text = answer.choices[0].message.content or ""
     except openai.APITimeoutError:
-        tally.add("lost", "hung")
+        tally.add("lost", "hung", began=began)
         return
     except openai.APIStatusError as error:
         code = (error.body or {}).get("code") if isinstance(error.body, dict) else None
-        tally.add("failed", f"{error.status_code} {code or ''}".strip())
+        tally.add("failed", f"{error.status_code} {code or ''}".strip(), began=began)
         return
     except openai.APIConnectionError:
-        tally.add("failed", "connection")
+        tally.add("failed", "connection", began=began)
         return
     except openai.APIError as error:  # an error event in a stream
-        tally.add("failed", f"stream {error.code or error.message[:40]}")
+        tally.add("failed", f"stream {error.code or error.message[:40]}", began=began)
         return
     want = said(tokens)
     if text == want:
-        tally.add("answered")
+        tally.add("answered", began=began)
     elif len(text) > len(want):
-        tally.add("lost", "answered twice")
+        tally.add("lost", "answered twice", began=began)
     else:
-        tally.add("lost", "truncated")
+        tally.add("lost", "truncated", began=began)
 
 
 class Soak:
@@ -135,7 +143,8 @@ class Soak:
         self.tally = Tally()
         self.stop = threading.Event()
         self.cycles: collections.Counter[str] = collections.Counter()
-        self.schedule: list[tuple[float, str, str]] = []
+        self.schedule: list[tuple[float, str, str]] = []  # (seconds from the start, kind, target)
+        self.upgrades = 0
         self.recoveries: dict[str, list[float]] = collections.defaultdict(list)
         self.unseen: collections.Counter[str] = collections.Counter()  # faults that never made anything unready
         self.rss: dict[str, float] = collections.defaultdict(float)
@@ -157,7 +166,11 @@ class Soak:
         for thread in threads:
             thread.start()
         with concurrent.futures.ThreadPoolExecutor(len(self.models)) as pool:
-            list(pool.map(lambda m: self.traffic(m[1], self.seed + 1 + m[0], per_model), enumerate(self.models)))
+            try:
+                list(pool.map(lambda m: self.traffic(m[1], self.seed + 1 + m[0], per_model), enumerate(self.models)))
+            except BaseException:  # Ctrl-C or SIGTERM: the loops end once their requests in flight have
+                self.stop.set()
+                raise
         self.stop.set()
         for thread in threads:
             thread.join(timeout=180)
@@ -264,11 +277,20 @@ class Soak:
             self.stop.wait(self.rng.uniform(*self.away))  # cordoned as long as the apiserver would be away
             self.cluster.kubectl("uncordon", node)
             return node
-        if kind == "rollout":
-            for deployment in ("hearth-webhook", "hearth-gateway", "hearth-scaler"):
-                self.cluster.kubectl("rollout", "restart", f"deployment/{deployment}", "-n", HEARTH_NAMESPACE)
-            return "webhook, gateway, scaler"
+        if kind == "upgrade":
+            self.upgrades += 1
+            built = self.cluster.image.rsplit(":", 1)[1].split("-")[0]  # the build's tag, before any -upN
+            return self.cluster.upgrade_hearth(f"{built}-up{self.upgrades}")
         raise KeyError(kind)
+
+    def open_at_faults(self) -> dict[str, collections.Counter[str]]:
+        """Per fault kind, how the requests that were open when it struck ended (summed over its injections):
+        an upgrade's row is the streams it found open, which must all be answered."""
+        ended: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for at, kind, target in self.schedule:
+            if not target.startswith("skipped"):
+                ended[kind] += self.tally.open_at(self.started + at)
+        return dict(ended)
 
     def _kill(self, pod: dict[str, Any], container: str) -> None:
         for pid in self.cluster.container_pids(pod, container):

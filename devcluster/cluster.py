@@ -31,7 +31,7 @@ from certs import issue
 from devcluster import processes
 from devcluster.build import KUBERNETES_VERSION, Binaries
 from devcluster.engine import ensure_engine_image
-from devcluster.image import Image, ensure_image, ensure_pause_image
+from devcluster.image import Image, ensure_image, ensure_pause_image, retagged
 from devcluster.layout import Layout, default_cache_dir
 from devcluster.network import host_down, host_up
 from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check_host
@@ -407,6 +407,21 @@ class Cluster:
             + ", ".join(self.runtime_names()),
             flush=True,
         )
+
+    def upgrade_hearth(self, tag: str) -> str:
+        """Upgrade Hearth as its users would, to the same code under a new tag: the image imported into every
+        node (as a registry pull would bring it), then `kubectl apply -k` of the overlay naming it, which rolls
+        every Deployment and the node agent's DaemonSet. Returns the new image; does not wait for the roll."""
+        if self.binaries is None:
+            raise processes.StartError("no binaries: build them with `hearth dev build`")
+        image = retagged(ensure_image(default_cache_dir()), tag, self.layout.state / "images")
+        for node in self.node_runs():
+            result = node.ctr(self.binaries, "images", "import", str(image.archive))
+            if result.returncode != 0:
+                raise processes.StartError(f"importing {image.ref} into {node.spec.name} failed: {result.stderr}")
+        image.archive.unlink()  # the nodes have it now
+        self.kubectl("apply", "-k", str(self.overlay(image)))
+        return image.ref
 
     def cache_key(self, repo: str, kind: str = "huggingface") -> str:
         """The node cache entry of hf://`repo` (or modelscope://, kind modelscope) as the dev runtimes fetch

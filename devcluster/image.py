@@ -237,6 +237,31 @@ def _assemble(layers: list[Path], tag: str, config: list[str], out: Path, name: 
         partial.rename(out)
 
 
+def retagged(image: Image, tag: str, folder: Path) -> Image:
+    """The same image under another tag, as a release of unchanged code would be: its OCI archive copied
+    into `folder` with only the names in its index rewritten (the layers, config and manifest are the same
+    blobs). The soak upgrades Hearth to it under traffic (devcluster/chaos.py)."""
+    name = image.ref.rsplit(":", 1)[0]
+    out = folder / f"{name.rsplit('/', 1)[-1]}-{tag}.oci.tar"
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with tarfile.open(image.archive) as source, tarfile.open(partial, "w") as copy:
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name == "index.json" and data is not None:
+                index = json.load(data)
+                for manifest in index["manifests"]:
+                    annotations = manifest.setdefault("annotations", {})
+                    annotations["io.containerd.image.name"] = f"{name}:{tag}"
+                    annotations["org.opencontainers.image.ref.name"] = f"{name}:{tag}"
+                body = json.dumps(index).encode()
+                member.size = len(body)
+                data = io.BytesIO(body)
+            copy.addfile(member, data)
+    partial.rename(out)
+    return Image(f"{name}:{tag}", out)
+
+
 def _clean_older(cache: Path, pattern: str, keep: Path) -> None:
     for old in cache.glob(pattern):
         if old != keep:
