@@ -1,4 +1,4 @@
-"""Steady short traffic on the real cluster: one short request every 3 s, with a scale-down delay of 10 s,
+"""Steady short traffic on the real cluster: one short request every 1.5 s, with a scale-down delay of 5 s,
 wakes the model once and never lets it fall to zero while the requests keep coming. Demand sampled only at
 each tick saw nothing between ticks and scaled it away every few requests (issue 11's trace); the front
 doors now count the requests started between ticks, and the scaler windows over them."""
@@ -15,12 +15,12 @@ from tests.e2e.conftest import MESSAGES, apply, get_json, phase, replicas, sdk, 
 
 pytestmark = pytest.mark.e2e
 
-EVERY = 3.0
+EVERY = 1.5
 REQUESTS = 20
 
 
 def test_steady_short_requests_wake_the_model_once_and_keep_it(cluster: Cluster, namespace: str) -> None:
-    apply(cluster, simulated_model(namespace, "steady", delay="10s", startup="1s", itl="1ms"))
+    apply(cluster, simulated_model(namespace, "steady", delay="5s", startup="1s", itl="1ms"))
     wait_for("phase ScaledToZero", lambda: phase(cluster, namespace, "steady") == "ScaledToZero", timeout=30)
     client = sdk(cluster, namespace, timeout=60)
     lowest = None
