@@ -155,7 +155,8 @@ class Soak:
     # --- traffic ---------------------------------------------------------------------------------
     def run(self, cycles: int) -> None:
         """`cycles` cycles in all (shared out over the models), faults throughout; then waits for Hearth to
-        recover and every model to be back at zero."""
+        recover (on the image the cluster was built with, rolled back to after an upgrade) and every model to
+        be back at zero."""
         per_model = -(-cycles // len(self.models))
         for name in self.models:
             self.idle_to_zero(name)
@@ -175,6 +176,9 @@ class Soak:
         for thread in threads:
             thread.join(timeout=180)
         self.recovered()
+        if self.upgrades:  # back to the image the cluster was built with, as a rollback would
+            self.cluster.upgrade_hearth()
+            self.recovered(shows_within=15)
         for name in self.models:
             self.idle_to_zero(name)
 

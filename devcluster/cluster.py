@@ -408,18 +408,21 @@ class Cluster:
             flush=True,
         )
 
-    def upgrade_hearth(self, tag: str) -> str:
+    def upgrade_hearth(self, tag: str | None = None) -> str:
         """Upgrade Hearth as its users would, to the same code under a new tag: the image imported into every
         node (as a registry pull would bring it), then `kubectl apply -k` of the overlay naming it, which rolls
-        every Deployment and the node agent's DaemonSet. Returns the new image; does not wait for the roll."""
+        every Deployment and the node agent's DaemonSet. No tag: back to the image the cluster was built
+        with (the nodes have it). Returns the image; does not wait for the roll."""
         if self.binaries is None:
             raise processes.StartError("no binaries: build them with `hearth dev build`")
-        image = retagged(ensure_image(default_cache_dir()), tag, self.layout.state / "images")
-        for node in self.node_runs():
-            result = node.ctr(self.binaries, "images", "import", str(image.archive))
-            if result.returncode != 0:
-                raise processes.StartError(f"importing {image.ref} into {node.spec.name} failed: {result.stderr}")
-        image.archive.unlink()  # the nodes have it now
+        image = ensure_image(default_cache_dir())
+        if tag is not None:
+            image = retagged(image, tag, self.layout.state / "images")
+            for node in self.node_runs():
+                result = node.ctr(self.binaries, "images", "import", str(image.archive))
+                if result.returncode != 0:
+                    raise processes.StartError(f"importing {image.ref} into {node.spec.name} failed: {result.stderr}")
+            image.archive.unlink()  # the nodes have it now
         self.kubectl("apply", "-k", str(self.overlay(image)))
         return image.ref
 
