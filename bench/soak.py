@@ -67,7 +67,7 @@ def main() -> None:
             for name in models:
                 model = simulated_model(NAMESPACE, name, max_replicas=3, target=2, delay="3s", startup="2s", itl="20ms")
                 cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(model))
-            soak = Soak(cluster, NAMESPACE, models, seed, args.every, faults)
+            soak = Soak(cluster, NAMESPACE, models, seed, args.every, faults, verbose=True)
             soak.run(args.cycles)
             report(soak, cluster, seed)
         finally:
@@ -89,6 +89,8 @@ def report(soak: Soak, cluster: Cluster, seed: int) -> None:
         print(f"  {kind:<18} n={len(times):<3} p50 {statistics.median(times):6.1f}  max {max(times):6.1f}")
     for kind, count in sorted(soak.unseen.items()):
         print(f"  {kind:<18} n={count:<3} made nothing unready (within 15 s)")
+    for kind, count in sorted(soak.unrecovered.items()):
+        print(f"  {kind:<18} n={count:<3} NOT recovered within 300 s")
     print("requests open when each fault kind struck, by how they ended:")
     for kind, ended in sorted(soak.open_at_faults().items()):
         print(f"  {kind:<18} " + (", ".join(f"{outcome} {n}" for outcome, n in sorted(ended.items())) or "none open"))

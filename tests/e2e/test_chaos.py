@@ -25,6 +25,7 @@ def test_every_fault_once_under_traffic_loses_no_request(cluster: Cluster, names
     soak = Soak(cluster, namespace, models, SEED, every=3.0, faults=list(FAULTS), each_once=True, away=(5.0, 8.0))
     soak.run(cycles=4)
     assert soak.upgrades == 1 and cluster.image == built  # upgraded to a new tag, then rolled back
+    assert not soak.unrecovered, soak.schedule
     injected = [kind for _, kind, target in soak.schedule if not target.startswith("skipped")]
     assert sorted(set(injected)) == sorted(FAULTS), soak.schedule
     tally = soak.tally
