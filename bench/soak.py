@@ -82,6 +82,8 @@ def report(soak: Soak, cluster: Cluster, seed: int) -> None:
     print(f"requests sent {tally.sent}, answered {tally.answered}, failed {failed}, lost {lost}")
     for detail, count in sorted(tally.failed.items()):
         print(f"  failed  {detail:<40} {count}")
+        if detail in tally.examples:
+            print(f"          the first said: {tally.examples[detail]}")
     for detail, count in sorted(tally.lost.items()):
         print(f"  lost    {detail:<40} {count}")
     print("recovery after each fault kind (Hearth's components and the models' pods ready again), s:")

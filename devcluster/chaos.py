@@ -61,11 +61,14 @@ class Tally:
     failed: collections.Counter[str] = field(default_factory=collections.Counter)
     lost: collections.Counter[str] = field(default_factory=collections.Counter)
     spans: list[tuple[float, float, str]] = field(default_factory=list)  # (began, ended, outcome), monotonic
+    examples: dict[str, str] = field(default_factory=dict)  # a failure's first message, by its detail
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, outcome: str, detail: str = "", *, began: float) -> None:
+    def add(self, outcome: str, detail: str = "", *, began: float, message: str = "") -> None:
         with self.lock:
             self.sent += 1
+            if message:
+                self.examples.setdefault(detail, message[:300])
             self.spans.append((began, time.monotonic(), outcome))
             if outcome == "answered":
                 self.answered += 1
@@ -98,13 +101,13 @@ def one_request(client: openai.OpenAI, model: str, stream: bool, tokens: int, ta
         return
     except openai.APIStatusError as error:
         code = (error.body or {}).get("code") if isinstance(error.body, dict) else None
-        tally.add("failed", f"{error.status_code} {code or ''}".strip(), began=began)
+        tally.add("failed", f"{error.status_code} {code or ''}".strip(), began=began, message=error.message)
         return
     except openai.APIConnectionError:
         tally.add("failed", "connection", began=began)
         return
     except openai.APIError as error:  # an error event in a stream
-        tally.add("failed", f"stream {error.code or error.message[:40]}", began=began)
+        tally.add("failed", f"stream {error.code or error.message[:40]}", began=began, message=error.message)
         return
     want = said(tokens)
     if text == want:

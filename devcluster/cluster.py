@@ -344,9 +344,10 @@ class Cluster:
         print(f"  nodes Ready with their accelerators in {time.monotonic() - started:.1f}s", flush=True)
 
     # --- Hearth, as users install it ---------------------------------------------------------
-    def overlay(self, image: Image) -> Path:
+    def overlay(self, image: Image, also_admit: tuple[str, ...] = ()) -> Path:
         """The local overlay of manifests/: the image built here, the webhook's caBundle, and a scaler that
-        makes room for a waking model after seconds of idleness (DEV_ROOM_ARGS). Nothing else."""
+        makes room for a waking model after seconds of idleness (DEV_ROOM_ARGS). Nothing else. `also_admit`:
+        more images the node cache's fetcher may run (the previous release's, while an upgrade rolls)."""
         folder = self.layout.state / "overlay"
         folder.mkdir(parents=True, exist_ok=True)
         name, tag = image.ref.rsplit(":", 1)
@@ -372,7 +373,7 @@ class Cluster:
         # Making room in seconds, not minutes, so that the demo and the tests show it (scaler.packing).
         quick = [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a} for a in DEV_ROOM_ARGS]
         patches.append({"target": {"kind": "Deployment", "name": "hearth-scaler"}, "patch": yaml.safe_dump(quick)})
-        fetcher = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"images": image.ref}}
+        fetcher = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"images": ",".join((image.ref, *also_admit))}}
         fetcher["metadata"] = {"name": "hearth-fetcher-images", "namespace": HEARTH_NAMESPACE}
         patches.append({"patch": yaml.safe_dump(fetcher)})  # the image the node cache policy admits
         kustomization = {
@@ -409,13 +410,15 @@ class Cluster:
         )
 
     def upgrade_hearth(self, tag: str | None = None) -> str:
-        """Upgrade Hearth as its users would, to the same code under a new tag: the image imported into every
-        node (as a registry pull would bring it), then `kubectl apply -k` of the overlay naming it, which rolls
-        every Deployment and the node agent's DaemonSet. No tag: back to the image the cluster was built
-        with (the nodes have it). Returns the image; does not wait for the roll."""
+        """Upgrade Hearth as docs/guides/upgrading.md tells users to, to the same code under a new tag: the
+        image imported into every node (as a registry pull would bring it); `kubectl apply -k` of the overlay
+        naming it, with the node cache's fetcher admitting the old image too while the webhook's replicas
+        roll (an old replica renders the old one); once they have, the overlay again with the new image
+        alone. Every Deployment and the node agent's DaemonSet roll. No tag: back to the image the cluster
+        was built with (the nodes have it). Returns the image; the other Deployments may still be rolling."""
         if self.binaries is None:
             raise processes.StartError("no binaries: build them with `hearth dev build`")
-        image = ensure_image(default_cache_dir())
+        image, previous = ensure_image(default_cache_dir()), self.image
         if tag is not None:
             image = retagged(image, tag, self.layout.state / "images")
             for node in self.node_runs():
@@ -423,6 +426,9 @@ class Cluster:
                 if result.returncode != 0:
                     raise processes.StartError(f"importing {image.ref} into {node.spec.name} failed: {result.stderr}")
             image.archive.unlink()  # the nodes have it now
+        self.kubectl("apply", "-k", str(self.overlay(image, also_admit=(previous,))))
+        webhook = ("deployment/hearth-webhook", "-n", HEARTH_NAMESPACE)
+        self.kubectl("rollout", "status", *webhook, "--timeout=300s", check=False)  # the apiserver may be away
         self.kubectl("apply", "-k", str(self.overlay(image)))
         return image.ref
 
