@@ -224,6 +224,10 @@ class Soak:
                 pass  # the apiserver is away: ask again
             time.sleep(1)
 
+    def model_pods(self) -> list[dict[str, Any]]:
+        """The live pods of every model of the soak, in one read."""
+        return self.cluster.live_pods(self.namespace, f"app in ({','.join(self.models)})")
+
     def _replicas(self, model: str) -> int:
         spec = self.cluster.get_json("deploy", model, "-n", self.namespace)["spec"]
         return int(spec.get("replicas") or 0)
@@ -269,7 +273,7 @@ class Soak:
                 self._kill(pod, COMPONENTS[component])
             return name
         if kind in ("kill-sidecar", "kill-runtime"):
-            pods = [p for m in self.models for p in self.cluster.live_pods(self.namespace, f"app={m}")]
+            pods = self.model_pods()
             running = [p for p in pods if p.get("status", {}).get("containerStatuses")]
             pod = self.rng.choice(running)
             self._kill(pod, "hearth-gateway" if kind == "kill-sidecar" else "model")
@@ -290,7 +294,7 @@ class Soak:
         if kind == "drain-node":
             # The node of a running model pod: the dev cluster's other node is the only one Hearth's own pods
             # may run on (the accelerator node is tainted), and draining that is an outage an operator made.
-            pods = [p for m in self.models for p in self.cluster.live_pods(self.namespace, f"app={m}")]
+            pods = self.model_pods()
             node = str(self.rng.choice([p["spec"]["nodeName"] for p in pods if p["spec"].get("nodeName")]))
             self.cluster.kubectl(
                 "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=120s", check=False
@@ -325,7 +329,7 @@ class Soak:
             return False
         try:
             items = self.cluster.get_json("deploy,daemonset", "-n", HEARTH_NAMESPACE)["items"]
-            pods = [p for m in self.models for p in self.cluster.live_pods(self.namespace, f"app={m}")]
+            pods = self.model_pods()
         except processes.StartError:
             return False
         for item in items:

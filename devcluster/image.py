@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"  # Debian 12: CPython 3.11, the version the wheels below are chosen for
@@ -210,6 +211,16 @@ def site_layer(site: Path, arcname: str, layer: Path) -> Path:
     return layer
 
 
+def _named(index: dict[str, Any], ref: str) -> dict[str, Any]:
+    """An OCI index whose manifests are named `ref`: umoci names an image by its tag alone, and containerd
+    takes the full name from these annotations."""
+    for manifest in index["manifests"]:
+        annotations = manifest.setdefault("annotations", {})
+        annotations["io.containerd.image.name"] = ref
+        annotations["org.opencontainers.image.ref.name"] = ref
+    return index
+
+
 def _assemble(layers: list[Path], tag: str, config: list[str], out: Path, name: str) -> None:
     """An OCI archive of these layers, named `name:tag` for `ctr images import`."""
     umoci = _tool("umoci", "umoci")
@@ -222,14 +233,8 @@ def _assemble(layers: list[Path], tag: str, config: list[str], out: Path, name: 
             _run([umoci, "raw", "add-layer", "--image", ref, str(layer)], f"umoci add-layer ({layer.name})")
         _run([umoci, "config", "--image", ref, *config], "umoci config")
         _run([umoci, "gc", "--layout", str(layout)], "umoci gc")
-        # umoci names the image by its tag alone; containerd takes the full name from this annotation.
         index_file = layout / "index.json"
-        index = json.loads(index_file.read_text())
-        for manifest in index["manifests"]:
-            annotations = manifest.setdefault("annotations", {})
-            annotations["io.containerd.image.name"] = f"{name}:{tag}"
-            annotations["org.opencontainers.image.ref.name"] = f"{name}:{tag}"
-        index_file.write_text(json.dumps(index))
+        index_file.write_text(json.dumps(_named(json.loads(index_file.read_text()), f"{name}:{tag}")))
         partial = out.with_name(out.name + ".partial")
         with tarfile.open(partial, "w") as tar:
             for entry in sorted(os.listdir(layout)):
@@ -249,12 +254,7 @@ def retagged(image: Image, tag: str, folder: Path) -> Image:
         for member in source.getmembers():
             data = source.extractfile(member) if member.isfile() else None
             if member.name == "index.json" and data is not None:
-                index = json.load(data)
-                for manifest in index["manifests"]:
-                    annotations = manifest.setdefault("annotations", {})
-                    annotations["io.containerd.image.name"] = f"{name}:{tag}"
-                    annotations["org.opencontainers.image.ref.name"] = f"{name}:{tag}"
-                body = json.dumps(index).encode()
+                body = json.dumps(_named(json.load(data), f"{name}:{tag}")).encode()
                 member.size = len(body)
                 data = io.BytesIO(body)
             copy.addfile(member, data)
