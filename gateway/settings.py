@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.callers import ServiceAccountRef
 from common.flags import BaseURL, Duration
@@ -121,6 +121,13 @@ class FrontDoorSettings(BaseModel):
                 raise ValueError(f"takes NAME=URL (e.g. qwen3-8b=http://127.0.0.1:8000), not {item!r}")
             upstreams.setdefault(name, []).append(url.rstrip("/"))
         return upstreams
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> FrontDoorSettings:
+        """One port for both would send every API call to the metrics app (its 404s), with /healthz still 200."""
+        if self.metrics_port == self.port:
+            raise ValueError(f"--metrics-port must differ from --port ({self.port}); 0 serves /metrics on --port")
+        return self
 
     @property
     def finds_models(self) -> bool:

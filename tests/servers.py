@@ -20,17 +20,22 @@ from pathlib import Path
 import httpx
 
 PORTS_PER_WORKER = 4000  # pytest-xdist workers draw from ranges of their own, below the kernel's ephemeral range
+_HANDED_OUT: set[int] = set()  # this process's ports so far: two drawn before either is bound must differ
 
 
 def free_port() -> int:
     """A port free on loopback now. Each pytest-xdist worker draws from a range of its own (12000-15999 for
     gw0, 16000-19999 for gw1, ...): a port one worker found free and has not bound yet is never handed to
-    another, and the kernel never picks these for outgoing connections."""
+    another, and the kernel never picks these for outgoing connections. Nor is one handed out twice in a
+    process: a front door's --port and --metrics-port, drawn together, were once the same port."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
     low = 12000 + PORTS_PER_WORKER * index
     for _ in range(200):
         port = random.randrange(low, low + PORTS_PER_WORKER)
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

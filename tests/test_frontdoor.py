@@ -290,3 +290,10 @@ def test_upstream_health_is_read_sooner_while_requests_are_held() -> None:
     held.leave()
     table.set_backends("local/m", {})
     assert static.next_check() == 0.5
+
+
+def test_a_metrics_port_that_is_the_api_port_is_refused() -> None:
+    """One port for both sent every API call to the metrics app: 404 for /demand, 200 for /healthz."""
+    with pytest.raises(ValueError, match="--metrics-port must differ from --port"):
+        FrontDoorSettings(port=9090, metrics_port=9090)
+    assert FrontDoorSettings(port=9090, metrics_port=0).metrics_port == 0
