@@ -38,6 +38,7 @@ from devcluster.node import DEFAULT_NODES, NodeRun, NodeSpec, cgroup_pids, check
 from devcluster.node import start as start_node
 from devcluster.node import stop as stop_node
 from devcluster.pki import ensure_pki
+from devcluster.reads import as_kubectl_prints, parse_get
 from policies import ENABLED_LABEL, KEY_LABEL, SHIPPED_IMAGE, hub_id, is_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +90,8 @@ class Cluster:
         self.engine_image: str | None = None  # its name, once `up` imported it
         self.id = str(layout.state.resolve())
         self._launched: dict[str, tuple[list[str], Callable[[], bool], float]] = {}
+        self._reader: httpx.Client | None = None  # reads of the common `kubectl get` forms (devcluster.reads)
+        self._reader_lock = threading.Lock()
 
     # --- helpers -----------------------------------------------------------------------------
     def _tls(self) -> ssl.SSLContext:
@@ -120,8 +123,31 @@ class Cluster:
         return result
 
     def get_json(self, *args: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json").stdout)
-        return data
+        """What `kubectl get ARGS -o json` prints: read over a kept-alive connection for the common forms
+        (a kubectl process costs about 80 ms of CPU, and tests poll), by kubectl for the others."""
+        get = parse_get(args)
+        if get is None:
+            data: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+            return data
+        return as_kubectl_prints(get, [self._read(path, get.params) for path in get.paths()])
+
+    def _read(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        with self._reader_lock:  # tests read from several threads
+            if self._reader is None:
+                self._reader = httpx.Client(base_url=self.layout.apiserver_url, verify=self._tls(), timeout=60)
+            reader = self._reader
+        for attempt in (1, 2):  # a GET is safe to send again: once more on a connection an apiserver restart cut
+            try:
+                response = reader.get(path, params=params)
+                break
+            except httpx.TransportError as why:
+                if attempt == 2:
+                    raise processes.StartError(f"GET {path} failed: {why!r}") from why
+        if response.status_code != 200:
+            message = response.json().get("message") if "json" in response.headers.get("content-type", "") else ""
+            raise processes.StartError(f"GET {path}: {response.status_code} {message or response.text[:200]}")
+        answer: dict[str, Any] = response.json()
+        return answer
 
     def _start(self, name: str, argv: list[str], check: Callable[[], bool], timeout: float) -> int:
         self._launched[name] = (argv, check, timeout)
@@ -317,12 +343,13 @@ class Cluster:
         )
 
     def nodes_ready(self) -> bool:
-        result = self.kubectl("get", "nodes", "-o", "json", check=False)
-        if result.returncode != 0:
+        try:
+            nodes = self.get_json("nodes")["items"]
+        except processes.StartError:
             return False
         ready = {
             n["metadata"]["name"]
-            for n in json.loads(result.stdout).get("items", [])
+            for n in nodes
             if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
             and all(
                 int(n.get("status", {}).get("allocatable", {}).get(resource, "0")) > 0
@@ -456,10 +483,11 @@ class Cluster:
         self.kubectl("apply", "-f", "-", stdin=secret)
 
     def hearth_ready(self) -> bool:
-        result = self.kubectl("get", "deploy", "-n", HEARTH_NAMESPACE, "-o", "json", check=False)
-        if result.returncode != 0:
+        try:
+            listed = self.get_json("deploy", "-n", HEARTH_NAMESPACE)["items"]
+        except processes.StartError:
             return False
-        items = {d["metadata"]["name"]: d for d in json.loads(result.stdout).get("items", [])}
+        items = {d["metadata"]["name"]: d for d in listed}
         return all(
             name in items
             and (items[name]["status"].get("updatedReplicas") or 0) == items[name]["spec"].get("replicas")
@@ -579,6 +607,9 @@ class Cluster:
 
     # --- down / status / env ------------------------------------------------------------------
     def down(self, quiet: bool = False) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         recorded = processes.load_pids(self.layout.pids)
         order: list[int] = []  # the nodes first (kube-proxy and the kubelet before containerd), then the control plane
         for suffix in NODE_PROCESSES:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import subprocess
 import threading
@@ -177,19 +176,20 @@ class Snapshots:
         phase_of: Callable[[dict[str, Any]], str | None] = label_phase,
     ) -> None:
         self.by_phase: dict[str, dict[str, Any]] = {}
-        self._args = ("get", kind, name, "-n", namespace, "-o", "json")
+        self._args = (kind, name, "-n", namespace)
         self._cluster, self._phase_of = cluster, phase_of
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            found = self._cluster.kubectl(*self._args, check=False)
-            if found.returncode == 0:
-                obj = json.loads(found.stdout)
-                now = self._phase_of(obj)
-                if now and now not in self.by_phase:
-                    self.by_phase[now] = obj
+            try:
+                obj = self._cluster.get_json(*self._args)
+            except processes.StartError:
+                continue  # not made yet
+            now = self._phase_of(obj)
+            if now and now not in self.by_phase:
+                self.by_phase[now] = obj
 
     def __enter__(self) -> Snapshots:
         self._thread.start()

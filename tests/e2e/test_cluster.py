@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from devcluster.cluster import MANIFESTS, Cluster
+from devcluster.processes import StartError
 from tests.e2e.conftest import apply, get_json, ready_pods, sdk, wait_for, webhook_runtimes
 from tests.support import GOLDEN, load_case
 from tests.test_golden_modes import CASES as MODE_CASES
@@ -36,6 +37,34 @@ def deployment(namespace: str, name: str = "qwen3-8b", **pod_annotations: str) -
         del annotations["hearth.dev/vendors"]  # a pinned runtime replaces the vendor list
     annotations.update(pod_annotations)
     return obj
+
+
+def _shape(printed: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """What a read's answer is made of, apart from values a controller may change between two reads."""
+    objs = printed["items"] if printed["kind"] == "List" else [printed]
+    return [(o.get("apiVersion"), o.get("kind"), o["metadata"]["name"], sorted(o), sorted(o["metadata"])) for o in objs]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("deploy,daemonset", "-n", "hearth-system"),
+        ("nodes",),
+        ("inferenceruntime", "sim-nvidia"),
+        ("pods", "-n", "hearth-system", "-l", "app.kubernetes.io/name=hearth-webhook"),
+        ("events", "-A", "--field-selector", "involvedObject.kind=Node"),
+    ],
+)
+def test_the_tests_reads_without_kubectl_print_what_kubectl_prints(cluster: Cluster, args: tuple[str, ...]) -> None:
+    """devcluster.reads: the tests' polls read the API over one connection instead of a kubectl each."""
+    theirs = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    assert _shape(cluster.get_json(*args)) == _shape(theirs) and theirs["items" if "items" in theirs else "kind"]
+
+
+def test_a_read_of_what_is_not_there_fails_as_kubectls_does(cluster: Cluster) -> None:
+    assert cluster.kubectl("get", "deploy", "absent", "-n", "default", check=False).returncode != 0
+    with pytest.raises(StartError, match="404"):
+        cluster.get_json("deploy", "absent", "-n", "default")
 
 
 def test_runtimes_are_listed_with_printer_columns(cluster: Cluster) -> None:

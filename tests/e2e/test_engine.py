@@ -135,24 +135,29 @@ def test_an_open_engine_stream_is_drained_when_its_pod_goes(cluster: Cluster, na
     apply(cluster, engine_model(namespace, "drain", delay="60s"))
     client = sdk(cluster, namespace, timeout=180)
     assert len(words(client.chat.completions.create(model="drain", messages=MESSAGES, stream=True, max_tokens=2))[0])
-    result: list[tuple[list[str], str | None]] = []
-
-    def long_stream() -> None:
-        result.append(
-            words(client.chat.completions.create(model="drain", messages=MESSAGES, stream=True, max_tokens=300))
-        )
-
-    streaming = threading.Thread(target=long_stream)
-    streaming.start()  # some seconds of tokens: llama-cpp-python's server sends one event per token
+    # The pod is found before the stream starts: the tiny model's 300 tokens once ended during the lookup,
+    # and the wait for the stream to reach the pod then saw nothing open.
     (found,) = cluster.live_pods(namespace, "app=drain")
     sidecar = sidecar_url(found)
     assert sidecar is not None
+    result: list[tuple[list[str], str | None, float]] = []
+
+    def long_stream() -> None:
+        pieces, finish = words(
+            client.chat.completions.create(model="drain", messages=MESSAGES, stream=True, max_tokens=1500)
+        )
+        result.append((pieces, finish, time.monotonic()))
+
+    streaming = threading.Thread(target=long_stream)
+    streaming.start()  # some seconds of tokens: llama-cpp-python's server sends one event per token
     wait_for("the stream to reach the pod", lambda: httpx.get(f"{sidecar}/demand").json()["inFlight"] == 1, 60, 0.05)
     cluster.kubectl("delete", "pod", found["metadata"]["name"], "-n", namespace, "--wait=false")  # as a scale-down
+    deleted = time.monotonic()
     streaming.join(timeout=120)
     assert len(result) == 1
-    pieces, finish = result[0]
-    assert (len(pieces), finish) == (300, "length")  # drained: not one token cut
+    pieces, finish, ended = result[0]
+    assert (len(pieces), finish) == (1500, "length")  # drained: not one token cut
+    assert ended > deleted, "the stream ended before its pod was deleted: nothing was drained"
 
 
 def cold_start(cluster: Cluster, namespace: str, name: str, model: str) -> float:

@@ -5,7 +5,6 @@ which is how "asks the hub nothing" is proven; each test fetches a model of its 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -121,8 +120,7 @@ def test_prewarm_fills_the_cache_before_the_first_request(cluster: Cluster, name
     wait_for("Prewarming and Prewarmed Events", events, timeout=30)
 
     def status() -> str | None:
-        out = cluster.kubectl("get", "deploy", "warm", "-n", namespace, "-o", "json").stdout
-        conditions = json.loads(out)["status"].get("conditions") or []
+        conditions = get_json(cluster, "deploy", "warm", "-n", namespace)["status"].get("conditions") or []
         message = next((c["message"] for c in conditions if c["type"] == "hearth.dev/Serving"), "")
         return message if "prewarmed 1/1" in message else None
 
