@@ -7,6 +7,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 from tests.servers import free_port, hearth_process
 
@@ -34,9 +35,15 @@ class Processes:
         return Proc(f"http://127.0.0.1:{port}", proc, log)
 
     def simulator(
-        self, name: str = "qwen", startup: str = "0s", itl: str = "0s", ttft: str = "0s", fail_start: bool = False
+        self,
+        name: str = "qwen",
+        startup: str = "0s",
+        itl: str = "0s",
+        ttft: str = "0s",
+        fail_start: bool = False,
+        port: int | None = None,
     ) -> Proc:
-        port = free_port()
+        port = port or free_port()
         args = [
             "dev",
             "simulator",
@@ -64,7 +71,16 @@ class Processes:
         ]
         return self._start("sidecar", args, "/demand", port)
 
-    def front_door(self, upstreams: list[tuple[str, Proc]], *flags: str) -> Proc:
+    def door_then_simulator(self, startup: str, *door_flags: str, **simulator: Any) -> Proc:
+        """A front door, then the simulator it fronts, still loading for `startup` when this returns: a request
+        sent at once is held. Started the other way round, a loaded machine once took longer to start the door
+        than the simulator took to load, and the request was not held at all."""
+        port = free_port()
+        door = self.front_door([(simulator.get("name", "qwen"), f"http://127.0.0.1:{port}")], *door_flags)
+        self.simulator(startup=startup, port=port, **simulator)
+        return door
+
+    def front_door(self, upstreams: list[tuple[str, Proc | str]], *flags: str) -> Proc:
         port, metrics = free_port(), free_port()
         args = [
             "gateway",
@@ -73,7 +89,7 @@ class Processes:
             f"--port={port}",
             f"--metrics-port={metrics}",
             "--heartbeat-interval=500ms",
-            *[f"--upstream={name}={p.url}" for name, p in upstreams],
+            *[f"--upstream={name}={p if isinstance(p, str) else p.url}" for name, p in upstreams],
             *flags,
         ]
         door = self._start("front-door", args, "/healthz", port)

@@ -61,8 +61,7 @@ def test_metrics_answer_on_their_own_port_only(procs: Processes) -> None:
 
 
 def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
-    sim = procs.simulator(startup="3s", itl="10ms")  # longer than a front door takes to start: it is held
-    door = procs.front_door([("qwen", sim)])
+    door = procs.door_then_simulator("3s", itl="10ms")
     chunks = list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=8))
     metrics = httpx.get(f"{door.metrics_url}/metrics").text
     assert 'hearth_gateway_activation_wait_seconds_count{model="local/qwen"} 1.0' in metrics  # it really was held
@@ -75,8 +74,7 @@ def test_cold_start_stream_completes_through_the_hold(procs: Processes) -> None:
 
 
 def test_raw_stream_shows_heartbeat_comments_during_the_hold(procs: Processes) -> None:
-    sim = procs.simulator(startup="4s")  # long enough that a loaded machine still holds the request >= 1 s
-    door = procs.front_door([("qwen", sim)])
+    door = procs.door_then_simulator("2s")
     request = {"model": "qwen", "messages": CHAT, "stream": True, "max_tokens": 2}
     with httpx.stream("POST", f"{door.url}/v1/chat/completions", json=request, timeout=30) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
@@ -89,8 +87,7 @@ def test_raw_stream_shows_heartbeat_comments_during_the_hold(procs: Processes) -
 
 
 def test_sdk_sync_and_async_streaming_and_not(procs: Processes) -> None:
-    sim = procs.simulator(startup="1s")
-    door = procs.front_door([("qwen", sim)])
+    door = procs.door_then_simulator("1s")
     client = sdk(door)
     reply = client.chat.completions.create(model="qwen", messages=CHAT, max_tokens=4)  # held, not streaming
     assert reply.choices[0].message.content == "Hearth keeps idle GPUs"
@@ -129,10 +126,7 @@ def test_start_failure_reaches_the_sdk_as_an_api_error(procs: Processes) -> None
 
 
 def test_start_failure_during_a_held_stream_is_an_sse_error(procs: Processes) -> None:
-    # Loads for 3 s, then its engine is dead: long enough for the front door to start and the request to be
-    # held first (with 1 s, a slow front-door start sometimes saw the 500 before the request came: a 503).
-    sim = procs.simulator(startup="3s", fail_start=True)
-    door = procs.front_door([("qwen", sim)])
+    door = procs.door_then_simulator("3s", fail_start=True)  # loads for 3 s, then its engine is dead
     with pytest.raises(openai.APIError) as caught:
         list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=2))
     assert "model local/qwen failed to start: its /health answered 500" in caught.value.message
@@ -164,8 +158,7 @@ def test_a_backend_silent_past_the_idle_stream_timeout_ends_the_stream_with_an_e
 
 
 def test_full_queue_answers_429_and_disturbs_nothing(procs: Processes) -> None:
-    sim = procs.simulator(startup="2s")
-    door = procs.front_door([("qwen", sim)], "--queue-size=2")
+    door = procs.door_then_simulator("2s", "--queue-size=2")
     results: list[str] = []
 
     def held() -> None:
@@ -304,8 +297,7 @@ def test_backend_errors_pass_through_with_their_status(procs: Processes) -> None
 
 
 def test_backend_error_after_a_committed_stream_is_an_error_event(procs: Processes) -> None:
-    sim = procs.simulator(startup="1s")
-    door = procs.front_door([("qwen", sim)])
+    door = procs.door_then_simulator("1s")
     with pytest.raises(openai.APIError) as caught:  # held (200 sent), then the runtime refuses the request
         list(sdk(door).chat.completions.create(model="qwen", messages=CHAT, stream=True, max_tokens=-1))
     assert "max_tokens must be a positive integer" in caught.value.message
@@ -482,8 +474,7 @@ def test_json_keepalive_sends_spaces_while_held_then_the_answer(procs: Processes
     """Behind a proxy that drops a connection silent for 60 s, a whole-answer request held through a long
     load would fail: with --json-keepalive (hearth.dev/json-keepalive) it gets a 200 at once and a space
     every heartbeat, then the answer, which JSON parsers (and the OpenAI SDK) read past the spaces."""
-    sim = procs.simulator(startup="2s")
-    door = procs.front_door([("qwen", sim)], "--json-keepalive")
+    door = procs.door_then_simulator("2s", "--json-keepalive")
     body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     started = time.monotonic()
     with httpx.stream("POST", f"{door.url}/v1/chat/completions", json=body, timeout=30) as raw:
@@ -499,8 +490,7 @@ def test_json_keepalive_sends_spaces_while_held_then_the_answer(procs: Processes
 
 def test_json_keepalive_reports_a_failed_start_in_the_body_of_its_200(procs: Processes) -> None:
     """The trade-off of committing the status early: a hold that fails can only say so in the body."""
-    sim = procs.simulator(startup="2s", fail_start=True)
-    door = procs.front_door([("qwen", sim)], "--json-keepalive")
+    door = procs.door_then_simulator("2s", "--json-keepalive", fail_start=True)
     body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}
     answer = httpx.post(f"{door.url}/v1/chat/completions", json=body, timeout=30)
     assert answer.status_code == 200
