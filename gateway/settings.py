@@ -25,7 +25,7 @@ class FrontDoorSettings(BaseModel):
         ge=0,
         le=65535,
         description="port of /metrics (and /healthz) for Prometheus, apart from the API port so that callers "
-        "of the API never see model or key names; 0 serves /metrics on --port",
+        "of the API never see model or key names (it must differ from --port); 0 serves /metrics on --port",
     )
     upstreams: dict[str, list[str]] = Field(
         default_factory=dict,
