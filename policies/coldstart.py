@@ -51,6 +51,16 @@ def _fetch(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
+def _fetch_ahead(pod: Mapping[str, Any]) -> bool:
+    """The pod's fetcher has not finished: running, or still to start. A pod on its node whose sandbox is
+    being made once showed "starting its containers", then "fetching", then "starting" again: stages went
+    back. The fetch is the first thing it does there, so its stage is fetching until the fetch ends."""
+    spec = (pod.get("spec") or {}).get("initContainers") or []
+    fetches = any(isinstance(c, Mapping) and c.get("name") == FETCH_CONTAINER for c in spec)
+    state = _fetch(pod).get("state") or {}
+    return "running" in state or (fetches and "terminated" not in state)
+
+
 def pod_progress(pod: Mapping[str, Any], model: str) -> Progress:
     node = (pod.get("spec") or {}).get("nodeName") or None
     if is_ready(pod):
@@ -59,7 +69,7 @@ def pod_progress(pod: Mapping[str, Any], model: str) -> Progress:
         why = str(_condition(pod, "PodScheduled").get("message") or "")
         waiting = f"waiting for a node with a free accelerator ({why[:120]})" if why else "waiting for a node"
         return Progress("scheduling", None, f"{model}: {waiting}")
-    if "running" in (_fetch(pod).get("state") or {}):
+    if _fetch_ahead(pod):
         return Progress("fetching", node, f"{model}: fetching its weights into the cache of {node}")
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     running = [s for s in statuses if isinstance(s, Mapping) and "running" in (s.get("state") or {})]

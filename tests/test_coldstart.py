@@ -31,10 +31,14 @@ def pod(
 ) -> dict[str, Any]:
     conditions = [{"type": "PodScheduled", "status": "True" if node else "False", "message": unschedulable}]
     conditions.append({"type": "Ready", "status": "True" if ready else "False"})
-    init = {"running": {"startedAt": "t"}} if fetch == "running" else {"terminated": {}} if fetch else {}
+    states = {"running": {"running": {"startedAt": "t"}}, "waiting": {"waiting": {"reason": "PodInitializing"}}}
+    init = states.get(fetch or "", {"terminated": {}} if fetch else {})
+    spec: dict[str, Any] = {"nodeName": node} if node else {}
+    if fetch:
+        spec["initContainers"] = [{"name": "hearth-fetch"}]
     return {
         "metadata": {"name": "chat-1"},
-        "spec": {"nodeName": node} if node else {},
+        "spec": spec,
         "status": {
             "conditions": conditions,
             "initContainerStatuses": [{"name": "hearth-fetch", "state": init}] if fetch else [],
@@ -50,6 +54,9 @@ def pod(
         ([], 1, "waking", "chat: creating its pod"),
         ([pod(node=None, unschedulable="0/2 nodes: Insufficient nvidia.com/gpu")], 1, "scheduling", "Insufficient"),
         ([pod(fetch="running")], 1, "fetching", "fetching its weights into the cache of gpu-node-0"),
+        # On its node, the fetcher not started yet (its sandbox being made): already fetching, never
+        # "starting its containers" before the fetch and again after it.
+        ([pod(fetch="waiting")], 1, "fetching", "fetching its weights into the cache of gpu-node-0"),
         ([pod(fetch="done")], 1, "starting", "starting its containers on gpu-node-0"),
         ([pod(running=True)], 1, "loading", "loading the model on gpu-node-0"),
         ([pod(node=None), pod(running=True)], 2, "loading", "loading"),  # the most advanced pod speaks
