@@ -150,7 +150,12 @@ def test_refusals_name_the_llmservices_fields_and_a_foreign_deployment_is_never_
     assert typo.returncode != 0 and "maxReplicas" in typo.stderr  # kubectl's strict field validation
 
     cluster.kubectl("create", "deployment", "taken", "--image=registry.invalid/web:1", "-n", namespace)
-    before = get_json(cluster, "deploy", "taken", "-n", namespace)
+    # As the Deployment controller left it (it adds its revision annotation first): read at once, `before`
+    # once lacked the annotation that `after` had.
+    before = wait_for(
+        "the Deployment controller to see it",
+        lambda: (d := get_json(cluster, "deploy", "taken", "-n", namespace))["status"].get("observedGeneration") and d,
+    )
     apply(cluster, service(namespace, "taken"))
     row = wait_for("Conflict", lambda: (r := columns(cluster, namespace, "taken"))[1:2] == ["Conflict"] and r)
     assert row
