@@ -66,6 +66,11 @@ DEMO_NAMESPACE = "demo"  # where the demo's model runs; `hearth dev up` gives it
 HEARTH_COMPONENTS = ("hearth-webhook", "hearth-gateway", "hearth-scaler")
 CONTROL_PLANE = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 NODE_PROCESSES = ("kube-proxy", "device-plugin", "kubelet", "containerd", "holder")
+# Seconds a process gets to exit on SIGTERM before SIGKILL (`down` and `restart`; 10 for the others). The
+# apiserver stops listening at once and then hangs on its open watches until killed (10 s of every restart
+# and every `down`, measured), and etcd waits about 7 s for the apiserver's streams. A dev cluster has no
+# one to drain for: both are killed after a second, as a crash would (etcd's log survives it).
+STOP_GRACE = {"kube-apiserver": 1.0, "etcd": 1.0}
 
 
 def _answers(url: str, headers: dict[str, str]) -> bool:
@@ -164,7 +169,7 @@ class Cluster:
         """Stop one control-plane process (SIGTERM, then SIGKILL) and start it again as it was started."""
         argv, check, timeout = self._launched[name]
         pids = processes.load_pids(self.layout.pids)
-        processes.stop_one(pids[name])
+        processes.stop_one(pids[name], STOP_GRACE.get(name, 10.0))
         self._start(name, argv, check, timeout)
 
     def running(self) -> dict[str, int]:
@@ -611,11 +616,11 @@ class Cluster:
             self._reader.close()
             self._reader = None
         recorded = processes.load_pids(self.layout.pids)
-        order: list[int] = []  # the nodes first (kube-proxy and the kubelet before containerd), then the control plane
+        names: list[str] = []  # the nodes first (kube-proxy and the kubelet before containerd), then the control plane
         for suffix in NODE_PROCESSES:
-            order += [pid for name, pid in recorded.items() if name.endswith(f".{suffix}")]
-        order += [recorded[n] for n in CONTROL_PLANE if n in recorded]
-        processes.stop_all(self.id, order)
+            names += [name for name in recorded if name.endswith(f".{suffix}")]
+        names += [name for name in CONTROL_PLANE if name in recorded]
+        processes.stop_all(self.id, [(recorded[name], STOP_GRACE.get(name, 10.0)) for name in names])
         for node in self.node_runs():
             stop_node(node)
         host_down(self.layout.network)

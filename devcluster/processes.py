@@ -94,11 +94,12 @@ def marked(cluster_id: str) -> list[int]:
     return pids
 
 
-def stop_all(cluster_id: str, order: list[int], grace: float = 10.0) -> None:
-    """SIGTERM the recorded processes in order (agent first, so it can stop its pods), then anything left."""
-    for pid in order:
+def stop_all(cluster_id: str, order: list[tuple[int, float]], grace: float = 10.0) -> None:
+    """SIGTERM the recorded processes in order (agent first, so it can stop its pods), each given its own
+    grace (seconds) to exit before the next; then anything left."""
+    for pid, own_grace in order:
         _signal(pid, signal.SIGTERM)
-        _wait_gone([pid], grace)
+        _wait_gone([pid], own_grace)
     rest = marked(cluster_id)
     for pid in rest:
         _signal(pid, signal.SIGTERM)
