@@ -36,6 +36,10 @@ COMPONENTS = {  # Deployment or DaemonSet -> its container
     "hearth-node-agent": "agent",
 }
 MAX_SKIPS = 20  # times a kind is tried again when it has nothing to hit, in each-once mode
+# How long a fault has to show (something unready) before it counts as unseen and the soak moves on: a killed
+# or deleted pod shows within a second or two (the kubelet's next relist); a restart, a stop or a drain has
+# already been and gone when its injection returns, and mostly leaves Hearth ready throughout.
+SHOWS_WITHIN = 5.0
 FAULTS = (
     "kill-webhook",
     "kill-gateway",
@@ -184,7 +188,7 @@ class Soak:
         self.recovered()
         if self.upgrades:  # back to the image the cluster was built with, as a rollback would
             self.cluster.upgrade_hearth()
-            self.recovered(shows_within=15)
+            self.recovered(shows_within=SHOWS_WITHIN)
         for name in self.models:
             self.idle_to_zero(name)
 
@@ -250,10 +254,13 @@ class Soak:
             if not target.startswith("skipped"):
                 began = time.monotonic()  # after the injection: a drain or an apiserver away has ended
                 try:
-                    if self.recovered(shows_within=15):
+                    if self.recovered(shows_within=SHOWS_WITHIN):
                         self.recoveries[kind].append(time.monotonic() - began)
+                        outcome = f"recovered in {self.recoveries[kind][-1]:.1f}s"
                     else:
                         self.unseen[kind] += 1
+                        outcome = "never showed"
+                    print(f"  {time.monotonic() - self.started:7.1f}s {kind:<18} {outcome}", flush=True)
                 except TimeoutError as why:  # a finding, reported; the faults go on
                     self.unrecovered[kind] += 1
                     print(f"  {time.monotonic() - self.started:7.1f}s NOT RECOVERED from {kind}: {why}", flush=True)
