@@ -293,6 +293,13 @@ def kube_proxy_config(node: NodeRun, kubeconfig: Path) -> dict[str, Any]:
     }
 
 
+# A node resolves no names: the dev cluster is offline (nothing leaves its bridge), and everything in it is
+# reached by address. The host's nameserver, which a node cannot reach, made every lookup wait out its
+# timeouts (a pull from a registry failed after 51 s); nothing listens on the node's own port 53, so a
+# lookup is refused at once.
+NODE_RESOLV_CONF = "# hearth dev: nodes resolve no names (the cluster is offline)\nnameserver 127.0.0.1\n"
+
+
 def holder_script(node: NodeRun, ready_file: Path) -> str:
     """The node's mount namespace: its own kubelet root, netns and CNI state, and the runtimes' host paths.
     Touches `ready_file` when done, then sleeps: the namespaces live as long as it (or a node daemon) does."""
@@ -308,6 +315,8 @@ def holder_script(node: NodeRun, ready_file: Path) -> str:
         # The node's own disk for the model cache (the runtimes' cache.hostPath): one per node, as on a
         # real cluster, so a model fetched on one node is not on the others.
         f"mount --bind {node.state / 'model-cache'} {MODEL_CACHE}",
+        # The node's own resolver list (NODE_RESOLV_CONF), for containerd, the kubelet and the pods.
+        f"if [ -e /etc/resolv.conf ]; then mount --bind {node.state / 'resolv.conf'} /etc/resolv.conf; fi",
     ]
     if node.spec.host_paths:
         lines.append("mount -t tmpfs -o mode=755 hearth-node-local /usr/local")
@@ -335,6 +344,7 @@ def prepare(node: NodeRun, ca_file: Path, sandbox_image: str, proxy_kubeconfig: 
         MODEL_CACHE,
     ):
         Path(mountpoint).mkdir(parents=True, exist_ok=True)
+    (node.state / "resolv.conf").write_text(NODE_RESOLV_CONF)
     (node.state / "containerd.toml").write_text(containerd_config(node, sandbox_image))
     (node.state / "cni" / "10-hearth.conflist").write_text(json.dumps(cni_config(node), indent=2))
     (node.state / "kubelet.yaml").write_text(yaml.safe_dump(kubelet_config(node, ca_file)))
