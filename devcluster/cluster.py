@@ -70,7 +70,6 @@ NODE_PROCESSES = ("kube-proxy", "device-plugin", "kubelet", "containerd", "holde
 # apiserver stops listening at once and then hangs on its open watches until killed (10 s of every restart
 # and every `down`, measured), and etcd waits about 7 s for the apiserver's streams. A dev cluster has no
 # one to drain for: both are killed after a second, as a crash would (etcd's log survives it).
-ENGINE_ACCELERATOR = "nvidia.com/gpu"  # what devcluster/runtime-llamacpp.yaml's nodes offer
 STOP_GRACE = {"kube-apiserver": 1.0, "etcd": 1.0}
 
 
@@ -203,6 +202,7 @@ class Cluster:
         images = [pause.archive, image.archive]
         engine = ensure_engine_image(cache) if self.engine else None
         if engine is not None:
+            images.append(engine.archive)
             self.engine_image = engine.ref
         print(f"Starting the dev cluster (Kubernetes {KUBERNETES_VERSION}) in {layout.state}", flush=True)
         host_up(layout.network)
@@ -210,9 +210,7 @@ class Cluster:
         self._control_plane(self.binaries)
         self._hub(cache / "hub")
         for node in self.node_runs():
-            # The engine's runtime (llamacpp-nvidia) runs on NVIDIA nodes only: the others skip its 100 MB.
-            on_node = [engine.archive] if engine is not None and ENGINE_ACCELERATOR in node.spec.accelerators else []
-            self._node(node, self.binaries, images + on_node, pause.ref)
+            self._node(node, self.binaries, images, pause.ref)
         self.wait_nodes_ready(120)
         self.install_hearth(image, engine)
         self.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
