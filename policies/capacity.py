@@ -162,6 +162,10 @@ class Capacity:
         allocatable = room.allocatable.get(resource, 0) if room else 0
         return max(0, allocatable - self.taken.get((node, resource), 0))
 
+    def bound_pods(self) -> set[str]:
+        """Every pod (namespace/name) this view shows bound to a node and holding accelerators there."""
+        return {holding.pod for holders in self.holders.values() for holding in holders}
+
     def pools(self) -> list[tuple[str, str]]:
         """(node, resource) of every accelerator the nodes offer, sorted."""
         return sorted((n.name, r) for n in self.nodes.values() for r in n.allocatable)

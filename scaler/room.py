@@ -224,7 +224,11 @@ class RoomMaker:
         pods = {_pod_key(p): p for model in usage.values() for p in model.pods}
         now = dt.datetime.now(dt.UTC)
         found = candidates(usage, now, self.ceilings)
-        unplaced = waiters(usage, self.ceilings)
+        # A pod the capacity view already shows on a node waits no more, though the model pods' watch may not
+        # have seen it bound yet: taken for a waiter, the slot it holds would look taken by another, and a
+        # second replica would be retired for it.
+        placed = view.bound_pods()
+        unplaced = [w for w in waiters(usage, self.ceilings) if w.pod not in placed]
         decided = plan(view, unplaced, found, self.rules, self._recent(), self._incoming(view))
         self._gauge(view, usage, {c.pod for c in found})
         by_model: dict[str, list[Retire]] = {}

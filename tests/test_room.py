@@ -91,7 +91,9 @@ def metric(metrics: ScalerMetrics, name: str, labels: dict[str, str]) -> float |
     return metrics.registry.get_sample_value(name, labels)
 
 
-def test_a_waking_model_on_a_full_pool_retires_the_least_recently_used_idle_model_once() -> None:
+def m2_retired_for_fifth() -> tuple[Scaler, View, Collector, Writer, Clock, ScalerMetrics, Accelerators]:
+    """A full pool of four idle models, used in turn; a fifth wakes; m2, the least recently used, is retired
+    for it."""
     scaler, view, collector, writer, _, clock, metrics = setup()
     accelerators = scaler.accelerators
     assert isinstance(accelerators, Accelerators)
@@ -114,6 +116,11 @@ def test_a_waking_model_on_a_full_pool_retires_the_least_recently_used_idle_mode
         await scaler.tick()
 
     asyncio.run(scenario())
+    return scaler, view, collector, writer, clock, metrics, accelerators
+
+
+def test_a_waking_model_on_a_full_pool_retires_the_least_recently_used_idle_model_once() -> None:
+    scaler, view, _, writer, clock, metrics, accelerators = m2_retired_for_fifth()
     assert scale_writes(writer) == [("m2", 0)]
     assert ("cost", "m2-pod", -1000) in writer.calls
     events = [(c[1], c[2], c[4]) for c in writer.calls if c[0] == "event"]
@@ -135,6 +142,26 @@ def test_a_waking_model_on_a_full_pool_retires_the_least_recently_used_idle_mode
             await scaler.tick()  # m2's past demand, in its short window, does not wake it again
 
     asyncio.run(again())
+    assert scale_writes(writer) == [("m2", 0)]
+
+
+def test_a_waiter_the_capacity_view_already_shows_placed_retires_nothing_more() -> None:
+    """The watches are not in step the other way too: the capacity view can show the waking pod bound, on the
+    accelerator just freed for it, while the model pods' view still shows it waiting. It waits no more: taken
+    for a waiter, the slot it holds looked taken by another, and a second model was retired for it (seen on
+    the real cluster: tests/e2e/test_packing.py)."""
+    scaler, view, _, writer, clock, _, accelerators = m2_retired_for_fifth()
+    del view.pods["ns/m2-pod"]
+    ahead = {name: dict(p) for name, p in view.pods.items()}
+    ahead["ns/fifth-pod"] = model_pod("fifth", "", node="gpu-0")
+    accelerators.lagging = ahead  # the capacity view: m2's pod gone and fifth's bound in its place
+
+    async def scenario() -> None:
+        for _ in range(3):
+            clock.now += 1
+            await scaler.tick()
+
+    asyncio.run(scenario())
     assert scale_writes(writer) == [("m2", 0)]
 
 
