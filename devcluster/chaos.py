@@ -183,14 +183,20 @@ class Soak:
                 self.stop.set()
                 raise
         self.stop.set()
+        self._said("traffic over")
         for thread in threads:
             thread.join(timeout=180)
         self.recovered()
         if self.upgrades:  # back to the image the cluster was built with, as a rollback would
             self.cluster.upgrade_hearth()
             self.recovered(shows_within=SHOWS_WITHIN)
+            self._said("rolled back")
         for name in self.models:
             self.idle_to_zero(name)
+        self._said("every model at zero")
+
+    def _said(self, what: str) -> None:
+        print(f"  {time.monotonic() - self.started:7.1f}s {what}", flush=True)
 
     def traffic(self, model: str, seed: int, cycles: int) -> None:
         """Cycles of this model: a burst (or a steady trickle) of requests from zero, then idle to zero."""
@@ -260,10 +266,10 @@ class Soak:
                     else:
                         self.unseen[kind] += 1
                         outcome = "never showed"
-                    print(f"  {time.monotonic() - self.started:7.1f}s {kind:<18} {outcome}", flush=True)
+                    self._said(f"{kind:<18} {outcome}")
                 except TimeoutError as why:  # a finding, reported; the faults go on
                     self.unrecovered[kind] += 1
-                    print(f"  {time.monotonic() - self.started:7.1f}s NOT RECOVERED from {kind}: {why}", flush=True)
+                    self._said(f"NOT RECOVERED from {kind}: {why}")
             skips[kind] += target.startswith("skipped")
             if self.pending and (not target.startswith("skipped") or skips[kind] >= MAX_SKIPS):
                 self.pending.pop(0)  # a kind with nothing to hit now (no model pod running) is tried again

@@ -22,7 +22,7 @@ def test_every_fault_once_under_traffic_loses_no_request(cluster: Cluster, names
     for name in models:
         apply(cluster, simulated_model(namespace, name, max_replicas=2, target=2, delay="3s", startup="1s", itl="10ms"))
     built = cluster.image
-    soak = Soak(cluster, namespace, models, SEED, every=3.0, faults=list(FAULTS), each_once=True, away=(5.0, 8.0))
+    soak = Soak(cluster, namespace, models, SEED, every=1.5, faults=list(FAULTS), each_once=True, away=(5.0, 8.0))
     soak.run(cycles=4)
     assert soak.upgrades == 1 and cluster.image == built  # upgraded to a new tag, then rolled back
     assert not soak.unrecovered, soak.schedule
