@@ -57,7 +57,7 @@ lint: setup
 
 # The test tiers (tests/conftest.py enforces them): each stops `make test` at its first failure.
 check: lint docs  ## lint, types, import contracts, the docs build and the in-process tests: no Go, kubectl or subprocess
-	$(BIN)/pytest -m "not e2e and not process" --durations=5
+	$(BIN)/pytest -m "not e2e and not process" -n 2 --durations=5
 
 process: setup  ## tests that start real processes (Hearth's, Go tools, kubectl), two at a time
 	$(BIN)/pytest -m process -n 2 --durations=10

@@ -65,6 +65,8 @@ def test_a_form_is_renamed_in_place_and_reads_the_same_otherwise(
         (b"{not json", "application/json", "invalid_json"),
         (b'{"model": 3}', "application/json", "missing_model"),
     ],
+    # Fixed ids: a form's boundary is random, and pytest-xdist's workers must collect the same names.
+    ids=["form-no-model", "form-bad-stream", "broken-form", "form-without-boundary", "bad-json", "json-model-not-text"],
 )
 def test_a_call_that_cannot_be_routed_says_why(body: bytes, content_type: str, code: str) -> None:
     with pytest.raises(BadCall) as bad:
