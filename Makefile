@@ -65,7 +65,7 @@ process: setup  ## tests that start real processes (Hearth's, Go tools, kubectl)
 unit: check process
 
 # Two workers, each with a cluster of its own, a test file at a time, the longest files first
-# (tests/e2e/conftest.py): about 12.5 min here instead of 23 with one (E2E_WORKERS=1). Three took 12 min
+# (tests/e2e/conftest.py): about 12 min here instead of 23 with one (E2E_WORKERS=1). Three took 12 min
 # with both cores saturated, and tests that compare timings failed: two it is.
 E2E_WORKERS ?= 2
 e2e: controlplane  ## the local cluster (built once, cached), then every end-to-end test on it
