@@ -73,6 +73,10 @@ NODE_PROCESSES = ("kube-proxy", "device-plugin", "kubelet", "containerd", "holde
 STOP_GRACE = {"kube-apiserver": 1.0, "etcd": 1.0}
 
 
+def stop_grace(name: str) -> float:
+    return STOP_GRACE.get(name, 10.0)
+
+
 def _answers(url: str, headers: dict[str, str]) -> bool:
     try:
         return httpx.get(url, headers=headers, timeout=5).status_code == 200
@@ -169,7 +173,7 @@ class Cluster:
         """Stop one control-plane process (SIGTERM, then SIGKILL) and start it again as it was started."""
         argv, check, timeout = self._launched[name]
         pids = processes.load_pids(self.layout.pids)
-        processes.stop_one(pids[name], STOP_GRACE.get(name, 10.0))
+        processes.stop_one(pids[name], stop_grace(name))
         self._start(name, argv, check, timeout)
 
     def running(self) -> dict[str, int]:
@@ -620,7 +624,7 @@ class Cluster:
         for suffix in NODE_PROCESSES:
             names += [name for name in recorded if name.endswith(f".{suffix}")]
         names += [name for name in CONTROL_PLANE if name in recorded]
-        processes.stop_all(self.id, [(recorded[name], STOP_GRACE.get(name, 10.0)) for name in names])
+        processes.stop_all(self.id, [(recorded[name], stop_grace(name)) for name in names])
         for node in self.node_runs():
             stop_node(node)
         host_down(self.layout.network)

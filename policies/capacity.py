@@ -162,9 +162,10 @@ class Capacity:
         allocatable = room.allocatable.get(resource, 0) if room else 0
         return max(0, allocatable - self.taken.get((node, resource), 0))
 
-    def bound_pods(self) -> set[str]:
-        """Every pod (namespace/name) this view shows bound to a node and holding accelerators there."""
-        return {holding.pod for holders in self.holders.values() for holding in holders}
+    def bound_pods(self, terminating: bool = True) -> set[str]:
+        """Every pod (namespace/name) this view shows bound to a node and holding accelerators there; without
+        `terminating`, only those not going."""
+        return {h.pod for holders in self.holders.values() for h in holders if terminating or not h.terminating}
 
     def pools(self) -> list[tuple[str, str]]:
         """(node, resource) of every accelerator the nodes offer, sorted."""

@@ -202,7 +202,7 @@ class RoomMaker:
         """Accelerators retired by earlier passes whose pods the capacity view still shows held (not going):
         the capacity view, not the view of model pods, whose watch may be ahead of it."""
         now = self.clock()
-        held = {h.pod for holders in view.holders.values() for h in holders if not h.terminating}
+        held = view.bound_pods(terminating=False)
         incoming: dict[tuple[str, str], int] = {}
         for pod, (node, holds, at) in list(self.retiring.items()):
             if pod not in held or now - at > RETIRING_FOR:

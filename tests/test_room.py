@@ -51,9 +51,10 @@ class Accelerators:
         ]
 
     def capacity(self) -> Capacity:
-        return capacity(self.nodes, (self.lagging or self.view.pods).values())
+        return capacity(self.nodes, (self.own_pods or self.view.pods).values())
 
-    lagging: dict[str, Any] | None = None  # the pods as a watch behind the model view's shows them
+    # The pods as the capacity view's own watch shows them, when it is behind or ahead of the model view's.
+    own_pods: dict[str, Any] | None = None
 
 
 def setup(rules: Rules = RULES) -> tuple[Scaler, View, Collector, Writer, Elector, Clock, ScalerMetrics]:
@@ -131,11 +132,11 @@ def test_a_waking_model_on_a_full_pool_retires_the_least_recently_used_idle_mode
     async def again() -> None:
         clock.now += 1
         await scaler.tick()  # the watch has not shown m2's pod going yet: room is on its way
-        accelerators.lagging = dict(view.pods)
+        accelerators.own_pods = dict(view.pods)  # behind
         del view.pods["ns/m2-pod"]
         clock.now += 1
         await scaler.tick()  # the model view saw m2's pod go, the capacity view not yet: still on its way
-        accelerators.lagging = None
+        accelerators.own_pods = None
         view.pods["ns/fifth-pod"]["spec"]["nodeName"] = "gpu-0"
         for _ in range(3):
             clock.now += 1
@@ -154,7 +155,7 @@ def test_a_waiter_the_capacity_view_already_shows_placed_retires_nothing_more() 
     del view.pods["ns/m2-pod"]
     ahead = {name: dict(p) for name, p in view.pods.items()}
     ahead["ns/fifth-pod"] = model_pod("fifth", "", node="gpu-0")
-    accelerators.lagging = ahead  # the capacity view: m2's pod gone and fifth's bound in its place
+    accelerators.own_pods = ahead  # the capacity view: m2's pod gone and fifth's bound in its place
 
     async def scenario() -> None:
         for _ in range(3):
