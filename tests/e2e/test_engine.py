@@ -176,7 +176,7 @@ def cold_start(cluster: Cluster, namespace: str, name: str, model: str) -> float
 
 def test_render_mode_runs_the_engine_on_a_model_from_the_node_cache(cluster: Cluster, namespace: str) -> None:
     """The dev runtime llamacpp-nvidia renders the engine's command line with {{ model.path }} from the node
-    cache; a 384 MiB model takes longer from zero than an 8 MiB one (fetch, load, first token)."""
+    cache, and an 8 MiB and a 384 MiB model each start from zero from it (their first-token times printed)."""
     small = cold_start(cluster, namespace, "small", "hf://hearth-dev/llama-small-gguf")
     (pod,) = cluster.live_pods(namespace, "app=small")
     model = next(c for c in pod["spec"]["containers"] if c["name"] == "model")
@@ -187,7 +187,13 @@ def test_render_mode_runs_the_engine_on_a_model_from_the_node_cache(cluster: Clu
     assert "download done" in fetched, fetched
     wait_for("small back to zero", lambda: replicas(cluster, namespace, "small") == 0, timeout=60)
     large = cold_start(cluster, namespace, "large", "hf://hearth-dev/llama-large-gguf")
+    # The times are a figure, not a check: with the other worker's tests beside it, the small model's first
+    # start once took longer than the large one's (7.1 s against 6.1). What is checked is what was loaded:
+    # each model whole, from its node's cache.
     print(f"render mode, llama.cpp, cold cache: first token {small:.1f}s (8 MiB), {large:.1f}s (384 MiB)")
-    assert large > small + 0.5, (small, large)
+    (big,) = cluster.live_pods(namespace, "app=large")
+    for found, repo, mib in ((pod, "hearth-dev/llama-small-gguf", 8), (big, "hearth-dev/llama-large-gguf", 384)):
+        cached = cluster.layout.nodes / found["spec"]["nodeName"] / "model-cache" / cluster.cache_key(repo)
+        assert (cached / "model.gguf").stat().st_size >= mib * 2**20 * 0.9, (repo, mib)
     events = get_json(cluster, "events", "-n", namespace)["items"]
     assert not [e for e in events if e["reason"] == "BackOff"], events  # no engine restarted
