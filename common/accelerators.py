@@ -1,5 +1,5 @@
 """The accelerator capacity view a component keeps: two informers (every Node, every Pod, each slimmed to
-what policies.capacity reads), on the component's loop. Built from memory after each change: no apiserver
+what policies.capacities reads), on the component's loop. Built from memory after each change: no apiserver
 call per admission, per tick or per request."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and LLMServices, from the live cluster. PREWARMED is the nodes holding the model in their cache out of those
 `hearth.dev/prewarm` asks for; LAST START the last start from zero, ETA the scaler's prediction of the next.
 `hearth status --capacity`: per node and accelerator, what is free, busy, idle or held by other pods, and
-which models hold it (policies.capacity, from one list of nodes and pods)."""
+which models hold it (policies.capacities, from one list of nodes and pods)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from policies.values import boolean, duration_seconds, is_dns_label, is_dns_subd
 PREFIX = "hearth.dev/"
 ENABLED_LABEL = "hearth.dev/enabled"
 RENDERED = "hearth.dev/rendered"  # written by the webhook on pods, never by users
-STATUS = "hearth.dev/status"  # where older scalers wrote their status; now only removed (see policies.phase)
+STATUS = "hearth.dev/status"  # where older scalers wrote their status; now only removed (see policies.phases)
 PHASE_LABEL = "hearth.dev/phase"  # written by the scaler: ScaledToZero, Activating, Ready, Scaling, Degraded
 Scope = Literal["deployment", "template"]
 DEPLOYMENT_WHERE = "metadata.annotations"

@@ -15,7 +15,7 @@ from policies.annotations import PHASE_LABEL, ScaleSpec, parse_scale
 from policies.deployment import deployment_name_of
 from policies.errors import Collector
 from policies.modelcache import FETCH_CONTAINER
-from policies.phase import DEGRADED, failure_of
+from policies.phases import DEGRADED, failure_of
 from policies.stamp import stamp_of
 
 CRASH_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"})

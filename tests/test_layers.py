@@ -48,3 +48,25 @@ def test_the_checker_sees_a_private_import() -> None:
 
 def test_the_public_names_are_all_there() -> None:
     assert all(hasattr(policies, name) for name in policies.__all__)
+
+
+def test_the_cores_lazy_table_matches_its_imports_and_all() -> None:
+    """policies/__init__ imports its names for mypy only and resolves them at run time from a table
+    (PEP 562): the table, the imports and __all__ must name the same things, each from the same module."""
+    tree = ast.parse((ROOT / "policies" / "__init__.py").read_text())
+    imported = {
+        alias.asname or alias.name: (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("policies.")
+        for alias in node.names
+    }
+    assert len(imported) > 100
+    assert imported == policies._EXPORTS
+    assert sorted(policies.__all__) == sorted(imported)
+
+
+def test_no_public_name_of_the_core_is_also_one_of_its_modules() -> None:
+    """Importing `policies.x` sets the package's attribute `x` to that module; a public name `x` would
+    then read as the module, not as what the table names (why the modules are `phases`, `capacities`)."""
+    modules = {path.stem for path in (ROOT / "policies").glob("*.py")}
+    assert modules & set(policies.__all__) == set()

@@ -18,8 +18,8 @@ from policies import ContractError, RenderSettings, validate_deployment
 from policies.annotations import KEYS, PHASE_LABEL, PREFIX
 from policies.llmservice import NOT_OFFERED, OWNER_LABEL, POD_FIELDS, SCALE_FIELDS, compile_deployment, parse_spec
 from policies.llmservice import validate_llmservice as validate
-from policies.llmservice_status import crd, mirror, predicted_runtime, same, with_conditions
-from policies.phase import condition
+from policies.phases import condition
+from policies.service_status import crd, mirror, predicted_runtime, same, with_conditions
 from scaler.llmservices import FIELD_MANAGER, LLMServiceController, holds_replicas_alone, owned_by, spec_hash
 from scaler.metrics import ScalerMetrics
 from tests.support import ROOT, sample_runtimes

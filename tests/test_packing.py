@@ -1,4 +1,4 @@
-"""Accelerator capacity (policies.capacity) and the choice of replicas to retire (scaler.packing), pure:
+"""Accelerator capacity (policies.capacities) and the choice of replicas to retire (scaler.packing), pure:
 nodes, pods and candidates in, free counts and retirements out. The leader acting on them in process is
 in tests/test_room.py; on a real cluster in tests/e2e/test_packing.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.capacity import capacity, fits, holding_of, is_accelerator, node_room, pod_needs, slim_node, slim_pod
+from policies.capacities import capacity, fits, holding_of, is_accelerator, node_room, pod_needs, slim_node, slim_pod
 from scaler.packing import Candidate, Rules, Waiter, plan
 
 GPU = "nvidia.com/gpu"

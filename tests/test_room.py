@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from policies.capacity import Capacity, capacity
+from policies.capacities import Capacity, capacity
 from scaler.demand import Demand
 from scaler.loop import Scaler
 from scaler.metrics import ScalerMetrics

@@ -1,6 +1,6 @@
 """What an LLMService shows: Hearth's status of its Deployment, mirrored (pure), and the CRD that carries it.
 
-The phase is the scaler's (policies.phase) once the Deployment exists; before that, or when it cannot be
+The phase is the scaler's (policies.phases) once the Deployment exists; before that, or when it cannot be
 made, the LLMService says why with one of its own phases: Pending (the Deployment is being made),
 Conflict (a Deployment of that name belongs to someone else; Hearth never takes it over) and Invalid (the
 spec breaks the contract; the webhook refuses such objects, so this is seen only when it was down).
@@ -18,7 +18,7 @@ from policies.annotations import PHASE_LABEL, parse_pod
 from policies.crdschema import model_schema
 from policies.errors import Collector, ContractError
 from policies.llmservice import KIND, PLURAL, LLMServiceSpec, pod_annotations
-from policies.phase import PHASES, READY, SCALED_TO_ZERO, SCALING, failure_of, status_of
+from policies.phases import PHASES, READY, SCALED_TO_ZERO, SCALING, failure_of, status_of
 from policies.runtime import GROUP, VERSION, InferenceRuntime
 from policies.selection import select_runtime
 
