@@ -15,9 +15,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
-
-from pydantic import AfterValidator
 
 from common.kubeapi import ApiError, KubeAPI
 
@@ -112,13 +109,3 @@ def service_account(ref: str) -> str:
     """The username a ServiceAccount (NAMESPACE/NAME) authenticates as."""
     namespace, _, name = ref.partition("/")
     return f"system:serviceaccount:{namespace}:{name}"
-
-
-def _namespace_slash_name(value: str) -> str:
-    namespace, sep, name = value.partition("/")
-    if not sep or not namespace or not name or "/" in name:
-        raise ValueError(f"takes NAMESPACE/NAME of a ServiceAccount (e.g. hearth-system/hearth-scaler), not {value!r}")
-    return value
-
-
-ServiceAccountRef = Annotated[str, AfterValidator(_namespace_slash_name)]  # a settings field: NAMESPACE/NAME

@@ -49,6 +49,16 @@ Duration = Annotated[float, BeforeValidator(parse_duration), "duration"]
 BaseURL = Annotated[str, AfterValidator(lambda url: url.rstrip("/"))]  # joined with paths: no trailing slash
 
 
+def _namespace_slash_name(value: str) -> str:
+    namespace, sep, name = value.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ValueError(f"takes NAMESPACE/NAME of a ServiceAccount (e.g. hearth-system/hearth-scaler), not {value!r}")
+    return value
+
+
+ServiceAccountRef = Annotated[str, AfterValidator(_namespace_slash_name)]  # NAMESPACE/NAME (common.callers checks them)
+
+
 def _extra(info: FieldInfo) -> Mapping[str, Any]:
     extra = info.json_schema_extra
     return extra if isinstance(extra, Mapping) else {}

@@ -8,8 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from common.callers import ServiceAccountRef
-from common.flags import BaseURL, Duration
+from common.flags import BaseURL, Duration, ServiceAccountRef
 from policies import ScaleSpec
 
 _SCALE = ScaleSpec()  # the annotations' defaults, for --upstream models

@@ -17,7 +17,6 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-import httpx
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -91,6 +90,7 @@ def _nothing() -> None:
 
 DRAIN_BEGINS_WITHIN = 10.0  # seconds /drained waits for the SIGTERM that begins the drain
 OWN_METRICS = "/hearth/metrics"  # the sidecar's own; /metrics is the runtime's, passed through as it is
+HEALTH_TIMEOUT = 1.0  # seconds the runtime gets to answer each readiness check
 
 
 class SidecarMetrics:
@@ -125,7 +125,6 @@ class _Served:
 def create_app(
     settings: SidecarSettings,
     drain: Drain,
-    client: httpx.AsyncClient,
     upstreams: Upstreams,
     metrics: SidecarMetrics | None = None,
 ) -> ASGIApp:
@@ -136,13 +135,10 @@ def create_app(
         if drain.draining:
             return Response("draining", status_code=503)
         try:
-            health = await client.get(f"{settings.upstream}{settings.health_path}", timeout=1.0)
-        except httpx.HTTPError:
+            status = await upstreams.status(f"{settings.upstream}{settings.health_path}", HEALTH_TIMEOUT)
+        except UpstreamError:
             return Response("runtime unreachable", status_code=503)
-        return Response(
-            "ok" if health.status_code == 200 else "runtime not ready",
-            status_code=200 if health.status_code == 200 else 503,
-        )
+        return Response("ok" if status == 200 else "runtime not ready", status_code=200 if status == 200 else 503)
 
     async def demand(request: Request) -> Response:
         """In-flight requests of this pod, for the scaler."""
@@ -265,8 +261,8 @@ class _DrainingServer(uvicorn.Server):
 async def serve(settings: SidecarSettings) -> None:
     drain = Drain()
     timeouts = UpstreamTimeouts(connect=settings.connect_timeout, idle=settings.idle_stream_timeout)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as client, Upstreams(timeouts) as upstreams:
-        app = create_app(settings, drain, client, upstreams)
+    async with Upstreams(timeouts) as upstreams:
+        app = create_app(settings, drain, upstreams)
         config = uvicorn.Config(
             app,
             host=settings.host,

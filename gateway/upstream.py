@@ -3,7 +3,7 @@
 Why aiohttp and not httpx here: httpcore's pool scans every pooled connection, probing idle sockets, on
 each request and each response close, so relaying many concurrent streams costs O(connections) per
 request; at 64 streams the front door spent most of its CPU in that scan and relayed a sixth of what it
-relays now (bench/gateway.py). httpx stays for the low-rate calls (health checks, scaler pushes).
+relays now (bench/gateway.py). httpx stays for the front door's low-rate calls (scaler pushes, the apiserver).
 """
 
 from __future__ import annotations
@@ -70,3 +70,12 @@ class Upstreams:
             raise RuntimeError("Upstreams is used outside `async with`")
         response = await self._session.request(method, url, data=body, headers=dict(headers), allow_redirects=False)
         return UpstreamResponse(response)
+
+    async def status(self, url: str, within: float) -> int:
+        """The status a GET of `url` is answered with, given `within` seconds, its body dropped: the sidecar's
+        check of its runtime's health, on the pool it relays on (no second HTTP client in every model pod)."""
+        if self._session is None:
+            raise RuntimeError("Upstreams is used outside `async with`")
+        limit = aiohttp.ClientTimeout(total=within)
+        async with self._session.get(url, timeout=limit, allow_redirects=False) as response:
+            return response.status

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.callers import ServiceAccountRef
-from common.flags import BaseURL, Duration
+from common.flags import BaseURL, Duration, ServiceAccountRef
 from scaler.packing import Rules
 
 

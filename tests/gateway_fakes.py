@@ -57,3 +57,11 @@ class ScriptedUpstreams:
         if isinstance(script, Exception):
             raise script
         return script
+
+    async def status(self, url: str, within: float) -> int:
+        """A health check: the status its script answers with (or its exception)."""
+        parts = urlsplit(url)
+        script = self.scripts[f"{parts.scheme}://{parts.netloc}"]
+        if isinstance(script, Exception):
+            raise script
+        return script.status_code

@@ -26,7 +26,7 @@ def sidecar(script: ScriptedResponse | Exception) -> tuple[httpx.AsyncClient, Dr
     drain = Drain()
     upstreams: Any = ScriptedUpstreams({RUNTIME: script})
     settings = SidecarSettings(upstream=RUNTIME)
-    app = create_app(settings, drain, httpx.AsyncClient(), upstreams)
+    app = create_app(settings, drain, upstreams)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar"), drain
 
 
