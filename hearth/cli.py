@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hearth import __version__
 from hearth.cache_cmd import add_cache, fetch_flags
+
+Subcommands = Any  # argparse's _SubParsersAction, private to argparse
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -79,16 +83,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_render(sub: Subcommands) -> None:
     from common.flags import add_flags
-    from hearth.dev_cmd import add_dev
-    from hearth.serve_cmd import add_services
     from webhook import SidecarInjection
-
-    parser = argparse.ArgumentParser(prog="hearth", description="Scale-to-zero LLM serving on Kubernetes.")
-    parser.add_argument("--version", action="version", version=f"hearth {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="print the Pod the webhook would create for a Deployment")
     render.add_argument("-f", "--file", type=Path, required=True, help="YAML file with the annotated Deployment")
@@ -96,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(render, SidecarInjection)
     render.set_defaults(func=_cmd_render, parser=render)
 
+
+def _add_adopt(sub: Subcommands) -> None:
     adopt = sub.add_parser(
         "adopt",
         help="add Hearth's label and annotations to a Deployment manifest, keeping its comments and order",
@@ -110,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("--runtimes", type=Path, help="InferenceRuntimes (file or folder) for the webhook's checks")
     adopt.set_defaults(func=_cmd_adopt)
 
+
+def _add_certs(sub: Subcommands) -> None:
     certs = sub.add_parser("certs", help="make a CA and a serving certificate for the webhook")
     certs.add_argument("--out", type=Path, required=True, help="folder for ca.crt, ca.key, tls.crt, tls.key")
     certs.add_argument("--host", action="append", required=True, help="DNS name or IP address (repeat)")
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--kubeconfig", type=Path, help="also patch the live webhook configurations named hearth")
     certs.set_defaults(func=_cmd_certs)
 
+
+def _add_status(sub: Subcommands) -> None:
     status = sub.add_parser("status", help="NAME PHASE RUNTIME REPLICAS DEMAND PREWARMED AGE of Hearth Deployments")
     status.add_argument("-n", "--namespace", default="default")
     status.add_argument("-A", "--all-namespaces", action="store_true")
@@ -134,9 +137,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(func=_cmd_status)
 
-    add_cache(sub)
+
+def _add_dev(sub: Subcommands) -> None:
+    from hearth.dev_cmd import add_dev
+
     add_dev(sub)
-    add_services(sub)
+
+
+def _add_service(name: str) -> Callable[[Subcommands], None]:
+    def add(sub: Subcommands) -> None:
+        from hearth import serve_cmd
+
+        getattr(serve_cmd, f"add_{name}")(sub)
+
+    return add
+
+
+# Each command and what adds it to the parser, in `hearth --help`'s order. A command's modules are imported
+# only when it is added: a process in a pod (`hearth gateway sidecar`, `hearth dev simulator`) builds its own
+# command alone and starts without importing every other command's settings and libraries.
+COMMANDS: dict[str, Callable[[Subcommands], None]] = {
+    "render": _add_render,
+    "adopt": _add_adopt,
+    "certs": _add_certs,
+    "status": _add_status,
+    "cache": add_cache,
+    "dev": _add_dev,
+    "webhook": _add_service("webhook"),
+    "gateway": _add_service("gateway"),
+    "scaler": _add_service("scaler"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """`hearth`'s parser: every command, or `command` alone when it is one of them (what `main` builds for
+    a command line that names it; help and errors for other words need them all)."""
+    parser = argparse.ArgumentParser(prog="hearth", description="Scale-to-zero LLM serving on Kubernetes.")
+    parser.add_argument("--version", action="version", version=f"hearth {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add in COMMANDS.items():
+        if command in (None, name) or command not in COMMANDS:
+            add(sub)
     return parser
 
 
@@ -152,7 +194,10 @@ def _fetch_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     fetching = words[:2] == ["cache", "fetch"]
-    args = (_fetch_parser() if fetching else build_parser()).parse_args(words[2:] if fetching else words)
+    # The first word that is not a flag names the command (or, after --log-level, a level: all are built).
+    command = next((word for word in words if not word.startswith("-")), None)
+    parser = _fetch_parser() if fetching else build_parser(command)
+    args = parser.parse_args(words[2:] if fetching else words)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2"):  # one line per request is noise at INFO (httpx2: the hub client's)
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -30,18 +30,21 @@ def add_service(sub: Any, name: str, help_text: str, model: type[Any], serve: Ca
     parser.set_defaults(func=_command(model, serve, **kw), parser=parser)
 
 
-def add_services(sub: Any) -> None:
-    import gateway
-    import scaler
+# The servers are looked up when a command runs, not when its parser is built: `hearth webhook` never loads
+# the gateway's or the scaler's libraries, and each settings model is imported only for its own command.
+def add_webhook(sub: Any) -> None:
     import webhook
-    from gateway import FrontDoorSettings, SidecarSettings
-    from scaler import ScalerSettings
     from webhook import WebhookSettings
 
-    # The servers are looked up when a command runs, not when the parser is built: `hearth webhook` never
-    # loads the gateway's or the scaler's libraries.
     def serve_webhook(settings: Any) -> Any:
         return webhook.serve(settings)
+
+    add_service(sub, "webhook", "serve the admission webhook over TLS", WebhookSettings, serve_webhook)
+
+
+def add_gateway(sub: Any) -> None:
+    import gateway
+    from gateway import FrontDoorSettings, SidecarSettings
 
     def serve_front_door(settings: Any) -> Any:
         return gateway.serve_front_door(settings)
@@ -49,10 +52,6 @@ def add_services(sub: Any) -> None:
     def serve_sidecar(settings: Any) -> Any:
         return gateway.serve_sidecar(settings)
 
-    def serve_scaler(settings: Any) -> Any:
-        return scaler.serve(settings)
-
-    add_service(sub, "webhook", "serve the admission webhook over TLS", WebhookSettings, serve_webhook)
     gateway_parser = sub.add_parser("gateway", help="the gateway: front door, and sidecar in model pods")
     gateway_sub = gateway_parser.add_subparsers(dest="gateway_command", required=True)
     add_service(
@@ -66,6 +65,15 @@ def add_services(sub: Any) -> None:
     add_service(
         gateway_sub, "sidecar", "front the runtime in a model pod; count and drain", SidecarSettings, serve_sidecar
     )
+
+
+def add_scaler(sub: Any) -> None:
+    import scaler
+    from scaler import ScalerSettings
+
+    def serve_scaler(settings: Any) -> Any:
+        return scaler.serve(settings)
+
     add_service(
         sub,
         "scaler",
