@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = REPO / "manifests"
 DEV_RUNTIMES = Path(__file__).resolve().parent / "runtimes.yaml"
 ENGINE_RUNTIME = Path(__file__).resolve().parent / "runtime-llamacpp.yaml"
-DEV_ROOM_ARGS = ("--retire-grace=3s", "--min-residency=10s", "--vendor-fallback-after=5s")  # shipped: 30s, 2m, 30s
+DEV_ROOM_ARGS = ("--retire-grace=3s", "--min-residency=5s", "--vendor-fallback-after=5s")  # shipped: 30s, 2m, 30s
 # The local hub's models (MiB): generated stand-ins under the name every simulated Deployment uses, a
 # gated one, and small ones of their own for the model-cache tests (each node keeps what it fetched).
 HUB_MODELS = {"Qwen/Qwen3-8B": 256, "Qwen/Qwen3-8B-Instruct": 256, "hearth-dev/gated-model": 2} | {
@@ -82,6 +82,12 @@ def _answers(url: str, headers: dict[str, str]) -> bool:
         return httpx.get(url, headers=headers, timeout=5).status_code == 200
     except httpx.HTTPError:  # a front door that died since it was listed: its restart lists every key
         return False
+
+
+def _refusal(response: httpx.Response) -> str:
+    """The status and the apiserver's message (its Status object's, when it sent one)."""
+    message = response.json().get("message") if "json" in response.headers.get("content-type", "") else ""
+    return f"{response.status_code} {message or response.text[:200]}"
 
 
 class Cluster:
@@ -141,22 +147,43 @@ class Cluster:
         return as_kubectl_prints(get, [self._read(path, get.params) for path in get.paths()])
 
     def _read(self, path: str, params: dict[str, str]) -> dict[str, Any]:
-        with self._reader_lock:  # tests read from several threads
-            if self._reader is None:
-                self._reader = httpx.Client(base_url=self.layout.apiserver_url, verify=self._tls(), timeout=60)
-            reader = self._reader
-        for attempt in (1, 2):  # a GET is safe to send again: once more on a connection an apiserver restart cut
-            try:
-                response = reader.get(path, params=params)
-                break
-            except httpx.TransportError as why:
-                if attempt == 2:
-                    raise processes.StartError(f"GET {path} failed: {why!r}") from why
+        response, _ = self._call("GET", path, params=params)
         if response.status_code != 200:
-            message = response.json().get("message") if "json" in response.headers.get("content-type", "") else ""
-            raise processes.StartError(f"GET {path}: {response.status_code} {message or response.text[:200]}")
+            raise processes.StartError(f"GET {path}: {_refusal(response)}")
         answer: dict[str, Any] = response.json()
         return answer
+
+    def create_namespace(self, name: str) -> None:
+        """`kubectl create namespace NAME` over the kept-alive connection: every end-to-end test makes one."""
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        response, sent_again = self._call("POST", "/api/v1/namespaces", json=body)
+        if response.status_code == 409 and sent_again:
+            return  # the first attempt made it, and only its answer was lost
+        if response.status_code != 201:
+            raise processes.StartError(f"creating namespace {name}: {_refusal(response)}")
+
+    def delete_namespace(self, name: str) -> None:
+        """`kubectl delete namespace NAME --wait=false`, over the same connection; gone already is no error."""
+        response, _ = self._call("DELETE", f"/api/v1/namespaces/{name}")
+        if response.status_code not in (200, 202, 404):
+            raise processes.StartError(f"deleting namespace {name}: {_refusal(response)}")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, bool]:
+        """One request on the kept-alive connection (shared by threads: tests read from several), sent once
+        more when the connection was cut (an apiserver restart); and whether it was sent again, so that a
+        create can tell its own first attempt's success (409) from someone else's."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = httpx.Client(base_url=self.layout.apiserver_url, verify=self._tls(), timeout=60)
+            client = self._reader
+        try:
+            return client.request(method, path, **kwargs), False
+        except httpx.TransportError:
+            pass
+        try:
+            return client.request(method, path, **kwargs), True
+        except httpx.TransportError as why:
+            raise processes.StartError(f"{method} {path} failed: {why!r}") from why
 
     def _start(self, name: str, argv: list[str], check: Callable[[], bool], timeout: float) -> int:
         self._launched[name] = (argv, check, timeout)
