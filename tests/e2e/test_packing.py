@@ -2,7 +2,7 @@
 
 Each test gets pools of its own (devcluster.pools: an extended resource advertised on a node for this test
 only, and an InferenceRuntime that asks for it), so the other tests' models neither fill them nor yield to
-them. The dev cluster's scaler makes room after 3 s of idleness and 10 s of residency, and falls back to
+them. The dev cluster's scaler makes room after 3 s of idleness and 5 s of residency, and falls back to
 another vendor after 5 s (devcluster.cluster.DEV_ROOM_ARGS)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 NODE = "gpu-node-0"
-RESIDENCY = 10.0  # DEV_ROOM_ARGS
+RESIDENCY = 5.0  # DEV_ROOM_ARGS
 
 
 @pytest.fixture
