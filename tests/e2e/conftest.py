@@ -49,14 +49,38 @@ def worker_index() -> int:
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
 
 
-# The files that take longest (about 300, 225, 210, 150 and 140 s here) run first, in this order, so
-# that the two workers of `make e2e` (--dist loadfile --no-loadscope-reorder) finish together rather than
-# one running the chaos soak alone at the end. The other files keep their order after them.
-LONGEST_FIRST = ("test_chaos.py", "test_cluster.py", "test_scaling.py", "test_model_cache.py", "test_packing.py")
+# Every file, longest first (about their tests' summed seconds here, `--durations=0`), so that the two
+# workers of `make e2e` (--dist loadfile --no-loadscope-reorder: a worker takes the next file when it has
+# two tests or fewer left) finish together: the files handed out last are the shortest, and neither worker
+# runs a long one alone at the end. A file not listed runs after these.
+HERE = Path(__file__).parent
+LONGEST_FIRST = (
+    "test_chaos.py",  # 240 (with its upgrade and rollback under traffic)
+    "test_cluster.py",  # 220
+    "test_scaling.py",  # 200
+    "test_model_cache.py",  # 115
+    "test_packing.py",  # 95
+    "test_node.py",  # 70
+    "test_llmservice.py",  # 70
+    "test_tenants.py",  # 65
+    "test_engine.py",  # 50
+    "test_wakeup_live.py",  # 47
+    "test_steady.py",  # 45
+    "test_model_cache_claim.py",  # 40
+    "test_argocd_health.py",  # 35
+    "test_auth_live.py",  # 28
+    "test_chart_live.py",  # 20
+    "test_coldstart.py",  # 18
+    "test_tenant_boundary.py",  # 13
+    "test_informer.py",  # 4
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    unranked = sorted({item.path.name for item in items if item.path.parent == HERE} - set(rank))
+    if unranked:  # every tier collects this folder: a new file is caught by `make check`, before the e2e tier
+        raise pytest.UsageError(f"tests/e2e/conftest.py: add {', '.join(unranked)} to LONGEST_FIRST, by duration")
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests stay together
 
 
