@@ -66,10 +66,11 @@ process: setup  ## tests that start real processes (Hearth's, Go tools, kubectl)
 
 unit: check process
 
-# Two workers, each with a cluster of its own, a test file at a time, the longest files first
-# (tests/e2e/conftest.py): about 12 min here instead of 23 with one (E2E_WORKERS=1). Three took 12 min
-# with both cores saturated, and tests that compare timings failed: two it is.
-E2E_WORKERS ?= 2
+# Three workers, each with a cluster of its own, a test file at a time, the longest files first
+# (tests/e2e/conftest.py): 536 s here where two took 626-665 s (a third of the CPU idle) and one about 23
+# min (E2E_WORKERS=1). Before the pods' processes got lighter, three saturated the cores (712 s) and tests
+# that compared timings failed; those now check outcomes, and the chaos soak, the longest file, sets the floor.
+E2E_WORKERS ?= 3
 e2e: controlplane  ## the local cluster (built once, cached), then every end-to-end test on it
 	$(BIN)/pytest -m e2e $(if $(filter-out 1,$(E2E_WORKERS)),-n $(E2E_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=20
 
