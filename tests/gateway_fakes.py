@@ -52,16 +52,16 @@ class ScriptedUpstreams:
         if body.startswith(b"{"):
             self.sent.append((url, json.loads(body)))
         self.headers.append(dict(headers))
+        return self._script(url)
+
+    async def status(self, url: str, within: float) -> int:
+        """A health check: the status its script answers with (or its exception)."""
+        return self._script(url).status_code
+
+    def _script(self, url: str) -> ScriptedResponse:
+        """The script of the backend `url` is on; an exception scripted there is raised."""
         parts = urlsplit(url)
         script = self.scripts[f"{parts.scheme}://{parts.netloc}"]
         if isinstance(script, Exception):
             raise script
         return script
-
-    async def status(self, url: str, within: float) -> int:
-        """A health check: the status its script answers with (or its exception)."""
-        parts = urlsplit(url)
-        script = self.scripts[f"{parts.scheme}://{parts.netloc}"]
-        if isinstance(script, Exception):
-            raise script
-        return script.status_code

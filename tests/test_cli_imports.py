@@ -30,7 +30,7 @@ def loaded(server: str, *words: str) -> set[str]:
 
 
 def under(modules: set[str], *packages: str) -> set[str]:
-    return {m for m in modules if m.split(".")[0] in packages or m in packages}
+    return {m for m in modules if m.split(".")[0] in packages}
 
 
 def test_the_sidecar_starts_without_the_other_commands_or_their_libraries() -> None:
